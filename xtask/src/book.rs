@@ -1,0 +1,443 @@
+//! Reading the book the way mdBook does: `book.toml`, then `SUMMARY.md` (with mdBook's own
+//! summary parser), then every chapter with mdBook's own Markdown options. The result is every
+//! fenced block with its language, attributes, text, and the Markdown file and line of each of
+//! its lines.
+//!
+//! The block contract (DESIGN.md, and `src/contributing/authoring.md` in the book):
+//! - ```` ```yaml title="synapse/homeserver.yaml" ```` is (part of) an extracted file;
+//! - ```` ```nginx title="nginx/nginx.conf" variant="https" ```` is a whole alternative of that
+//!   file, checked but not extracted;
+//! - ```` ```yaml example ```` is shown and syntax-checked alone, never extracted;
+//! - ```` ```routes ```` is a routing expectation table, ```` ```sql ```` a query the stack test
+//!   runs, ```` ```mermaid ```` a diagram;
+//! - any other config-language block without one of these is an error.
+//!
+//! Architecture invariant: this module knows Markdown and nothing about nginx, YAML or Synapse.
+
+use crate::diagnostics::{Diagnostic, MdLoc};
+use mdbook_markdown::pulldown_cmark::{CodeBlockKind, Event, Tag, TagEnd};
+use mdbook_markdown::{MarkdownOptions, new_cmark_parser};
+use mdbook_summary::{SummaryItem, parse_summary};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Languages whose blocks are configuration or code a reader could paste: they must carry a
+/// target or a marker.
+pub const CONFIG_LANGS: &[&str] = &[
+    "yaml", "yml", "nginx", "conf", "ini", "sh", "bash", "shell", "sql", "toml", "json", "env",
+    "dotenv", "dockerfile", "crontab", "cron", "properties", "pgsql", "postgresql",
+];
+
+/// Attributes a fence's info string may carry after the language.
+pub const KNOWN_ATTRS: &[&str] = &["title", "variant", "example"];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlockKind {
+    /// Part of the file `target` (relative to the deployment root); with `variant`, part of a
+    /// whole alternative of that file that is checked but not extracted.
+    File { target: String, variant: Option<String> },
+    /// Shown to the reader, syntax-checked alone, never extracted.
+    Example,
+    /// A table of `METHOD URI -> upstream` expectations.
+    Routes,
+    /// A query the stack test runs against the live database.
+    Sql,
+    /// A mermaid diagram.
+    Diagram,
+    /// Anything else that is not configuration (console sessions, plain text, output).
+    Display,
+}
+
+#[derive(Debug, Clone)]
+pub struct Block {
+    /// Markdown file relative to the book root, e.g. `src/deployment/nginx.md`.
+    pub file: String,
+    /// 1-based line of the opening fence.
+    pub fence_line: usize,
+    pub lang: String,
+    /// Attributes after the language: `key="value"`, `key=value` or a bare `flag` (value None).
+    pub attrs: BTreeMap<String, Option<String>>,
+    pub kind: BlockKind,
+    /// The block's content, exactly as mdBook renders it (ends with `\n` unless empty).
+    pub text: String,
+}
+
+impl Block {
+    /// 1-based Markdown line of the block's first content line.
+    pub fn first_line(&self) -> usize {
+        self.fence_line + 1
+    }
+
+    /// Markdown location of the block's `n`-th content line (0-based).
+    pub fn line_loc(&self, n: usize) -> MdLoc {
+        MdLoc::new(self.file.clone(), self.first_line() + n)
+    }
+
+    pub fn fence_loc(&self) -> MdLoc {
+        MdLoc::new(self.file.clone(), self.fence_line)
+    }
+
+    pub fn target(&self) -> Option<&str> {
+        match &self.kind {
+            BlockKind::File { target, .. } => Some(target),
+            _ => None,
+        }
+    }
+
+    pub fn variant(&self) -> Option<&str> {
+        match &self.kind {
+            BlockKind::File { variant, .. } => variant.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Chapter {
+    pub name: String,
+    /// Relative to the book root, with `/` separators, e.g. `src/deployment/nginx.md`.
+    pub path: String,
+    pub text: String,
+    pub blocks: Vec<Block>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Book {
+    /// The directory holding book.toml.
+    pub root: PathBuf,
+    /// `book.src` (default `src`), relative to root.
+    pub src: String,
+    pub title: Option<String>,
+    /// Chapters in reading order (SUMMARY order, depth first). Draft chapters are skipped.
+    pub chapters: Vec<Chapter>,
+}
+
+impl Book {
+    /// Every block of the book in reading order.
+    pub fn blocks(&self) -> impl Iterator<Item = &Block> {
+        self.chapters.iter().flat_map(|c| c.blocks.iter())
+    }
+
+    pub fn summary_path(&self) -> String {
+        format!("{}/SUMMARY.md", self.src)
+    }
+}
+
+/// Loads the book at `root`. On any problem, returns every diagnostic found (not just the first).
+pub fn load(root: &Path) -> Result<Book, Vec<Diagnostic>> {
+    let toml_loc = MdLoc::new("book.toml", 1);
+    let toml_text = match std::fs::read_to_string(root.join("book.toml")) {
+        Ok(t) => t,
+        Err(e) => {
+            return Err(vec![Diagnostic::error(
+                "book::no-book-toml",
+                format!("cannot read {}: {e}", root.join("book.toml").display()),
+                &toml_loc,
+            )]);
+        }
+    };
+    let config: toml::Table = match toml_text.parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let line = e.span().map(|s| line_of(&toml_text, s.start)).unwrap_or(1);
+            return Err(vec![Diagnostic::error(
+                "book::bad-book-toml",
+                format!("book.toml is not valid TOML: {}", e.message()),
+                &MdLoc::new("book.toml", line),
+            )]);
+        }
+    };
+    let book_table = config.get("book").and_then(|b| b.as_table());
+    let src = book_table
+        .and_then(|b| b.get("src"))
+        .and_then(|s| s.as_str())
+        .unwrap_or("src")
+        .trim_end_matches('/')
+        .to_string();
+    let title = book_table.and_then(|b| b.get("title")).and_then(|s| s.as_str()).map(String::from);
+
+    let summary_rel = format!("{src}/SUMMARY.md");
+    let summary_text = read_utf8(root, &summary_rel, &MdLoc::new(summary_rel.clone(), 1))
+        .map_err(|d| vec![d])?;
+    let summary = parse_summary(&summary_text).map_err(|e| {
+        vec![Diagnostic::error(
+            "book::bad-summary",
+            format!("SUMMARY.md cannot be parsed: {e:#}"),
+            &MdLoc::new(summary_rel.clone(), 1),
+        )]
+    })?;
+
+    let mut links = Vec::new();
+    for items in [&summary.prefix_chapters, &summary.numbered_chapters, &summary.suffix_chapters] {
+        flatten(items, &mut links);
+    }
+
+    let mut chapters = Vec::new();
+    let mut diags = Vec::new();
+    for (name, location) in links {
+        let rel = format!("{src}/{}", location.to_string_lossy().replace('\\', "/"));
+        let listed_at = MdLoc::new(summary_rel.clone(), summary_line(&summary_text, &location));
+        match read_utf8(root, &rel, &listed_at) {
+            Ok(text) => {
+                let (blocks, mut d) = parse_blocks(&rel, &text);
+                diags.append(&mut d);
+                chapters.push(Chapter { name, path: rel, text, blocks });
+            }
+            Err(d) => diags.push(d),
+        }
+    }
+    if diags.is_empty() {
+        Ok(Book { root: root.to_path_buf(), src, title, chapters })
+    } else {
+        Err(diags)
+    }
+}
+
+fn flatten(items: &[SummaryItem], out: &mut Vec<(String, PathBuf)>) {
+    for item in items {
+        if let SummaryItem::Link(link) = item {
+            if let Some(loc) = &link.location {
+                out.push((link.name.clone(), loc.clone()));
+            }
+            flatten(&link.nested_items, out);
+        }
+    }
+}
+
+/// The line of SUMMARY.md that lists `location` (1 if it cannot be found).
+fn summary_line(summary: &str, location: &Path) -> usize {
+    let loc = location.to_string_lossy();
+    summary
+        .lines()
+        .position(|l| l.contains(&format!("({loc})")) || l.contains(&format!("(./{loc})")) || l.contains(&*loc))
+        .map_or(1, |i| i + 1)
+}
+
+/// Reads a book file as UTF-8. `listed_at` is where the file is referenced from, used when the
+/// file cannot be read at all; a non-UTF-8 file is reported at its own first bad line.
+fn read_utf8(root: &Path, rel: &str, listed_at: &MdLoc) -> Result<String, Diagnostic> {
+    let bytes = std::fs::read(root.join(rel)).map_err(|e| {
+        Diagnostic::error("book::unreadable", format!("cannot read `{rel}`: {e}"), listed_at)
+    })?;
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = e.utf8_error().valid_up_to();
+        let line = e.as_bytes()[..valid].iter().filter(|&&b| b == b'\n').count() + 1;
+        Diagnostic::error(
+            "book::not-utf8",
+            format!("`{rel}` is not valid UTF-8 (bad byte at offset {valid})"),
+            &MdLoc::new(rel, line),
+        )
+    })
+}
+
+/// 1-based line of byte offset `pos` in `text`.
+pub fn line_of(text: &str, pos: usize) -> usize {
+    text.as_bytes()[..pos.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+/// Every fenced block of one chapter, with diagnostics for blocks that break the contract.
+pub fn parse_blocks(file: &str, text: &str) -> (Vec<Block>, Vec<Diagnostic>) {
+    let mut blocks = Vec::new();
+    let mut diags = Vec::new();
+    let parser = new_cmark_parser(text, &MarkdownOptions::default()).into_offset_iter();
+    let mut current: Option<(usize, String, String, std::ops::Range<usize>)> = None;
+    for (event, range) in parser {
+        match event {
+            Event::Start(Tag::CodeBlock(CodeBlockKind::Fenced(info))) => {
+                current = Some((line_of(text, range.start), info.to_string(), String::new(), range));
+            }
+            Event::Text(t) => {
+                if let Some((_, _, body, _)) = current.as_mut() {
+                    body.push_str(&t);
+                }
+            }
+            Event::End(TagEnd::CodeBlock) => {
+                let Some((fence_line, info, body, range)) = current.take() else { continue };
+                let loc = MdLoc::new(file, fence_line);
+                if !is_closed(&text[range.clone()]) {
+                    diags.push(Diagnostic::error(
+                        "book::unterminated-fence",
+                        "this code fence is never closed: everything after it to the end of the file became part of the block",
+                        &loc,
+                    ));
+                    continue;
+                }
+                match classify(&info) {
+                    Ok((lang, attrs, kind)) => blocks.push(Block {
+                        file: file.to_string(),
+                        fence_line,
+                        lang,
+                        attrs,
+                        kind,
+                        text: body,
+                    }),
+                    Err((code, msg)) => diags.push(Diagnostic::error(code, msg, &loc)),
+                }
+            }
+            _ => {}
+        }
+    }
+    (blocks, diags)
+}
+
+/// Whether a fenced block's source text ends with a closing fence.
+fn is_closed(src: &str) -> bool {
+    let mut lines = src.lines();
+    let Some(open) = lines.next() else { return false };
+    let open = open.trim_start_matches([' ', '>']).trim_start();
+    let ch = match open.chars().next() {
+        Some(c @ ('`' | '~')) => c,
+        _ => return true, // not a fence we understand; let mdBook decide
+    };
+    let n = open.chars().take_while(|&c| c == ch).count();
+    let Some(last) = src.trim_end_matches(['\n', '\r']).lines().last() else { return false };
+    if src.lines().count() < 2 {
+        return false;
+    }
+    // Inside containers (lists, block quotes) the closing fence may be prefixed.
+    let last = last.trim_start_matches(|c: char| c == ' ' || c == '>' || c == '\t');
+    let m = last.chars().take_while(|&c| c == ch).count();
+    m >= n && last[m * ch.len_utf8()..].trim().is_empty()
+}
+
+type Classified = (String, BTreeMap<String, Option<String>>, BlockKind);
+
+/// Splits an info string into language, attributes and block kind.
+pub fn classify(info: &str) -> Result<Classified, (&'static str, String)> {
+    let tokens = split_info(info).map_err(|m| ("book::bad-info-string", m))?;
+    let mut it = tokens.into_iter();
+    let lang = it.next().unwrap_or_default().to_ascii_lowercase();
+    if lang.contains('=') {
+        return Err(("book::bad-info-string", format!("the info string must start with a language, not `{lang}`")));
+    }
+    let mut attrs = BTreeMap::new();
+    for tok in it {
+        let (key, value) = match tok.split_once('=') {
+            Some((k, v)) => (k.to_string(), Some(unquote(v))),
+            None => (tok.clone(), None),
+        };
+        if !KNOWN_ATTRS.contains(&key.as_str()) {
+            return Err((
+                "book::unknown-attribute",
+                format!("unknown block attribute `{key}` (known: {})", KNOWN_ATTRS.join(", ")),
+            ));
+        }
+        if attrs.insert(key.clone(), value).is_some() {
+            return Err(("book::duplicate-attribute", format!("attribute `{key}` is given twice")));
+        }
+    }
+    let title = attrs.get("title").cloned();
+    let variant = attrs.get("variant").cloned();
+    let example = attrs.contains_key("example");
+    if matches!(title, Some(None)) {
+        return Err(("book::bad-info-string", "`title` needs a value: title=\"path/to/file\"".into()));
+    }
+    if matches!(variant, Some(None)) {
+        return Err(("book::bad-info-string", "`variant` needs a value: variant=\"name\"".into()));
+    }
+    if matches!(attrs.get("example"), Some(Some(_))) {
+        return Err(("book::bad-info-string", "`example` is a flag and takes no value".into()));
+    }
+    let kind = match (title.flatten(), variant.flatten(), example) {
+        (Some(_), _, true) => {
+            return Err(("book::bad-info-string", "a block is either extracted (`title`) or an `example`, not both".into()));
+        }
+        (None, Some(_), _) => {
+            return Err(("book::bad-info-string", "`variant` needs the `title` of the file it is an alternative of".into()));
+        }
+        (Some(target), variant, false) => BlockKind::File { target, variant },
+        (None, None, true) => BlockKind::Example,
+        (None, None, false) => match lang.as_str() {
+            "routes" => BlockKind::Routes,
+            "sql" => BlockKind::Sql,
+            "mermaid" => BlockKind::Diagram,
+            l if CONFIG_LANGS.contains(&l) => {
+                return Err((
+                    "book::unmarked-config-block",
+                    format!(
+                        "a `{l}` block must say what it is: title=\"path\" (extracted), \
+                         title=\"path\" variant=\"name\" (alternative file) or `example`"
+                    ),
+                ));
+            }
+            _ => BlockKind::Display,
+        },
+    };
+    Ok((lang, attrs, kind))
+}
+
+fn unquote(v: &str) -> String {
+    v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(v).to_string()
+}
+
+/// Whitespace-separated tokens; double quotes group (so `title="a b"` is one token).
+fn split_info(info: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in info.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                cur.push(c);
+            }
+            c if c.is_whitespace() && !quoted => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if quoted {
+        return Err(format!("unbalanced quote in info string `{info}`"));
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_carry_lines_and_kinds() {
+        let md = "# T\n\ntext\n\n```yaml title=\"a/b.yaml\"\nx: 1\ny: 2\n```\n\n- item\n\n  ```nginx example\n  events {}\n  ```\n\n```console\n$ ls\n```\n";
+        let (blocks, diags) = parse_blocks("src/t.md", md);
+        assert!(diags.is_empty(), "{diags:?}");
+        assert_eq!(blocks.len(), 3);
+        assert_eq!(blocks[0].fence_line, 5);
+        assert_eq!(blocks[0].text, "x: 1\ny: 2\n");
+        assert_eq!(blocks[0].kind, BlockKind::File { target: "a/b.yaml".into(), variant: None });
+        assert_eq!(blocks[1].fence_line, 12);
+        assert_eq!(blocks[1].text, "events {}\n");
+        assert_eq!(blocks[1].kind, BlockKind::Example);
+        assert_eq!(blocks[2].kind, BlockKind::Display);
+    }
+
+    #[test]
+    fn contract_errors() {
+        for (info, code) in [
+            ("yaml", "book::unmarked-config-block"),
+            ("yaml titel=\"x\"", "book::unknown-attribute"),
+            ("yaml title=\"x\" example", "book::bad-info-string"),
+            ("nginx variant=\"https\"", "book::bad-info-string"),
+            ("yaml title=\"x", "book::bad-info-string"),
+        ] {
+            assert_eq!(classify(info).unwrap_err().0, code, "{info}");
+        }
+        assert_eq!(classify("sql").unwrap().2, BlockKind::Sql);
+        assert_eq!(classify("routes").unwrap().2, BlockKind::Routes);
+    }
+
+    #[test]
+    fn unterminated_fence_is_reported_at_its_opening_line() {
+        let md = "a\n\n```yaml title=\"x.yaml\"\nk: v\n";
+        let (blocks, diags) = parse_blocks("src/t.md", md);
+        assert!(blocks.is_empty());
+        assert_eq!(diags[0].code, "book::unterminated-fence");
+        assert_eq!(diags[0].line, 3);
+    }
+}

@@ -1,0 +1,27 @@
+//! `cargo xtask ci`: everything CI runs, in order, stopping at the first failure.
+
+use crate::flags;
+use anyhow::{Context, bail};
+use std::process::{Command, ExitCode};
+
+pub(crate) fn run(_f: flags::Ci) -> anyhow::Result<ExitCode> {
+    let root = crate::project_root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let steps: Vec<(&str, Vec<&str>)> = vec![
+        ("cargo test", vec!["test", "--workspace", "--quiet"]),
+        ("cargo xtask check", vec!["run", "--quiet", "--package", "xtask", "--", "check"]),
+    ];
+    for (name, args) in steps {
+        eprintln!("==> {name}");
+        let status = Command::new(&cargo)
+            .args(&args)
+            .current_dir(&root)
+            .status()
+            .with_context(|| format!("cannot run {name}"))?;
+        if !status.success() {
+            bail!("{name} failed ({status})");
+        }
+    }
+    eprintln!("==> all CI steps passed");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,36 @@
+use super::{book_root, report};
+use crate::extract::{self, Options};
+use crate::flags::{self, Secrets};
+use crate::{book, secrets};
+use std::process::ExitCode;
+
+pub(crate) fn run(f: flags::Extract) -> anyhow::Result<ExitCode> {
+    let root = book_root(&f.book);
+    let book = match book::load(&root) {
+        Ok(b) => b,
+        Err(mut d) => return Ok(report(&mut d, f.format, &root)),
+    };
+    let opts = Options {
+        server_name: f.server_name.clone(),
+        secrets: match f.secrets {
+            Some(Secrets::Generate) => secrets::Secrets::Generate,
+            None => secrets::Secrets::Placeholders,
+        },
+        variant: None,
+    };
+    let tree = match extract::assemble(&book, &opts) {
+        Ok(t) => t,
+        Err(mut d) => return Ok(report(&mut d, f.format, &root)),
+    };
+    let out = f.out.clone().unwrap_or_else(|| extract::default_out(&root));
+    match extract::write_tree(&tree, &out, f.force) {
+        Ok(r) => {
+            eprintln!("extracted {} files into {}", r.written, out.display());
+            for old in &r.removed {
+                eprintln!("removed {old} (no longer in the book)");
+            }
+            Ok(report(&mut [], f.format, &root))
+        }
+        Err(mut d) => Ok(report(&mut d, f.format, &root)),
+    }
+}

@@ -1,0 +1,243 @@
+//! Diagnostics are data: one type, several renderers.
+//!
+//! Every finding of every command is a [`Diagnostic`] that points at a Markdown file (relative to
+//! the book root, e.g. `src/deployment/nginx.md`) and a 1-based line in it: the line a contributor
+//! edits. Where the finding is about an extracted file, the position in that file goes into a
+//! note. Renderers: human text with the source line, GitHub workflow annotations, JSON.
+
+use crate::flags::Format;
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::path::Path;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// A place in the book: Markdown file relative to the book root, 1-based line.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct MdLoc {
+    pub file: String,
+    pub line: usize,
+}
+
+impl MdLoc {
+    pub fn new(file: impl Into<String>, line: usize) -> Self {
+        MdLoc { file: file.into(), line }
+    }
+}
+
+impl std::fmt::Display for MdLoc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.file, self.line)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Diagnostic {
+    pub severity: Severity,
+    /// `<area>::<kebab-name>`, e.g. `extract::path-escape`, `nginx::undefined-variable`
+    pub code: String,
+    pub message: String,
+    pub file: String,
+    pub line: usize,
+    /// Extra context (e.g. the position in the extracted file). Not part of the JSON contract.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+/// Codes that mean "the input could not be read at all": exit status 2 instead of 1.
+const INPUT_CODES: &[&str] = &[
+    "book::unreadable",
+    "book::not-utf8",
+    "book::no-book-toml",
+    "book::bad-book-toml",
+    "book::bad-summary",
+    "extract::bad-server-name",
+    "extract::out-not-ours",
+];
+
+impl Diagnostic {
+    pub fn error(code: &str, message: impl Into<String>, at: &MdLoc) -> Self {
+        Diagnostic {
+            severity: Severity::Error,
+            code: code.to_string(),
+            message: message.into(),
+            file: at.file.clone(),
+            line: at.line,
+            notes: Vec::new(),
+        }
+    }
+
+    pub fn warning(code: &str, message: impl Into<String>, at: &MdLoc) -> Self {
+        Diagnostic { severity: Severity::Warning, ..Diagnostic::error(code, message, at) }
+    }
+
+    pub fn with_note(mut self, note: impl Into<String>) -> Self {
+        self.notes.push(note.into());
+        self
+    }
+
+    pub fn loc(&self) -> MdLoc {
+        MdLoc::new(self.file.clone(), self.line)
+    }
+
+    pub fn is_input_error(&self) -> bool {
+        INPUT_CODES.contains(&self.code.as_str())
+    }
+}
+
+/// Sort by file, line, code so output is stable whatever order checks ran in.
+pub fn sort(diags: &mut [Diagnostic]) {
+    diags.sort_by(|a, b| {
+        (&a.file, a.line, &a.code, &a.message).cmp(&(&b.file, b.line, &b.code, &b.message))
+    });
+}
+
+/// Exit status of a run (DESIGN.md): 0 clean, 1 findings, 2 unreadable input.
+pub fn exit_status(diags: &[Diagnostic]) -> u8 {
+    if diags.iter().any(Diagnostic::is_input_error) {
+        2
+    } else if diags.iter().any(|d| d.severity == Severity::Error) {
+        1
+    } else {
+        0
+    }
+}
+
+pub fn render(diags: &[Diagnostic], format: Format, book_root: &Path) -> String {
+    match format {
+        Format::Human => render_human(diags, book_root),
+        Format::Github => render_github(diags),
+        Format::Json => render_json(diags),
+    }
+}
+
+/// rustc-style text, with the Markdown source line when it can be read.
+pub fn render_human(diags: &[Diagnostic], book_root: &Path) -> String {
+    let mut out = String::new();
+    for d in diags {
+        let sev = match d.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        let _ = writeln!(out, "{sev}[{}]: {}", d.code, d.message);
+        let _ = writeln!(out, "  --> {}:{}", d.file, d.line);
+        if let Some(src) = source_line(book_root, &d.file, d.line) {
+            let num = d.line.to_string();
+            let pad = " ".repeat(num.len());
+            let _ = writeln!(out, "{pad} |");
+            let _ = writeln!(out, "{num} | {src}");
+            let _ = writeln!(out, "{pad} |");
+        }
+        for n in &d.notes {
+            let _ = writeln!(out, "  = note: {n}");
+        }
+        out.push('\n');
+    }
+    let errors = diags.iter().filter(|d| d.severity == Severity::Error).count();
+    let warnings = diags.len() - errors;
+    if !diags.is_empty() {
+        let _ = writeln!(out, "{errors} error(s), {warnings} warning(s)");
+    }
+    out
+}
+
+fn source_line(book_root: &Path, file: &str, line: usize) -> Option<String> {
+    if line == 0 {
+        return None;
+    }
+    let bytes = std::fs::read(book_root.join(file)).ok()?;
+    let text = String::from_utf8_lossy(&bytes);
+    text.lines().nth(line - 1).map(|l| l.trim_end().to_string())
+}
+
+/// GitHub workflow commands: `::error file=…,line=…,title=…::message`.
+pub fn render_github(diags: &[Diagnostic]) -> String {
+    let mut out = String::new();
+    for d in diags {
+        let kind = match d.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        let mut msg = d.message.clone();
+        for n in &d.notes {
+            msg.push('\n');
+            msg.push_str(n);
+        }
+        let _ = writeln!(
+            out,
+            "::{kind} file={},line={},title={}::{}",
+            escape_property(&d.file),
+            d.line,
+            escape_property(&d.code),
+            escape_data(&msg)
+        );
+    }
+    out
+}
+
+fn escape_data(s: &str) -> String {
+    s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
+}
+
+fn escape_property(s: &str) -> String {
+    escape_data(s).replace(':', "%3A").replace(',', "%2C")
+}
+
+/// `[{severity, code, message, file, line}]`, pretty-printed, one array.
+pub fn render_json(diags: &[Diagnostic]) -> String {
+    #[derive(Serialize)]
+    struct Out<'a> {
+        severity: Severity,
+        code: &'a str,
+        message: &'a str,
+        file: &'a str,
+        line: usize,
+    }
+    let v: Vec<Out<'_>> = diags
+        .iter()
+        .map(|d| Out {
+            severity: d.severity,
+            code: &d.code,
+            message: &d.message,
+            file: &d.file,
+            line: d.line,
+        })
+        .collect();
+    let mut s = serde_json::to_string_pretty(&v).expect("diagnostics serialize");
+    s.push('\n');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vec<Diagnostic> {
+        vec![
+            Diagnostic::error("extract::path-escape", "target \"../x\" leaves the tree", &MdLoc::new("src/a.md", 3)),
+            Diagnostic::warning("lint::x", "50% done, a:b", &MdLoc::new("src/b,c.md", 7)).with_note("line 2\nline 3"),
+        ]
+    }
+
+    #[test]
+    fn github_escapes_properties_and_data() {
+        let s = render_github(&sample());
+        assert!(s.contains("::error file=src/a.md,line=3,title=extract%3A%3Apath-escape::target \"../x\" leaves the tree"));
+        assert!(s.contains("file=src/b%2Cc.md"));
+        assert!(s.contains("50%25 done, a:b%0Aline 2%0Aline 3"));
+    }
+
+    #[test]
+    fn exit_status_ranks_input_errors_highest() {
+        let mut d = sample();
+        assert_eq!(exit_status(&d), 1);
+        d.push(Diagnostic::error("book::not-utf8", "x", &MdLoc::new("src/c.md", 1)));
+        assert_eq!(exit_status(&d), 2);
+        assert_eq!(exit_status(&d[1..2]), 0);
+    }
+}

@@ -1,0 +1,150 @@
+//! The whole command line of `cargo xtask`, in one place (see DESIGN.md, "CLI contract").
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "Extract, lint, route and run the Synapse guide's configs")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BookArg {
+    /// Directory holding book.toml (default: the repository root)
+    #[arg(long, value_name = "DIR")]
+    pub book: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    #[default]
+    Human,
+    Github,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Secrets {
+    /// Replace every secret placeholder with a fresh random value
+    Generate,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Assemble every `title="..."` block of the book into a deployment tree
+    Extract(Extract),
+    /// Check every extracted file and the links between them
+    Lint(Lint),
+    /// Show which location, upstream and server nginx picks for each URI
+    Route(Route),
+    /// Extract to a temporary directory, lint, and assert every `routes` block
+    Check(Check),
+    /// Run the extracted deployment natively and drive a Matrix client through it
+    Stack(Stack),
+    /// The mdBook preprocessor (called by mdbook, not by people)
+    Mdbook(Mdbook),
+    /// Build the site with the pinned mdBook
+    Book(BookCmd),
+    /// Install the pinned tools the tests need (Debian packages, Synapse, mdBook)
+    Setup(Setup),
+    /// Everything CI runs
+    Ci(Ci),
+}
+
+#[derive(Debug, Args)]
+pub struct Extract {
+    #[command(flatten)]
+    pub book: BookArg,
+    /// Output directory (default: deploy/ under the book root)
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Replace the example server name (example.com) everywhere
+    #[arg(long, value_name = "NAME")]
+    pub server_name: Option<String>,
+    /// Replace secret placeholders
+    #[arg(long, value_enum)]
+    pub secrets: Option<Secrets>,
+    /// Write into an --out that holds files extract did not write
+    #[arg(long)]
+    pub force: bool,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct Lint {
+    #[command(flatten)]
+    pub book: BookArg,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct Route {
+    #[command(flatten)]
+    pub book: BookArg,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+    /// HTTP method of the requests
+    #[arg(long, default_value = "GET")]
+    pub method: String,
+    /// Request URIs (path and query, as sent on the request line)
+    #[arg(required = true)]
+    pub uris: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct Check {
+    #[command(flatten)]
+    pub book: BookArg,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StackAction {
+    Up,
+    Smoke,
+    Down,
+    Test,
+}
+
+#[derive(Debug, Args)]
+pub struct Stack {
+    pub action: StackAction,
+    #[command(flatten)]
+    pub book: BookArg,
+    /// Write a JSON report of the run
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct Mdbook {
+    /// `supports <renderer>` when mdBook probes the preprocessor
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BookCmd {
+    #[command(flatten)]
+    pub book: BookArg,
+    /// Where to write the site (default: target/book)
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct Setup {
+    /// Only these parts (debian, synapse, mdbook, npm); all when empty
+    pub parts: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct Ci {
+    /// Skip the native stack test (for machines without root)
+    #[arg(long)]
+    pub no_stack: bool,
+}

@@ -1,0 +1,17 @@
+//! The library behind `cargo xtask`. One module per concern; see DESIGN.md and
+//! `src/contributing/architecture.md`.
+
+pub mod book;
+pub mod cmd;
+pub mod diagnostics;
+pub mod extract;
+pub mod flags;
+pub mod secrets;
+
+use std::path::PathBuf;
+
+/// The repository root (where the workspace Cargo.toml and book.toml live).
+pub fn project_root() -> PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    dir.parent().expect("xtask lives one level below the root").to_path_buf()
+}

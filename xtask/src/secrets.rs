@@ -1,0 +1,219 @@
+//! Secret placeholders and the Synapse signing key.
+//!
+//! The book writes secrets as obviously fake placeholders: `CHANGEME_` followed by a lowercase
+//! name (`CHANGEME_postgres_password`). A file holding one is written with mode 0600. With
+//! `--secrets generate`, every distinct placeholder becomes a fresh random value from the
+//! operating system's RNG, the same value in every file that names it.
+//!
+//! The signing key is written where `signing_key_path` in the Synapse config points, mapped from
+//! the container path to the tree through the Compose file's bind mounts. Its format is Synapse's
+//! own: `ed25519 a_XXXX <unpadded base64 of a 32-byte seed>`. Without `generate` the key is a
+//! placeholder too (valid in form, so the tree still starts, but plainly not secret).
+
+use crate::diagnostics::Diagnostic;
+use crate::extract::{Fragment, Tree, TreeFile};
+use base64::Engine as _;
+use regex::Regex;
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
+
+/// What to do with secret placeholders.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Secrets {
+    /// Keep the book's placeholders (deterministic output).
+    #[default]
+    Placeholders,
+    /// Replace each placeholder with a random value.
+    Generate,
+}
+
+/// The marker every placeholder secret carries; a tree with generated secrets holds none.
+pub const PLACEHOLDER_MARK: &str = "CHANGEME";
+
+pub static PLACEHOLDER: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"CHANGEME_[a-z0-9_]+").expect("valid regex"));
+
+static SIGNING_KEY_PATH: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r#"(?m)^signing_key_path:\s*["']?([^"'\s#]+)["']?"#).expect("valid regex")
+});
+
+/// Short-syntax bind mounts in a Compose file: `- ./host/path:/container/path[:ro]`.
+static BIND_MOUNT: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r#"(?m)^\s*-\s*["']?\.(/[^:"'\s]*)?:(/[^:"'\s]*)"#).expect("valid regex")
+});
+
+const COMPOSE_FILES: &[&str] = &["docker-compose.yml", "docker-compose.yaml", "compose.yml", "compose.yaml"];
+
+/// Marks secret files, replaces placeholders when asked, and writes the signing key.
+pub fn apply(tree: &mut Tree, mode: &Secrets) -> Result<(), Vec<Diagnostic>> {
+    let mut values: BTreeMap<String, String> = BTreeMap::new();
+    for file in tree.files.values_mut() {
+        if !PLACEHOLDER.is_match(&file.content) {
+            continue;
+        }
+        file.secret = true;
+        if *mode == Secrets::Generate {
+            let replaced = PLACEHOLDER.replace_all(&file.content, |c: &regex::Captures<'_>| {
+                values.entry(c[0].to_string()).or_insert_with(|| random_token(32)).clone()
+            });
+            file.content = replaced.into_owned();
+        }
+    }
+    write_signing_key(tree, mode).map_err(|d| vec![d])
+}
+
+fn write_signing_key(tree: &mut Tree, mode: &Secrets) -> Result<(), Diagnostic> {
+    let Some((config, key_path, line)) = tree.files.values().find_map(|f| {
+        if !(f.path.ends_with(".yaml") || f.path.ends_with(".yml")) {
+            return None;
+        }
+        let caps = SIGNING_KEY_PATH.captures(&f.content)?;
+        let m = caps.get(1)?;
+        Some((f.path.clone(), m.as_str().to_string(), crate::book::line_of(&f.content, m.start())))
+    }) else {
+        return Ok(());
+    };
+    let loc = tree.files[&config].md_loc(line);
+    let tree_path = container_to_tree(tree, &key_path).ok_or_else(|| {
+        Diagnostic::error(
+            "extract::signing-key-unmapped",
+            format!(
+                "signing_key_path `{key_path}` is not under any bind mount of the Compose file, \
+                 so extract cannot tell where to write the key"
+            ),
+            &loc,
+        )
+    })?;
+    if let Some(existing) = tree.files.get(&tree_path) {
+        return Err(Diagnostic::error(
+            "extract::signing-key-in-book",
+            format!("`{tree_path}` is the signing key; extract writes it, the book must not"),
+            &existing.first_loc(),
+        ));
+    }
+    let content = match mode {
+        Secrets::Generate => {
+            let seed = random_bytes(32);
+            let id = random_token(4);
+            format!("ed25519 a_{id} {}\n", base64::engine::general_purpose::STANDARD_NO_PAD.encode(seed))
+        }
+        // 43 characters of unpadded base64 that decode to 32 bytes: valid in form, clearly fake.
+        Secrets::Placeholders => "ed25519 a_CHANGEME CHANGEMEsigningkeyCHANGEMEsigningkeyCHANGEM\n".to_string(),
+    };
+    let loc_frag = Fragment { md_file: loc.file.clone(), md_line: loc.line, out_line: 1, lines: 1 };
+    tree.files.insert(
+        tree_path.clone(),
+        TreeFile { path: tree_path, content, fragments: vec![loc_frag], secret: true, lang: "text".into() },
+    );
+    Ok(())
+}
+
+/// Maps a container path to a tree path through the Compose file's `./x:/y` bind mounts
+/// (longest container prefix wins).
+pub fn container_to_tree(tree: &Tree, container_path: &str) -> Option<String> {
+    let compose = COMPOSE_FILES.iter().find_map(|c| tree.files.get(*c))?;
+    let mut best: Option<(usize, String)> = None;
+    for caps in BIND_MOUNT.captures_iter(&compose.content) {
+        let host = caps.get(1).map_or("", |m| m.as_str()).trim_matches('/');
+        let target = caps[2].trim_end_matches('/');
+        let rest = if container_path == target {
+            Some("")
+        } else {
+            container_path.strip_prefix(&format!("{target}/"))
+        };
+        if let Some(rest) = rest {
+            if best.as_ref().is_none_or(|(len, _)| target.len() > *len) {
+                let p = [host, rest].iter().filter(|s| !s.is_empty()).copied().collect::<Vec<_>>().join("/");
+                best = Some((target.len(), p));
+            }
+        }
+    }
+    best.map(|(_, p)| p).filter(|p| !p.is_empty())
+}
+
+fn random_bytes(n: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; n];
+    getrandom::fill(&mut buf).expect("the operating system's RNG is available");
+    buf
+}
+
+/// `n` random characters from [A-Za-z0-9] (unbiased: rejection sampling).
+pub fn random_token(n: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut out = String::with_capacity(n);
+    while out.len() < n {
+        for b in random_bytes(n) {
+            if (b as usize) < 248 && out.len() < n {
+                out.push(ALPHABET[b as usize % ALPHABET.len()] as char);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diagnostics::MdLoc;
+
+    fn file(path: &str, content: &str) -> TreeFile {
+        TreeFile {
+            path: path.into(),
+            content: content.into(),
+            fragments: vec![Fragment { md_file: "src/a.md".into(), md_line: 10, out_line: 1, lines: 50 }],
+            secret: false,
+            lang: "yaml".into(),
+        }
+    }
+
+    fn tree() -> Tree {
+        let mut t = Tree::default();
+        for f in [
+            file("docker-compose.yml", "services:\n  synapse:\n    volumes:\n      - ./synapse:/data\n      - sockets:/sockets\n"),
+            file("synapse/homeserver.yaml", "server_name: x\nsigning_key_path: \"/data/keys/example.com.signing.key\"\ndatabase:\n  args:\n    password: CHANGEME_pg\n"),
+            file(".postgres.env", "POSTGRES_PASSWORD=CHANGEME_pg\n"),
+        ] {
+            t.files.insert(f.path.clone(), f);
+        }
+        t
+    }
+
+    #[test]
+    fn generate_shares_values_and_writes_a_key() {
+        let mut t = tree();
+        apply(&mut t, &Secrets::Generate).unwrap();
+        let env = &t.files[".postgres.env"].content;
+        let pw = env.trim().strip_prefix("POSTGRES_PASSWORD=").unwrap();
+        assert_eq!(pw.len(), 32);
+        assert!(t.files["synapse/homeserver.yaml"].content.contains(&format!("password: {pw}")));
+        assert!(t.files.values().all(|f| !f.content.contains(PLACEHOLDER_MARK)));
+        let key = &t.files["synapse/keys/example.com.signing.key"];
+        assert!(key.secret);
+        let parts: Vec<&str> = key.content.trim().split(' ').collect();
+        assert_eq!(parts[0], "ed25519");
+        assert!(parts[1].starts_with("a_"));
+        let seed = base64::engine::general_purpose::STANDARD_NO_PAD.decode(parts[2]).unwrap();
+        assert_eq!(seed.len(), 32);
+        assert!(t.files[".postgres.env"].secret && !t.files["docker-compose.yml"].secret);
+        // the key's Markdown location is the signing_key_path line
+        assert_eq!(key.first_loc(), MdLoc::new("src/a.md", 11));
+    }
+
+    #[test]
+    fn placeholders_stay_and_key_is_well_formed() {
+        let mut t = tree();
+        apply(&mut t, &Secrets::Placeholders).unwrap();
+        assert!(t.files[".postgres.env"].content.contains("CHANGEME_pg"));
+        let key = t.files["synapse/keys/example.com.signing.key"].content.clone();
+        let seed = key.trim().split(' ').nth(2).unwrap();
+        assert_eq!(seed.len(), 43);
+        assert_eq!(base64::engine::general_purpose::STANDARD_NO_PAD.decode(seed).map(|s| s.len()).ok(), Some(32));
+    }
+
+    #[test]
+    fn tokens_are_alphanumeric_and_differ() {
+        let a = random_token(32);
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_ne!(a, random_token(32));
+    }
+}
