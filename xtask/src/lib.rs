@@ -6,6 +6,8 @@ pub mod cmd;
 pub mod diagnostics;
 pub mod extract;
 pub mod flags;
+pub mod nginx;
+pub mod route;
 pub mod secrets;
 pub mod tools;
 
