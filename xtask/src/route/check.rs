@@ -166,7 +166,7 @@ pub fn check_book(book: &Book, tree: &Tree) -> Vec<Diagnostic> {
                 Diagnostic::error(
                     "route::shadowed-location",
                     format!(
-                        "location `{}` is never chosen: all {} samples its pattern matches go to {} first",
+                        "location `{}` is never chosen: every sample its pattern matches ({}) goes to {} first",
                         l.name,
                         taken_by[id].len(),
                         winners.iter().map(|&w| loc_desc(&router, w)).collect::<Vec<_>>().join(" or ")
