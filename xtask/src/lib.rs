@@ -9,7 +9,9 @@ pub mod flags;
 pub mod nginx;
 pub mod route;
 pub mod secrets;
+pub mod synapse;
 pub mod tools;
+pub mod yaml;
 
 use std::path::PathBuf;
 
