@@ -157,3 +157,19 @@ fn no_panic_on_arbitrary_input() {
         }
     }
 }
+
+/// The repository's own book: its nginx configuration lints clean (static checks and, where
+/// nginx is installed, `nginx -t`), and `check_book` finds nothing.
+#[test]
+fn repository_book_nginx_is_clean() {
+    let root = xtask::project_root();
+    let book = xtask::book::load(&root).unwrap();
+    let tree = extract::assemble(&book, &Options::default()).unwrap();
+    if xtask::nginx::config::root_file(&tree).is_none() {
+        return;
+    }
+    let d = xtask::nginx::lint::check(&tree);
+    assert!(d.is_empty(), "{d:#?}");
+    let d = route::check_book(&book, &tree);
+    assert!(d.iter().all(|d| d.severity != xtask::diagnostics::Severity::Error), "{d:#?}");
+}
