@@ -124,7 +124,7 @@ pub fn resources_for(path: &[u8], main: bool) -> &'static [&'static str] {
         &["federation", "media"]
     } else if p.starts_with(b"/_matrix/media/") {
         if main { &["media", "client", "federation"] } else { &["media"] }
-    } else if p.starts_with(b"/_synapse/admin/v1/") && (p.windows(6).any(|w| w == b"/media") || p.ends_with(b"purge_media_cache")) {
+    } else if is_media_admin(p) {
         &["client", "media"]
     } else if p.starts_with(b"/_matrix/federation/") {
         &["federation"]
@@ -137,6 +137,17 @@ pub fn resources_for(path: &[u8], main: bool) -> &'static [&'static str] {
     } else {
         &["client"]
     }
+}
+
+/// The admin APIs a `media` listener mounts (synapse/rest/admin/media.py
+/// `register_servlets_for_media_repo`).
+fn is_media_admin(p: &[u8]) -> bool {
+    let Some(rest) = p.strip_prefix(b"/_synapse/admin/v1/") else { return false };
+    rest.starts_with(b"media/")
+        || rest.starts_with(b"quarantine_media/")
+        || rest == b"purge_media_cache"
+        || ((rest.starts_with(b"room/") || rest.starts_with(b"user/") || rest.starts_with(b"users/"))
+            && rest.windows(6).any(|w| w == b"/media"))
 }
 
 /// A finding of [`check`].
