@@ -45,8 +45,8 @@ fn shadowed_and_unreached_locations_fail() {
     assert_eq!(
         check("err-shadowed"),
         [
-            ("route::shadowed-location".into(), "src/deploy.md".into(), 110),
-            ("route::unreached-location".into(), "src/deploy.md".into(), 113),
+            ("route::shadowed-location".into(), "src/deploy.md".into(), 112),
+            ("route::unreached-location".into(), "src/deploy.md".into(), 115),
             ("route::contract".into(), "src/routes.md".into(), 16),
         ]
     );
@@ -103,7 +103,7 @@ fn route_command_json() {
     assert_eq!(a[0]["upstream"], "sync");
     assert_eq!(a[0]["server"], "unix:/sockets/sync1_http.sock");
     assert_eq!(a[0]["location"]["file"], "src/deploy.md");
-    assert_eq!(a[0]["location"]["line"], 98);
+    assert_eq!(a[0]["location"]["line"], 100);
     assert_eq!(a[0]["location"]["modifier"], "~");
     assert_eq!(a[0]["status"], serde_json::Value::Null);
     assert_eq!(a[1]["status"], 301);
@@ -172,4 +172,26 @@ fn repository_book_nginx_is_clean() {
     assert!(d.is_empty(), "{d:#?}");
     let d = route::check_book(&book, &tree);
     assert!(d.iter().all(|d| d.severity != xtask::diagnostics::Severity::Error), "{d:#?}");
+}
+
+/// The real nginx agrees with the simulator on every sample of the fixture book and of the
+/// repository's routing reference (skipped where nginx is not installed).
+#[test]
+fn real_nginx_agrees_with_the_simulator() {
+    if xtask::tools::which("nginx").is_none() && !std::path::Path::new("/usr/sbin/nginx").exists() {
+        eprintln!("nginx not installed: skipped");
+        return;
+    }
+    for root in [fixture("ok"), xtask::project_root()] {
+        let book = xtask::book::load(&root).unwrap();
+        let tree = extract::assemble(&book, &Options::default()).unwrap();
+        let (samples, d) = route::check::samples(&book);
+        assert!(d.is_empty(), "{d:?}");
+        if samples.is_empty() {
+            continue;
+        }
+        let r = route::crosscheck::against_nginx(&tree, &samples).unwrap();
+        assert_eq!(r.compared, samples.len());
+        assert!(r.disagreements.is_empty(), "{}: {:#?}", root.display(), r.disagreements);
+    }
 }
