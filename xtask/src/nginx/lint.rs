@@ -45,6 +45,10 @@ pub fn check_static(tree: &Tree) -> Vec<Diagnostic> {
     };
     let mut diags = Vec::new();
     table(tree, &cfg, &mut diags);
+    if !diags.is_empty() {
+        // Everything after a structural error would only repeat it in other words.
+        return diags;
+    }
     variables(tree, &cfg, &mut diags);
     proxies(tree, &cfg, &mut diags);
     tls(tree, &cfg, &mut diags);
@@ -83,11 +87,15 @@ fn in_data_block(parents: &[&Directive]) -> bool {
 
 fn table(tree: &Tree, cfg: &Config, diags: &mut Vec<Diagnostic>) {
     walk(&cfg.directives, &mut |d, parents| {
-        if in_data_block(parents) {
+        if in_data_block(parents) || parents.iter().any(|p| !directives::is_known(&p.name)) {
             return;
         }
         if let Some(m) = directives::check(d, parents) {
-            diags.push(err(tree, "nginx::directive", m, d));
+            let mut e = err(tree, "nginx::directive", m, d);
+            if !directives::is_known(&d.name) {
+                e = e.with_note("a comment must start with `#`; a directive must be one nginx knows (see xtask/src/nginx/directives.rs)");
+            }
+            diags.push(e);
         }
     });
 }
@@ -340,6 +348,6 @@ mod tests {
         assert_eq!(codes("events {} http { server { listen 443 ssl; location / { return 200; } } }"), ["nginx::weak-tls"]);
         assert_eq!(codes("events {} http { ssl_protocols TLSv1.1 TLSv1.2; server { location / { return 200; } } }"), ["nginx::weak-tls"]);
         assert_eq!(codes("events {} http { server { location / { return 200; } } include missing.conf; }"), ["nginx::include-missing"]);
-        assert_eq!(codes("events {} http { server { location / { retrun 200; } } }"), ["nginx::directive", "nginx::location-no-action"]);
+        assert_eq!(codes("events {} http { server { location / { retrun 200; } } }"), ["nginx::directive"]);
     }
 }
