@@ -195,3 +195,36 @@ fn real_nginx_agrees_with_the_simulator() {
         assert!(r.disagreements.is_empty(), "{}: {:#?}", root.display(), r.disagreements);
     }
 }
+
+/// Room affinity in the book's own configuration: every request about one room (client and
+/// federation, any encoding, any query string) has the same hash key and the same room worker.
+#[test]
+fn repository_book_room_affinity() {
+    let root = xtask::project_root();
+    let book = xtask::book::load(&root).unwrap();
+    let tree = extract::assemble(&book, &Options::default()).unwrap();
+    let Ok(r) = Router::from_tree(&tree) else { return };
+    for room in ["!abc:example.com", "!31hneApxJ_1o-63DmFrpeqnkFfWppnzWso1JvH3ogLM", "!xyz:other.example"] {
+        let enc = room.replace('!', "%21").replace(':', "%3A");
+        let reqs = [
+            ("PUT", format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/t1")),
+            ("PUT", format!("/_matrix/client/v3/rooms/{enc}/state/m.room.member/%40bob%3Aexample.com")),
+            ("GET", format!("/_matrix/client/v3/rooms/{enc}/messages?dir=b&from=t47-123_0_0&filter=%7B%22lazy_load_members%22%3Atrue%7D")),
+            ("GET", format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&from=t5-1_0_0")),
+            ("GET", format!("/_matrix/client/v3/rooms/{room}/context/%24ev?limit=10")),
+            ("GET", format!("/_matrix/federation/v1/make_join/{enc}/%40bob%3Aremote.org?ver=10")),
+            ("PUT", format!("/_matrix/federation/v2/send_join/{room}/%24ev")),
+            ("GET", format!("/_matrix/federation/v1/state_ids/{enc}?event_id=%24ev")),
+            ("GET", format!("/_matrix/federation/v1/backfill/{enc}?v=%24old%3Aexample.com&limit=50")),
+        ];
+        let outs: Vec<_> = reqs.iter().map(|(m, u)| r.route(m, u)).collect();
+        for o in &outs {
+            assert_eq!(o.hash_key.as_deref(), Some(room), "{}", o.uri);
+            assert!(o.server.is_some(), "{}", o.uri);
+            assert_eq!(o.server, outs[0].server, "{}", o.uri);
+        }
+        // Typing in that room goes to the typing writer, whatever the room.
+        let t = r.route("PUT", &format!("/_matrix/client/v3/rooms/{enc}/typing/%40alice%3Aexample.com"));
+        assert_ne!(t.upstream, outs[0].upstream);
+    }
+}
