@@ -9,7 +9,8 @@
 //! - each upstream Unix socket served by some Synapse listener of the book;
 //! - the admin API reachable only from private address ranges;
 //! - TLS 1.2 or newer only, wherever TLS is configured;
-//! - the real `nginx -t` when nginx is installed ([`super::nginx_t`]).
+//! - the real `nginx -t` when nginx is installed ([`super::nginx_t`]), and gixy-ng when its venv
+//!   is installed ([`super::gixy`]).
 
 use super::ast::{walk, Directive};
 use super::config::{self, Config};
@@ -64,11 +65,12 @@ pub fn check_static(tree: &Tree) -> Vec<Diagnostic> {
     diags
 }
 
-/// All nginx checks, including the real `nginx -t` when nginx is installed.
+/// All nginx checks, including the real `nginx -t` and gixy-ng when they are installed.
 pub fn check(tree: &Tree) -> Vec<Diagnostic> {
     let mut d = check_static(tree);
     if d.iter().all(|d| d.severity != crate::diagnostics::Severity::Error) {
         d.extend(super::nginx_t::check(tree));
+        d.extend(super::gixy::check(tree));
     }
     d
 }
