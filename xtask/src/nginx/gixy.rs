@@ -29,11 +29,10 @@ fn gixy_bin() -> PathBuf {
 /// Creates `target/gixy-venv` with the pinned gixy-ng, unless it is there already.
 pub fn install() -> anyhow::Result<()> {
     let want = format!("Gixy v{GIXY_VERSION}");
-    if let Ok(o) = Command::new(gixy_bin()).arg("--version").output() {
-        if String::from_utf8_lossy(&o.stdout).contains(&want) {
+    if let Ok(o) = Command::new(gixy_bin()).arg("--version").output()
+        && String::from_utf8_lossy(&o.stdout).contains(&want) {
             return Ok(());
         }
-    }
     let st = Command::new("python3").args(["-m", "venv"]).arg(venv()).status()?;
     anyhow::ensure!(st.success(), "python3 -m venv {} failed", venv().display());
     let st = Command::new(venv().join("bin").join("pip"))

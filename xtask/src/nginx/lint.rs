@@ -115,11 +115,10 @@ fn regexes_of(d: &Directive, parents: &[&Directive]) -> Vec<(String, bool)> {
     }
     match d.name.as_str() {
         "location" => {
-            if let Ok((m, n)) = location_args(d) {
-                if m == "~" || m == "~*" {
+            if let Ok((m, n)) = location_args(d)
+                && (m == "~" || m == "~*") {
                     out.push((n, m == "~*"));
                 }
-            }
         }
         "rewrite" => {
             if let Some(r) = d.arg(0) {
@@ -129,11 +128,10 @@ fn regexes_of(d: &Directive, parents: &[&Directive]) -> Vec<(String, bool)> {
         "if" => {
             let a: Vec<&str> = d.args.iter().map(|w| w.text.as_str()).collect();
             for (i, w) in a.iter().enumerate() {
-                if matches!(*w, "~" | "~*" | "!~" | "!~*") {
-                    if let Some(r) = a.get(i + 1) {
+                if matches!(*w, "~" | "~*" | "!~" | "!~*")
+                    && let Some(r) = a.get(i + 1) {
                         out.push((r.trim_end_matches(')').to_string(), w.ends_with('*')));
                     }
-                }
             }
         }
         _ => {}
@@ -215,11 +213,10 @@ fn variables(tree: &Tree, cfg: &Config, diags: &mut Vec<Diagnostic>) {
 fn proxies(tree: &Tree, cfg: &Config, diags: &mut Vec<Diagnostic>) {
     let mut upstreams = BTreeSet::new();
     walk(&cfg.directives, &mut |d, parents| {
-        if d.name == "upstream" && !in_data_block(parents) {
-            if let Some(n) = d.arg(0) {
+        if d.name == "upstream" && !in_data_block(parents)
+            && let Some(n) = d.arg(0) {
                 upstreams.insert(n.to_string());
             }
-        }
     });
     walk(&cfg.directives, &mut |d, parents| {
         if in_data_block(parents) {
@@ -252,11 +249,10 @@ fn proxies(tree: &Tree, cfg: &Config, diags: &mut Vec<Diagnostic>) {
                 }
             }
             "server" if parents.last().is_some_and(|p| p.name == "http") => {
-                if let Some(r) = d.children().iter().find(|c| c.name == "return") {
-                    if d.children().iter().any(|c| c.name == "location") {
+                if let Some(r) = d.children().iter().find(|c| c.name == "return")
+                    && d.children().iter().any(|c| c.name == "location") {
                         diags.push(err(tree, "nginx::server-return-shadows", format!("`{}` at server level runs before any location is chosen: every location of this server is unreachable", r.display()), r));
                     }
-                }
             }
             _ => {}
         }

@@ -94,13 +94,11 @@ fn stand_in_certificates(tree: &Tree, etc: &Path) -> std::io::Result<()> {
             "ssl_certificate_key" => true,
             _ => return,
         };
-        if let Some(p) = d.arg(0) {
-            if let Some(rel) = p.strip_prefix(CONTAINER_PREFIX) {
-                if !etc.join(rel).exists() {
+        if let Some(p) = d.arg(0)
+            && let Some(rel) = p.strip_prefix(CONTAINER_PREFIX)
+                && !etc.join(rel).exists() {
                     wanted.push((rel.to_string(), key));
                 }
-            }
-        }
     });
     if wanted.is_empty() || crate::tools::which("openssl").is_none() {
         return Ok(());

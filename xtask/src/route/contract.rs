@@ -208,8 +208,8 @@ pub fn check(contract: &Contract, roles: &Roles, o: &Outcome) -> Vec<Violation> 
                     rule.why
                 ),
             });
-        } else if let Some(pref) = &rule.prefer {
-            if !pref.allows(p) {
+        } else if let Some(pref) = &rule.prefer
+            && !pref.allows(p) {
                 out.push(Violation {
                     code: "route::not-preferred",
                     error: false,
@@ -224,7 +224,6 @@ pub fn check(contract: &Contract, roles: &Roles, o: &Outcome) -> Vec<Violation> 
                     ),
                 });
             }
-        }
     }
     out
 }

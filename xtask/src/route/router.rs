@@ -170,11 +170,10 @@ pub fn location_args(d: &Directive) -> Result<(String, String), String> {
         [m, _] => Err(format!("invalid location modifier \"{m}\"")),
         [n] => {
             for m in ["^~", "~*", "=", "~"] {
-                if let Some(rest) = n.strip_prefix(m) {
-                    if !rest.is_empty() {
+                if let Some(rest) = n.strip_prefix(m)
+                    && !rest.is_empty() {
                         return Ok((m.into(), rest.into()));
                     }
-                }
             }
             if n.starts_with('@') {
                 return Ok(("@".into(), (*n).into()));
@@ -267,7 +266,7 @@ impl Builder<'_> {
                 }
             }
             "rewrite" => {
-                let re = self.rx(&d.arg(0).unwrap_or("").to_string(), false, d)?;
+                let re = self.rx(d.arg(0).unwrap_or(""), false, d)?;
                 Some(Action::Rewrite(re, d.arg(1).unwrap_or("").into(), d.arg(2).map(String::from)))
             }
             "if" | "break" => Some(Action::Other(d.display())),
@@ -392,7 +391,7 @@ impl Router {
                 }
                 "map" => {
                     let (Some(src), Some(var)) = (d.arg(0), d.arg(1)) else { continue };
-                    let source = b.complex(&src.to_string(), d);
+                    let source = b.complex(src, d);
                     let name = var.strip_prefix('$').unwrap_or(var).to_ascii_lowercase();
                     let mut m = Map { source, exact: HashMap::new(), regexes: Vec::new(), default: Complex::default() };
                     for e in d.children() {
@@ -402,7 +401,7 @@ impl Router {
                             }
                             continue;
                         };
-                        let value = b.complex(&val.to_string(), e);
+                        let value = b.complex(val, e);
                         let key = e.name.as_str();
                         if key == "default" {
                             m.default = value;
@@ -449,7 +448,7 @@ impl Router {
                                 peer_md.push(md(tree, e));
                             }
                             "hash" => {
-                                let key = b.complex(&e.arg(0).unwrap_or("").to_string(), e);
+                                let key = b.complex(e.arg(0).unwrap_or(""), e);
                                 balance = Balance::Hash { key, consistent: e.arg(1) == Some("consistent") };
                             }
                             "least_conn" => balance = Balance::LeastConn,
