@@ -232,6 +232,27 @@ pub fn check(contract: &Contract, roles: &Roles, o: &Outcome) -> Vec<Violation> 
 mod tests {
     use super::*;
 
+    /// Every endpoint family of docs/workers.md and the main-only registrations, with the kind
+    /// of process the contract must require (tests/fixtures/route/contract-samples.txt).
+    #[test]
+    fn families_of_the_docs() {
+        let c = Contract::builtin();
+        let text = std::fs::read_to_string(crate::project_root().join("tests/fixtures/route/contract-samples.txt")).unwrap();
+        let mut bad = Vec::new();
+        let mut n = 0;
+        for l in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            let want = Serve::parse(w[2]).unwrap();
+            let got = c.rule(w[0], w[1].as_bytes()).map(|r| r.serve.clone());
+            n += 1;
+            if got.as_ref() != Some(&want) {
+                bad.push(format!("{l}: got {got:?}"));
+            }
+        }
+        assert!(n > 140, "{n}");
+        assert!(bad.is_empty(), "{}", bad.join("\n"));
+    }
+
     #[test]
     fn builtin_parses_and_orders() {
         let c = Contract::builtin();
@@ -245,5 +266,9 @@ mod tests {
         assert_eq!(fam("GET", "/_synapse/admin/v1/users/@a:b/joined_rooms"), "main (default)");
         assert_eq!(fam("POST", "/_synapse/admin/v1/media/quarantine/a/b"), "quarantine");
         assert_eq!(fam("GET", "/_synapse/admin/v1/media/a/b"), "media admin");
+        assert_eq!(fam("POST", "/_matrix/client/unstable/org.matrix.msc4140/delayed_events/d1/cancel"), "delayed events (writes)");
+        assert_eq!(fam("POST", "/_matrix/client/unstable/org.matrix.msc4140/delayed_events/d1/restart"), "client reader");
+        assert_eq!(fam("PUT", "/_matrix/client/v3/user/@a:b/rooms/!r:b/tags/u.x"), "account data");
+        assert_eq!(fam("GET", "/health"), "health");
     }
 }
