@@ -7,7 +7,9 @@ pub mod diagnostics;
 pub mod extract;
 pub mod flags;
 pub mod secrets;
+pub mod synapse;
 pub mod tools;
+pub mod yaml;
 
 use std::path::PathBuf;
 
