@@ -10,11 +10,11 @@
 //! The tools are optional on a developer machine (the test says what it skipped), but with
 //! `CI=true` a missing tool is a failure: CI must run every check.
 
-use saphyr::{LoadableYamlNode, YamlOwned};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use xtask::extract::{self, Options, Tree};
+use xtask::yaml::Node as YamlOwned;
 
 const WORKERS: [&str; 12] = [
     "client_sync1",
@@ -39,13 +39,15 @@ fn tree(variant: Option<&str>) -> Tree {
 
 fn yaml(tree: &Tree, path: &str) -> YamlOwned {
     let f = tree.get(path).unwrap_or_else(|| panic!("{path} is missing from the tree"));
-    let mut docs = YamlOwned::load_from_str(&f.content).unwrap_or_else(|e| panic!("{path} is not YAML: {e}"));
+    let loaded = xtask::yaml::load(&f.content).unwrap_or_else(|e| panic!("{path} is not YAML: {e:?}"));
+    assert!(loaded.issues.is_empty(), "{path}: {:?}", loaded.issues);
+    let mut docs = loaded.docs;
     assert_eq!(docs.len(), 1, "{path} must hold exactly one YAML document");
     docs.remove(0)
 }
 
 fn get<'a>(y: &'a YamlOwned, key: &str) -> Option<&'a YamlOwned> {
-    y.as_mapping_get(key)
+    y.get(key)
 }
 
 fn str_of(y: &YamlOwned) -> Option<String> {
@@ -54,23 +56,17 @@ fn str_of(y: &YamlOwned) -> Option<String> {
 
 /// Every string in a scalar-or-sequence value.
 fn names(y: Option<&YamlOwned>) -> Vec<String> {
-    match y {
-        None => vec![],
-        Some(v) => match v.as_sequence() {
-            Some(seq) => seq.iter().filter_map(str_of).collect(),
-            None => str_of(v).into_iter().collect(),
-        },
-    }
+    y.map(|v| v.str_list().into_iter().map(String::from).collect()).unwrap_or_default()
 }
 
 /// The Unix socket paths of a `listeners`/`worker_listeners` list, with their resource names.
 fn listeners(y: Option<&YamlOwned>) -> Vec<(String, Vec<String>)> {
-    let Some(seq) = y.and_then(YamlOwned::as_sequence) else { return vec![] };
+    let Some(seq) = y.and_then(YamlOwned::as_seq) else { return vec![] };
     seq.iter()
         .map(|l| {
             let path = get(l, "path").and_then(str_of).unwrap_or_default();
             let res = get(l, "resources")
-                .and_then(YamlOwned::as_sequence)
+                .and_then(YamlOwned::as_seq)
                 .map(|rs| rs.iter().flat_map(|r| names(get(r, "names"))).collect())
                 .unwrap_or_default();
             (path, res)
@@ -126,13 +122,13 @@ fn tree_is_complete() {
     // Every worker named anywhere in the shared config.
     let mut named: BTreeSet<String> = BTreeSet::new();
     let instance_map: BTreeMap<String, String> = get(&hs, "instance_map")
-        .and_then(YamlOwned::as_mapping)
+        .and_then(YamlOwned::as_map)
         .expect("instance_map")
         .iter()
         .map(|(k, v)| (str_of(k).unwrap(), get(v, "path").and_then(str_of).expect("instance_map entries are sockets")))
         .collect();
     named.extend(instance_map.keys().filter(|k| *k != "main").cloned());
-    if let Some(w) = get(&hs, "stream_writers").and_then(YamlOwned::as_mapping) {
+    if let Some(w) = get(&hs, "stream_writers").and_then(YamlOwned::as_map) {
         for (_, v) in w {
             named.extend(names(Some(v)));
         }
@@ -175,6 +171,10 @@ fn tree_is_complete() {
         }
         let svc = get(services, w).unwrap_or_else(|| panic!("no compose service {w}"));
         check_health(svc, w, &socks);
+        // the template arrives through the merge keys: image, volumes, and waiting for main
+        assert_eq!(get(svc, "image").and_then(str_of), get(main_svc, "image").and_then(str_of), "{w}'s image");
+        let waits = svc.path(&["depends_on", "synapse", "condition"]).and_then(str_of);
+        assert_eq!(waits.as_deref(), Some("service_healthy"), "{w} must wait for a healthy main process");
         let cmd: Vec<String> = names(get(svc, "command"));
         assert!(cmd.contains(&format!("/data/workers/{w}.yaml")), "service {w} must load its worker file: {cmd:?}");
         // log config exists, and writes under /data/logs (mounted from ./synapse)
@@ -184,8 +184,8 @@ fn tree_is_complete() {
         assert_eq!(file, Some(format!("/data/logs/{w}.log")), "{w}'s log file");
     }
     let media = yaml(&t, "synapse/workers/media1.yaml");
-    assert_eq!(get(&media, "enable_media_repo").and_then(YamlOwned::as_bool), Some(true), "media1 enables the media repo");
-    assert_eq!(get(&hs, "enable_media_repo").and_then(YamlOwned::as_bool), Some(false), "shared config disables it");
+    assert_eq!(get(&media, "enable_media_repo").and_then(YamlOwned::yaml11_bool), Some(true), "media1 enables the media repo");
+    assert_eq!(get(&hs, "enable_media_repo").and_then(YamlOwned::yaml11_bool), Some(false), "shared config disables it");
 
     // nginx: every upstream used by proxy_pass is defined, and no proxy_pass has a URI part.
     let ups = &t.files["nginx/conf.d/upstreams.conf"].content;
