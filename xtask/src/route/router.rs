@@ -435,7 +435,13 @@ impl Router {
                                 let mut down = false;
                                 for a in &e.args[1..] {
                                     if let Some(w) = a.text.strip_prefix("weight=") {
-                                        weight = w.parse().unwrap_or(1);
+                                        match w.parse::<u32>() {
+                                            Ok(n) if (1..=10_000).contains(&n) => weight = n,
+                                            Ok(n) if n > 10_000 => {
+                                                b.err("nginx::bad-weight", format!("weight={n} is more than the simulator models (10000)"), e);
+                                            }
+                                            _ => b.err("nginx::bad-weight", format!("invalid parameter \"{}\"", a.text), e),
+                                        }
                                     } else if a.text == "down" {
                                         down = true;
                                     } else if a.text == "backup" {
