@@ -228,3 +228,23 @@ fn repository_book_room_affinity() {
         assert_ne!(t.upstream, outs[0].upstream);
     }
 }
+
+/// The `cargo xtask route` session shown on the routing page is what the command prints today.
+#[test]
+fn routing_page_console_example_is_current() {
+    let root = xtask::project_root();
+    let page = std::fs::read_to_string(root.join("src/deployment/routing.md")).unwrap();
+    let Some(start) = page.find("```console\n$ cargo xtask route") else { return };
+    let block = &page[start + "```console\n".len()..];
+    let block = &block[..block.find("```").unwrap()];
+    let mut lines = block.lines();
+    let cmd = lines.next().unwrap();
+    let method = cmd.split("--method ").nth(1).and_then(|s| s.split_whitespace().next()).unwrap_or("GET");
+    let uri = cmd.split('\'').nth(1).unwrap();
+    let shown: Vec<&str> = lines.collect();
+    let book = xtask::book::load(&root).unwrap();
+    let tree = extract::assemble(&book, &Options::default()).unwrap();
+    let r = Router::from_tree(&tree).unwrap();
+    let now = route::describe(&r.route(method, uri));
+    assert_eq!(shown.join("\n"), now, "update the console example in src/deployment/routing.md");
+}
