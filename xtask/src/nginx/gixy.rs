@@ -1,7 +1,7 @@
 //! gixy-ng, the nginx configuration analyzer, on the tree's nginx configuration.
 //!
-//! gixy-ng is a Python package; [`install`] puts the pinned version ([`GIXY_VERSION`]) in its
-//! own venv, `target/gixy-venv` (`cargo xtask setup` calls it). [`check`] writes the tree's nginx
+//! gixy-ng is a Python package; [`install`] puts the pinned version (versions.toml `[gixy]`) in
+//! its own venv, `target/gixy-venv` (`cargo xtask setup` calls it). [`check`] writes the tree's nginx
 //! directory to a scratch directory (container paths rewritten as for `nginx -t`), runs
 //! `gixy -f json` on it and reports every finding as an error at the Markdown line of the
 //! directive gixy names. When the venv is absent the check is skipped (with no finding).
@@ -16,7 +16,10 @@ use crate::extract::Tree;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-pub const GIXY_VERSION: &str = "0.2.59";
+/// The pinned version: `[gixy] version` of versions.toml.
+pub fn version() -> anyhow::Result<String> {
+    crate::tools::version("gixy", "version")
+}
 
 pub fn venv() -> PathBuf {
     crate::tools::target_dir().join("gixy-venv")
@@ -28,7 +31,8 @@ fn gixy_bin() -> PathBuf {
 
 /// Creates `target/gixy-venv` with the pinned gixy-ng, unless it is there already.
 pub fn install() -> anyhow::Result<()> {
-    let want = format!("Gixy v{GIXY_VERSION}");
+    let v = version()?;
+    let want = format!("Gixy v{v}");
     if let Ok(o) = Command::new(gixy_bin()).arg("--version").output()
         && String::from_utf8_lossy(&o.stdout).contains(&want) {
             return Ok(());
@@ -36,9 +40,9 @@ pub fn install() -> anyhow::Result<()> {
     let st = Command::new("python3").args(["-m", "venv"]).arg(venv()).status()?;
     anyhow::ensure!(st.success(), "python3 -m venv {} failed", venv().display());
     let st = Command::new(venv().join("bin").join("pip"))
-        .args(["install", "--quiet", &format!("gixy-ng=={GIXY_VERSION}")])
+        .args(["install", "--quiet", &format!("gixy-ng=={v}")])
         .status()?;
-    anyhow::ensure!(st.success(), "pip install gixy-ng=={GIXY_VERSION} failed");
+    anyhow::ensure!(st.success(), "pip install gixy-ng=={v} failed");
     Ok(())
 }
 
