@@ -297,6 +297,25 @@ fn sockets(tree: &Tree, r: &Router, diags: &mut Vec<Diagnostic>) {
 
 fn admin(r: &Router, diags: &mut Vec<Diagnostic>) {
     let mut seen = BTreeSet::new();
+    // Every `allow` of the locations serving the admin API names a private range.
+    let mut checked = BTreeSet::new();
+    for probe in ADMIN_PROBES {
+        let Some(id) = r.route_from("GET", probe, "10.0.0.5").location_id else { continue };
+        if !checked.insert(id) {
+            continue;
+        }
+        let l = &r.locations[id];
+        for net in l.allowed() {
+            if !crate::route::router::is_private(net) {
+                let what = net.map_or("all".to_string(), |(ip, b)| format!("{ip}/{b}"));
+                diags.push(Diagnostic::error(
+                    "nginx::admin-public",
+                    format!("`allow {what}` lets addresses outside the private ranges reach the admin API (via `location {} {}`)", l.modifier, l.name),
+                    &l.md,
+                ));
+            }
+        }
+    }
     for probe in ADMIN_PROBES {
         for client in PUBLIC_PROBES {
             let o = r.route_from("GET", probe, client);
@@ -340,6 +359,8 @@ mod tests {
         assert_eq!(codes("events {} http { server { location / { proxy_pass http://u; add_header X $nope; } } upstream u { server unix:/a.sock; } }"), ["nginx::admin-public", "nginx::undefined-variable"]);
         assert!(codes("events {} http { server { location / { deny all; proxy_pass http://u/; } } upstream u { server unix:/a.sock; } }").contains(&"nginx::proxy-pass-uri".to_string()));
         assert_eq!(codes("events {} http { server { location / { deny all; proxy_pass http://v; } } }"), ["nginx::unknown-upstream"]);
+        assert_eq!(codes("events {} http { server { location / { allow 10.0.0.0/8; allow 1.2.3.0/24; deny all; return 200; } } }"), ["nginx::admin-public"]);
+        assert_eq!(codes("events {} http { server { location / { allow 10.1.0.0/16; allow fd00::/8; deny all; return 200; } } }"), Vec::<String>::new());
         assert_eq!(codes("events {} http { server { location /x { deny all; } location / { return 404; } } }"), ["nginx::location-no-action"]);
         assert_eq!(codes("events {} http { server { return 404; location / { return 200; } } }"), ["nginx::server-return-shadows"]);
         assert_eq!(codes("events {} http { server { location ~ ( { return 200; } } }"), ["nginx::bad-regex"]);

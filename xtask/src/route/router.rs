@@ -110,6 +110,20 @@ impl Location {
     pub fn regex(&self) -> Option<&Rx> {
         self.re.as_ref()
     }
+
+    /// The networks its effective `allow` rules admit (`None` = `allow all`).
+    pub fn allowed(&self) -> Vec<Option<(IpAddr, u8)>> {
+        self.access.iter().filter(|a| a.allow).map(|a| a.net).collect()
+    }
+}
+
+/// Whether a network lies inside the private, loopback or link-local ranges.
+pub fn is_private(net: Option<(IpAddr, u8)>) -> bool {
+    const V4: &[(&str, u8)] = &[("10.0.0.0", 8), ("172.16.0.0", 12), ("192.168.0.0", 16), ("127.0.0.0", 8), ("169.254.0.0", 16)];
+    const V6: &[(&str, u8)] = &[("::1", 128), ("fc00::", 7), ("fe80::", 10)];
+    let Some((ip, bits)) = net else { return false };
+    let ranges = if ip.is_ipv4() { V4 } else { V6 };
+    ranges.iter().any(|(r, b)| bits >= *b && r.parse().is_ok_and(|r: IpAddr| in_net(ip, (r, *b))))
 }
 
 #[derive(Debug, Clone)]
