@@ -52,6 +52,15 @@ fn shadowed_and_unreached_locations_fail() {
     );
 }
 
+/// Hashing on the whole request URI splits one room's pagination across workers: check fails.
+#[test]
+fn pagination_split_across_workers_fails() {
+    assert_eq!(
+        check("err-affinity"),
+        (16..=19).map(|l| ("route::room-affinity".to_string(), "src/routes.md".to_string(), l)).collect::<Vec<_>>()
+    );
+}
+
 /// Every request about one room gets the same hash key and the same room worker, whatever the
 /// encoding of the room ID and whatever the query string.
 #[test]
