@@ -257,3 +257,16 @@ fn routing_page_console_example_is_current() {
     let now = route::describe(&r.route(method, uri));
     assert_eq!(shown.join("\n"), now, "update the console example in src/deployment/routing.md");
 }
+
+/// The messages of the failing fixtures, as `check --format json` prints them (snapshots).
+#[test]
+fn failing_fixture_messages() {
+    for name in ["err-contract", "err-shadowed", "err-affinity"] {
+        let book = xtask::book::load(&fixture(name)).unwrap();
+        let tree = extract::assemble(&book, &Options::default()).unwrap();
+        let mut d = route::check_book(&book, &tree);
+        xtask::diagnostics::sort(&mut d);
+        let text = xtask::diagnostics::render(&d, xtask::flags::Format::Json, &fixture(name));
+        insta::assert_snapshot!(format!("check-{name}"), text);
+    }
+}
