@@ -89,7 +89,18 @@ fn in_data_block(parents: &[&Directive]) -> bool {
 
 fn table(tree: &Tree, cfg: &Config, diags: &mut Vec<Diagnostic>) {
     walk(&cfg.directives, &mut |d, parents| {
-        if in_data_block(parents) || parents.iter().any(|p| !directives::is_known(&p.name)) {
+        if parents.iter().any(|p| !directives::is_known(&p.name)) {
+            return;
+        }
+        if parents.last().is_some_and(|p| p.name == "map") {
+            // `KEY VALUE;`, or the bare flags `hostnames;` and `volatile;` (ngx_http_map).
+            let flag = d.args.is_empty() && matches!(d.name.as_str(), "hostnames" | "volatile");
+            if d.args.len() != 1 && !flag {
+                diags.push(err(tree, "nginx::directive", "invalid number of the map parameters".into(), d));
+            }
+            return;
+        }
+        if in_data_block(parents) {
             return;
         }
         if let Some(m) = directives::check(d, parents) {
@@ -367,6 +378,7 @@ mod tests {
         assert_eq!(codes("events {} http { server { listen 443 ssl; location / { return 200; } } }"), ["nginx::weak-tls"]);
         assert_eq!(codes("events {} http { ssl_protocols TLSv1.1 TLSv1.2; server { location / { return 200; } } }"), ["nginx::weak-tls"]);
         assert_eq!(codes("events {} http { server { location / { return 200; } } include missing.conf; }"), ["nginx::include-missing"]);
+        assert_eq!(codes("events {} http { map $uri $x { a \"b\" c; } server { location / { return 200 $x; } } }"), ["nginx::directive"]);
         assert_eq!(codes("events {} http { server { location / { retrun 200; } } }"), ["nginx::directive"]);
     }
 }
