@@ -1,0 +1,7 @@
+//! Synapse consistency checks (in progress).
+use super::TreeView;
+use crate::diagnostics::Diagnostic;
+
+pub fn check(_view: &TreeView<'_>) -> Vec<Diagnostic> {
+    Vec::new()
+}
