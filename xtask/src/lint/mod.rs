@@ -22,6 +22,7 @@
 pub mod cache;
 pub mod compose;
 pub mod links;
+pub mod model;
 pub mod postgres;
 pub mod security;
 pub mod shell;
