@@ -199,7 +199,8 @@ fn schema(view: &TreeView<'_>, compose: &Compose<'_>, diags: &mut Vec<Diagnostic
         let pointer = err.instance_path().as_str().to_string();
         let node = compose.root.at_pointer(&pointer).unwrap_or(compose.root);
         let mut line = node.line;
-        if let jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected } = err.kind() {
+        use jsonschema::error::ValidationErrorKind as K;
+        if let K::AdditionalProperties { unexpected } | K::UnevaluatedProperties { unexpected } = err.kind() {
             if let Some(k) = unexpected.first().and_then(|u| node.key_node(u)) {
                 line = k.line;
             }

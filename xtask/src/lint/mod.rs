@@ -129,8 +129,9 @@ fn check_examples(book: &Book) -> Vec<Diagnostic> {
         }
         match b.lang.as_str() {
             "yaml" | "yml" => {
+                let last = b.text.lines().count().max(1) - 1;
                 for issue in yaml::load(&b.text).issues {
-                    let line = issue.line.max(1) - 1;
+                    let line = (issue.line.max(1) - 1).min(last);
                     diags.push(issue_diag(&issue, &b.line_loc(line), "an example block", issue.line));
                 }
             }
