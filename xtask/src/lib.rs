@@ -8,7 +8,9 @@ pub mod extract;
 pub mod flags;
 pub mod lint;
 pub mod secrets;
+pub mod synapse;
 pub mod tools;
+pub mod yaml;
 
 use std::path::PathBuf;
 
