@@ -7,6 +7,8 @@ pub mod diagnostics;
 pub mod extract;
 pub mod flags;
 pub mod lint;
+pub mod nginx;
+pub mod route;
 pub mod secrets;
 pub mod synapse;
 pub mod tools;

@@ -16,8 +16,8 @@
 //! - [`security`]: IP range blacklists, no placeholder left in a tree with generated secrets;
 //! - [`links`]: internal links and `#anchors` between the book's pages.
 //!
-//! The nginx checks are `crate::nginx::lint::check` (the route helper's module) and are called
-//! from here once that module exists.
+//! The nginx checks are `crate::nginx::lint::check` (its own module, `nginx/`), run on every tree
+//! from here.
 
 pub mod cache;
 pub mod compose;
@@ -130,6 +130,7 @@ pub fn check_tree(tree: &Tree, opts: Options) -> Vec<Diagnostic> {
     diags.append(&mut postgres::check(&view));
     diags.append(&mut shell::check(&view));
     diags.append(&mut security::check_tree(&view));
+    diags.append(&mut crate::nginx::lint::check(tree));
     diags
 }
 

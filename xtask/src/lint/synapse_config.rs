@@ -122,10 +122,14 @@ fn plan(view: &TreeView<'_>, syn: &Synapse<'_>, compose: Option<&Compose<'_>>) -
     plan
 }
 
-fn run_python(view: &TreeView<'_>, plan: &Plan) -> Result<BTreeMap<String, Option<Failure>>, String> {
+fn run_python(view: &TreeView<'_>, plan: &Plan, visible: &[String]) -> Result<BTreeMap<String, Option<Failure>>, String> {
     let python = crate::tools::synapse_python();
     let plan_json = serde_json::to_string(plan).map_err(|e| e.to_string())?;
-    let tree_json: Vec<(&String, &String)> = view.tree.files.iter().map(|(k, v)| (k, &v.content)).collect();
+    // Only the files Synapse can see (under its services' bind mounts) go to the scratch copy and
+    // into the cache key: an edit to nginx or PostgreSQL files does not rerun Synapse.
+    let seen = |path: &str| visible.iter().any(|v| v.is_empty() || path == v || path.starts_with(&format!("{v}/")));
+    let files: Vec<&crate::extract::TreeFile> = view.tree.files.values().filter(|f| seen(&f.path)).collect();
+    let tree_json: Vec<(&String, &String)> = files.iter().map(|f| (&f.path, &f.content)).collect();
     let tree_json = serde_json::to_string(&tree_json).map_err(|e| e.to_string())?;
     let key = cache::key(&[b"synapse-config-v1", &cache::tool_id(&python), plan_json.as_bytes(), tree_json.as_bytes(), SCRIPT.as_bytes()]);
     cache::memo(&key, || {
@@ -133,7 +137,7 @@ fn run_python(view: &TreeView<'_>, plan: &Plan) -> Result<BTreeMap<String, Optio
         let _ = std::fs::remove_dir_all(&dir);
         let root = dir.to_string_lossy().into_owned();
         let res = (|| {
-            for f in view.tree.files.values() {
+            for f in &files {
                 let p = dir.join("tree").join(&f.path);
                 std::fs::create_dir_all(p.parent().expect("tree paths have a parent")).map_err(|e| e.to_string())?;
                 std::fs::write(&p, &f.content).map_err(|e| e.to_string())?;
@@ -211,7 +215,24 @@ pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
     }
     let compose = Compose::find(view);
     let plan = plan(view, &syn, compose.as_ref());
-    let results = match run_python(view, &plan) {
+    let mut visible: Vec<String> = Vec::new();
+    match &compose {
+        Some(c) => {
+            for p in std::iter::once(&syn.main).chain(syn.workers.iter()) {
+                if let Some(s) = service_of(c, &syn, p) {
+                    for m in &s.mounts {
+                        if let Resolved::Tree(t) = s.resolve(&m.target) {
+                            if !visible.contains(&t) {
+                                visible.push(t);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        None => visible.push(String::new()),
+    }
+    let results = match run_python(view, &plan, &visible) {
         Ok(r) => r,
         Err(e) => return vec![Diagnostic::warning("synapse::config-not-checked", e, &view.loc(&syn.shared, 1))],
     };
