@@ -75,6 +75,56 @@ pub fn check(tree: &Tree) -> Vec<Diagnostic> {
     d
 }
 
+/// Checks an nginx `example` block on its own: syntax, directives nginx does not know, argument
+/// counts, and location regexes. Its context is unknown (an example is often a fragment, such
+/// as one `location`), so a directive passes when any of its usages fits.
+pub fn check_example(block: &crate::book::Block) -> Vec<Diagnostic> {
+    let loc = |line: usize| block.line_loc(line.saturating_sub(1).min(block.text.lines().count().saturating_sub(1)));
+    let dirs = match super::ast::parse("example", block.text.as_bytes()) {
+        Ok(d) => d,
+        Err(e) => return vec![Diagnostic::error("nginx::syntax", e.msg, &loc(e.line))],
+    };
+    let mut diags = Vec::new();
+    walk(&dirs, &mut |d, parents| {
+        if parents.iter().any(|p| directives::DATA_BLOCKS.contains(&p.name.as_str()) || !directives::is_known(&p.name)) {
+            return;
+        }
+        if !directives::is_known(&d.name) {
+            diags.push(Diagnostic::error("nginx::directive", format!("unknown directive \"{}\"", d.name), &loc(d.line)));
+            return;
+        }
+        // Try the directive in every context it is allowed in.
+        let fits = directives::TABLE.iter().filter(|(n, _, _)| *n == d.name).any(|(_, ctx, _)| {
+            let fake = |name: &str| Directive { name: name.into(), args: Vec::new(), file: String::new(), line: 0, block: Some(Vec::new()), includes: Vec::new() };
+            let chains: Vec<Vec<Directive>> = vec![
+                vec![],
+                vec![fake("events")],
+                vec![fake("http")],
+                vec![fake("http"), fake("server")],
+                vec![fake("http"), fake("server"), fake("location")],
+                vec![fake("http"), fake("upstream")],
+                vec![fake("http"), fake("server"), fake("if")],
+                vec![fake("http"), fake("server"), fake("location"), fake("if")],
+                vec![fake("http"), fake("server"), fake("location"), fake("limit_except")],
+                vec![fake("stream")],
+            ];
+            chains.iter().any(|c| {
+                let refs: Vec<&Directive> = c.iter().collect();
+                directives::context_of(&refs) & ctx != 0 && directives::check(d, &refs).is_none()
+            })
+        });
+        if !fits {
+            diags.push(Diagnostic::error("nginx::directive", format!("invalid number of arguments in \"{}\" directive", d.name), &loc(d.line)));
+        }
+        for (r, caseless) in regexes_of(d, parents) {
+            if let Err(e) = Rx::new(&r, caseless) {
+                diags.push(Diagnostic::error("nginx::bad-regex", format!("`{r}` is not a valid PCRE regex: {e}"), &loc(d.line)));
+            }
+        }
+    });
+    diags
+}
+
 fn at(tree: &Tree, d: &Directive) -> crate::diagnostics::MdLoc {
     config::md(tree, &d.file, d.line)
 }
@@ -353,6 +403,28 @@ mod tests {
     fn codes(conf: &str) -> Vec<String> {
         let t = tree_from(&[("nginx/nginx.conf", conf)]);
         check_static(&t).into_iter().map(|d| d.code).collect()
+    }
+
+    fn example(text: &str) -> Vec<(String, usize)> {
+        let block = crate::book::Block {
+            file: "src/x.md".into(),
+            fence_line: 10,
+            lang: "nginx".into(),
+            attrs: Default::default(),
+            kind: crate::book::BlockKind::Example,
+            text: text.into(),
+        };
+        check_example(&block).into_iter().map(|d| (d.code, d.line)).collect()
+    }
+
+    #[test]
+    fn examples() {
+        assert_eq!(example("location /x {\n    proxy_pass http://u;\n}\n"), []);
+        assert_eq!(example("upstream u {\n    hash $x consistent;\n    server unix:/a.sock;\n}\n"), []);
+        assert_eq!(example("location /x {\n    proxy_pas http://u;\n}\n"), [("nginx::directive".to_string(), 12)]);
+        assert_eq!(example("location ~ ( {\n    return 200;\n}\n"), [("nginx::bad-regex".to_string(), 11)]);
+        assert_eq!(example("location /x {\n    return 200;\n"), [("nginx::syntax".to_string(), 12)]);
+        assert_eq!(example("hash;\n"), [("nginx::directive".to_string(), 11)]);
     }
 
     #[test]
