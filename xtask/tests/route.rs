@@ -155,6 +155,15 @@ fn no_panic_on_arbitrary_input() {
         }
         let _ = xtask::nginx::ast::parse("f", &s);
         let text = String::from_utf8_lossy(&s).into_owned();
+        let block = xtask::book::Block {
+            file: "src/x.md".into(),
+            fence_line: 1,
+            lang: "nginx".into(),
+            attrs: Default::default(),
+            kind: xtask::book::BlockKind::Example,
+            text: text.clone(),
+        };
+        let _ = xtask::nginx::lint::check_example(&block);
         let t = xtask::nginx::tree_from(&[("nginx/nginx.conf", "events {}\nhttp { include conf.d/*.conf; }\n"), ("nginx/conf.d/synapse.conf", &text)]);
         let _ = xtask::nginx::lint::check_static(&t);
         if let Ok(r) = Router::from_tree(&t) {
