@@ -334,12 +334,21 @@ impl Builder<'_> {
                     continue;
                 }
             }
-            let key = (if matches!(modifier.as_str(), "~" | "~*") { modifier.clone() } else { String::new() }, name.clone());
-            if !matches!(modifier.as_str(), "~" | "~*") && seen.iter().any(|k| k == &key) || modifier == "=" && seen.iter().any(|k| k == &("=".into(), name.clone())) {
-                self.err("nginx::duplicate-location", format!("duplicate location \"{name}\""), d);
-                continue;
+            // nginx: two exact locations, or two prefix locations (plain or `^~`), with one name
+            // are a `duplicate location`; regexes are never duplicates.
+            let kind = match modifier.as_str() {
+                "=" => Some("="),
+                "~" | "~*" => None,
+                _ => Some(""),
+            };
+            if let Some(k) = kind {
+                let key = (k.to_string(), name.clone());
+                if seen.contains(&key) {
+                    self.err("nginx::duplicate-location", format!("duplicate location \"{name}\""), d);
+                    continue;
+                }
+                seen.push(key);
             }
-            seen.push(if modifier == "=" { ("=".into(), name.clone()) } else { key });
             let re = if matches!(modifier.as_str(), "~" | "~*") { self.rx(&name, modifier == "~*", d) } else { None };
             if matches!(modifier.as_str(), "~" | "~*") && re.is_none() {
                 continue;
@@ -892,6 +901,16 @@ mod tests {
         let o = r.route("GET", "/other");
         assert_eq!(o.server, None);
         assert_eq!(o.servers.len(), 3);
+    }
+
+    #[test]
+    fn duplicates() {
+        let t = |c: &str| Router::from_tree(&tree_from(&[("nginx/nginx.conf", c)])).err().map(|d| d[0].code.clone());
+        assert_eq!(t("http { server { location = /a { return 200; } location /a { return 200; } } }"), None);
+        assert_eq!(t("http { server { location /a { return 200; } location = /a { return 200; } } }"), None);
+        assert_eq!(t("http { server { location ~ a { return 200; } location ~ a { return 200; } } }"), None);
+        assert_eq!(t("http { server { location /a { return 200; } location ^~ /a { return 200; } } }").as_deref(), Some("nginx::duplicate-location"));
+        assert_eq!(t("http { server { location =/a { return 200; } location = /a { return 200; } } }").as_deref(), Some("nginx::duplicate-location"));
     }
 
     #[test]
