@@ -7,6 +7,7 @@ pub mod diagnostics;
 pub mod extract;
 pub mod flags;
 pub mod secrets;
+pub mod stack;
 pub mod tools;
 
 use std::path::PathBuf;
