@@ -87,6 +87,8 @@ pub struct Service {
     pub working_dir: Option<String>,
     /// Has `profiles:`: not started by a plain `docker compose up`.
     pub has_profiles: bool,
+    /// Published ports: (host address, host port, container port).
+    pub ports: Vec<(String, u16, u16)>,
 }
 
 /// Reads and interpolates `<dir>/<file>` with `<dir>/.env`.
@@ -247,6 +249,23 @@ fn service(dir: &Path, name: &str, spec: &Value) -> anyhow::Result<Service> {
         user: spec.get("user").and_then(scalar_string),
         working_dir: s("working_dir"),
         has_profiles: spec.get("profiles").is_some(),
+        ports: match spec.get("ports") {
+            Some(Value::Array(a)) => a.iter().filter_map(scalar_string).map(|p| port(&p)).collect::<anyhow::Result<_>>()?,
+            _ => vec![],
+        },
+    })
+}
+
+/// Short port syntax: `[ADDR:]HOST:CONTAINER[/proto]` or `CONTAINER`.
+fn port(p: &str) -> anyhow::Result<(String, u16, u16)> {
+    let p = p.split('/').next().unwrap_or(p);
+    let parts: Vec<&str> = p.rsplitn(3, ':').collect();
+    let num = |s: &str| s.parse::<u16>().with_context(|| format!("bad port `{p}`"));
+    Ok(match parts.as_slice() {
+        [c] => ("0.0.0.0".into(), num(c)?, num(c)?),
+        [c, h] => ("0.0.0.0".into(), num(h)?, num(c)?),
+        [c, h, a] => (a.trim_matches(|ch| ch == '[' || ch == ']').to_string(), num(h)?, num(c)?),
+        _ => bail!("bad port `{p}`"),
     })
 }
 
@@ -643,6 +662,8 @@ volumes:
         assert_eq!(rooms1.healthcheck.as_ref().unwrap().argv[0], "curl");
         assert_eq!(p.volumes.get("sockets"), Some(&true));
         assert_eq!(p.volumes.get("pgdata"), Some(&false));
+        assert_eq!(port("127.0.0.1:8008:8008").unwrap(), ("127.0.0.1".to_string(), 8008, 8008));
+        assert_eq!(port("8448:8448/tcp").unwrap(), ("0.0.0.0".to_string(), 8448, 8448));
     }
 
     #[test]

@@ -334,6 +334,7 @@ mod tests {
             user: None,
             working_dir: None,
             has_profiles: false,
+            ports: vec![],
         }
     }
 

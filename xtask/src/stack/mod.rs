@@ -163,6 +163,18 @@ pub fn prepare(book_root: &Path, paths: &Paths) -> anyhow::Result<Prepared> {
     let project = compose::load(&paths.tree(), COMPOSE_FILE)
         .map_err(|e| book_error("stack::compose", format!("{e:#}"), &tree.get(COMPOSE_FILE).expect("checked").first_loc()))?;
 
+    // Natively there is no port mapping: each published port is the service's own, on the
+    // host's network; it must be free (another stack may be using it).
+    for (svc, addr, host, container) in project.services.iter().flat_map(|s| s.ports.iter().map(|(a, h, c)| (s.name.clone(), a.clone(), *h, *c))) {
+        if host != container {
+            bail!("{}", book_error("stack::port-mapping", format!("service `{svc}` publishes {host}:{container}; the native runner needs the same port on both sides"), &service_loc(&tree, &svc)));
+        }
+        let a = if addr == "0.0.0.0" { "127.0.0.1".to_string() } else { addr };
+        if std::net::TcpListener::bind((a.as_str(), host)).is_err() {
+            bail!("{a}:{host} (published by service `{svc}`) is already in use: is another stack running?");
+        }
+    }
+
     let layout = paths.layout();
     for d in [&layout.root_mnt, &layout.layers_mnt, &layout.volumes] {
         std::fs::create_dir_all(d)?;

@@ -170,6 +170,7 @@ mod tests {
             user: None,
             working_dir: None,
             has_profiles: false,
+            ports: vec![],
         };
         let s = script(&layout, &svc);
         let data = s.find("mount --bind '/t/synapse' $R'/data'").unwrap();
