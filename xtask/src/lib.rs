@@ -6,9 +6,13 @@ pub mod cmd;
 pub mod diagnostics;
 pub mod extract;
 pub mod flags;
+pub mod nginx;
+pub mod route;
 pub mod secrets;
 pub mod stack;
+pub mod synapse;
 pub mod tools;
+pub mod yaml;
 
 use std::path::PathBuf;
 

@@ -93,13 +93,29 @@ pub fn samples(book: &Book) -> Vec<Sample> {
     out
 }
 
-/// The simulator's answer for (method, uri): Ok(Some(server)) or Ok(None) for a location that
-/// does not proxy.
-pub type Predict<'a> = dyn Fn(&str, &str) -> anyhow::Result<Option<String>> + 'a;
+/// The simulator's answer for (method, uri): the servers nginx may pick (one when the choice
+/// is determined, several for round robin; empty for a location that does not proxy).
+pub type Predict<'a> = dyn Fn(&str, &str) -> anyhow::Result<Vec<String>> + 'a;
+
+/// The address the test client connects from (what nginx sees as `$remote_addr`).
+pub const CLIENT_ADDR: &str = "127.0.0.1";
 
 /// The routing simulator's prediction function for this tree.
-pub fn predictor(_tree: &Tree) -> Result<Box<Predict<'_>>, String> {
-    Err("the routing simulator (`route::Router`, branch `route`) is not merged into this branch yet".into())
+pub fn predictor(tree: &Tree) -> Result<Box<Predict<'_>>, String> {
+    let router = crate::route::Router::from_tree(tree).map_err(|d| {
+        let first = d.first().map(|d| format!("{}:{}: {}", d.loc().file, d.loc().line, d.message)).unwrap_or_default();
+        format!("the routing simulator cannot read the nginx config ({} diagnostics; first: {first})", d.len())
+    })?;
+    Ok(Box::new(move |method: &str, uri: &str| {
+        let o = router.route_from(method, uri, CLIENT_ADDR);
+        Ok(if o.upstream.is_none() {
+            vec![]
+        } else if let Some(s) = o.server {
+            vec![s]
+        } else {
+            o.servers
+        })
+    }))
 }
 
 /// The comparison itself: each sent request is matched with its access log line (same method
@@ -117,13 +133,14 @@ pub fn compare(sent: &[Sent], log: &[LogLine], predict: &Predict<'_>) -> super::
         pos += off + 1;
         up.total += 1;
         match predict(&s.method, &s.uri) {
-            Ok(pred) if pred == line.upstream => up.matched += 1,
+            Ok(pred) if pred.is_empty() && line.upstream.is_none() => up.matched += 1,
+            Ok(pred) if line.upstream.as_ref().is_some_and(|u| pred.contains(u)) => up.matched += 1,
             Ok(pred) => up.mismatches.push(format!(
                 "{} {}: nginx used {}, the simulator predicts {}",
                 s.method,
                 s.uri,
                 line.upstream.as_deref().unwrap_or("no upstream"),
-                pred.as_deref().unwrap_or("no upstream")
+                if pred.is_empty() { "no upstream".to_string() } else { pred.join(" or ") }
             )),
             Err(e) => up.mismatches.push(format!("{} {}: simulator error: {e:#}", s.method, s.uri)),
         }
@@ -189,7 +206,7 @@ mod tests {
             LogLine { method: "GET".into(), uri: "/a".into(), status: Some(200), upstream: Some("unix:/s/x.sock".into()) },
             LogLine { method: "GET".into(), uri: "/b".into(), status: Some(404), upstream: Some("unix:/s/y.sock".into()) },
         ];
-        let up = compare(&sent, &log, &|_m: &str, u: &str| Ok(Some(if u == "/a" { "unix:/s/x.sock" } else { "unix:/s/z.sock" }.to_string())));
+        let up = compare(&sent, &log, &|_m: &str, u: &str| Ok(vec![if u == "/a" { "unix:/s/x.sock" } else { "unix:/s/z.sock" }.to_string()]));
         assert_eq!((up.matched, up.total), (1, 2));
         assert!(up.mismatches[0].contains("nginx used unix:/s/y.sock"));
     }
