@@ -25,6 +25,11 @@ pub struct LogLine {
 /// follows it, and the upstream address (a `unix:` path or `host:port`; with retries nginx
 /// writes `a, b` and the last one answered).
 pub fn parse_line(line: &str) -> Option<LogLine> {
+    // nginx's error log shares the container's output: `2026/11/27 15:00:00 [error] ...`
+    let b = line.as_bytes();
+    if b.len() > 21 && b[4] == b'/' && b[7] == b'/' && b[13] == b':' && b[20] == b'[' {
+        return None;
+    }
     let q = line.find('"')?;
     let rest = &line[q + 1..];
     let end = rest.find('"')?;
@@ -191,6 +196,7 @@ mod tests {
         assert_eq!((l.uri.as_str(), l.upstream), ("/health", None));
         let l = parse_line(r#"x "GET /a HTTP/1.1" 502 up="unix:/sockets/a_http.sock, unix:/sockets/b_http.sock""#).unwrap();
         assert_eq!(l.upstream.as_deref(), Some("unix:/sockets/b_http.sock"));
+        assert!(parse_line(r#"2026/11/27 15:19:00 [error] 2009#2009: *116 recv() failed, request: "PUT /x HTTP/1.1", upstream: "http://unix:/s.sock:/x""#).is_none());
         let l = parse_line(r#"x "GET /a HTTP/1.1" 200 up=127.0.0.1:8080"#).unwrap();
         assert_eq!(l.upstream.as_deref(), Some("127.0.0.1:8080"));
     }
