@@ -103,7 +103,8 @@ pub fn sql_blocks(p: &Prepared, report: &mut Report) {
     let mut failures = Vec::new();
     let mut run = 0;
     for b in p.book.blocks().filter(|b| b.kind == BlockKind::Sql) {
-        let argv: Vec<String> = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", &host, "-U", &user, "-d", &dbname, "-f", "-"]
+        let pw = format!("PGPASSWORD={}", env.get("POSTGRES_PASSWORD").cloned().unwrap_or_default());
+        let argv: Vec<String> = ["env", &pw, "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", &host, "-U", &user, "-d", &dbname, "-f", "-"]
             .iter()
             .map(|s| s.to_string())
             .collect();

@@ -260,6 +260,11 @@ set -Eeuo pipefail
 : "${POSTGRES_USER:=postgres}"
 : "${POSTGRES_DB:=$POSTGRES_USER}"
 as_pg() { setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"; }
+# the image's psql calls authenticate with the superuser's password
+export PGPASSWORD="${PGPASSWORD:-${POSTGRES_PASSWORD:-}}"
+temp_started=
+cleanup() { [ -n "$temp_started" ] && as_pg pg_ctl -D "$PGDATA" -m immediate -w stop >/dev/null 2>&1; return 0; }
+trap cleanup EXIT
 mkdir -p "$PGDATA" /var/run/postgresql
 chown postgres:postgres "$PGDATA" /var/run/postgresql
 chmod 700 "$PGDATA"
@@ -275,6 +280,7 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
   rm -f "$pwfile"
   printf '\nhost all all all %s\n' "${POSTGRES_HOST_AUTH_METHOD:-scram-sha-256}" >> "$PGDATA/pg_hba.conf"
   as_pg pg_ctl -D "$PGDATA" -w -o "-c listen_addresses='' -c unix_socket_directories=/var/run/postgresql -p 5432" start
+  temp_started=1
   psql=(psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --no-password --no-psqlrc -h /var/run/postgresql)
   if [ "$POSTGRES_DB" != postgres ]; then
     as_pg "${psql[@]}" --dbname postgres --set db="$POSTGRES_DB" <<<'CREATE DATABASE :"db" ;'
@@ -289,8 +295,11 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
     done
   fi
   as_pg pg_ctl -D "$PGDATA" -m fast -w stop
+  temp_started=
   echo "PostgreSQL init process complete; ready for start up."
 fi
+trap - EXIT
+unset PGPASSWORD
 if [ "${1:-}" = postgres ] || [ "${1:0:1}" = - ]; then
   [ "${1:0:1}" = - ] && set -- postgres "$@"
   exec setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"

@@ -44,6 +44,29 @@ struct Proc {
     restarts: u32,
     /// `stack` stopped it on purpose: do not restart.
     stopped: bool,
+    /// Its private mount namespace (`mnt:[inode]`), once it has one.
+    mnt_ns: Option<String>,
+}
+
+fn mnt_ns_of(pid: u32) -> Option<String> {
+    std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok().map(|p| p.to_string_lossy().into_owned())
+}
+
+/// Kills every process left in a mount namespace: when a container's main process dies, the
+/// container's other processes die with it (a daemon that left the process group, such as
+/// the postmaster `pg_ctl start` runs, would otherwise survive).
+fn kill_namespace(ns: &str) -> usize {
+    let mut n = 0;
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+            if alive(pid) && mnt_ns_of(pid).as_deref() == Some(ns) {
+                kill(pid as i32, libc::SIGKILL);
+                n += 1;
+            }
+        }
+    }
+    n
 }
 
 /// One running project.
@@ -124,7 +147,7 @@ impl Runner {
         let pid = child.id();
         self.procs.lock().expect("lock").insert(
             name.to_string(),
-            Proc { child: Some(child), pid, last_exit: None, exits: 0, restarts: 0, stopped: false },
+            Proc { child: Some(child), pid, last_exit: None, exits: 0, restarts: 0, stopped: false, mnt_ns: None },
         );
         self.save_state()?;
         Ok(pid)
@@ -158,13 +181,20 @@ impl Runner {
         let mut to_restart = Vec::new();
         {
             let mut procs = self.procs.lock().expect("lock");
+            let own_ns = mnt_ns_of(std::process::id());
             for (name, p) in procs.iter_mut() {
                 let Some(child) = p.child.as_mut() else { continue };
+                if p.mnt_ns.is_none() {
+                    p.mnt_ns = mnt_ns_of(p.pid).filter(|n| Some(n) != own_ns.as_ref());
+                }
                 if let Ok(Some(st)) = child.try_wait() {
                     use std::os::unix::process::ExitStatusExt as _;
                     let code = st.code().unwrap_or_else(|| -st.signal().unwrap_or(0));
                     // kill what is left of its process group (e.g. postgres backends)
                     kill(-(p.pid as i32), libc::SIGKILL);
+                    if let Some(ns) = p.mnt_ns.take() {
+                        kill_namespace(&ns);
+                    }
                     p.child = None;
                     p.last_exit = Some(code);
                     p.exits += 1;
@@ -191,6 +221,7 @@ impl Runner {
                     if let Some(p) = procs.get_mut(&name) {
                         p.pid = child.id();
                         p.child = Some(child);
+                        p.mnt_ns = None;
                         p.restarts += 1;
                         events.push(format!("{name} restarted (pid {})", p.pid));
                     }
@@ -284,6 +315,7 @@ impl Runner {
             p.stopped = true;
             let Some(mut child) = p.child.take() else { continue };
             let pid = p.pid;
+            let ns = p.mnt_ns.take().or_else(|| mnt_ns_of(pid));
             drop(procs);
             let t = Instant::now();
             kill(pid as i32, self.launches[&name].stop_signal);
@@ -297,6 +329,12 @@ impl Runner {
                 std::thread::sleep(Duration::from_millis(20));
             }
             kill(-(pid as i32), libc::SIGKILL);
+            if let Some(ns) = ns.filter(|n| Some(n) != mnt_ns_of(std::process::id()).as_ref()) {
+                let n = kill_namespace(&ns);
+                if n > 0 {
+                    events.push(format!("{name}: killed {n} process(es) left in its namespace"));
+                }
+            }
             if code.is_none() {
                 let _ = child.wait();
                 events.push(format!("{name} did not stop within 10 s: killed"));
