@@ -21,12 +21,16 @@ pub struct Sent {
     pub uri: String,
     /// None when no response arrived.
     pub status: Option<u16>,
+    /// Sent while a worker was deliberately down (the fault step): nginx may fail over, so
+    /// these are reported, not compared with the healthy-state prediction.
+    pub during_fault: bool,
 }
 
 pub struct Client {
     pub addr: String,
     pub sent: Vec<Sent>,
     txn: u64,
+    pub in_fault: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -49,7 +53,7 @@ pub struct State {
 
 impl Client {
     pub fn new(addr: &str) -> Self {
-        Client { addr: addr.to_string(), sent: Vec::new(), txn: 0 }
+        Client { addr: addr.to_string(), sent: Vec::new(), txn: 0, in_fault: false }
     }
 
     pub fn txn(&mut self) -> String {
@@ -79,6 +83,7 @@ impl Client {
                 method: method.to_string(),
                 uri: uri.to_string(),
                 status: r.as_ref().ok().map(|r| r.status),
+                during_fault: self.in_fault,
             });
             match &r {
                 Ok(resp) if resp.status == 429 => {
@@ -497,6 +502,7 @@ pub fn fault(c: &mut Client, p: &Prepared, st: &mut State, report: &mut Report) 
     };
     let before = sizes(p);
     let res = fault_inner(c, p, st);
+    c.in_fault = false;
     std::thread::sleep(Duration::from_secs(1));
     let after = sizes(p);
     let window: super::checks::Exclusions =
@@ -533,6 +539,7 @@ fn fault_inner(c: &mut Client, p: &Prepared, st: &mut State) -> anyhow::Result<(
     let victim = super::routing::service_of_upstream(&p.runner.project, &up)
         .with_context(|| format!("no service serves {up}"))?;
     let restarts0 = p.runner.restarts(&victim);
+    c.in_fault = true;
     let pid = p.runner.signal(&victim, libc::SIGKILL).context("victim not running")?;
     let killed_at = Instant::now();
     // While it is down: try to send; record what the client gets.
@@ -558,6 +565,7 @@ fn fault_inner(c: &mut Client, p: &Prepared, st: &mut State) -> anyhow::Result<(
         }
         std::thread::sleep(Duration::from_millis(250));
     }
+    c.in_fault = false;
     let healthy_at = healthy_at.context("the killed worker did not come back within 90 s")?;
     // Retry what failed with the SAME transaction ids (idempotent), as a client would.
     for (txn, body) in &pending {

@@ -40,6 +40,8 @@ pub struct Upstreams {
     /// Requests compared.
     pub total: usize,
     pub mismatches: Vec<String>,
+    /// Requests sent while a worker was deliberately down: where nginx sent them (not compared).
+    pub during_fault: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

@@ -129,6 +129,23 @@ pub fn compare(sent: &[Sent], log: &[LogLine], predict: &Predict<'_>) -> super::
     let mut up = super::report::Upstreams::default();
     let mut pos = 0;
     for s in sent.iter().filter(|s| s.status.is_some()) {
+        if s.during_fault {
+            // matched to its log line, but only reported: nginx fails over while a worker is down
+            if let Some(off) = log[pos..].iter().position(|l| l.method == s.method && l.uri == s.uri) {
+                let line = &log[pos + off];
+                pos += off + 1;
+                let pred = predict(&s.method, &s.uri).unwrap_or_default();
+                up.during_fault.push(format!(
+                    "{} {} -> HTTP {} via {} (healthy prediction: {})",
+                    s.method,
+                    s.uri,
+                    line.status.map_or("?".into(), |x| x.to_string()),
+                    line.upstream.as_deref().unwrap_or("no upstream"),
+                    pred.join(" or ")
+                ));
+            }
+            continue;
+        }
         let Some(off) = log[pos..].iter().position(|l| l.method == s.method && l.uri == s.uri) else {
             up.total += 1;
             up.mismatches.push(format!("{} {}: not in nginx's access log", s.method, s.uri));
@@ -204,8 +221,8 @@ mod tests {
     #[test]
     fn compare_pairs_requests_in_order() {
         let sent = vec![
-            Sent { method: "GET".into(), uri: "/a".into(), status: Some(200) },
-            Sent { method: "GET".into(), uri: "/b".into(), status: Some(404) },
+            Sent { method: "GET".into(), uri: "/a".into(), status: Some(200), during_fault: false },
+            Sent { method: "GET".into(), uri: "/b".into(), status: Some(404), during_fault: false },
         ];
         let log = vec![
             LogLine { method: "GET".into(), uri: "/health".into(), status: Some(200), upstream: None },
