@@ -9,6 +9,7 @@ pub mod flags;
 pub mod nginx;
 pub mod route;
 pub mod secrets;
+pub mod setup;
 pub mod stack;
 pub mod synapse;
 pub mod tools;
