@@ -149,8 +149,20 @@ fn socket_dir(p: &Prepared) -> String {
         .unwrap_or_else(|| "/var/run/postgresql".into())
 }
 
+/// Error lines that are part of normal operation, each with the reason.
+const BENIGN: &[(&str, &str)] = &[
+    // Synapse runs its transactions at REPEATABLE READ and retries serialization failures and
+    // deadlocks (synapse/storage/database.py: `engine.is_deadlock` -> "[TXN DEADLOCK]" warning,
+    // retry); PostgreSQL still logs each one as an ERROR.
+    ("could not serialize access due to concurrent update", "SQLSTATE 40001, retried by Synapse"),
+    ("deadlock detected", "SQLSTATE 40P01, retried by Synapse"),
+];
+
 /// Lines that mean something went wrong, in any of the processes' logs.
 fn is_finding(line: &str) -> bool {
+    if BENIGN.iter().any(|(m, _)| line.contains(m)) {
+        return false;
+    }
     const MARKS: &[&str] = &[
         " ERROR ", "- ERROR -", "ERROR:", "Traceback (most recent call last)", "CRITICAL", "FATAL:", "PANIC:",
         "[emerg]", "[alert]", "[crit]", "[error]",
@@ -193,5 +205,6 @@ mod tests {
         assert!(is_finding("2026/11/27 15:00:00 [emerg] 1#1: bad"));
         assert!(is_finding("2026-11-27 15:00:00.000 UTC [42] ERROR:  relation \"x\" does not exist"));
         assert!(!is_finding("2026-11-27 15:00:00,000 - synapse.app - 10 - INFO - main - Synapse now listening"));
+        assert!(!is_finding("2026-11-27 15:30:35.644 GMT [20280] ERROR:  could not serialize access due to concurrent update"));
     }
 }

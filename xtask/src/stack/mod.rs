@@ -34,8 +34,21 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The address nginx publishes (the Compose file's `127.0.0.1:8008:8008`).
+/// The address clients use when the nginx service publishes no port.
 pub const NGINX_ADDR: &str = "127.0.0.1:8008";
+
+/// Where the client reaches nginx: the first port the nginx service publishes (the book's
+/// `127.0.0.1:8008:8008`).
+pub fn client_addr(project: &Project) -> String {
+    project
+        .services
+        .iter()
+        .filter(|s| emulate::for_image(&s.image).is_some_and(|e| e.name == "nginx"))
+        .flat_map(|s| s.ports.iter())
+        .next()
+        .map(|(a, h, _)| format!("{}:{h}", if a == "0.0.0.0" { "127.0.0.1" } else { a }))
+        .unwrap_or_else(|| NGINX_ADDR.to_string())
+}
 const COMPOSE_FILE: &str = "docker-compose.yml";
 /// Bring-up gives up after this long.
 const BRING_UP_TIMEOUT: Duration = Duration::from_secs(180);

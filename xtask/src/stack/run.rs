@@ -143,7 +143,8 @@ pub fn smoke(root: &Path, paths: &Paths, report_file: Option<&Path>) -> anyhow::
     let secret = client::shared_secret(&paths.tree())?;
     let nginx_log = paths.logs().join("nginx.log");
     let log_start = std::fs::metadata(&nginx_log).map(|m| m.len()).unwrap_or(0);
-    let mut c = client::Client::new(super::NGINX_ADDR);
+    let project = super::compose::load(&paths.tree(), "docker-compose.yml")?;
+    let mut c = client::Client::new(&super::client_addr(&project));
     let ts = Instant::now();
     let state = client::smoke(&mut c, &secret, &mut report);
     report.timings.smoke = ts.elapsed().as_secs_f64();
@@ -222,7 +223,7 @@ fn test_inner(p: &Prepared, report: &mut Report) -> anyhow::Result<checks::Exclu
     let nginx_log = p.paths.logs().join("nginx.log");
     let log_start = std::fs::metadata(&nginx_log).map(|m| m.len()).unwrap_or(0);
     let secret = client::shared_secret(&p.paths.tree())?;
-    let mut c = client::Client::new(super::NGINX_ADDR);
+    let mut c = client::Client::new(&super::client_addr(&p.runner.project));
     let ts = Instant::now();
     let state = client::smoke(&mut c, &secret, report);
     report.timings.smoke = ts.elapsed().as_secs_f64();
