@@ -565,13 +565,30 @@ fn fault_inner(c: &mut Client, p: &Prepared, st: &mut State) -> anyhow::Result<(
         }
         std::thread::sleep(Duration::from_millis(250));
     }
-    c.in_fault = false;
     let healthy_at = healthy_at.context("the killed worker did not come back within 90 s")?;
     // Retry what failed with the SAME transaction ids (idempotent), as a client would.
     for (txn, body) in &pending {
         send_text_txn(c, &st.alice, &st.room_id, body, txn)?;
         st.sent_bodies.push(body.clone());
     }
+    // nginx keeps a failed server out for its `fail_timeout` (10 s by default), even once it is
+    // back: the fault lasts, for routing, until nginx sends the room to the worker again.
+    let mut back_at = None;
+    while killed_at.elapsed() < Duration::from_secs(120) {
+        let mark = std::fs::metadata(&nginx_log).map(|m| m.len()).unwrap_or(0);
+        let b = format!("probe after the fault {}", crate::secrets::random_token(4));
+        send_text(c, &st.alice, &st.room_id, &b)?;
+        st.sent_bodies.push(b);
+        std::thread::sleep(Duration::from_millis(100));
+        let lines = super::routing::read_log(&nginx_log, mark);
+        if lines.iter().any(|l| l.uri.contains("/send/") && l.upstream.as_deref() == Some(up.as_str())) {
+            back_at = Some(killed_at.elapsed().as_secs_f64());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(900));
+    }
+    c.in_fault = false;
+    let back_at = back_at.with_context(|| format!("nginx never sent the room back to {up} within 120 s"))?;
     let after = format!("after the fault {}", crate::secrets::random_token(4));
     send_text(c, &st.alice, &st.room_id, &after)?;
     st.sent_bodies.push(after);
@@ -582,13 +599,15 @@ fn fault_inner(c: &mut Client, p: &Prepared, st: &mut State) -> anyhow::Result<(
     ensure!(dupes == 0, "{dupes} messages appear twice after retrying with the same txn ids");
     let statuses: Vec<String> = during.iter().map(|d| d["status"].to_string()).collect();
     let detail = format!(
-        "killed {victim} (pid {pid}); while down clients got {}; restarted by the runner and healthy after {:.1} s; all {} messages in history",
+        "killed {victim} (pid {pid}); while down clients got {}; restarted by the runner and healthy after {:.1} s; nginx routed the room to it again after {:.1} s; all {} messages in history",
         summarize(&statuses),
         healthy_at,
+        back_at,
         st.sent_bodies.len()
     );
     let j = json!({
         "service": victim, "killed_pid": pid, "attempts": during, "healthy_after_s": round2(healthy_at),
+        "nginx_routes_back_after_s": round2(back_at),
         "retried": pending.len(), "messages_checked": st.sent_bodies.len(), "restarts": p.runner.restarts(&victim) - restarts0,
     });
     Ok((detail, j))
