@@ -9,7 +9,7 @@
 
 use super::compose::Service;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// One image family and how its entrypoint is emulated.
 pub struct Emulation {
@@ -248,11 +248,6 @@ pub fn synapse_module(argv: &[String]) -> Option<String> {
     argv.iter().position(|a| a == "-m").and_then(|i| argv.get(i + 1)).cloned()
 }
 
-/// Is this the directory of a path inside the container (for docs and tests).
-pub fn container_dir(p: &str) -> &Path {
-    Path::new(p).parent().unwrap_or(Path::new("/"))
-}
-
 const POSTGRES_ENTRYPOINT: &str = r#"#!/bin/bash
 # Native emulation of the postgres image's docker-entrypoint.sh (see reference/testing.md).
 set -Eeuo pipefail
@@ -367,6 +362,16 @@ mod tests {
         let l = launch(&s, &host()).unwrap();
         assert_eq!(l.argv, ["/venv/bin/python", "-m", "synapse.app.homeserver", "--config-path", "/data/homeserver.yaml"]);
         assert!(launch(&svc("ghcr.io/element-hq/synapse:v1", Some(vec!["generate"]), &[]), &host()).is_err());
+    }
+
+    /// The book page that lists the emulations names every one of them.
+    #[test]
+    fn testing_page_lists_every_emulation() {
+        let page = std::fs::read_to_string(crate::project_root().join("src/reference/testing.md")).unwrap();
+        for e in EMULATIONS {
+            assert!(page.contains(&format!("`{}`", e.image)), "testing.md does not mention image `{}`", e.image);
+            assert!(page.contains(&format!("| `{}` |", e.name)), "testing.md has no row for emulation `{}`", e.name);
+        }
     }
 
     #[test]
