@@ -45,10 +45,19 @@ fn shadowed_and_unreached_locations_fail() {
     assert_eq!(
         check("err-shadowed"),
         [
-            ("route::shadowed-location".into(), "src/deploy.md".into(), 110),
-            ("route::unreached-location".into(), "src/deploy.md".into(), 113),
+            ("route::shadowed-location".into(), "src/deploy.md".into(), 112),
+            ("route::unreached-location".into(), "src/deploy.md".into(), 115),
             ("route::contract".into(), "src/routes.md".into(), 16),
         ]
+    );
+}
+
+/// Hashing on the whole request URI splits one room's pagination across workers: check fails.
+#[test]
+fn pagination_split_across_workers_fails() {
+    assert_eq!(
+        check("err-affinity"),
+        (16..=19).map(|l| ("route::room-affinity".to_string(), "src/routes.md".to_string(), l)).collect::<Vec<_>>()
     );
 }
 
@@ -103,7 +112,7 @@ fn route_command_json() {
     assert_eq!(a[0]["upstream"], "sync");
     assert_eq!(a[0]["server"], "unix:/sockets/sync1_http.sock");
     assert_eq!(a[0]["location"]["file"], "src/deploy.md");
-    assert_eq!(a[0]["location"]["line"], 98);
+    assert_eq!(a[0]["location"]["line"], 100);
     assert_eq!(a[0]["location"]["modifier"], "~");
     assert_eq!(a[0]["status"], serde_json::Value::Null);
     assert_eq!(a[1]["status"], 301);
@@ -172,4 +181,92 @@ fn repository_book_nginx_is_clean() {
     assert!(d.is_empty(), "{d:#?}");
     let d = route::check_book(&book, &tree);
     assert!(d.iter().all(|d| d.severity != xtask::diagnostics::Severity::Error), "{d:#?}");
+}
+
+/// The real nginx agrees with the simulator on every sample of the fixture book and of the
+/// repository's routing reference (skipped where nginx is not installed).
+#[test]
+fn real_nginx_agrees_with_the_simulator() {
+    if xtask::tools::which("nginx").is_none() && !std::path::Path::new("/usr/sbin/nginx").exists() {
+        eprintln!("nginx not installed: skipped");
+        return;
+    }
+    for root in [fixture("ok"), xtask::project_root()] {
+        let book = xtask::book::load(&root).unwrap();
+        let tree = extract::assemble(&book, &Options::default()).unwrap();
+        let (samples, d) = route::check::samples(&book);
+        assert!(d.is_empty(), "{d:?}");
+        if samples.is_empty() {
+            continue;
+        }
+        let r = route::crosscheck::against_nginx(&tree, &samples).unwrap();
+        assert_eq!(r.compared, samples.len());
+        assert!(r.disagreements.is_empty(), "{}: {:#?}", root.display(), r.disagreements);
+    }
+}
+
+/// Room affinity in the book's own configuration: every request about one room (client and
+/// federation, any encoding, any query string) has the same hash key and the same room worker.
+#[test]
+fn repository_book_room_affinity() {
+    let root = xtask::project_root();
+    let book = xtask::book::load(&root).unwrap();
+    let tree = extract::assemble(&book, &Options::default()).unwrap();
+    let Ok(r) = Router::from_tree(&tree) else { return };
+    for room in ["!abc:example.com", "!31hneApxJ_1o-63DmFrpeqnkFfWppnzWso1JvH3ogLM", "!xyz:other.example"] {
+        let enc = room.replace('!', "%21").replace(':', "%3A");
+        let reqs = [
+            ("PUT", format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/t1")),
+            ("PUT", format!("/_matrix/client/v3/rooms/{enc}/state/m.room.member/%40bob%3Aexample.com")),
+            ("GET", format!("/_matrix/client/v3/rooms/{enc}/messages?dir=b&from=t47-123_0_0&filter=%7B%22lazy_load_members%22%3Atrue%7D")),
+            ("GET", format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&from=t5-1_0_0")),
+            ("GET", format!("/_matrix/client/v3/rooms/{room}/context/%24ev?limit=10")),
+            ("GET", format!("/_matrix/federation/v1/make_join/{enc}/%40bob%3Aremote.org?ver=10")),
+            ("PUT", format!("/_matrix/federation/v2/send_join/{room}/%24ev")),
+            ("GET", format!("/_matrix/federation/v1/state_ids/{enc}?event_id=%24ev")),
+            ("GET", format!("/_matrix/federation/v1/backfill/{enc}?v=%24old%3Aexample.com&limit=50")),
+        ];
+        let outs: Vec<_> = reqs.iter().map(|(m, u)| r.route(m, u)).collect();
+        for o in &outs {
+            assert_eq!(o.hash_key.as_deref(), Some(room), "{}", o.uri);
+            assert!(o.server.is_some(), "{}", o.uri);
+            assert_eq!(o.server, outs[0].server, "{}", o.uri);
+        }
+        // Typing in that room goes to the typing writer, whatever the room.
+        let t = r.route("PUT", &format!("/_matrix/client/v3/rooms/{enc}/typing/%40alice%3Aexample.com"));
+        assert_ne!(t.upstream, outs[0].upstream);
+    }
+}
+
+/// The `cargo xtask route` session shown on the routing page is what the command prints today.
+#[test]
+fn routing_page_console_example_is_current() {
+    let root = xtask::project_root();
+    let page = std::fs::read_to_string(root.join("src/deployment/routing.md")).unwrap();
+    let Some(start) = page.find("```console\n$ cargo xtask route") else { return };
+    let block = &page[start + "```console\n".len()..];
+    let block = &block[..block.find("```").unwrap()];
+    let mut lines = block.lines();
+    let cmd = lines.next().unwrap();
+    let method = cmd.split("--method ").nth(1).and_then(|s| s.split_whitespace().next()).unwrap_or("GET");
+    let uri = cmd.split('\'').nth(1).unwrap();
+    let shown: Vec<&str> = lines.collect();
+    let book = xtask::book::load(&root).unwrap();
+    let tree = extract::assemble(&book, &Options::default()).unwrap();
+    let r = Router::from_tree(&tree).unwrap();
+    let now = route::describe(&r.route(method, uri));
+    assert_eq!(shown.join("\n"), now, "update the console example in src/deployment/routing.md");
+}
+
+/// The messages of the failing fixtures, as `check --format json` prints them (snapshots).
+#[test]
+fn failing_fixture_messages() {
+    for name in ["err-contract", "err-shadowed", "err-affinity"] {
+        let book = xtask::book::load(&fixture(name)).unwrap();
+        let tree = extract::assemble(&book, &Options::default()).unwrap();
+        let mut d = route::check_book(&book, &tree);
+        xtask::diagnostics::sort(&mut d);
+        let text = xtask::diagnostics::render(&d, xtask::flags::Format::Json, &fixture(name));
+        insta::assert_snapshot!(format!("check-{name}"), text);
+    }
 }

@@ -9,7 +9,8 @@
 //! - each upstream Unix socket served by some Synapse listener of the book;
 //! - the admin API reachable only from private address ranges;
 //! - TLS 1.2 or newer only, wherever TLS is configured;
-//! - the real `nginx -t` when nginx is installed ([`super::nginx_t`]).
+//! - the real `nginx -t` when nginx is installed ([`super::nginx_t`]), and gixy-ng when its venv
+//!   is installed ([`super::gixy`]).
 
 use super::ast::{walk, Directive};
 use super::config::{self, Config};
@@ -45,6 +46,10 @@ pub fn check_static(tree: &Tree) -> Vec<Diagnostic> {
     };
     let mut diags = Vec::new();
     table(tree, &cfg, &mut diags);
+    if !diags.is_empty() {
+        // Everything after a structural error would only repeat it in other words.
+        return diags;
+    }
     variables(tree, &cfg, &mut diags);
     proxies(tree, &cfg, &mut diags);
     tls(tree, &cfg, &mut diags);
@@ -60,11 +65,12 @@ pub fn check_static(tree: &Tree) -> Vec<Diagnostic> {
     diags
 }
 
-/// All nginx checks, including the real `nginx -t` when nginx is installed.
+/// All nginx checks, including the real `nginx -t` and gixy-ng when they are installed.
 pub fn check(tree: &Tree) -> Vec<Diagnostic> {
     let mut d = check_static(tree);
     if d.iter().all(|d| d.severity != crate::diagnostics::Severity::Error) {
         d.extend(super::nginx_t::check(tree));
+        d.extend(super::gixy::check(tree));
     }
     d
 }
@@ -83,11 +89,26 @@ fn in_data_block(parents: &[&Directive]) -> bool {
 
 fn table(tree: &Tree, cfg: &Config, diags: &mut Vec<Diagnostic>) {
     walk(&cfg.directives, &mut |d, parents| {
+        if parents.iter().any(|p| !directives::is_known(&p.name)) {
+            return;
+        }
+        if parents.last().is_some_and(|p| p.name == "map") {
+            // `KEY VALUE;`, or the bare flags `hostnames;` and `volatile;` (ngx_http_map).
+            let flag = d.args.is_empty() && matches!(d.name.as_str(), "hostnames" | "volatile");
+            if d.args.len() != 1 && !flag {
+                diags.push(err(tree, "nginx::directive", "invalid number of the map parameters".into(), d));
+            }
+            return;
+        }
         if in_data_block(parents) {
             return;
         }
         if let Some(m) = directives::check(d, parents) {
-            diags.push(err(tree, "nginx::directive", m, d));
+            let mut e = err(tree, "nginx::directive", m, d);
+            if !directives::is_known(&d.name) {
+                e = e.with_note("a comment must start with `#`; a directive must be one nginx knows (see xtask/src/nginx/directives.rs)");
+            }
+            diags.push(e);
         }
     });
 }
@@ -105,11 +126,10 @@ fn regexes_of(d: &Directive, parents: &[&Directive]) -> Vec<(String, bool)> {
     }
     match d.name.as_str() {
         "location" => {
-            if let Ok((m, n)) = location_args(d) {
-                if m == "~" || m == "~*" {
+            if let Ok((m, n)) = location_args(d)
+                && (m == "~" || m == "~*") {
                     out.push((n, m == "~*"));
                 }
-            }
         }
         "rewrite" => {
             if let Some(r) = d.arg(0) {
@@ -119,11 +139,10 @@ fn regexes_of(d: &Directive, parents: &[&Directive]) -> Vec<(String, bool)> {
         "if" => {
             let a: Vec<&str> = d.args.iter().map(|w| w.text.as_str()).collect();
             for (i, w) in a.iter().enumerate() {
-                if matches!(*w, "~" | "~*" | "!~" | "!~*") {
-                    if let Some(r) = a.get(i + 1) {
+                if matches!(*w, "~" | "~*" | "!~" | "!~*")
+                    && let Some(r) = a.get(i + 1) {
                         out.push((r.trim_end_matches(')').to_string(), w.ends_with('*')));
                     }
-                }
             }
         }
         _ => {}
@@ -205,11 +224,10 @@ fn variables(tree: &Tree, cfg: &Config, diags: &mut Vec<Diagnostic>) {
 fn proxies(tree: &Tree, cfg: &Config, diags: &mut Vec<Diagnostic>) {
     let mut upstreams = BTreeSet::new();
     walk(&cfg.directives, &mut |d, parents| {
-        if d.name == "upstream" && !in_data_block(parents) {
-            if let Some(n) = d.arg(0) {
+        if d.name == "upstream" && !in_data_block(parents)
+            && let Some(n) = d.arg(0) {
                 upstreams.insert(n.to_string());
             }
-        }
     });
     walk(&cfg.directives, &mut |d, parents| {
         if in_data_block(parents) {
@@ -242,11 +260,10 @@ fn proxies(tree: &Tree, cfg: &Config, diags: &mut Vec<Diagnostic>) {
                 }
             }
             "server" if parents.last().is_some_and(|p| p.name == "http") => {
-                if let Some(r) = d.children().iter().find(|c| c.name == "return") {
-                    if d.children().iter().any(|c| c.name == "location") {
+                if let Some(r) = d.children().iter().find(|c| c.name == "return")
+                    && d.children().iter().any(|c| c.name == "location") {
                         diags.push(err(tree, "nginx::server-return-shadows", format!("`{}` at server level runs before any location is chosen: every location of this server is unreachable", r.display()), r));
                     }
-                }
             }
             _ => {}
         }
@@ -291,6 +308,25 @@ fn sockets(tree: &Tree, r: &Router, diags: &mut Vec<Diagnostic>) {
 
 fn admin(r: &Router, diags: &mut Vec<Diagnostic>) {
     let mut seen = BTreeSet::new();
+    // Every `allow` of the locations serving the admin API names a private range.
+    let mut checked = BTreeSet::new();
+    for probe in ADMIN_PROBES {
+        let Some(id) = r.route_from("GET", probe, "10.0.0.5").location_id else { continue };
+        if !checked.insert(id) {
+            continue;
+        }
+        let l = &r.locations[id];
+        for net in l.allowed() {
+            if !crate::route::router::is_private(net) {
+                let what = net.map_or("all".to_string(), |(ip, b)| format!("{ip}/{b}"));
+                diags.push(Diagnostic::error(
+                    "nginx::admin-public",
+                    format!("`allow {what}` lets addresses outside the private ranges reach the admin API (via `location {} {}`)", l.modifier, l.name),
+                    &l.md,
+                ));
+            }
+        }
+    }
     for probe in ADMIN_PROBES {
         for client in PUBLIC_PROBES {
             let o = r.route_from("GET", probe, client);
@@ -334,12 +370,15 @@ mod tests {
         assert_eq!(codes("events {} http { server { location / { proxy_pass http://u; add_header X $nope; } } upstream u { server unix:/a.sock; } }"), ["nginx::admin-public", "nginx::undefined-variable"]);
         assert!(codes("events {} http { server { location / { deny all; proxy_pass http://u/; } } upstream u { server unix:/a.sock; } }").contains(&"nginx::proxy-pass-uri".to_string()));
         assert_eq!(codes("events {} http { server { location / { deny all; proxy_pass http://v; } } }"), ["nginx::unknown-upstream"]);
+        assert_eq!(codes("events {} http { server { location / { allow 10.0.0.0/8; allow 1.2.3.0/24; deny all; return 200; } } }"), ["nginx::admin-public"]);
+        assert_eq!(codes("events {} http { server { location / { allow 10.1.0.0/16; allow fd00::/8; deny all; return 200; } } }"), Vec::<String>::new());
         assert_eq!(codes("events {} http { server { location /x { deny all; } location / { return 404; } } }"), ["nginx::location-no-action"]);
         assert_eq!(codes("events {} http { server { return 404; location / { return 200; } } }"), ["nginx::server-return-shadows"]);
         assert_eq!(codes("events {} http { server { location ~ ( { return 200; } } }"), ["nginx::bad-regex"]);
         assert_eq!(codes("events {} http { server { listen 443 ssl; location / { return 200; } } }"), ["nginx::weak-tls"]);
         assert_eq!(codes("events {} http { ssl_protocols TLSv1.1 TLSv1.2; server { location / { return 200; } } }"), ["nginx::weak-tls"]);
         assert_eq!(codes("events {} http { server { location / { return 200; } } include missing.conf; }"), ["nginx::include-missing"]);
-        assert_eq!(codes("events {} http { server { location / { retrun 200; } } }"), ["nginx::directive", "nginx::location-no-action"]);
+        assert_eq!(codes("events {} http { map $uri $x { a \"b\" c; } server { location / { return 200 $x; } } }"), ["nginx::directive"]);
+        assert_eq!(codes("events {} http { server { location / { retrun 200; } } }"), ["nginx::directive"]);
     }
 }

@@ -46,6 +46,7 @@ pub fn check(tree: &Tree) -> Vec<Diagnostic> {
             let text = rewrite(&tf.content, &etc_s, &log_s);
             std::fs::write(out, text)?;
         }
+        stand_in_certificates(tree, &etc)?;
         let conf = etc.join(root.strip_prefix(&dir).unwrap_or(&root));
         let out = Command::new(&nginx)
             .args(["-t", "-q", "-e", "stderr", "-g"])
@@ -78,6 +79,52 @@ pub fn check(tree: &Tree) -> Vec<Diagnostic> {
             &config::md(tree, &root, 1),
         )],
     }
+}
+
+/// TLS certificates and keys are the operator's, not the book's: for every `ssl_certificate`,
+/// `ssl_certificate_key` and `ssl_trusted_certificate` under `/etc/nginx/` that the tree does
+/// not provide, write a throwaway self-signed pair (made with `openssl`) so `nginx -t` can load
+/// the configuration.
+fn stand_in_certificates(tree: &Tree, etc: &Path) -> std::io::Result<()> {
+    let Ok(cfg) = config::load(tree) else { return Ok(()) };
+    let mut wanted: Vec<(String, bool)> = Vec::new();
+    super::ast::walk(&cfg.directives, &mut |d, _| {
+        let key = match d.name.as_str() {
+            "ssl_certificate" | "ssl_trusted_certificate" => false,
+            "ssl_certificate_key" => true,
+            _ => return,
+        };
+        if let Some(p) = d.arg(0)
+            && let Some(rel) = p.strip_prefix(CONTAINER_PREFIX)
+                && !etc.join(rel).exists() {
+                    wanted.push((rel.to_string(), key));
+                }
+    });
+    if wanted.is_empty() || crate::tools::which("openssl").is_none() {
+        return Ok(());
+    }
+    let dir = etc.join(".stand-in");
+    std::fs::create_dir_all(&dir)?;
+    let (crt, key) = (dir.join("crt.pem"), dir.join("key.pem"));
+    let st = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=example.com", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()?;
+    if !st.success() {
+        return Ok(());
+    }
+    for (rel, is_key) in wanted {
+        let out = etc.join(rel);
+        if let Some(p) = out.parent() {
+            std::fs::create_dir_all(p)?;
+        }
+        std::fs::copy(if is_key { &key } else { &crt }, out)?;
+    }
+    Ok(())
 }
 
 fn unique() -> u64 {
