@@ -42,6 +42,8 @@ pub struct Upstreams {
     pub mismatches: Vec<String>,
     /// Requests sent while a worker was deliberately down: where nginx sent them (not compared).
     pub during_fault: Vec<String>,
+    /// Requests nginx did not log (`access_log off`) to a location that does not proxy.
+    pub not_logged: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
