@@ -231,13 +231,16 @@ fn send_text_txn(c: &mut Client, u: &User, room_id: &str, body: &str, txn: &str)
 pub fn smoke(c: &mut Client, secret: &str, report: &mut Report) -> anyhow::Result<State> {
     let pw_a = format!("pw-{}", crate::secrets::random_token(12));
     let pw_b = format!("pw-{}", crate::secrets::random_token(12));
+    // Unique names, so that `stack smoke` can run again on the same stack.
+    let run = crate::secrets::random_token(6).to_lowercase();
+    let (name_a, name_b) = (format!("alice-{run}"), format!("bob-{run}"));
     let regd = run_step(report, "register two users with the shared secret", || {
-        let a = register(c, secret, "alice", &pw_a)?;
-        let b = register(c, secret, "bob", &pw_b)?;
-        ensure!(a.user_id.starts_with("@alice:") && b.user_id.starts_with("@bob:"), "unexpected user ids");
+        let a = register(c, secret, &name_a, &pw_a)?;
+        let b = register(c, secret, &name_b, &pw_b)?;
+        ensure!(a.user_id.starts_with(&format!("@{name_a}:")) && b.user_id.starts_with(&format!("@{name_b}:")), "unexpected user ids");
         // The test sends faster than Synapse's default message rate limit allows (the fault
         // step retries a burst of sends): an admin lifts the limit for the two test users.
-        let admin = register_as(c, secret, "stackadmin", &format!("pw-{}", crate::secrets::random_token(12)), true)?;
+        let admin = register_as(c, secret, &format!("stackadmin-{run}"), &format!("pw-{}", crate::secrets::random_token(12)), true)?;
         for u in [&a, &b] {
             let uri = format!("/_synapse/admin/v1/users/{}/override_ratelimit", enc(&u.user_id));
             c.ok("POST", &uri, Some(&admin.token), Some(&json!({"messages_per_second": 0, "burst_count": 0})))?;
@@ -248,8 +251,8 @@ pub fn smoke(c: &mut Client, secret: &str, report: &mut Report) -> anyhow::Resul
     .context("registration failed")?;
     let server_name = regd.0.user_id.split_once(':').map(|x| x.1.to_string()).unwrap_or_default();
     let (alice, bob) = run_step(report, "log in with a password", || {
-        let a = login(c, "alice", &pw_a)?;
-        let b = login(c, "bob", &pw_b)?;
+        let a = login(c, &name_a, &pw_a)?;
+        let b = login(c, &name_b, &pw_b)?;
         ensure!(a.user_id == regd.0.user_id && !a.token.is_empty(), "login returned another user");
         let whoami = c.ok("GET", "/_matrix/client/v3/account/whoami", Some(&a.token), None)?;
         ensure!(whoami["user_id"] == a.user_id.as_str(), "whoami says {whoami}");
