@@ -232,7 +232,8 @@ fn variables(tree: &Tree, cfg: &Config, diags: &mut Vec<Diagnostic>) {
             return;
         } else {
             match d.name.as_str() {
-                "location" | "log_format" => return,
+                "location" => return,
+                "log_format" => words.extend(d.args.iter().skip(1).map(|w| w.text.as_str())),
                 "rewrite" => words.extend(d.args.iter().skip(1).map(|w| w.text.as_str())),
                 "if" => {
                     let a: Vec<&str> = d.args.iter().map(|w| w.text.as_str()).collect();
