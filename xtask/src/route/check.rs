@@ -114,8 +114,11 @@ pub fn check_book(book: &Book, tree: &Tree) -> Vec<Diagnostic> {
                 taken_by[id].push(o.location_id);
             }
         }
-        if let Some(c) = pagination.captures(o.path.as_bytes()) {
-            if o.status.is_none() && !o.servers.is_empty() {
+        if let Some(c) = pagination.captures(o.path.as_bytes())
+            && o.status.is_none()
+            && !o.servers.is_empty()
+        {
+            {
                 let room = c.numbered[1].clone().unwrap_or_default();
                 let room_s = String::from_utf8_lossy(&room).into_owned();
                 match &o.server {
