@@ -10,6 +10,7 @@
 //! `LINT_FUZZ_ITERS=200000 cargo test -p xtask --test lint_fuzz --release`, and pick another
 //! sequence with `LINT_FUZZ_SEED=n`.
 
+use xtask::lint::yaml::NodeExt;
 use xtask::lint::{model, yaml};
 
 struct Rng(u64);
@@ -87,7 +88,7 @@ fn check_one(input: &str) {
         assert!(i.line >= 1 && i.line <= lines + 1, "issue line {} outside 1..={}: {i:?}", i.line, lines + 1);
     }
     for doc in &loaded.docs {
-        let _ = doc.to_json();
+        let _ = doc.json();
         let _ = doc.at_pointer("/services/a/0");
     }
     let _ = model::shell_words(input);

@@ -11,6 +11,7 @@
 //! Markdown line.
 
 use super::TreeView;
+use super::yaml::NodeExt;
 use super::model::{Compose, MountKind, Resolved, Service, Synapse, Word, service_of, synapse_config_args, word_value};
 use crate::diagnostics::Diagnostic;
 use std::collections::{BTreeMap, BTreeSet};
@@ -71,7 +72,7 @@ pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
         diags.push(Diagnostic::error(
             "compose::obsolete-version",
             "`version:` is obsolete in the Compose specification (Compose ignores it and warns): remove it",
-            &at(k.line),
+            &at(k.line()),
         ));
     }
 
@@ -81,9 +82,9 @@ pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
         // depends_on: a list of names or a map name -> condition
         if let Some(dep) = svc.node.get("depends_on") {
             let names: Vec<(&str, usize)> = if dep.is_map() {
-                dep.entries().iter().filter_map(|(k, _)| k.as_str().map(|s| (s, k.line))).collect()
+                dep.entries().iter().filter_map(|(k, _)| k.as_str().map(|s| (s, k.line()))).collect()
             } else {
-                dep.str_list().into_iter().map(|(s, n)| (s, n.line)).collect()
+                dep.str_nodes().into_iter().map(|(s, n)| (s, n.line())).collect()
             };
             for (name, line) in names {
                 if compose.service(name).is_none() {
@@ -126,11 +127,11 @@ pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
         }
         if let Some(ef) = svc.node.get("env_file") {
             let files: Vec<(&str, usize)> = if let Some(s) = ef.as_str() {
-                vec![(s, ef.line)]
+                vec![(s, ef.line())]
             } else {
                 ef.items()
                     .iter()
-                    .filter_map(|i| i.as_str().or_else(|| i.get("path").and_then(|p| p.as_str())).map(|s| (s, i.line)))
+                    .filter_map(|i| i.as_str().or_else(|| i.get("path").and_then(|p| p.as_str())).map(|s| (s, i.line())))
                     .collect()
             };
             for (f, line) in files {
@@ -201,15 +202,15 @@ fn schema(view: &TreeView<'_>, compose: &Compose<'_>, diags: &mut Vec<Diagnostic
         }
         Some(Ok(v)) => v,
     };
-    let json = compose.root.to_json();
+    let json = compose.root.json();
     for err in v.iter_errors(&json) {
         let pointer = err.instance_path().as_str().to_string();
         let node = compose.root.at_pointer(&pointer).unwrap_or(compose.root);
-        let mut line = node.line;
+        let mut line = node.line();
         use jsonschema::error::ValidationErrorKind as K;
         if let K::AdditionalProperties { unexpected } | K::UnevaluatedProperties { unexpected } = err.kind() {
             if let Some(k) = unexpected.first().and_then(|u| node.key_node(u)) {
-                line = k.line;
+                line = k.line();
             }
         }
         let mut msg = err.to_string();

@@ -6,7 +6,7 @@
 //! "which file in the book does `/data/workers/rooms1.yaml` inside the `rooms1` container mean?".
 
 use super::TreeView;
-use super::yaml::Node;
+use super::yaml::{Node, NodeExt};
 use std::collections::BTreeMap;
 
 pub const COMPOSE_FILES: &[&str] = &["docker-compose.yml", "docker-compose.yaml", "compose.yml", "compose.yaml"];
@@ -149,7 +149,7 @@ impl<'a> Compose<'a> {
         if let Some(svcs) = root.get("services") {
             for (k, v) in svcs.entries() {
                 let Some(name) = k.as_str() else { continue };
-                services.push(service(name, k.line, v));
+                services.push(service(name, k.line(), v));
             }
         }
         Some(Compose { path: path.to_string(), root, services })
@@ -162,8 +162,8 @@ impl<'a> Compose<'a> {
 
 fn split_words(n: &Node) -> Vec<Word> {
     match n.as_str() {
-        Some(s) => shell_words(s).into_iter().map(|text| Word { text, line: n.line }).collect(),
-        None => n.items().iter().filter_map(|i| i.as_str().map(|s| Word { text: s.to_string(), line: i.line })).collect(),
+        Some(s) => shell_words(s).into_iter().map(|text| Word { text, line: n.line() }).collect(),
+        None => n.items().iter().filter_map(|i| i.as_str().map(|s| Word { text: s.to_string(), line: i.line() })).collect(),
     }
 }
 
@@ -210,7 +210,7 @@ pub fn shell_words(s: &str) -> Vec<String> {
 
 fn service<'a>(name: &str, line: usize, n: &'a Node) -> Service<'a> {
     let mut mounts = Vec::new();
-    for v in n.get("volumes").map(Node::items).unwrap_or_default() {
+    for v in n.get("volumes").map(NodeExt::items).unwrap_or_default() {
         if let Some(s) = v.as_str() {
             let parts: Vec<&str> = s.splitn(3, ':').collect();
             let (src, dst) = match parts.as_slice() {
@@ -226,7 +226,7 @@ fn service<'a>(name: &str, line: usize, n: &'a Node) -> Service<'a> {
                 MountKind::Volume
             };
             let read_only = parts.get(2).is_some_and(|o| o.split(',').any(|o| o == "ro"));
-            mounts.push(Mount { kind, source: src.to_string(), target: dst.to_string(), read_only, line: v.line });
+            mounts.push(Mount { kind, source: src.to_string(), target: dst.to_string(), read_only, line: v.line() });
         } else {
             let kind = match v.get("type").and_then(Node::as_str) {
                 Some("bind") => MountKind::Bind,
@@ -235,14 +235,14 @@ fn service<'a>(name: &str, line: usize, n: &'a Node) -> Service<'a> {
             };
             let source = v.get("source").and_then(Node::as_str).unwrap_or("").to_string();
             let target = v.get("target").and_then(Node::as_str).unwrap_or("").to_string();
-            let read_only = v.get("read_only").and_then(Node::as_bool_11) == Some(true);
-            mounts.push(Mount { kind, source, target, read_only, line: v.line });
+            let read_only = v.get("read_only").and_then(Node::yaml11_bool) == Some(true);
+            mounts.push(Mount { kind, source, target, read_only, line: v.line() });
         }
     }
     if let Some(t) = n.get("tmpfs") {
-        for (p, pn) in t.str_list() {
+        for (p, pn) in t.str_nodes() {
             let target = p.split(':').next().unwrap_or(p).to_string();
-            mounts.push(Mount { kind: MountKind::Tmpfs, source: String::new(), target, read_only: false, line: pn.line });
+            mounts.push(Mount { kind: MountKind::Tmpfs, source: String::new(), target, read_only: false, line: pn.line() });
         }
     }
     let mut words = Vec::new();
@@ -256,13 +256,13 @@ fn service<'a>(name: &str, line: usize, n: &'a Node) -> Service<'a> {
         if e.is_map() {
             for (k, v) in e.entries() {
                 if let Some(k) = k.as_str() {
-                    env.insert(k.to_string(), Word { text: v.as_str().unwrap_or("").to_string(), line: v.line });
+                    env.insert(k.to_string(), Word { text: v.as_str().unwrap_or("").to_string(), line: v.line() });
                 }
             }
         } else {
-            for (s, i) in e.str_list() {
+            for (s, i) in e.str_nodes() {
                 let (k, v) = s.split_once('=').unwrap_or((s, ""));
-                env.insert(k.to_string(), Word { text: v.to_string(), line: i.line });
+                env.insert(k.to_string(), Word { text: v.to_string(), line: i.line() });
             }
         }
     }
@@ -333,10 +333,10 @@ pub struct Synapse<'a> {
 
 fn listeners(file: &str, n: Option<&Node>) -> Vec<Listener> {
     let mut out = Vec::new();
-    for l in n.map(Node::items).unwrap_or_default() {
+    for l in n.map(NodeExt::items).unwrap_or_default() {
         let mut resources = Vec::new();
-        for r in l.get("resources").map(Node::items).unwrap_or_default() {
-            for (name, _) in r.get("names").map(Node::str_list).unwrap_or_default() {
+        for r in l.get("resources").map(NodeExt::items).unwrap_or_default() {
+            for (name, _) in r.get("names").map(NodeExt::str_nodes).unwrap_or_default() {
                 resources.push(name.to_string());
             }
         }
@@ -346,7 +346,7 @@ fn listeners(file: &str, n: Option<&Node>) -> Vec<Listener> {
             kind: l.get("type").and_then(Node::as_str).unwrap_or("").to_string(),
             resources,
             file: file.to_string(),
-            line: l.line,
+            line: l.line(),
         });
     }
     out
@@ -397,10 +397,10 @@ impl<'a> Synapse<'a> {
     pub fn effective_at(&self, p: &Process, key: &str) -> Option<(String, usize)> {
         if let Some(f) = &p.worker_file {
             if let Some(k) = self.worker_roots.get(f).and_then(|r| r.key_node(key)) {
-                return Some((f.clone(), k.line));
+                return Some((f.clone(), k.line()));
             }
         }
-        self.root.key_node(key).map(|k| (self.shared.clone(), k.line))
+        self.root.key_node(key).map(|k| (self.shared.clone(), k.line()))
     }
 }
 

@@ -13,7 +13,7 @@
 //! Results are cached (see [`super::cache`]): an unchanged tree does not start Python again.
 
 use super::model::{Compose, MountKind, Process, Resolved, Service, Synapse, service_of, synapse_config_args, word_value};
-use super::yaml::Node;
+use super::yaml::{Node, NodeExt};
 use super::{TreeView, cache};
 use crate::diagnostics::Diagnostic;
 use serde::{Deserialize, Serialize};
@@ -195,7 +195,7 @@ fn line_of_path(root: &Node, path: &[String]) -> Option<usize> {
         let next = if let Ok(i) = part.parse::<usize>() { node.items().get(i) } else { node.get(part) };
         match next {
             Some(n) => {
-                line = Some(node.key_node(part).map_or(n.line, |k| k.line));
+                line = Some(node.key_node(part).map_or(n.line(), |k| k.line()));
                 node = n;
             }
             None => break,
@@ -270,7 +270,7 @@ fn guess_line(root: &Node, msg: &str) -> Option<usize> {
     let key = root
         .entries()
         .iter()
-        .filter_map(|(k, _)| k.as_str().map(|s| (s, k.line)))
+        .filter_map(|(k, _)| k.as_str().map(|s| (s, k.line())))
         .filter(|(k, _)| words.contains(k))
         .max_by_key(|(k, _)| k.len());
     if let Some((_, line)) = key {
@@ -285,10 +285,10 @@ fn guess_line(root: &Node, msg: &str) -> Option<usize> {
 }
 
 fn find_scalar(n: &Node, text: &str) -> Option<usize> {
-    match &n.value {
-        super::yaml::Value::Scalar(s) => (s.text == text).then_some(n.line),
-        super::yaml::Value::Seq(items) => items.iter().find_map(|i| find_scalar(i, text)),
-        super::yaml::Value::Map(e) => e.iter().find_map(|(_, v)| find_scalar(v, text)),
+    match &n.kind {
+        super::yaml::Kind::Scalar { value, .. } => (value == text).then_some(n.line()),
+        super::yaml::Kind::Seq(items) => items.iter().find_map(|i| find_scalar(i, text)),
+        super::yaml::Kind::Map(e) => e.iter().find_map(|(_, v)| find_scalar(v, text)),
     }
 }
 
