@@ -331,50 +331,43 @@ pub struct Synapse<'a> {
     pub worker_roots: BTreeMap<String, &'a Node>,
 }
 
-fn listeners(file: &str, n: Option<&Node>) -> Vec<Listener> {
-    let mut out = Vec::new();
-    for l in n.map(NodeExt::items).unwrap_or_default() {
-        let mut resources = Vec::new();
-        for r in l.get("resources").map(NodeExt::items).unwrap_or_default() {
-            for (name, _) in r.get("names").map(NodeExt::str_nodes).unwrap_or_default() {
-                resources.push(name.to_string());
-            }
-        }
-        out.push(Listener {
-            path: l.get("path").and_then(Node::as_str).map(String::from),
-            port: l.get("port").and_then(Node::as_str).map(String::from),
-            kind: l.get("type").and_then(Node::as_str).unwrap_or("").to_string(),
-            resources,
-            file: file.to_string(),
-            line: l.line(),
-        });
-    }
-    out
+fn listeners(ls: &[crate::synapse::Listener]) -> Vec<Listener> {
+    ls.iter()
+        .map(|l| Listener {
+            path: l.path.clone(),
+            port: l.port.map(|p| p.to_string()),
+            kind: l.kind.clone(),
+            resources: l.resources.clone(),
+            file: l.at.file.clone(),
+            line: l.at.line,
+        })
+        .collect()
 }
 
 impl<'a> Synapse<'a> {
+    /// The Synapse side of the tree, from the project's deployment model
+    /// ([`crate::synapse::Deployment`]: which file is the shared config, which are workers, their
+    /// listeners), with the parsed roots the checks read settings from.
     pub fn find(view: &'a TreeView<'_>) -> Option<Synapse<'a>> {
-        let mut shared = None;
+        let d = crate::synapse::Deployment::from_tree(view.tree).ok()??;
+        let root = view.yaml_root(&d.shared_file)?;
+        let mut main = None;
+        let mut workers = Vec::new();
         let mut worker_roots = BTreeMap::new();
-        for path in view.yaml.keys() {
-            let Some(root) = view.yaml_root(path) else { continue };
-            if root.get("worker_app").is_some() || root.get("worker_name").is_some() {
-                worker_roots.insert(path.clone(), root);
-            } else if root.get("server_name").is_some() && (shared.is_none() || path.ends_with("homeserver.yaml")) {
-                shared = Some((path.clone(), root));
+        for p in &d.processes {
+            let proc_ = Process {
+                name: p.name.clone(),
+                worker_file: (!p.is_main()).then(|| p.file.clone()),
+                listeners: listeners(&p.listeners),
+            };
+            if p.is_main() {
+                main = Some(proc_);
+            } else {
+                worker_roots.insert(p.file.clone(), view.yaml_root(&p.file)?);
+                workers.push(proc_);
             }
         }
-        let (shared, root) = shared?;
-        let main = Process { name: "main".into(), worker_file: None, listeners: listeners(&shared, root.get("listeners")) };
-        let workers = worker_roots
-            .iter()
-            .map(|(path, r)| Process {
-                name: r.get("worker_name").and_then(Node::as_str).unwrap_or("").to_string(),
-                worker_file: Some(path.clone()),
-                listeners: listeners(path, r.get("worker_listeners")),
-            })
-            .collect();
-        Some(Synapse { shared, root, main, workers, worker_roots })
+        Some(Synapse { shared: d.shared_file.clone(), root, main: main?, workers, worker_roots })
     }
 
     pub fn process(&self, name: &str) -> Option<&Process> {

@@ -20,31 +20,7 @@ use super::yaml::{Node, NodeExt};
 use crate::diagnostics::{Diagnostic, MdLoc};
 use std::collections::BTreeMap;
 
-/// Streams `synapse/config/workers.py` accepts.
-pub const STREAMS: &[&str] = &[
-    "events",
-    "typing",
-    "to_device",
-    "account_data",
-    "receipts",
-    "presence",
-    "push_rules",
-    "device_lists",
-    "thread_subscriptions",
-    "quarantined_media_changes",
-];
-/// Streams that may only have one writer.
-pub const SINGLE_WRITER: &[&str] = &["typing", "to_device", "account_data", "presence", "push_rules"];
-/// Keys naming one instance or a list of instances.
-pub const ROLE_KEYS: &[&str] = &[
-    "federation_sender_instances",
-    "pusher_instances",
-    "run_background_tasks_on",
-    "media_instance_running_background_jobs",
-    "update_user_directory_from_worker",
-    "notify_appservices_from_worker",
-    "outbound_federation_restricted_to",
-];
+use crate::synapse::{ROLE_KEYS, SINGLE_WRITER_STREAMS as SINGLE_WRITER, STREAMS};
 
 pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
     let Some(syn) = Synapse::find(view) else { return Vec::new() };
