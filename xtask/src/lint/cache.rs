@@ -50,21 +50,19 @@ pub fn tool_id(path: &std::path::Path) -> Vec<u8> {
 /// Returns the cached value for `key`, or computes, stores and returns it. Errors are not cached.
 pub fn memo<T: Serialize + DeserializeOwned>(key: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
     let path = dir().join(format!("{key}.json"));
-    if enabled() {
-        if let Some(v) = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+    if enabled()
+        && let Some(v) = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
             return Ok(v);
         }
-    }
     let v = f()?;
-    if enabled() {
-        if let Ok(bytes) = serde_json::to_vec(&v) {
+    if enabled()
+        && let Ok(bytes) = serde_json::to_vec(&v) {
             let _ = std::fs::create_dir_all(dir());
             let tmp = path.with_extension(format!("tmp{}", std::process::id()));
             if std::fs::write(&tmp, bytes).is_ok() {
                 let _ = std::fs::rename(&tmp, &path);
             }
         }
-    }
     Ok(v)
 }
 

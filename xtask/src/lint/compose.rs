@@ -208,11 +208,10 @@ fn schema(view: &TreeView<'_>, compose: &Compose<'_>, diags: &mut Vec<Diagnostic
         let node = compose.root.at_pointer(&pointer).unwrap_or(compose.root);
         let mut line = node.line();
         use jsonschema::error::ValidationErrorKind as K;
-        if let K::AdditionalProperties { unexpected } | K::UnevaluatedProperties { unexpected } = err.kind() {
-            if let Some(k) = unexpected.first().and_then(|u| node.key_node(u)) {
+        if let K::AdditionalProperties { unexpected } | K::UnevaluatedProperties { unexpected } = err.kind()
+            && let Some(k) = unexpected.first().and_then(|u| node.key_node(u)) {
                 line = k.line();
             }
-        }
         let mut msg = err.to_string();
         if msg.len() > 300 {
             msg.truncate(300);
@@ -247,17 +246,15 @@ pub fn served(view: &TreeView<'_>, compose: &Compose<'_>) -> BTreeMap<String, Ve
         }
         // A redis.conf passed as the first argument.
         for w in &svc.words {
-            if w.text.ends_with("redis.conf") {
-                if let Resolved::Tree(t) = svc.resolve(&w.text) {
-                    if let Some(f) = view.file(&t) {
+            if w.text.ends_with("redis.conf")
+                && let Resolved::Tree(t) = svc.resolve(&w.text)
+                    && let Some(f) = view.file(&t) {
                         for l in f.content.lines() {
                             if let Some(rest) = l.trim().strip_prefix("unixsocket ") {
                                 socks.push(rest.trim().trim_matches('"').to_string());
                             }
                         }
                     }
-                }
-            }
         }
         out.insert(svc.name.clone(), socks);
     }
@@ -279,8 +276,8 @@ pub fn pg_socket_dirs(view: &TreeView<'_>, svc: &Service<'_>) -> Vec<String> {
         }
     }
     for c in conf_files {
-        if let Resolved::Tree(t) = svc.resolve(&c) {
-            if let Some(f) = view.file(&t) {
+        if let Resolved::Tree(t) = svc.resolve(&c)
+            && let Some(f) = view.file(&t) {
                 for l in f.content.lines() {
                     let l = l.split('#').next().unwrap_or("").trim();
                     if let Some(rest) = l.strip_prefix("unix_socket_directories") {
@@ -289,7 +286,6 @@ pub fn pg_socket_dirs(view: &TreeView<'_>, svc: &Service<'_>) -> Vec<String> {
                     }
                 }
             }
-        }
     }
     dirs
 }
@@ -305,11 +301,10 @@ pub fn health_sockets(svc: &Service<'_>) -> Vec<(String, usize)> {
         if let Some(v) = t.strip_prefix("--unix-socket=") {
             out.push((v.to_string(), word.line));
         } else if matches!(t, "--unix-socket" | "-s" | "--socket") || (t == "-h" && w.iter().any(|x| x.text.ends_with("pg_isready"))) {
-            if let Some(n) = next {
-                if n.text.starts_with('/') {
+            if let Some(n) = next
+                && n.text.starts_with('/') {
                     out.push((n.text.clone(), n.line));
                 }
-            }
         } else if t.starts_with('/') && t.ends_with(".sock") && !out.iter().any(|(p, _)| p == t) {
             out.push((t.to_string(), word.line));
         }

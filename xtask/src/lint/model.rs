@@ -119,11 +119,10 @@ impl Service<'_> {
                 if let Some(v) = it.peek() {
                     out.push(*v);
                 }
-            } else if let Some((f, _)) = w.text.split_once('=') {
-                if flags.contains(&f) {
+            } else if let Some((f, _)) = w.text.split_once('=')
+                && flags.contains(&f) {
                     out.push(w);
                 }
-            }
         }
         out
     }
@@ -388,11 +387,10 @@ impl<'a> Synapse<'a> {
 
     /// Where a setting of a process comes from (file, line), for reporting.
     pub fn effective_at(&self, p: &Process, key: &str) -> Option<(String, usize)> {
-        if let Some(f) = &p.worker_file {
-            if let Some(k) = self.worker_roots.get(f).and_then(|r| r.key_node(key)) {
+        if let Some(f) = &p.worker_file
+            && let Some(k) = self.worker_roots.get(f).and_then(|r| r.key_node(key)) {
                 return Some((f.clone(), k.line()));
             }
-        }
         self.root.key_node(key).map(|k| (self.shared.clone(), k.line()))
     }
 }
@@ -400,11 +398,10 @@ impl<'a> Synapse<'a> {
 /// The config files (container paths) a Synapse service is started with.
 pub fn synapse_config_args<'s>(svc: &'s Service<'_>) -> Vec<&'s Word> {
     let mut out = svc.flag_values(&["--config-path", "-c"]);
-    if out.is_empty() {
-        if let Some(w) = svc.env.get("SYNAPSE_CONFIG_PATH") {
+    if out.is_empty()
+        && let Some(w) = svc.env.get("SYNAPSE_CONFIG_PATH") {
             out.push(w);
         }
-    }
     out
 }
 

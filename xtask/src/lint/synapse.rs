@@ -242,8 +242,8 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
         let procs: Vec<Process> = std::iter::once(self.syn.main.clone()).chain(self.syn.workers.iter().cloned()).collect();
         for p in &procs {
             let serves = p.listeners.iter().find(|l| l.resources.iter().any(|r| r == "media"));
-            if let Some(l) = serves {
-                if !self.media_enabled(p) {
+            if let Some(l) = serves
+                && !self.media_enabled(p) {
                     let (f, line) = self.syn.effective_at(p, "enable_media_repo").unwrap_or((l.file.clone(), l.line));
                     let msg = format!(
                         "`{}` serves the `media` resource but `enable_media_repo` is false for it{}",
@@ -256,21 +256,17 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
                     );
                     self.err("synapse::media-disabled", msg, self.at(&f, line));
                 }
-            }
         }
-        if let Some(n) = self.syn.root.get("media_instance_running_background_jobs") {
-            if let Some(name) = n.as_str() {
-                if let Some(p) = self.syn.process(name).cloned() {
-                    if !self.media_enabled(&p) {
+        if let Some(n) = self.syn.root.get("media_instance_running_background_jobs")
+            && let Some(name) = n.as_str()
+                && let Some(p) = self.syn.process(name).cloned()
+                    && !self.media_enabled(&p) {
                         self.err(
                             "synapse::media-disabled",
                             format!("`media_instance_running_background_jobs` is `{name}`, but the media repository is disabled there"),
                             self.shared_at(n.line()),
                         );
                     }
-                }
-            }
-        }
     }
 
     /// Where a path seen by one service lands, for comparing paths across containers.

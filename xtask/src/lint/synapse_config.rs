@@ -221,11 +221,10 @@ pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
             for p in std::iter::once(&syn.main).chain(syn.workers.iter()) {
                 if let Some(s) = service_of(c, &syn, p) {
                     for m in &s.mounts {
-                        if let Resolved::Tree(t) = s.resolve(&m.target) {
-                            if !visible.contains(&t) {
+                        if let Resolved::Tree(t) = s.resolve(&m.target)
+                            && !visible.contains(&t) {
                                 visible.push(t);
                             }
-                        }
                     }
                 }
             }
