@@ -92,6 +92,9 @@ fn plan(view: &TreeView<'_>, syn: &Synapse<'_>, compose: Option<&Compose<'_>>) -
     let mut plan = Vec::new();
     for p in std::iter::once(&syn.main).chain(syn.workers.iter()) {
         let svc = compose.and_then(|c| service_of(c, syn, p));
+        if compose.is_some() && svc.is_none() {
+            continue; // reported as synapse::worker-without-service; its paths cannot be mapped
+        }
         let files: Vec<String> = match svc {
             Some(s) => synapse_config_args(s)
                 .iter()
