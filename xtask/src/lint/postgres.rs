@@ -109,7 +109,7 @@ fn server_pass(bin: &std::path::Path, content: &str) -> Result<Vec<Finding>, Str
             .or_else(|| PARAM.captures(msg).and_then(|c| line_setting(content, &c[1])))
             .or_else(|| OPEN_FILE.captures(msg).and_then(|c| line_mentioning(content, &c[1])))
             .unwrap_or(1);
-        let message = msg.replace(&format!("\"{}\" ", conf.display()), "").replace(&format!("{}/", dir_s), "");
+        let message = AT_LINE.replace_all(msg, "on line $1").replace(&format!("{dir_s}/"), "");
         findings.push(Finding { line: line_no, message, hint: None });
     }
     if findings.is_empty() {
