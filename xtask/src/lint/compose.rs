@@ -87,10 +87,20 @@ pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
                 dep.str_nodes().into_iter().map(|(s, n)| (s, n.line())).collect()
             };
             for (name, line) in names {
-                if compose.service(name).is_none() {
+                let Some(target) = compose.service(name) else {
                     diags.push(Diagnostic::error(
                         "compose::unknown-service",
                         format!("service `{}` depends on `{name}`, which is not a service of this file", svc.name),
+                        &at(line),
+                    ));
+                    continue;
+                };
+                let healthy = dep.get(name).and_then(|d| d.get("condition")).and_then(|c| c.as_str()) == Some("service_healthy");
+                let has_check = target.node.get("healthcheck").is_some_and(|h| h.get("disable").and_then(|d| d.yaml11_bool()) != Some(true) && h.get("test").is_some());
+                if healthy && !has_check {
+                    diags.push(Diagnostic::error(
+                        "compose::dependency-without-healthcheck",
+                        format!("service `{}` waits for `{name}` to be healthy, but `{name}` has no healthcheck: Compose refuses to start it", svc.name),
                         &at(line),
                     ));
                 }
