@@ -10,6 +10,8 @@ pub mod lint;
 pub mod nginx;
 pub mod route;
 pub mod secrets;
+pub mod setup;
+pub mod stack;
 pub mod synapse;
 pub mod tools;
 pub mod yaml;

@@ -52,6 +52,15 @@ fn shadowed_and_unreached_locations_fail() {
     );
 }
 
+/// Hashing on the whole request URI splits one room's pagination across workers: check fails.
+#[test]
+fn pagination_split_across_workers_fails() {
+    assert_eq!(
+        check("err-affinity"),
+        (16..=19).map(|l| ("route::room-affinity".to_string(), "src/routes.md".to_string(), l)).collect::<Vec<_>>()
+    );
+}
+
 /// Every request about one room gets the same hash key and the same room worker, whatever the
 /// encoding of the room ID and whatever the query string.
 #[test]
@@ -146,6 +155,15 @@ fn no_panic_on_arbitrary_input() {
         }
         let _ = xtask::nginx::ast::parse("f", &s);
         let text = String::from_utf8_lossy(&s).into_owned();
+        let block = xtask::book::Block {
+            file: "src/x.md".into(),
+            fence_line: 1,
+            lang: "nginx".into(),
+            attrs: Default::default(),
+            kind: xtask::book::BlockKind::Example,
+            text: text.clone(),
+        };
+        let _ = xtask::nginx::lint::check_example(&block);
         let t = xtask::nginx::tree_from(&[("nginx/nginx.conf", "events {}\nhttp { include conf.d/*.conf; }\n"), ("nginx/conf.d/synapse.conf", &text)]);
         let _ = xtask::nginx::lint::check_static(&t);
         if let Ok(r) = Router::from_tree(&t) {
@@ -226,5 +244,38 @@ fn repository_book_room_affinity() {
         // Typing in that room goes to the typing writer, whatever the room.
         let t = r.route("PUT", &format!("/_matrix/client/v3/rooms/{enc}/typing/%40alice%3Aexample.com"));
         assert_ne!(t.upstream, outs[0].upstream);
+    }
+}
+
+/// The `cargo xtask route` session shown on the routing page is what the command prints today.
+#[test]
+fn routing_page_console_example_is_current() {
+    let root = xtask::project_root();
+    let page = std::fs::read_to_string(root.join("src/deployment/routing.md")).unwrap();
+    let Some(start) = page.find("```console\n$ cargo xtask route") else { return };
+    let block = &page[start + "```console\n".len()..];
+    let block = &block[..block.find("```").unwrap()];
+    let mut lines = block.lines();
+    let cmd = lines.next().unwrap();
+    let method = cmd.split("--method ").nth(1).and_then(|s| s.split_whitespace().next()).unwrap_or("GET");
+    let uri = cmd.split('\'').nth(1).unwrap();
+    let shown: Vec<&str> = lines.collect();
+    let book = xtask::book::load(&root).unwrap();
+    let tree = extract::assemble(&book, &Options::default()).unwrap();
+    let r = Router::from_tree(&tree).unwrap();
+    let now = route::describe(&r.route(method, uri));
+    assert_eq!(shown.join("\n"), now, "update the console example in src/deployment/routing.md");
+}
+
+/// The messages of the failing fixtures, as `check --format json` prints them (snapshots).
+#[test]
+fn failing_fixture_messages() {
+    for name in ["err-contract", "err-shadowed", "err-affinity"] {
+        let book = xtask::book::load(&fixture(name)).unwrap();
+        let tree = extract::assemble(&book, &Options::default()).unwrap();
+        let mut d = route::check_book(&book, &tree);
+        xtask::diagnostics::sort(&mut d);
+        let text = xtask::diagnostics::render(&d, xtask::flags::Format::Json, &fixture(name));
+        insta::assert_snapshot!(format!("check-{name}"), text);
     }
 }

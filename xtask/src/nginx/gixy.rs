@@ -1,7 +1,7 @@
 //! gixy-ng, the nginx configuration analyzer, on the tree's nginx configuration.
 //!
-//! gixy-ng is a Python package; [`install`] puts the pinned version ([`GIXY_VERSION`]) in its
-//! own venv, `target/gixy-venv` (`cargo xtask setup` calls it). [`check`] writes the tree's nginx
+//! gixy-ng is a Python package; [`install`] puts the pinned version (versions.toml `[gixy]`) in
+//! its own venv, `target/gixy-venv` (`cargo xtask setup` calls it). [`check`] writes the tree's nginx
 //! directory to a scratch directory (container paths rewritten as for `nginx -t`), runs
 //! `gixy -f json` on it and reports every finding as an error at the Markdown line of the
 //! directive gixy names. When the venv is absent the check is skipped (with no finding).
@@ -16,7 +16,10 @@ use crate::extract::Tree;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-pub const GIXY_VERSION: &str = "0.2.59";
+/// The pinned version: `[gixy] version` of versions.toml.
+pub fn version() -> anyhow::Result<String> {
+    crate::tools::version("gixy", "version")
+}
 
 pub fn venv() -> PathBuf {
     crate::tools::target_dir().join("gixy-venv")
@@ -28,7 +31,8 @@ fn gixy_bin() -> PathBuf {
 
 /// Creates `target/gixy-venv` with the pinned gixy-ng, unless it is there already.
 pub fn install() -> anyhow::Result<()> {
-    let want = format!("Gixy v{GIXY_VERSION}");
+    let v = version()?;
+    let want = format!("Gixy v{v}");
     if let Ok(o) = Command::new(gixy_bin()).arg("--version").output()
         && String::from_utf8_lossy(&o.stdout).contains(&want) {
             return Ok(());
@@ -36,9 +40,9 @@ pub fn install() -> anyhow::Result<()> {
     let st = Command::new("python3").args(["-m", "venv"]).arg(venv()).status()?;
     anyhow::ensure!(st.success(), "python3 -m venv {} failed", venv().display());
     let st = Command::new(venv().join("bin").join("pip"))
-        .args(["install", "--quiet", &format!("gixy-ng=={GIXY_VERSION}")])
+        .args(["install", "--quiet", &format!("gixy-ng=={v}")])
         .status()?;
-    anyhow::ensure!(st.success(), "pip install gixy-ng=={GIXY_VERSION} failed");
+    anyhow::ensure!(st.success(), "pip install gixy-ng=={v} failed");
     Ok(())
 }
 
@@ -77,23 +81,36 @@ pub fn check(tree: &Tree) -> Vec<Diagnostic> {
     }
     let (skip, mut diags) = skips(tree);
     let dir = root.rsplit_once('/').map_or(String::new(), |(d, _)| format!("{d}/"));
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let scratch = std::env::temp_dir().join(format!(
-        "xtask-gixy-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
-    let etc = scratch.join("etc/nginx");
-    let res = run(tree, &root, &dir, &etc, &skip);
-    let _ = std::fs::remove_dir_all(&scratch);
+    // Cached like the other external checkers: an unchanged configuration runs no gixy.
+    let id = crate::lint::cache::tool_id(&gixy_bin());
+    let skip_s = skip.join(",");
+    let mut parts: Vec<&[u8]> = vec![b"gixy v1", &id, skip_s.as_bytes()];
+    for (path, tf) in &tree.files {
+        if path.starts_with(&dir) {
+            parts.push(path.as_bytes());
+            parts.push(tf.content.as_bytes());
+        }
+    }
+    let key = crate::lint::cache::key(&parts);
+    let res = crate::lint::cache::memo(&key, || {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let scratch = std::env::temp_dir().join(format!(
+            "xtask-gixy-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let r = run(tree, &root, &dir, &scratch.join("etc/nginx"), &skip).map_err(|e| e.to_string());
+        let _ = std::fs::remove_dir_all(&scratch);
+        r
+    });
     match res {
-        Ok(mut d) => diags.append(&mut d),
+        Ok(findings) => diags.extend(to_diags(tree, &dir, &findings)),
         Err(e) => diags.push(Diagnostic::warning("nginx::gixy", format!("could not run gixy-ng: {e}"), &config::md(tree, &root, 1))),
     }
     diags
 }
 
-fn run(tree: &Tree, root: &str, dir: &str, etc: &Path, skip: &[String]) -> anyhow::Result<Vec<Diagnostic>> {
+fn run(tree: &Tree, root: &str, dir: &str, etc: &Path, skip: &[String]) -> anyhow::Result<Vec<serde_json::Value>> {
     std::fs::create_dir_all(etc)?;
     let etc_s = format!("{}/", etc.display());
     for f in IMAGE_FILES {
@@ -126,12 +143,28 @@ fn run(tree: &Tree, root: &str, dir: &str, etc: &Path, skip: &[String]) -> anyho
     } else {
         anyhow::bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
     };
+    // Scratch paths out, so the cached answer does not depend on them.
+    Ok(findings
+        .into_iter()
+        .map(|mut f| {
+            if let Some(file) = f.get("file").and_then(|v| v.as_str()).map(|v| v.replace(&etc_s, ETC)) {
+                f["file"] = serde_json::Value::String(file);
+            }
+            f
+        })
+        .collect())
+}
+
+/// Stands for the scratch copy of `/etc/nginx/` in (cached) gixy output.
+const ETC: &str = "@ETC@/";
+
+fn to_diags(tree: &Tree, dir: &str, findings: &[serde_json::Value]) -> Vec<Diagnostic> {
     let mut diags = Vec::new();
     for f in findings {
         let s = |k: &str| f.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
         let file = s("file");
         let line = f.get("line").and_then(serde_json::Value::as_u64).unwrap_or(1) as usize;
-        let tree_path = file.strip_prefix(&etc_s).map(|r| format!("{dir}{r}"));
+        let tree_path = file.strip_prefix(ETC).map(|r| format!("{dir}{r}"));
         let at = match &tree_path {
             Some(p) if tree.get(p).is_some() => config::md(tree, p, line),
             _ => MdLoc::new(file.clone(), line),
@@ -145,5 +178,5 @@ fn run(tree: &Tree, root: &str, dir: &str, etc: &Path, skip: &[String]) -> anyho
             .with_note(s("reference")),
         );
     }
-    Ok(diags)
+    diags
 }

@@ -75,6 +75,56 @@ pub fn check(tree: &Tree) -> Vec<Diagnostic> {
     d
 }
 
+/// Checks an nginx `example` block on its own: syntax, directives nginx does not know, argument
+/// counts, and location regexes. Its context is unknown (an example is often a fragment, such
+/// as one `location`), so a directive passes when any of its usages fits.
+pub fn check_example(block: &crate::book::Block) -> Vec<Diagnostic> {
+    let loc = |line: usize| block.line_loc(line.saturating_sub(1).min(block.text.lines().count().saturating_sub(1)));
+    let dirs = match super::ast::parse("example", block.text.as_bytes()) {
+        Ok(d) => d,
+        Err(e) => return vec![Diagnostic::error("nginx::syntax", e.msg, &loc(e.line))],
+    };
+    let mut diags = Vec::new();
+    walk(&dirs, &mut |d, parents| {
+        if parents.iter().any(|p| directives::DATA_BLOCKS.contains(&p.name.as_str()) || !directives::is_known(&p.name)) {
+            return;
+        }
+        if !directives::is_known(&d.name) {
+            diags.push(Diagnostic::error("nginx::directive", format!("unknown directive \"{}\"", d.name), &loc(d.line)));
+            return;
+        }
+        // Try the directive in every context it is allowed in.
+        let fits = directives::TABLE.iter().filter(|(n, _, _)| *n == d.name).any(|(_, ctx, _)| {
+            let fake = |name: &str| Directive { name: name.into(), args: Vec::new(), file: String::new(), line: 0, block: Some(Vec::new()), includes: Vec::new() };
+            let chains: Vec<Vec<Directive>> = vec![
+                vec![],
+                vec![fake("events")],
+                vec![fake("http")],
+                vec![fake("http"), fake("server")],
+                vec![fake("http"), fake("server"), fake("location")],
+                vec![fake("http"), fake("upstream")],
+                vec![fake("http"), fake("server"), fake("if")],
+                vec![fake("http"), fake("server"), fake("location"), fake("if")],
+                vec![fake("http"), fake("server"), fake("location"), fake("limit_except")],
+                vec![fake("stream")],
+            ];
+            chains.iter().any(|c| {
+                let refs: Vec<&Directive> = c.iter().collect();
+                directives::context_of(&refs) & ctx != 0 && directives::check(d, &refs).is_none()
+            })
+        });
+        if !fits {
+            diags.push(Diagnostic::error("nginx::directive", format!("invalid number of arguments in \"{}\" directive", d.name), &loc(d.line)));
+        }
+        for (r, caseless) in regexes_of(d, parents) {
+            if let Err(e) = Rx::new(&r, caseless) {
+                diags.push(Diagnostic::error("nginx::bad-regex", format!("`{r}` is not a valid PCRE regex: {e}"), &loc(d.line)));
+            }
+        }
+    });
+    diags
+}
+
 fn at(tree: &Tree, d: &Directive) -> crate::diagnostics::MdLoc {
     config::md(tree, &d.file, d.line)
 }
@@ -89,7 +139,18 @@ fn in_data_block(parents: &[&Directive]) -> bool {
 
 fn table(tree: &Tree, cfg: &Config, diags: &mut Vec<Diagnostic>) {
     walk(&cfg.directives, &mut |d, parents| {
-        if in_data_block(parents) || parents.iter().any(|p| !directives::is_known(&p.name)) {
+        if parents.iter().any(|p| !directives::is_known(&p.name)) {
+            return;
+        }
+        if parents.last().is_some_and(|p| p.name == "map") {
+            // `KEY VALUE;`, or the bare flags `hostnames;` and `volatile;` (ngx_http_map).
+            let flag = d.args.is_empty() && matches!(d.name.as_str(), "hostnames" | "volatile");
+            if d.args.len() != 1 && !flag {
+                diags.push(err(tree, "nginx::directive", "invalid number of the map parameters".into(), d));
+            }
+            return;
+        }
+        if in_data_block(parents) {
             return;
         }
         if let Some(m) = directives::check(d, parents) {
@@ -297,6 +358,25 @@ fn sockets(tree: &Tree, r: &Router, diags: &mut Vec<Diagnostic>) {
 
 fn admin(r: &Router, diags: &mut Vec<Diagnostic>) {
     let mut seen = BTreeSet::new();
+    // Every `allow` of the locations serving the admin API names a private range.
+    let mut checked = BTreeSet::new();
+    for probe in ADMIN_PROBES {
+        let Some(id) = r.route_from("GET", probe, "10.0.0.5").location_id else { continue };
+        if !checked.insert(id) {
+            continue;
+        }
+        let l = &r.locations[id];
+        for net in l.allowed() {
+            if !crate::route::router::is_private(net) {
+                let what = net.map_or("all".to_string(), |(ip, b)| format!("{ip}/{b}"));
+                diags.push(Diagnostic::error(
+                    "nginx::admin-public",
+                    format!("`allow {what}` lets addresses outside the private ranges reach the admin API (via `location {} {}`)", l.modifier, l.name),
+                    &l.md,
+                ));
+            }
+        }
+    }
     for probe in ADMIN_PROBES {
         for client in PUBLIC_PROBES {
             let o = r.route_from("GET", probe, client);
@@ -325,6 +405,28 @@ mod tests {
         check_static(&t).into_iter().map(|d| d.code).collect()
     }
 
+    fn example(text: &str) -> Vec<(String, usize)> {
+        let block = crate::book::Block {
+            file: "src/x.md".into(),
+            fence_line: 10,
+            lang: "nginx".into(),
+            attrs: Default::default(),
+            kind: crate::book::BlockKind::Example,
+            text: text.into(),
+        };
+        check_example(&block).into_iter().map(|d| (d.code, d.line)).collect()
+    }
+
+    #[test]
+    fn examples() {
+        assert_eq!(example("location /x {\n    proxy_pass http://u;\n}\n"), []);
+        assert_eq!(example("upstream u {\n    hash $x consistent;\n    server unix:/a.sock;\n}\n"), []);
+        assert_eq!(example("location /x {\n    proxy_pas http://u;\n}\n"), [("nginx::directive".to_string(), 12)]);
+        assert_eq!(example("location ~ ( {\n    return 200;\n}\n"), [("nginx::bad-regex".to_string(), 11)]);
+        assert_eq!(example("location /x {\n    return 200;\n"), [("nginx::syntax".to_string(), 12)]);
+        assert_eq!(example("hash;\n"), [("nginx::directive".to_string(), 11)]);
+    }
+
     #[test]
     fn clean() {
         let c = codes(
@@ -340,12 +442,15 @@ mod tests {
         assert_eq!(codes("events {} http { server { location / { proxy_pass http://u; add_header X $nope; } } upstream u { server unix:/a.sock; } }"), ["nginx::admin-public", "nginx::undefined-variable"]);
         assert!(codes("events {} http { server { location / { deny all; proxy_pass http://u/; } } upstream u { server unix:/a.sock; } }").contains(&"nginx::proxy-pass-uri".to_string()));
         assert_eq!(codes("events {} http { server { location / { deny all; proxy_pass http://v; } } }"), ["nginx::unknown-upstream"]);
+        assert_eq!(codes("events {} http { server { location / { allow 10.0.0.0/8; allow 1.2.3.0/24; deny all; return 200; } } }"), ["nginx::admin-public"]);
+        assert_eq!(codes("events {} http { server { location / { allow 10.1.0.0/16; allow fd00::/8; deny all; return 200; } } }"), Vec::<String>::new());
         assert_eq!(codes("events {} http { server { location /x { deny all; } location / { return 404; } } }"), ["nginx::location-no-action"]);
         assert_eq!(codes("events {} http { server { return 404; location / { return 200; } } }"), ["nginx::server-return-shadows"]);
         assert_eq!(codes("events {} http { server { location ~ ( { return 200; } } }"), ["nginx::bad-regex"]);
         assert_eq!(codes("events {} http { server { listen 443 ssl; location / { return 200; } } }"), ["nginx::weak-tls"]);
         assert_eq!(codes("events {} http { ssl_protocols TLSv1.1 TLSv1.2; server { location / { return 200; } } }"), ["nginx::weak-tls"]);
         assert_eq!(codes("events {} http { server { location / { return 200; } } include missing.conf; }"), ["nginx::include-missing"]);
+        assert_eq!(codes("events {} http { map $uri $x { a \"b\" c; } server { location / { return 200 $x; } } }"), ["nginx::directive"]);
         assert_eq!(codes("events {} http { server { location / { retrun 200; } } }"), ["nginx::directive"]);
     }
 }

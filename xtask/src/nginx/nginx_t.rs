@@ -23,54 +23,34 @@ pub fn check(tree: &Tree) -> Vec<Diagnostic> {
         return Vec::new();
     };
     let dir = root.rsplit_once('/').map_or(String::new(), |(d, _)| format!("{d}/"));
-    let scratch = std::env::temp_dir().join(format!("xtask-nginx-t-{}-{}", std::process::id(), unique()));
-    let etc = scratch.join("etc/nginx");
-    let log = scratch.join("log");
-    let result = (|| -> std::io::Result<Vec<Diagnostic>> {
-        std::fs::create_dir_all(&etc)?;
-        std::fs::create_dir_all(&log)?;
-        let etc_s = format!("{}/", etc.display());
-        let log_s = format!("{}/", log.display());
-        for f in IMAGE_FILES {
-            let src = Path::new("/etc/nginx").join(f);
-            if src.exists() {
-                std::fs::copy(&src, etc.join(f))?;
-            }
+    // The answer depends only on nginx, the files and whether openssl can stand in for the
+    // operator's certificates: cached (target/lint-cache), so an unchanged book runs no nginx.
+    let id = crate::lint::cache::tool_id(&nginx);
+    let mut parts: Vec<&[u8]> = vec![b"nginx -t v1", &id, if crate::tools::which("openssl").is_some() { b"ssl" } else { b"" }];
+    for (path, tf) in &tree.files {
+        if path.starts_with(&dir) {
+            parts.push(path.as_bytes());
+            parts.push(tf.content.as_bytes());
         }
-        for (path, tf) in &tree.files {
-            let Some(rel) = path.strip_prefix(&dir) else { continue };
-            let out = etc.join(rel);
-            if let Some(p) = out.parent() {
-                std::fs::create_dir_all(p)?;
-            }
-            let text = rewrite(&tf.content, &etc_s, &log_s);
-            std::fs::write(out, text)?;
-        }
-        stand_in_certificates(tree, &etc)?;
-        let conf = etc.join(root.strip_prefix(&dir).unwrap_or(&root));
-        let out = Command::new(&nginx)
-            .args(["-t", "-q", "-e", "stderr", "-g"])
-            .arg(format!("pid {}/nginx.pid;", scratch.display()))
-            .arg("-c")
-            .arg(&conf)
-            .output()?;
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    }
+    let key = crate::lint::cache::key(&parts);
+    let result = crate::lint::cache::memo(&key, || run(tree, &nginx, &root, &dir).map_err(|e| e.to_string()));
+    let result = result.map(|(ok, stderr)| {
         let mut diags = Vec::new();
         for line in stderr.lines() {
-            if let Some(d) = to_diag(tree, line, &etc_s, &dir, out.status.success()) {
+            if let Some(d) = to_diag(tree, line, ETC, &dir, ok) {
                 diags.push(d);
             }
         }
-        if !out.status.success() && diags.is_empty() {
+        if !ok && diags.is_empty() {
             diags.push(Diagnostic::error(
                 "nginx::nginx-t",
                 format!("`nginx -t` failed: {}", stderr.trim()),
                 &config::md(tree, &root, 1),
             ));
         }
-        Ok(diags)
-    })();
-    let _ = std::fs::remove_dir_all(&scratch);
+        diags
+    });
     match result {
         Ok(d) => d,
         Err(e) => vec![Diagnostic::warning(
@@ -125,6 +105,48 @@ fn stand_in_certificates(tree: &Tree, etc: &Path) -> std::io::Result<()> {
         std::fs::copy(if is_key { &key } else { &crt }, out)?;
     }
     Ok(())
+}
+
+/// Stands for the scratch copy of `/etc/nginx/` in (cached) nginx output.
+const ETC: &str = "@ETC@/";
+
+/// Writes the scratch tree and runs `nginx -t`: (passed, stderr with scratch paths replaced).
+fn run(tree: &Tree, nginx: &Path, root: &str, dir: &str) -> std::io::Result<(bool, String)> {
+    let scratch = std::env::temp_dir().join(format!("xtask-nginx-t-{}-{}", std::process::id(), unique()));
+    let etc = scratch.join("etc/nginx");
+    let log = scratch.join("log");
+    let res = (|| {
+        std::fs::create_dir_all(&etc)?;
+        std::fs::create_dir_all(&log)?;
+        let etc_s = format!("{}/", etc.display());
+        let log_s = format!("{}/", log.display());
+        for f in IMAGE_FILES {
+            let src = Path::new("/etc/nginx").join(f);
+            if src.exists() {
+                std::fs::copy(&src, etc.join(f))?;
+            }
+        }
+        for (path, tf) in &tree.files {
+            let Some(rel) = path.strip_prefix(dir) else { continue };
+            let out = etc.join(rel);
+            if let Some(p) = out.parent() {
+                std::fs::create_dir_all(p)?;
+            }
+            std::fs::write(out, rewrite(&tf.content, &etc_s, &log_s))?;
+        }
+        stand_in_certificates(tree, &etc)?;
+        let conf = etc.join(root.strip_prefix(dir).unwrap_or(root));
+        let out = Command::new(nginx)
+            .args(["-t", "-q", "-e", "stderr", "-g"])
+            .arg(format!("pid {}/nginx.pid;", scratch.display()))
+            .arg("-c")
+            .arg(&conf)
+            .output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr).replace(&etc_s, ETC).replace(&scratch.display().to_string(), "@SCRATCH@");
+        Ok((out.status.success(), stderr))
+    })();
+    let _ = std::fs::remove_dir_all(&scratch);
+    res
 }
 
 fn unique() -> u64 {

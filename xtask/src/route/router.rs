@@ -110,6 +110,20 @@ impl Location {
     pub fn regex(&self) -> Option<&Rx> {
         self.re.as_ref()
     }
+
+    /// The networks its effective `allow` rules admit (`None` = `allow all`).
+    pub fn allowed(&self) -> Vec<Option<(IpAddr, u8)>> {
+        self.access.iter().filter(|a| a.allow).map(|a| a.net).collect()
+    }
+}
+
+/// Whether a network lies inside the private, loopback or link-local ranges.
+pub fn is_private(net: Option<(IpAddr, u8)>) -> bool {
+    const V4: &[(&str, u8)] = &[("10.0.0.0", 8), ("172.16.0.0", 12), ("192.168.0.0", 16), ("127.0.0.0", 8), ("169.254.0.0", 16)];
+    const V6: &[(&str, u8)] = &[("::1", 128), ("fc00::", 7), ("fe80::", 10)];
+    let Some((ip, bits)) = net else { return false };
+    let ranges = if ip.is_ipv4() { V4 } else { V6 };
+    ranges.iter().any(|(r, b)| bits >= *b && r.parse().is_ok_and(|r: IpAddr| in_net(ip, (r, *b))))
 }
 
 #[derive(Debug, Clone)]
@@ -320,12 +334,21 @@ impl Builder<'_> {
                     continue;
                 }
             }
-            let key = (if matches!(modifier.as_str(), "~" | "~*") { modifier.clone() } else { String::new() }, name.clone());
-            if !matches!(modifier.as_str(), "~" | "~*") && seen.iter().any(|k| k == &key) || modifier == "=" && seen.iter().any(|k| k == &("=".into(), name.clone())) {
-                self.err("nginx::duplicate-location", format!("duplicate location \"{name}\""), d);
-                continue;
+            // nginx: two exact locations, or two prefix locations (plain or `^~`), with one name
+            // are a `duplicate location`; regexes are never duplicates.
+            let kind = match modifier.as_str() {
+                "=" => Some("="),
+                "~" | "~*" => None,
+                _ => Some(""),
+            };
+            if let Some(k) = kind {
+                let key = (k.to_string(), name.clone());
+                if seen.contains(&key) {
+                    self.err("nginx::duplicate-location", format!("duplicate location \"{name}\""), d);
+                    continue;
+                }
+                seen.push(key);
             }
-            seen.push(if modifier == "=" { ("=".into(), name.clone()) } else { key });
             let re = if matches!(modifier.as_str(), "~" | "~*") { self.rx(&name, modifier == "~*", d) } else { None };
             if matches!(modifier.as_str(), "~" | "~*") && re.is_none() {
                 continue;
@@ -435,7 +458,13 @@ impl Router {
                                 let mut down = false;
                                 for a in &e.args[1..] {
                                     if let Some(w) = a.text.strip_prefix("weight=") {
-                                        weight = w.parse().unwrap_or(1);
+                                        match w.parse::<u32>() {
+                                            Ok(n) if (1..=10_000).contains(&n) => weight = n,
+                                            Ok(n) if n > 10_000 => {
+                                                b.err("nginx::bad-weight", format!("weight={n} is more than the simulator models (10000)"), e);
+                                            }
+                                            _ => b.err("nginx::bad-weight", format!("invalid parameter \"{}\"", a.text), e),
+                                        }
                                     } else if a.text == "down" {
                                         down = true;
                                     } else if a.text == "backup" {
@@ -872,6 +901,16 @@ mod tests {
         let o = r.route("GET", "/other");
         assert_eq!(o.server, None);
         assert_eq!(o.servers.len(), 3);
+    }
+
+    #[test]
+    fn duplicates() {
+        let t = |c: &str| Router::from_tree(&tree_from(&[("nginx/nginx.conf", c)])).err().map(|d| d[0].code.clone());
+        assert_eq!(t("http { server { location = /a { return 200; } location /a { return 200; } } }"), None);
+        assert_eq!(t("http { server { location /a { return 200; } location = /a { return 200; } } }"), None);
+        assert_eq!(t("http { server { location ~ a { return 200; } location ~ a { return 200; } } }"), None);
+        assert_eq!(t("http { server { location /a { return 200; } location ^~ /a { return 200; } } }").as_deref(), Some("nginx::duplicate-location"));
+        assert_eq!(t("http { server { location =/a { return 200; } location = /a { return 200; } } }").as_deref(), Some("nginx::duplicate-location"));
     }
 
     #[test]
