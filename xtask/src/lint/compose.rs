@@ -6,7 +6,7 @@
 //! The schema is not copied into this repository. It comes from the `check-jsonschema` package
 //! on PyPI (pinned in versions.toml), which vendors the Compose specification's
 //! `compose-spec.json`; [`schema_path`] finds it and [`install_schema`] installs it into
-//! `target/lint-tools`. Validation runs on the tree after merge keys are applied (as compose-go
+//! `target/lint-tools` (the first lint on a machine does so itself when it is missing). Validation runs on the tree after merge keys are applied (as compose-go
 //! does), and each schema error's JSON pointer is mapped back to the YAML node, then to the
 //! Markdown line.
 
@@ -39,7 +39,7 @@ pub fn schema_path() -> Option<PathBuf> {
 pub fn install_schema() -> anyhow::Result<()> {
     let version = crate::tools::version("lint", "check-jsonschema")?;
     let status = std::process::Command::new("python3")
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps", "--upgrade", "--target"])
+        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--root-user-action=ignore", "--no-deps", "--upgrade", "--target"])
         .arg(tools_dir())
         .arg(format!("check-jsonschema=={version}"))
         .status()?;
@@ -52,6 +52,13 @@ type Compiled = Result<jsonschema::Validator, String>;
 fn validator() -> Option<&'static Compiled> {
     static V: OnceLock<Option<Compiled>> = OnceLock::new();
     V.get_or_init(|| {
+        if schema_path().is_none() {
+            // First use on this machine: fetch the pinned package (PyPI) rather than skip the check.
+            eprintln!("lint: installing check-jsonschema (for the Compose schema) into {}", tools_dir().display());
+            if let Err(e) = install_schema() {
+                eprintln!("lint: {e:#}");
+            }
+        }
         let path = schema_path()?;
         let compiled = std::fs::read(&path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))
