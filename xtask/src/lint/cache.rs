@@ -20,6 +20,14 @@ fn enabled() -> bool {
     std::env::var_os("XTASK_LINT_NO_CACHE").is_none()
 }
 
+/// A fresh scratch directory path under the system temp dir, unique within this process and
+/// across processes (two threads may check the same input at the same time).
+pub fn scratch_dir(what: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!("xtask-lint-{what}-{}-{n}", std::process::id()))
+}
+
 /// A 128-bit key from the given parts (two independent SipHash runs).
 pub fn key(parts: &[&[u8]]) -> String {
     let mut out = String::new();

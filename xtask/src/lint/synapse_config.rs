@@ -136,7 +136,7 @@ fn run_python(view: &TreeView<'_>, plan: &Plan, visible: &[String]) -> Result<BT
     let tree_json = serde_json::to_string(&tree_json).map_err(|e| e.to_string())?;
     let key = cache::key(&[b"synapse-config-v1", &cache::tool_id(&python), plan_json.as_bytes(), tree_json.as_bytes(), SCRIPT.as_bytes()]);
     cache::memo(&key, || {
-        let dir = std::env::temp_dir().join(format!("xtask-lint-synapse-{}-{key}", std::process::id()));
+        let dir = cache::scratch_dir("synapse");
         let _ = std::fs::remove_dir_all(&dir);
         let root = dir.to_string_lossy().into_owned();
         let res = (|| {
