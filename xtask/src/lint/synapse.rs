@@ -32,6 +32,7 @@ pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
     c.instance_map();
     c.sockets();
     c.media();
+    c.redis_enabled();
     c.db_and_redis();
     c.logs();
     c.diags
@@ -178,13 +179,20 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
                 }
             }
         }
+        if let Some(n) = self.syn.root.get("outbound_federation_restricted_to") {
+            for (name, node) in n.str_nodes() {
+                if !writers.iter().any(|(w, _)| w == name) {
+                    writers.push((name.to_string(), node.line()));
+                }
+            }
+        }
         for (w, line) in &writers {
             if (w == "main" || w == "master") || entry(w).is_some() || self.syn.process(w).is_none() {
                 continue;
             }
             self.err(
                 "synapse::writer-not-in-instance-map",
-                format!("`{w}` writes a stream but is not in `instance_map`: other processes cannot reach it over replication"),
+                format!("`{w}` writes a stream (or proxies outbound federation) but is not in `instance_map`: other processes cannot reach it over replication"),
                 self.shared_at(*line),
             );
         }
@@ -277,6 +285,23 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
                 r => r,
             },
             None => Resolved::Elsewhere(path.to_string()),
+        }
+    }
+
+    /// Workers talk to each other through Redis: `redis.enabled` must be true once there are
+    /// workers (Synapse's docs: "This *must* be enabled when using workers").
+    fn redis_enabled(&mut self) {
+        if self.syn.workers.is_empty() {
+            return;
+        }
+        let enabled = self.syn.root.get("redis").and_then(|r| r.get("enabled"));
+        if enabled.and_then(|e| e.yaml11_bool()) != Some(true) {
+            let line = enabled.map(|e| e.line()).or_else(|| self.syn.root.key_node("redis").map(|k| k.line())).unwrap_or(1);
+            self.err(
+                "synapse::redis-disabled",
+                "there are workers but `redis.enabled` is not true: workers would not hear about each other's writes (replication goes through Redis)".into(),
+                self.shared_at(line),
+            );
         }
     }
 
