@@ -185,7 +185,54 @@ pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
         }
     }
     healthchecks(view, &compose, &mut diags);
+    interpolation(view, &compose, &mut diags);
     diags
+}
+
+static INTERPOLATION: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(r"\$(\$|\{([A-Za-z_][A-Za-z0-9_]*)([^}]*)\}|([A-Za-z_][A-Za-z0-9_]*))").expect("valid regex")
+});
+
+/// `${NAME}` in the Compose file is filled from the shell environment or the project's `.env`:
+/// a variable the book defines nowhere (and gives no default) becomes an empty string, with only
+/// a warning from Compose (the old guide's replica healthcheck used such a `${SYNAPSE_PASSWORD}`).
+/// `$$` is a literal `$` (for the container's own shell) and is left alone.
+fn interpolation(view: &TreeView<'_>, compose: &Compose<'_>, diags: &mut Vec<Diagnostic>) {
+    let Some(f) = view.file(&compose.path) else { return };
+    let defined: BTreeSet<String> = view
+        .file(".env")
+        .map(|e| {
+            e.content
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("export ").unwrap_or(l.trim()).split_once('=').map(|(k, _)| k.trim().to_string()))
+                .filter(|k| !k.starts_with('#'))
+                .collect()
+        })
+        .unwrap_or_default();
+    for (i, line) in f.content.lines().enumerate() {
+        if line.trim_start().starts_with('#') {
+            continue;
+        }
+        for c in INTERPOLATION.captures_iter(line) {
+            if &c[1] == "$" {
+                continue;
+            }
+            let name = c.get(2).or(c.get(4)).map_or("", |m| m.as_str());
+            let modifier = c.get(3).map_or("", |m| m.as_str());
+            let has_default = modifier.starts_with(":-") || modifier.starts_with('-') || modifier.starts_with(":+") || modifier.starts_with('+');
+            if !has_default && !defined.contains(name) {
+                diags.push(Diagnostic::error(
+                    "compose::undefined-variable",
+                    format!(
+                        "`{}` is interpolated by Compose, but `{name}` is not set in `.env` and has no default (`${{{name}:-value}}`): \
+                         Compose substitutes an empty string (write `$$` for a `$` the container's shell should see)",
+                        &c[0]
+                    ),
+                    &f.md_loc(i + 1),
+                ));
+            }
+        }
+    }
 }
 
 /// A path whose last component has an extension (`nginx.conf`, `homeserver.yaml`).
