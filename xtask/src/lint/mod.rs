@@ -16,6 +16,11 @@
 //! - [`security`]: IP range blacklists, no placeholder left in a tree with generated secrets;
 //! - [`links`]: internal links and `#anchors` between the book's pages.
 //!
+//! Support: [`model`] (Compose services and Synapse processes with their mounts, commands and
+//! listeners, container paths mapped to tree paths), [`synapse_config`] (the pinned Synapse's own
+//! config check), [`cache`] (answers of external tools, so an unchanged book lints in well under
+//! a second).
+//!
 //! The nginx checks are `crate::nginx::lint::check` (its own module, `nginx/`), run on every tree
 //! from here.
 
