@@ -267,8 +267,17 @@ fn schema(view: &TreeView<'_>, compose: &Compose<'_>, diags: &mut Vec<Diagnostic
         Some(Ok(v)) => v,
     };
     let json = compose.root.json();
-    for err in v.iter_errors(&json) {
+    let errors: Vec<_> = v.iter_errors(&json).collect();
+    let paths: Vec<String> = errors.iter().map(|e| e.instance_path().as_str().to_string()).collect();
+    for err in &errors {
         let pointer = err.instance_path().as_str().to_string();
+        // When a property fails its own schema, the validator also reports the whole object's
+        // properties as "unevaluated": a cascade, not a second problem.
+        if matches!(err.kind(), jsonschema::error::ValidationErrorKind::UnevaluatedProperties { .. })
+            && paths.iter().any(|p| p.starts_with(&format!("{pointer}/")))
+        {
+            continue;
+        }
         let node = compose.root.at_pointer(&pointer).unwrap_or(compose.root);
         let mut line = node.line();
         use jsonschema::error::ValidationErrorKind as K;
