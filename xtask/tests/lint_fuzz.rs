@@ -115,6 +115,36 @@ fn parsers_never_panic() {
     }
 }
 
+const MD_PIECES: &[&str] = &[
+    "# ", "## ", "Title", " {#id}", "[a](", "b.md", "#x", "../", "%20", "%", "%e2%82", ")", "](", "<a id=\"", "\">", "\n", "\n\n",
+    "```yaml\n", "```\n", "`", "*", "é", "[", "]", "(#", "?q", "/", "http://x", "README.md", "index.html",
+];
+
+/// The Markdown side (headings, ids, links) never panics either.
+#[test]
+fn link_checker_never_panics() {
+    let iters: usize = std::env::var("LINT_FUZZ_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(3000) / 3;
+    let mut r = Rng(0xB00C | 1);
+    for i in 0..iters {
+        let text: String = (0..r.below(40)).map(|_| MD_PIECES[r.below(MD_PIECES.len())]).collect();
+        let book = xtask::book::Book {
+            root: std::env::temp_dir(),
+            src: "src".into(),
+            title: None,
+            chapters: vec![
+                xtask::book::Chapter { name: "a".into(), path: "src/a.md".into(), text: text.clone(), blocks: Vec::new() },
+                xtask::book::Chapter { name: "b".into(), path: "src/sub/b.md".into(), text: text.clone(), blocks: Vec::new() },
+            ],
+        };
+        let res = std::panic::catch_unwind(|| xtask::lint::links::check(&book));
+        assert!(res.is_ok(), "panic on iteration {i} with {text:?}");
+        let lines = text.lines().count() + 1;
+        for d in res.unwrap() {
+            assert!(d.line >= 1 && d.line <= lines, "{d:?} outside {lines} lines of {text:?}");
+        }
+    }
+}
+
 #[test]
 fn pathological_inputs_are_refused_not_crashed() {
     let deep = "[".repeat(100_000);
