@@ -348,6 +348,11 @@ impl<'a> Synapse<'a> {
     /// ([`crate::synapse::Deployment`]: which file is the shared config, which are workers, their
     /// listeners), with the parsed roots the checks read settings from.
     pub fn find(view: &'a TreeView<'_>) -> Option<Synapse<'a>> {
+        // A YAML file that did not load (syntax, alias bomb) is reported by the YAML checks; the
+        // deployment model would parse it again without the size guard.
+        if view.yaml.values().any(|l| l.issues.iter().any(|i| i.code == "yaml::too-complex")) {
+            return None;
+        }
         let d = crate::synapse::Deployment::from_tree(view.tree).ok()??;
         let root = view.yaml_root(&d.shared_file)?;
         let mut main = None;
