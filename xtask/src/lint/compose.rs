@@ -387,6 +387,9 @@ pub fn health_sockets(svc: &Service<'_>) -> Vec<(String, usize)> {
 }
 
 fn healthchecks(view: &TreeView<'_>, compose: &Compose<'_>, diags: &mut Vec<Diagnostic>) {
+    if view.yaml.values().any(|l| !l.ok()) {
+        return; // who listens where is unknown until every YAML file loads; those errors come first
+    }
     let served = served(view, compose);
     for svc in &compose.services {
         let mine = served.get(&svc.name).cloned().unwrap_or_default();
