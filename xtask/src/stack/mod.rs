@@ -139,6 +139,8 @@ pub struct Prepared {
     pub tree: Tree,
     pub runner: Arc<Runner>,
     pub paths: Paths,
+    /// Held until the stack is down: other checkouts' stacks wait for the port.
+    _port_locks: Vec<std::fs::File>,
 }
 
 /// Removes a previous run directory (refusing while a stack from it is running).
@@ -177,12 +179,15 @@ pub fn prepare(book_root: &Path, paths: &Paths) -> anyhow::Result<Prepared> {
         .map_err(|e| book_error("stack::compose", format!("{e:#}"), &tree.get(COMPOSE_FILE).expect("checked").first_loc()))?;
 
     // Natively there is no port mapping: each published port is the service's own, on the
-    // host's network; it must be free (another stack may be using it).
+    // host's network. Stacks of other checkouts on this machine may want the same port: a
+    // machine-wide lock per port makes them take turns; then the port must be free.
+    let mut locks = Vec::new();
     for (svc, addr, host, container) in project.services.iter().flat_map(|s| s.ports.iter().map(|(a, h, c)| (s.name.clone(), a.clone(), *h, *c))) {
         if host != container {
             bail!("{}", book_error("stack::port-mapping", format!("service `{svc}` publishes {host}:{container}; the native runner needs the same port on both sides"), &service_loc(&tree, &svc)));
         }
         let a = if addr == "0.0.0.0" { "127.0.0.1".to_string() } else { addr };
+        locks.push(port_lock(host)?);
         if std::net::TcpListener::bind((a.as_str(), host)).is_err() {
             bail!("{a}:{host} (published by service `{svc}`) is already in use: is another stack running?");
         }
@@ -226,7 +231,32 @@ pub fn prepare(book_root: &Path, paths: &Paths) -> anyhow::Result<Prepared> {
         }
     }
     let runner = Runner::new(project, launches, scripts, &paths.run, host_mounts)?;
-    Ok(Prepared { book, tree, runner, paths: paths.clone() })
+    Ok(Prepared { book, tree, runner, paths: paths.clone(), _port_locks: locks })
+}
+
+/// Waits (up to 15 minutes) for the machine-wide lock of a published port.
+fn port_lock(port: u16) -> anyhow::Result<std::fs::File> {
+    use rustix::fs::{FlockOperation, flock};
+    let path = std::env::temp_dir().join(format!("xtask-stack-port-{port}.lock"));
+    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+    let t = Instant::now();
+    let mut said = false;
+    loop {
+        match flock(&f, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(f),
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
+                if !said {
+                    eprintln!("stack: another stack on this machine holds port {port} ({}): waiting", path.display());
+                    said = true;
+                }
+                if t.elapsed() > Duration::from_secs(900) {
+                    bail!("port {port} stayed locked by another stack for 15 minutes ({})", path.display());
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => bail!("cannot lock {}: {e}", path.display()),
+        }
+    }
 }
 
 pub(crate) fn diag_error(what: &str, diags: &[Diagnostic]) -> anyhow::Error {
@@ -290,20 +320,25 @@ pub fn bring_up(p: &Prepared, verbose: bool) -> anyhow::Result<BringUp> {
                 }
             }
         }
-        // Health.
-        for name in &order {
-            if ready.contains_key(name) || !runner.started(name) || runner.pid(name).is_none() {
-                continue;
-            }
-            let svc = runner.project.service(name).expect("known");
-            let is_one_shot = svc.healthcheck.is_none() && svc.restart == compose::Restart::No;
-            if is_one_shot {
-                continue; // ready when it exits 0
-            }
-            if runner.health(svc)? {
+        // Health: every pending healthcheck of this round in parallel.
+        let pending: Vec<&compose::Service> = order
+            .iter()
+            .filter(|n| !ready.contains_key(*n) && runner.started(n) && runner.pid(n).is_some())
+            .map(|n| runner.project.service(n).expect("known"))
+            .filter(|svc| !(svc.healthcheck.is_none() && svc.restart == compose::Restart::No)) // one-shot: ready when it exits 0
+            .collect();
+        let results: Vec<(String, bool, bool)> = std::thread::scope(|s| {
+            let hs: Vec<_> = pending
+                .iter()
+                .map(|svc| (svc.name.clone(), svc.healthcheck.is_some(), s.spawn(|| runner.health(svc))))
+                .collect();
+            hs.into_iter().map(|(n, hc, h)| (n, hc, h.join().ok().and_then(|r| r.ok()).unwrap_or(false))).collect()
+        });
+        for (name, has_hc, ok) in results {
+            if ok {
                 ready.insert(name.clone(), t0.elapsed().as_secs_f64());
                 if verbose {
-                    eprintln!("stack: {:6.2} s  {name} is {}", t0.elapsed().as_secs_f64(), if svc.healthcheck.is_some() { "healthy" } else { "started" });
+                    eprintln!("stack: {:6.2} s  {name} is {}", t0.elapsed().as_secs_f64(), if has_hc { "healthy" } else { "started" });
                 }
             }
         }
