@@ -1,0 +1,352 @@
+//! Pages generated from the same data the tests use: the file index (every file of the
+//! extracted tree, the chapters and lines that build it, its assembled content) and the routing
+//! table (every sample request of the book's `routes` blocks, the location nginx picks, the
+//! upstream and the server).
+//!
+//! A page asks for generated content with a marker line in its Markdown source
+//! ([`FILE_INDEX_MARKER`], [`ROUTING_TABLE_MARKER`]); the preprocessor replaces that line, so the
+//! prose around it stays ordinary Markdown that contributors edit.
+//!
+//! To add a generated page: 1. define its marker here; 2. write a `fn(&Site, page) -> String`;
+//! 3. add it to [`expand`]; 4. put the marker in the page's Markdown.
+
+use super::Site;
+use super::captions::{escape, file_anchor, variant_anchor};
+use crate::diagnostics::MdLoc;
+use crate::extract::{Fragment, TreeFile};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+pub const FILE_INDEX_MARKER: &str = "<!-- xtask:file-index -->";
+pub const ROUTING_TABLE_MARKER: &str = "<!-- xtask:routing-table -->";
+
+/// One sample request of a `routes` block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sample {
+    pub method: String,
+    pub uri: String,
+    /// What the block expects (right of `->`), as written.
+    pub expect: String,
+    /// The sample's own line.
+    pub loc: MdLoc,
+    /// The opening fence of its `routes` block.
+    pub block: MdLoc,
+}
+
+/// What the nginx simulation answers for a sample.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routed {
+    /// The matching location as written (`~ ^/_matrix/...`, `= /health`), and where it is.
+    pub location: Option<(String, MdLoc)>,
+    /// The upstream block proxied to (None for a location that does not proxy).
+    pub upstream: Option<String>,
+    /// The server of that upstream nginx picks (None when nginx may pick any of several).
+    pub server: Option<String>,
+    /// The status of a `return`.
+    pub status: Option<u16>,
+}
+
+/// Replaces the marker lines of `content` with the generated pages. `page` is the chapter's path
+/// relative to the book's `src` (e.g. `reference/files.md`).
+pub fn expand(content: &str, site: &Site, page: &str) -> String {
+    let mut out = String::with_capacity(content.len());
+    for line in content.split_inclusive('\n') {
+        match line.trim() {
+            FILE_INDEX_MARKER => out.push_str(&file_index(site, page)),
+            ROUTING_TABLE_MARKER => out.push_str(&routing_table(site, page)),
+            _ => out.push_str(line),
+        }
+    }
+    out
+}
+
+/// Whether a chapter's Markdown asks for a generated page.
+pub fn has_marker(content: &str, marker: &str) -> bool {
+    content.lines().any(|l| l.trim() == marker)
+}
+
+/// The file index.
+pub fn file_index(site: &Site, page: &str) -> String {
+    let mut out = String::new();
+    let n = site.tree.files.len();
+    let _ = writeln!(
+        out,
+        "The deployment has **{n} files**. Each section below shows one of them exactly as \
+         `cargo xtask extract` writes it (with the book's example values), and the blocks of \
+         the book it is assembled from, in order.\n"
+    );
+    for tf in site.tree.files.values() {
+        file_section(&mut out, site, page, tf, &file_anchor(&tf.path), None);
+    }
+    let alternatives: Vec<(&str, &TreeFile)> = site
+        .variants
+        .iter()
+        .flat_map(|t| {
+            let name = t.variant.as_deref().unwrap_or_default();
+            t.files
+                .values()
+                .filter(|f| site.tree.get(&f.path).is_none_or(|m| m.fragments != f.fragments))
+                .map(move |f| (name, f))
+        })
+        .collect();
+    if !alternatives.is_empty() {
+        let _ = writeln!(
+            out,
+            "## Alternatives {{#alternatives}}\n\nThese files replace the ones above in a variant of \
+             the deployment. They are linted like the rest but not extracted.\n"
+        );
+        for (variant, tf) in alternatives {
+            file_section(&mut out, site, page, tf, &variant_anchor(variant, &tf.path), Some(variant));
+        }
+    }
+    out
+}
+
+fn file_section(out: &mut String, site: &Site, page: &str, tf: &TreeFile, anchor: &str, variant: Option<&str>) {
+    let heading = match variant {
+        Some(v) => format!("`{}`, variant “{v}”", tf.path),
+        None => format!("`{}`", tf.path),
+    };
+    let _ = writeln!(out, "### {heading} {{#{anchor}}}\n");
+    let sources: Vec<String> = tf.fragments.iter().map(|f| fragment_link(site, page, f)).collect();
+    let blocks = if sources.len() == 1 { "one block" } else { "these blocks" };
+    let _ = writeln!(out, "Assembled from {blocks}: {}.\n", sources.join(", "));
+    if tf.secret {
+        let _ = writeln!(
+            out,
+            "It holds secrets: `CHANGEME_…` placeholders here, replaced by fresh random values \
+             with `cargo xtask extract --secrets generate`.\n"
+        );
+    }
+    let fence = "`".repeat(longest_run(&tf.content, '`').max(2) + 1);
+    let lang = highlight_lang(&tf.lang);
+    let _ = writeln!(out, "{fence}{lang}\n{}{fence}\n", ensure_newline(&tf.content));
+}
+
+/// `[Chapter](../x.md) (lines 3–9)` with the lines linked to the source on the repository.
+fn fragment_link(site: &Site, page: &str, f: &Fragment) -> String {
+    let chapter = site.book.chapters.iter().find(|c| c.path == f.md_file);
+    let name = chapter.map_or(f.md_file.as_str(), |c| c.name.as_str());
+    let src_rel = f.md_file.strip_prefix(&format!("{}/", site.book.src)).unwrap_or(&f.md_file);
+    let last = f.md_line + f.lines.saturating_sub(1);
+    let lines = if last > f.md_line { format!("lines {}–{last}", f.md_line) } else { format!("line {}", f.md_line) };
+    let lines = match &site.repo_url {
+        Some(repo) => format!("[{lines}]({repo}/blob/main/{}?plain=1#L{}-L{last})", f.md_file, f.md_line),
+        None => lines,
+    };
+    format!("[{}]({}) ({lines})", md_text(name), relative(page, src_rel))
+}
+
+/// The routing table.
+pub fn routing_table(site: &Site, page: &str) -> String {
+    let mut out = String::new();
+    let total = site.routes.len();
+    let pages: std::collections::BTreeSet<&str> = site.routes.iter().map(|(s, _)| s.loc.file.as_str()).collect();
+    let _ = writeln!(
+        out,
+        "The book holds **{total} sample requests** in its `routes` blocks ({} pages). For each one, \
+         the table shows what the routing simulator of `cargo xtask route` answers for the \
+         extracted nginx configuration: the `location` that matches, the upstream it proxies to, \
+         and the server of that upstream nginx picks. `cargo xtask check` asserts each \
+         expectation, and the stack test sends every sample through the real nginx and compares \
+         the server it used.\n",
+        pages.len()
+    );
+    if site.routes.iter().any(|(_, r)| r.is_none()) {
+        let _ = writeln!(
+            out,
+            "> The routing simulator was not available when this page was built: the table shows \
+             the expectations only.\n"
+        );
+    }
+    out.push_str(&flowchart(site));
+    let mut current: Option<&MdLoc> = None;
+    for (sample, routed) in &site.routes {
+        if current != Some(&sample.block) {
+            let chapter = site.book.chapters.iter().find(|c| c.path == sample.block.file);
+            let name = chapter.map_or(sample.block.file.as_str(), |c| c.name.as_str());
+            let src_rel = sample.block.file.strip_prefix(&format!("{}/", site.book.src)).unwrap_or(&sample.block.file);
+            let _ = writeln!(
+                out,
+                "\n### From [{}]({}), {}\n",
+                md_text(name),
+                relative(page, src_rel),
+                source_link(site, &sample.block)
+            );
+            let _ = writeln!(out, "| Request | Expected | Location | Upstream | Server |");
+            let _ = writeln!(out, "| --- | --- | --- | --- | --- |");
+        }
+        current = Some(&sample.block);
+        let request = code_cell(&format!("{} {}", sample.method, sample.uri));
+        let expected = code_cell(&sample.expect);
+        let (location, upstream, server) = match routed {
+            None => ("?".to_string(), "?".to_string(), "?".to_string()),
+            Some(r) => {
+                let location = match &r.location {
+                    Some((text, loc)) => format!("{} ({})", code_cell(text), source_link(site, loc)),
+                    None => "none".into(),
+                };
+                let upstream = match (&r.upstream, r.status) {
+                    (Some(u), _) => code_cell(u),
+                    (None, Some(s)) => format!("returns {s}"),
+                    (None, None) => "not proxied".into(),
+                };
+                let server = r.server.as_deref().map_or_else(|| "any".to_string(), code_cell);
+                (location, upstream, server)
+            }
+        };
+        let _ = writeln!(out, "| {request} | {expected} | {location} | {upstream} | {server} |");
+    }
+    out.push('\n');
+    out
+}
+
+/// A mermaid flowchart of where the samples go: nginx → upstream → server, edges labelled with
+/// the number of samples.
+fn flowchart(site: &Site) -> String {
+    let mut to_upstream: BTreeMap<String, usize> = BTreeMap::new();
+    let mut to_server: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for (_, routed) in &site.routes {
+        let Some(r) = routed else { continue };
+        let up = match (&r.upstream, r.status) {
+            (Some(u), _) => u.clone(),
+            (None, Some(s)) => format!("return {s}"),
+            (None, None) => "not proxied".into(),
+        };
+        *to_upstream.entry(up.clone()).or_default() += 1;
+        if let Some(s) = &r.server {
+            *to_server.entry((up, s.clone())).or_default() += 1;
+        }
+    }
+    if to_upstream.is_empty() {
+        return String::new();
+    }
+    let id = |prefix: &str, s: &str| {
+        format!("{prefix}_{}", s.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect::<String>())
+    };
+    let label = |s: &str| s.replace('"', "#quot;");
+    let mut out = String::from(
+        "Where the samples go (edge labels count samples):\n\n```mermaid\nflowchart LR\n  nginx((nginx))\n",
+    );
+    for (up, n) in &to_upstream {
+        let _ = writeln!(out, "  nginx -->|{n}| {}[\"{}\"]", id("u", up), label(up));
+    }
+    for ((up, server), n) in &to_server {
+        let short = server.trim_start_matches("unix:/sockets/");
+        let _ = writeln!(out, "  {} -->|{n}| {}[\"{}\"]", id("u", up), id("s", server), label(short));
+    }
+    out.push_str("```\n");
+    out
+}
+
+/// `nginx.md:120` linked to that line on the repository.
+fn source_link(site: &Site, loc: &MdLoc) -> String {
+    let short = loc.file.rsplit('/').next().unwrap_or(&loc.file);
+    match &site.repo_url {
+        Some(repo) => format!("[{short}:{}]({repo}/blob/main/{}?plain=1#L{})", loc.line, loc.file, loc.line),
+        None => format!("{short}:{}", loc.line),
+    }
+}
+
+/// Every sample of the book's `routes` blocks: `METHOD URI -> EXPECTED`, `#` comments.
+/// Lines that do not have that shape are left to `cargo xtask check`, which reports them.
+pub fn samples(book: &crate::book::Book) -> Vec<Sample> {
+    let mut out = Vec::new();
+    for b in book.blocks().filter(|b| b.kind == crate::book::BlockKind::Routes) {
+        for (n, line) in b.text.lines().enumerate() {
+            let line = line.split_once(" #").map_or(line, |(l, _)| l).trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let Some((req, expect)) = line.split_once("->") else { continue };
+            let mut words = req.split_whitespace();
+            let (Some(method), Some(uri), None) = (words.next(), words.next(), words.next()) else { continue };
+            out.push(Sample {
+                method: method.to_string(),
+                uri: uri.to_string(),
+                expect: expect.trim().to_string(),
+                loc: b.line_loc(n),
+                block: b.fence_loc(),
+            });
+        }
+    }
+    out
+}
+
+/// A relative link from page `from` to page `to` (both relative to the book's src).
+pub fn relative(from: &str, to: &str) -> String {
+    let depth = from.matches('/').count();
+    format!("{}{to}", "../".repeat(depth))
+}
+
+/// A table cell holding `s` as code: pipes escaped for the table, backticks fenced.
+fn code_cell(s: &str) -> String {
+    let ticks = "`".repeat(longest_run(s, '`') + 1);
+    let pad = if s.starts_with('`') || s.ends_with('`') { " " } else { "" };
+    format!("{ticks}{pad}{}{pad}{ticks}", s.replace('|', "\\|"))
+}
+
+/// Text safe inside a Markdown link label.
+fn md_text(s: &str) -> String {
+    escape(s).replace('[', "\\[").replace(']', "\\]")
+}
+
+fn longest_run(s: &str, ch: char) -> usize {
+    let mut best = 0;
+    let mut cur = 0;
+    for c in s.chars() {
+        cur = if c == ch { cur + 1 } else { 0 };
+        best = best.max(cur);
+    }
+    best
+}
+
+fn ensure_newline(s: &str) -> String {
+    if s.is_empty() || s.ends_with('\n') { s.to_string() } else { format!("{s}\n") }
+}
+
+/// The highlight.js name for a block language (mdBook bundles a subset of highlight.js).
+fn highlight_lang(lang: &str) -> &str {
+    match lang {
+        "env" | "dotenv" | "conf" | "properties" => "ini",
+        "sh" | "shell" => "bash",
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_links() {
+        assert_eq!(relative("reference/files.md", "deployment/nginx.md"), "../deployment/nginx.md");
+        assert_eq!(relative("introduction.md", "deployment/nginx.md"), "deployment/nginx.md");
+        assert_eq!(relative("a/b/c.md", "x.md"), "../../x.md");
+    }
+
+    #[test]
+    fn code_cells_escape_pipes_and_backticks() {
+        assert_eq!(code_cell("~ ^/(r0|v3)/sync$"), "`~ ^/(r0\\|v3)/sync$`");
+        assert_eq!(code_cell("a`b"), "``a`b``");
+        assert_eq!(code_cell("`x"), "`` `x ``");
+    }
+
+    #[test]
+    fn samples_parse_with_their_markdown_lines() {
+        let md = "# R\n\n```routes\n# comment\nGET /_matrix/client/v3/sync -> client_sync\n\nPUT /a%20b -> 403  # denied\nnonsense\n```\n";
+        let (blocks, d) = crate::book::parse_blocks("src/r.md", md);
+        assert!(d.is_empty());
+        let book = crate::book::Book {
+            root: ".".into(),
+            src: "src".into(),
+            title: None,
+            chapters: vec![crate::book::Chapter { name: "R".into(), path: "src/r.md".into(), text: md.into(), blocks }],
+        };
+        let s = samples(&book);
+        assert_eq!(s.len(), 2);
+        assert_eq!((s[0].method.as_str(), s[0].uri.as_str(), s[0].expect.as_str()), ("GET", "/_matrix/client/v3/sync", "client_sync"));
+        assert_eq!(s[0].loc, MdLoc::new("src/r.md", 5));
+        assert_eq!((s[1].expect.as_str(), s[1].loc.line), ("403", 7));
+    }
+}
