@@ -8,6 +8,7 @@ pub mod extract;
 pub mod flags;
 pub mod preprocess;
 pub mod secrets;
+pub mod site;
 pub mod tools;
 
 use std::path::PathBuf;
