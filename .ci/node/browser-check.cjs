@@ -15,9 +15,13 @@ async function inspect(browser, base, shotDir, spec) {
     const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
     const errors = [];
     page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
-    page.on('console', (m) => { if (m.type() === 'error') errors.push(`console: ${m.text()}`); });
+    const url = base + page_path;
+    page.on('console', (m) => {
+        // The 404 status of a missing page itself is reported as a console error; it is expected.
+        if (m.type() === 'error' && m.location().url !== url) errors.push(`console: ${m.text()}`);
+    });
     page.on('requestfailed', (r) => errors.push(`requestfailed: ${r.url()} ${r.failure()?.errorText}`));
-    const response = await page.goto(base + page_path, { waitUntil: 'networkidle' });
+    const response = await page.goto(url, { waitUntil: 'networkidle' });
     const diagrams = await page.$$eval('pre.mermaid', (els) => els.length);
     if (diagrams > 0) {
         await page.waitForFunction(
@@ -32,7 +36,8 @@ async function inspect(browser, base, shotDir, spec) {
             title: document.title,
             diagrams: document.querySelectorAll('pre.mermaid').length,
             svg_diagrams: Array.from(document.querySelectorAll('pre.mermaid')).filter((e) => e.querySelector('svg')).length,
-            svg_text: Array.from(document.querySelectorAll('pre.mermaid svg')).map((s) => s.textContent).join(' '),
+            svg_text: Array.from(document.querySelectorAll('pre.mermaid svg .nodeLabel, pre.mermaid svg .edgeLabel'))
+                .map((s) => s.textContent.trim()).filter((t) => t).join(' '),
             captions: Array.from(document.querySelectorAll('.code-title')).filter(visible).map((e) => e.textContent.trim()),
             edit_link: edit ? edit.href : null,
             stylesheets: document.styleSheets.length,

@@ -49,6 +49,15 @@ fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()))
 }
 
+/// The HTML page mdBook renders for a chapter (`src/a/README.md` -> `a/index.html`).
+fn html_page(md: &str) -> String {
+    let rel = md.strip_prefix("src/").unwrap_or(md);
+    match rel.strip_suffix("README.md") {
+        Some(dir) => format!("{dir}index.html"),
+        None => rel.replace(".md", ".html"),
+    }
+}
+
 fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
@@ -92,7 +101,7 @@ fn site_pages_match_what_extract_produces() {
     // Every extracted block of a chapter carries its caption, and no info-string attribute is
     // left in the HTML.
     for ch in &book.chapters {
-        let page = site.join(ch.path.trim_start_matches("src/").replace(".md", ".html"));
+        let page = site.join(html_page(&ch.path));
         let html = read(&page);
         for b in &ch.blocks {
             if let Some(target) = b.target() {
@@ -274,10 +283,11 @@ fn browser_check() {
             continue;
         }
         // The edit link points at this page's Markdown source.
-        let source = format!("src/{}", page.replace(".html", ".md"));
-        assert_eq!(r["edit_link"].as_str(), Some(template.replace("{path}", &source).as_str()), "{page}: edit link");
+        let ch = book.chapters.iter().find(|c| html_page(&c.path) == page).unwrap_or_else(|| panic!("{page} is a chapter"));
+        let source = template.replace("{path}", &ch.path);
+        assert_eq!(r["edit_link"].as_str(), Some(source.as_str()), "{page}: edit link");
         // Every extracted block of this chapter shows its caption.
-        if let Some(ch) = book.chapters.iter().find(|c| c.path == source) {
+        {
             let captions: Vec<&str> = r["captions"].as_array().unwrap().iter().filter_map(|c| c.as_str()).collect();
             for b in &ch.blocks {
                 if let Some(target) = b.target() {
