@@ -202,3 +202,78 @@ pub fn handle(input: &str) -> Result<(String, Vec<String>), Failure> {
     let out = serde_json::to_string(&arr[1]).map_err(|e| Failure::Protocol(e.to_string()))?;
     Ok((out, notes))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A small book on disk and mdBook's JSON input for it.
+    fn book_on_disk(chapter: &str) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("src/reference")).unwrap();
+        std::fs::write(root.join("book.toml"), "[book]\ntitle = \"t\"\n[output.html]\ngit-repository-url = \"https://example.org/r\"\n").unwrap();
+        std::fs::write(root.join("src/SUMMARY.md"), "# Summary\n\n- [Setup](setup.md)\n- [Files](reference/files.md)\n").unwrap();
+        std::fs::write(root.join("src/setup.md"), chapter).unwrap();
+        let files = format!("# Files\n\nIntro.\n\n{}\n", pages::FILE_INDEX_MARKER);
+        std::fs::write(root.join("src/reference/files.md"), &files).unwrap();
+        let chapter_json = |name: &str, path: &str, content: &str| {
+            json!({"Chapter": {"name": name, "content": content, "number": [1], "sub_items": [],
+                   "path": path, "source_path": path, "parent_names": [], "some_future_field": 7}})
+        };
+        let input = json!([
+            {"root": root, "config": {}, "renderer": "html", "mdbook_version": "0.5.4"},
+            {"items": [chapter_json("Setup", "setup.md", chapter), "Separator",
+                       chapter_json("Files", "reference/files.md", &files)]}
+        ]);
+        (dir, input.to_string())
+    }
+
+    #[test]
+    fn captions_and_the_file_index_reach_mdbook() {
+        let md = "# Setup\n\n```yaml title=\"synapse/homeserver.yaml\"\nserver_name: example.com\n```\n\n```yaml title=\"synapse/homeserver.yaml\"\npid_file: /data/pid\n```\n";
+        let (_dir, input) = book_on_disk(md);
+        let (out, _) = handle(&input).unwrap();
+        let book: Value = serde_json::from_str(&out).unwrap();
+        let items = book["items"].as_array().unwrap();
+        assert_eq!(items[1], json!("Separator"));
+        let setup = &items[0]["Chapter"];
+        assert_eq!(setup["some_future_field"], json!(7), "unknown fields pass through");
+        let content = setup["content"].as_str().unwrap();
+        assert!(content.contains("<a href=\"reference/files.html#file-synapse-homeserver-yaml\"><code>synapse/homeserver.yaml</code></a> <span class=\"code-part\">part 1 of 2</span>"), "{content}");
+        assert!(content.contains("part 2 of 2"), "{content}");
+        assert!(!content.contains("title="), "{content}");
+        let files = items[2]["Chapter"]["content"].as_str().unwrap();
+        assert!(!files.contains(pages::FILE_INDEX_MARKER));
+        assert!(files.contains("### `synapse/homeserver.yaml` {#file-synapse-homeserver-yaml}"), "{files}");
+        assert!(files.contains("```yaml\nserver_name: example.com\npid_file: /data/pid\n```"), "{files}");
+        assert!(files.contains("Assembled from these blocks: [Setup](../setup.md) ([line 4](https://example.org/r/blob/main/src/setup.md?plain=1#L4)), [Setup](../setup.md) ([line 8](https://example.org/r/blob/main/src/setup.md?plain=1#L8))."), "{files}");
+    }
+
+    #[test]
+    fn a_book_that_does_not_extract_fails_with_file_and_line() {
+        let md = "# Setup\n\ntext\n\n```yaml title=\"../escape.yaml\"\nx: 1\n```\n";
+        let (_dir, input) = book_on_disk(md);
+        match handle(&input) {
+            Err(Failure::Book(d, _)) => {
+                assert_eq!((d[0].code.as_str(), d[0].file.as_str(), d[0].line), ("extract::bad-target", "src/setup.md", 5), "{d:?}");
+            }
+            other => panic!("expected a book failure, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn protocol_errors() {
+        assert!(matches!(handle("{}"), Err(Failure::Protocol(_))));
+        assert!(matches!(handle("not json"), Err(Failure::Protocol(_))));
+        let (_dir, input) = book_on_disk("# Setup\n");
+        let old = input.replace("\"items\"", "\"sections\"");
+        match handle(&old) {
+            Err(Failure::Protocol(m)) => assert!(m.contains("0.5"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        let v04 = input.replace("\"0.5.4\"", "\"0.4.52\"");
+        assert!(matches!(handle(&v04), Err(Failure::Protocol(_))));
+    }
+}

@@ -129,9 +129,13 @@ fn fragment_link(site: &Site, page: &str, f: &Fragment) -> String {
     let name = chapter.map_or(f.md_file.as_str(), |c| c.name.as_str());
     let src_rel = f.md_file.strip_prefix(&format!("{}/", site.book.src)).unwrap_or(&f.md_file);
     let last = f.md_line + f.lines.saturating_sub(1);
-    let lines = if last > f.md_line { format!("lines {}–{last}", f.md_line) } else { format!("line {}", f.md_line) };
+    let (lines, anchor) = if last > f.md_line {
+        (format!("lines {}–{last}", f.md_line), format!("L{}-L{last}", f.md_line))
+    } else {
+        (format!("line {}", f.md_line), format!("L{}", f.md_line))
+    };
     let lines = match &site.repo_url {
-        Some(repo) => format!("[{lines}]({repo}/blob/main/{}?plain=1#L{}-L{last})", f.md_file, f.md_line),
+        Some(repo) => format!("[{lines}]({repo}/blob/main/{}?plain=1#{anchor})", f.md_file),
         None => lines,
     };
     format!("[{}]({}) ({lines})", md_text(name), relative(page, src_rel))
