@@ -9,7 +9,9 @@ pub mod flags;
 pub mod preprocess;
 pub mod secrets;
 pub mod site;
+pub mod synapse;
 pub mod tools;
+pub mod yaml;
 
 use std::path::PathBuf;
 
