@@ -20,6 +20,7 @@ pub(crate) fn run(f: flags::Check) -> anyhow::Result<ExitCode> {
         }
     }
     if let Some(main) = trees.first() {
+        diags.extend(crate::route::check_book(&book, main));
         let tmp = std::env::temp_dir().join(format!("xtask-check-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
         if let Err(mut d) = extract::write_tree(main, &tmp, false) {

@@ -1,6 +1,35 @@
-use crate::flags;
+//! `cargo xtask route`: what nginx does with each URI, per the book's nginx configuration.
+
+use super::{book_root, report};
+use crate::extract::{self, Options};
+use crate::flags::{self, Format};
+use crate::route::{self, Router};
+use crate::book;
 use std::process::ExitCode;
 
-pub(crate) fn run(_f: flags::Route) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`cargo xtask route` is not built yet")
+#[allow(clippy::print_stdout)]
+pub(crate) fn run(f: flags::Route) -> anyhow::Result<ExitCode> {
+    let root = book_root(&f.book);
+    let book = match book::load(&root) {
+        Ok(b) => b,
+        Err(mut d) => return Ok(report(&mut d, f.format, &root)),
+    };
+    let tree = match extract::assemble(&book, &Options::default()) {
+        Ok(t) => t,
+        Err(mut d) => return Ok(report(&mut d, f.format, &root)),
+    };
+    let router = match Router::from_tree(&tree) {
+        Ok(r) => r,
+        Err(mut d) => return Ok(report(&mut d, f.format, &root)),
+    };
+    let outcomes: Vec<route::Outcome> = f.uris.iter().map(|u| router.route(&f.method, u)).collect();
+    match f.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&outcomes)?),
+        Format::Human | Format::Github => {
+            for o in &outcomes {
+                println!("{}", route::describe(o));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,1 @@
+//! nginx lint (issue 4).

@@ -1,0 +1,187 @@
+//! `check_book`: every `routes` block of the book asserted against the simulator, every routed
+//! sample checked against the routing contract, and locations no request can reach reported.
+
+use super::contract::{self, Contract};
+use super::roles::{self, Roles};
+use super::router::{Outcome, Router, DEFAULT_CLIENT};
+use super::routes::{self, Expect, Sample};
+use crate::book::{BlockKind, Book};
+use crate::diagnostics::Diagnostic;
+use crate::extract::Tree;
+
+/// Every sample of every `routes` block, in reading order, and the parse errors.
+pub fn samples(book: &Book) -> (Vec<Sample>, Vec<Diagnostic>) {
+    let mut all = Vec::new();
+    let mut diags = Vec::new();
+    for b in book.blocks().filter(|b| b.kind == BlockKind::Routes) {
+        let (mut s, mut d) = routes::parse_block(b);
+        all.append(&mut s);
+        diags.append(&mut d);
+    }
+    (all, diags)
+}
+
+fn loc_desc(router: &Router, id: usize) -> String {
+    let l = &router.locations[id];
+    let m = if l.modifier.is_empty() { String::new() } else { format!("{} ", l.modifier) };
+    format!("location {m}{} ({}:{})", l.name, l.md.file, l.md.line)
+}
+
+fn got(o: &Outcome, roles: &Roles) -> String {
+    if let Some(s) = o.status {
+        return match &o.text {
+            Some(t) => format!("{s} {t}"),
+            None => s.to_string(),
+        };
+    }
+    let who = |s: &str| roles.by_socket(s).map_or(s.to_string(), |(p, _)| p.name.clone());
+    match (&o.upstream, &o.server) {
+        (Some(u), Some(s)) => format!("{u} {}", who(s)),
+        (Some(u), None) => format!("{u} (any of {})", o.servers.iter().map(|s| who(s)).collect::<Vec<_>>().join(", ")),
+        (None, Some(s)) => s.clone(),
+        (None, None) => "no upstream".into(),
+    }
+}
+
+/// Compares one outcome with its expectation; None when it matches.
+pub fn compare(o: &Outcome, e: &Expect, roles: &Roles) -> Option<String> {
+    let ok = match e {
+        Expect::Status { code, text } => o.status == Some(*code) && text.as_ref().is_none_or(|t| o.text.as_ref() == Some(t)),
+        Expect::Server(s) => o.status.is_none() && o.server.as_ref() == Some(s),
+        Expect::Upstream { name, server } => {
+            o.status.is_none()
+                && o.upstream.as_ref() == Some(name)
+                && match server {
+                    None => true,
+                    Some(want) => o.server.as_ref().is_some_and(|s| {
+                        s == want || roles.by_socket(s).is_some_and(|(p, _)| &p.name == want)
+                    }),
+                }
+        }
+    };
+    if ok {
+        return None;
+    }
+    let want = match e {
+        Expect::Status { code, text: Some(t) } => format!("{code} {t}"),
+        Expect::Status { code, text: None } => code.to_string(),
+        Expect::Server(s) => s.clone(),
+        Expect::Upstream { name, server: Some(s) } => format!("{name} {s}"),
+        Expect::Upstream { name, server: None } => name.clone(),
+    };
+    Some(format!("{} {}: expected `{want}`, nginx gives `{}`", o.method, o.uri, got(o, roles)))
+}
+
+/// Asserts every `routes` block, the contract on every sample, and location reachability.
+pub fn check_book(book: &Book, tree: &Tree) -> Vec<Diagnostic> {
+    let (samples, mut diags) = samples(book);
+    if crate::nginx::config::root_file(tree).is_none() && samples.is_empty() {
+        // A book without nginx (a fixture, a draft) has nothing to route.
+        return diags;
+    }
+    let router = match Router::from_tree(tree) {
+        Ok(r) => r,
+        Err(mut d) => {
+            diags.append(&mut d);
+            return diags;
+        }
+    };
+    let roles = match roles::from_tree(tree) {
+        Ok(r) => r,
+        Err(mut d) => {
+            if !samples.is_empty() {
+                diags.append(&mut d);
+            }
+            Roles::default()
+        }
+    };
+    let contract = Contract::builtin();
+    let n = router.locations.len();
+    let mut hit = vec![false; n];
+    // For each regex location never chosen: which location took the samples its regex matches.
+    let mut taken_by: Vec<Vec<Option<usize>>> = vec![Vec::new(); n];
+    for s in &samples {
+        let o = router.route_from(&s.method, &s.uri, s.from.as_deref().unwrap_or(DEFAULT_CLIENT));
+        if let Some(id) = o.location_id {
+            hit[id] = true;
+        }
+        for (id, l) in router.locations.iter().enumerate() {
+            if o.location_id != Some(id) && l.regex().is_some_and(|r| r.is_match(o.path.as_bytes())) {
+                taken_by[id].push(o.location_id);
+            }
+        }
+        if let Some(m) = compare(&o, &s.expect, &roles) {
+            let mut d = Diagnostic::error("route::mismatch", m, &s.loc);
+            if let Some(id) = o.location_id {
+                d = d.with_note(format!("nginx picks {}", loc_desc(&router, id)));
+            }
+            for note in &o.notes {
+                d = d.with_note(note.clone());
+            }
+            diags.push(d);
+        }
+        if !roles.processes.is_empty() {
+            for v in contract::check(&contract, &roles, &o) {
+                let mut d = if v.error {
+                    Diagnostic::error(v.code, v.message, &s.loc)
+                } else {
+                    Diagnostic::warning(v.code, v.message, &s.loc)
+                };
+                if let Some(id) = o.location_id {
+                    d = d.with_note(format!("via {}", loc_desc(&router, id)));
+                }
+                diags.push(d);
+            }
+        }
+    }
+    // Prefix locations a regex always takes first (witnesses: the name itself and below it).
+    let mut shadowed = vec![false; n];
+    for (id, l) in router.locations.iter().enumerate() {
+        if l.regex().is_some() || !l.name.starts_with('/') {
+            continue;
+        }
+        let witnesses = [l.name.clone(), format!("{}x", l.name), format!("{}/x", l.name.trim_end_matches('/'))];
+        let outs: Vec<Outcome> = witnesses.iter().map(|w| router.route("GET", w)).collect();
+        if outs.iter().all(|o| o.location_id != Some(id) && o.location_id.is_some_and(|w| router.locations[w].regex().is_some())) {
+            shadowed[id] = true;
+            let w = outs[0].location_id.unwrap_or(id);
+            diags.push(Diagnostic::error(
+                "route::shadowed-location",
+                format!("no request can reach this location: `{}` and paths below it go to {} first", l.name, loc_desc(&router, w)),
+                &l.md,
+            ));
+        }
+    }
+    if !samples.is_empty() {
+        for id in 0..n {
+            if hit[id] || shadowed[id] {
+                continue;
+            }
+            let l = &router.locations[id];
+            let taken: Vec<usize> = taken_by[id].iter().flatten().copied().collect();
+            let d = if !taken.is_empty() {
+                let mut winners: Vec<usize> = taken.clone();
+                winners.sort_unstable();
+                winners.dedup();
+                Diagnostic::error(
+                    "route::shadowed-location",
+                    format!(
+                        "location `{}` is never chosen: all {} samples its pattern matches go to {} first",
+                        l.name,
+                        taken_by[id].len(),
+                        winners.iter().map(|&w| loc_desc(&router, w)).collect::<Vec<_>>().join(" or ")
+                    ),
+                    &l.md,
+                )
+            } else {
+                Diagnostic::error(
+                    "route::unreached-location",
+                    format!("no sample of the book's `routes` blocks reaches location `{}`: add one, or remove the location", l.name),
+                    &l.md,
+                )
+            };
+            diags.push(d);
+        }
+    }
+    diags
+}

@@ -1,0 +1,81 @@
+//! Regexes exactly as nginx compiles them (`src/core/ngx_regex.c`): PCRE2, no UTF, byte
+//! semantics, `PCRE2_CASELESS` for `~*`. We use the same engine (the `pcre2` crate), so there is
+//! no dialect to translate and no pattern whose meaning differs.
+
+use pcre2::bytes::{Regex, RegexBuilder};
+
+#[derive(Debug, Clone)]
+pub struct Rx {
+    pub pattern: String,
+    pub caseless: bool,
+    re: Regex,
+}
+
+/// A successful match: numbered captures (`$0`..) and named ones.
+#[derive(Debug, Clone, Default)]
+pub struct Caps {
+    pub numbered: Vec<Option<Vec<u8>>>,
+    pub named: Vec<(String, Vec<u8>)>,
+}
+
+impl Rx {
+    pub fn new(pattern: &str, caseless: bool) -> Result<Rx, String> {
+        let re = RegexBuilder::new()
+            .caseless(caseless)
+            .utf(false)
+            .ucp(false)
+            .jit_if_available(true)
+            .build(pattern)
+            .map_err(|e| e.to_string())?;
+        Ok(Rx { pattern: pattern.to_string(), caseless, re })
+    }
+
+    pub fn captures_len(&self) -> usize {
+        self.re.captures_len()
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.re.capture_names().iter().filter_map(|n| n.as_deref())
+    }
+
+    pub fn is_match(&self, s: &[u8]) -> bool {
+        self.re.is_match(s).unwrap_or(false)
+    }
+
+    /// Matches and returns captures; a matching error (e.g. match limit) counts as no match,
+    /// as nginx treats `NGX_REGEX_NO_MATCHED` and logs other errors.
+    pub fn captures(&self, s: &[u8]) -> Option<Caps> {
+        let c = self.re.captures(s).ok()??;
+        let numbered = (0..c.len()).map(|i| c.get(i).map(|m| m.as_bytes().to_vec())).collect();
+        let named = self
+            .re
+            .capture_names()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| {
+                let n = n.as_ref()?;
+                Some((n.clone(), c.get(i).map(|m| m.as_bytes().to_vec()).unwrap_or_default()))
+            })
+            .collect();
+        Some(Caps { numbered, named })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pcre_semantics() {
+        // PCRE `$` also matches before a final newline (no DOLLAR_ENDONLY), as in nginx.
+        assert!(Rx::new(r"\.php$", false).unwrap().is_match(b"/x.php\n"));
+        // Look-ahead works (the `regex` crate would refuse it).
+        assert!(Rx::new(r"^/(?!_matrix)", false).unwrap().is_match(b"/foo"));
+        // Caseless is ASCII-only without UTF; bytes need not be UTF-8.
+        assert!(Rx::new("^/A", true).unwrap().is_match(b"/a\xff"));
+        let c = Rx::new(r"^/rooms/(?<room>[^/]+)/(x)", false).unwrap().captures(b"/rooms/!a:b/x").unwrap();
+        assert_eq!(c.named, [("room".to_string(), b"!a:b".to_vec())]);
+        assert_eq!(c.numbered[2].as_deref(), Some(&b"x"[..]));
+        assert!(Rx::new("(", false).is_err());
+    }
+}
