@@ -72,20 +72,46 @@ pub fn analyse(root: &Path) -> Result<(Site, Vec<Diagnostic>), Vec<Diagnostic>> 
     Ok((Site { book, tree, variants, repo_url, routes, parts }, diags))
 }
 
-/// The static checks of `cargo xtask check` beyond extraction (which `analyse` already did).
+/// The static checks of `cargo xtask check` beyond extraction (which `analyse` already did):
+/// every `routes` block asserted against the routing simulator.
 ///
-/// INTEGRATION POINT: the linter (branch `lint`, `lint::run(&Book)`) and the routing check
-/// (branch `route`, `route::check_book(&Book, &Tree)`) are called here once they are merged.
-fn checks(_book: &Book, _tree: &Tree, _variants: &[Tree]) -> Vec<Diagnostic> {
-    Vec::new()
+/// INTEGRATION POINT: the linter (branch `lint`, `lint::run(&Book)`) is called here once it is
+/// merged.
+fn checks(book: &Book, tree: &Tree, _variants: &[Tree]) -> Vec<Diagnostic> {
+    crate::route::check_book(book, tree)
 }
 
-/// Every `routes` sample with the simulator's answer.
-///
-/// INTEGRATION POINT: `route::Router::from_tree(tree)?.route(method, uri)` (branch `route`)
-/// fills in [`Routed`]; until it is merged the answers are `None` and the page says so.
-fn simulate(book: &Book, _tree: &Tree, _diags: &mut Vec<Diagnostic>) -> Vec<(Sample, Option<Routed>)> {
-    pages::samples(book).into_iter().map(|s| (s, None)).collect()
+/// Every `routes` sample with the routing simulator's answer on the main tree.
+fn simulate(book: &Book, tree: &Tree, diags: &mut Vec<Diagnostic>) -> Vec<(Sample, Option<Routed>)> {
+    let samples = pages::samples(book);
+    if samples.is_empty() {
+        return Vec::new();
+    }
+    let router = match crate::route::Router::from_tree(tree) {
+        Ok(r) => r,
+        Err(mut d) => {
+            diags.append(&mut d);
+            return samples.into_iter().map(|s| (s, None)).collect();
+        }
+    };
+    samples
+        .into_iter()
+        .map(|s| {
+            let client = s.from.as_deref().unwrap_or(crate::route::router::DEFAULT_CLIENT);
+            let o = router.route_from(&s.method, &s.uri, client);
+            let routed = Routed {
+                location: o.location.map(|l| {
+                    let text = if l.modifier.is_empty() { l.pattern } else { format!("{} {}", l.modifier, l.pattern) };
+                    (text, crate::diagnostics::MdLoc::new(l.file, l.line))
+                }),
+                upstream: o.upstream,
+                server: o.server,
+                servers: o.servers,
+                status: o.status,
+            };
+            (s, Some(routed))
+        })
+        .collect()
 }
 
 fn dedup(mut d: Vec<Diagnostic>) -> Vec<Diagnostic> {

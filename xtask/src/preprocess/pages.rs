@@ -25,6 +25,8 @@ pub const ROUTING_TABLE_MARKER: &str = "<!-- xtask:routing-table -->";
 pub struct Sample {
     pub method: String,
     pub uri: String,
+    /// The client address of `from ADDRESS`, if given.
+    pub from: Option<String>,
     /// What the block expects (right of `->`), as written.
     pub expect: String,
     /// The sample's own line.
@@ -42,6 +44,8 @@ pub struct Routed {
     pub upstream: Option<String>,
     /// The server of that upstream nginx picks (None when nginx may pick any of several).
     pub server: Option<String>,
+    /// The servers of that upstream (the candidates when `server` is None).
+    pub servers: Vec<String>,
     /// The status of a `return`.
     pub status: Option<u16>,
 }
@@ -148,13 +152,13 @@ pub fn routing_table(site: &Site, page: &str) -> String {
     let pages: std::collections::BTreeSet<&str> = site.routes.iter().map(|(s, _)| s.loc.file.as_str()).collect();
     let _ = writeln!(
         out,
-        "The book holds **{total} sample requests** in its `routes` blocks ({} pages). For each one, \
+        "The book holds **{total} sample requests** in its `routes` blocks ({}). For each one, \
          the table shows what the routing simulator of `cargo xtask route` answers for the \
          extracted nginx configuration: the `location` that matches, the upstream it proxies to, \
          and the server of that upstream nginx picks. `cargo xtask check` asserts each \
          expectation, and the stack test sends every sample through the real nginx and compares \
          the server it used.\n",
-        pages.len()
+        if pages.len() == 1 { "on one page".to_string() } else { format!("on {} pages", pages.len()) }
     );
     if site.routes.iter().any(|(_, r)| r.is_none()) {
         let _ = writeln!(
@@ -172,19 +176,28 @@ pub fn routing_table(site: &Site, page: &str) -> String {
             let src_rel = sample.block.file.strip_prefix(&format!("{}/", site.book.src)).unwrap_or(&sample.block.file);
             let _ = writeln!(
                 out,
-                "\n### From [{}]({}), {}\n",
+                "\n### {}, line {}\n\nThe `routes` block of [{}]({}) at {}.\n",
+                md_text(name),
+                sample.block.line,
                 md_text(name),
                 relative(page, src_rel),
                 source_link(site, &sample.block)
             );
-            let _ = writeln!(out, "| Request | Expected | Location | Upstream | Server |");
-            let _ = writeln!(out, "| --- | --- | --- | --- | --- |");
+            if current.is_some() {
+                out.push_str("\n</div>\n");
+            }
+            let _ = writeln!(out, "<div class=\"routing-table\">\n");
+            let _ = writeln!(out, "| Request | Upstream → server | Location |");
+            let _ = writeln!(out, "| --- | --- | --- |");
         }
         current = Some(&sample.block);
-        let request = code_cell(&format!("{} {}", sample.method, sample.uri));
-        let expected = code_cell(&sample.expect);
+        let request = match &sample.from {
+            Some(from) => format!("{} from {from}", code_cell(&format!("{} {}", sample.method, sample.uri))),
+            None => code_cell(&format!("{} {}", sample.method, sample.uri)),
+        };
         let (location, upstream, server) = match routed {
-            None => ("?".to_string(), "?".to_string(), "?".to_string()),
+            // No simulator: show what the block expects.
+            None => ("?".to_string(), format!("{} (expected)", code_cell(&sample.expect)), String::new()),
             Some(r) => {
                 let location = match &r.location {
                     Some((text, loc)) => format!("{} ({})", code_cell(text), source_link(site, loc)),
@@ -195,11 +208,21 @@ pub fn routing_table(site: &Site, page: &str) -> String {
                     (None, Some(s)) => format!("returns {s}"),
                     (None, None) => "not proxied".into(),
                 };
-                let server = r.server.as_deref().map_or_else(|| "any".to_string(), code_cell);
+                let server = match (&r.server, r.servers.len()) {
+                    (Some(s), _) => format!(" → {}", code_cell(s.trim_start_matches("unix:/sockets/"))),
+                    (None, 0) => String::new(),
+                    (None, _) => format!(
+                        " → any of {}",
+                        r.servers.iter().map(|s| code_cell(s.trim_start_matches("unix:/sockets/"))).collect::<Vec<_>>().join(", ")
+                    ),
+                };
                 (location, upstream, server)
             }
         };
-        let _ = writeln!(out, "| {request} | {expected} | {location} | {upstream} | {server} |");
+        let _ = writeln!(out, "| {request} | {upstream}{server} | {location} |");
+    }
+    if current.is_some() {
+        out.push_str("\n</div>\n");
     }
     out.push('\n');
     out
@@ -252,26 +275,16 @@ fn source_link(site: &Site, loc: &MdLoc) -> String {
     }
 }
 
-/// Every sample of the book's `routes` blocks: `METHOD URI -> EXPECTED`, `#` comments.
-/// Lines that do not have that shape are left to `cargo xtask check`, which reports them.
+/// Every sample of the book's `routes` blocks, parsed by the routing checker's own parser
+/// (`route::routes`). Lines it rejects are left out here: `cargo xtask check` (and the
+/// preprocessor's checks) report them at their Markdown line.
 pub fn samples(book: &crate::book::Book) -> Vec<Sample> {
     let mut out = Vec::new();
     for b in book.blocks().filter(|b| b.kind == crate::book::BlockKind::Routes) {
         for (n, line) in b.text.lines().enumerate() {
-            let line = line.split_once(" #").map_or(line, |(l, _)| l).trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let Some((req, expect)) = line.split_once("->") else { continue };
-            let mut words = req.split_whitespace();
-            let (Some(method), Some(uri), None) = (words.next(), words.next(), words.next()) else { continue };
-            out.push(Sample {
-                method: method.to_string(),
-                uri: uri.to_string(),
-                expect: expect.trim().to_string(),
-                loc: b.line_loc(n),
-                block: b.fence_loc(),
-            });
+            let Ok(Some((method, uri, from, _))) = crate::route::routes::parse_line(line) else { continue };
+            let expect = line.split_once("->").map_or("", |(_, r)| r).trim().to_string();
+            out.push(Sample { method, uri, from, expect, loc: b.line_loc(n), block: b.fence_loc() });
         }
     }
     out
@@ -338,7 +351,7 @@ mod tests {
 
     #[test]
     fn samples_parse_with_their_markdown_lines() {
-        let md = "# R\n\n```routes\n# comment\nGET /_matrix/client/v3/sync -> client_sync\n\nPUT /a%20b -> 403  # denied\nnonsense\n```\n";
+        let md = "# R\n\n```routes\n# comment\nGET /_matrix/client/v3/sync -> client_sync\n\nPUT /a%20b from 10.1.2.3 -> 403\nnonsense\n```\n";
         let (blocks, d) = crate::book::parse_blocks("src/r.md", md);
         assert!(d.is_empty());
         let book = crate::book::Book {
@@ -351,6 +364,7 @@ mod tests {
         assert_eq!(s.len(), 2);
         assert_eq!((s[0].method.as_str(), s[0].uri.as_str(), s[0].expect.as_str()), ("GET", "/_matrix/client/v3/sync", "client_sync"));
         assert_eq!(s[0].loc, MdLoc::new("src/r.md", 5));
-        assert_eq!((s[1].expect.as_str(), s[1].loc.line), ("403", 7));
+        assert_eq!((s[1].expect.as_str(), s[1].loc.line, s[1].from.as_deref()), ("403", 7, Some("10.1.2.3")));
+        assert_eq!(s[1].block, MdLoc::new("src/r.md", 3));
     }
 }
