@@ -62,7 +62,7 @@ pub fn analyse(root: &Path) -> Result<(Site, Vec<Diagnostic>), Vec<Diagnostic>> 
             return Err(dedup(d));
         }
     };
-    diags.extend(checks(&book, &tree, &variants));
+    diags.extend(checks(&book, &tree));
     let routes = simulate(&book, &tree, &mut diags);
     if diags.iter().any(|d| d.severity == Severity::Error) {
         return Err(dedup(diags));
@@ -73,12 +73,12 @@ pub fn analyse(root: &Path) -> Result<(Site, Vec<Diagnostic>), Vec<Diagnostic>> 
 }
 
 /// The static checks of `cargo xtask check` beyond extraction (which `analyse` already did):
-/// every `routes` block asserted against the routing simulator.
-///
-/// INTEGRATION POINT: the linter (branch `lint`, `lint::run(&Book)`) is called here once it is
-/// merged.
-fn checks(book: &Book, tree: &Tree, _variants: &[Tree]) -> Vec<Diagnostic> {
-    crate::route::check_book(book, tree)
+/// the linter (every file of every variant, examples, links) and every `routes` block asserted
+/// against the routing simulator.
+fn checks(book: &Book, tree: &Tree) -> Vec<Diagnostic> {
+    let mut diags = crate::lint::run(book);
+    diags.extend(crate::route::check_book(book, tree));
+    diags
 }
 
 /// Every `routes` sample with the routing simulator's answer on the main tree.
