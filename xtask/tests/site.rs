@@ -132,7 +132,7 @@ fn site_pages_match_what_extract_produces() {
     assert_eq!(listed, expected, "deploy.tar.gz holds exactly the extracted files");
 
     // The introduction links the archive.
-    assert!(read(&site.join("introduction.html")).contains("href=\"deploy.tar.gz\""));
+    assert!(read(&site.join("introduction.html")).contains("<a href=\"deploy.tar.gz\" download>"));
 }
 
 #[test]
