@@ -46,7 +46,7 @@ async function inspect(browser, base, shotDir, spec) {
         };
     });
     if (shot) {
-        await page.screenshot({ path: path.join(shotDir, shot), fullPage: false });
+        await page.screenshot({ path: path.join(shotDir, shot), fullPage: true });
     }
     await page.close();
     return { page: page_path, status: response ? response.status() : null, errors, ...facts };

@@ -129,12 +129,34 @@ fn site_pages_match_what_extract_produces() {
         assert!(!html.contains("title=&quot;"), "{}: an info-string attribute reached the HTML", page.display());
     }
 
-    // The routing table lists every sample of the book's routes blocks.
+    // The routing table lists every sample of the book's routes blocks with what the routing
+    // simulator answers: location line, upstream, server.
     let routing = read(&site.join("reference/routing-table.html"));
-    for s in xtask::preprocess::pages::samples(&book) {
-        let request = html_escape(&format!("{} {}", s.method, s.uri));
-        assert!(routing.contains(&request), "routing-table.html lacks {request}");
+    let samples = xtask::preprocess::pages::samples(&book);
+    let rows: Vec<&str> = routing.split("<tr>").skip(1).filter(|r| r.contains("<td")).collect();
+    if !samples.is_empty() {
+        let router = xtask::route::Router::from_tree(&tree).expect("the nginx config loads");
+        for s in &samples {
+            let request = format!("<code>{}</code>", html_escape(&format!("{} {}", s.method, s.uri)));
+            let row = rows.iter().find(|r| r.contains(&request)).unwrap_or_else(|| panic!("routing-table.html lacks {request}"));
+            let client = s.from.as_deref().unwrap_or(xtask::route::router::DEFAULT_CLIENT);
+            let o = router.route_from(&s.method, &s.uri, client);
+            if let Some(u) = &o.upstream {
+                assert!(row.contains(&format!("<code>{}</code>", html_escape(u))), "{request}: upstream {u} in {row}");
+            }
+            if let Some(server) = &o.server {
+                let short = server.trim_start_matches("unix:/sockets/");
+                assert!(row.contains(&format!("<code>{}</code>", html_escape(short))), "{request}: server {server} in {row}");
+            }
+            if let Some(l) = &o.location {
+                assert!(row.contains(&format!("{}?plain=1#L{}", l.file, l.line)), "{request}: location line {}:{} in {row}", l.file, l.line);
+            }
+            if let (None, Some(status)) = (&o.upstream, o.status) {
+                assert!(row.contains(&format!("returns {status}")), "{request}: status {status} in {row}");
+            }
+        }
     }
+    assert_eq!(rows.len(), samples.len(), "one row per sample in routing-table.html");
 
     // The archive holds exactly the tree.
     let listing = Command::new("tar").arg("-tzf").arg(site.join(site::ARCHIVE)).output().unwrap();
@@ -295,6 +317,19 @@ fn browser_check() {
         let n = r["diagrams"].as_u64().unwrap();
         assert_eq!(r["svg_diagrams"].as_u64().unwrap(), n, "{page}: every mermaid diagram rendered as SVG");
         diagrams += n;
+        if page == "reference/routing-table.html" && !xtask::preprocess::pages::samples(&book).is_empty() {
+            // The generated flowchart rendered, naming every upstream the samples reach.
+            assert!(n >= 1, "the routing table has its diagram");
+            let tree = xtask::extract::assemble(&book, &Default::default()).unwrap();
+            let router = xtask::route::Router::from_tree(&tree).unwrap();
+            let text = r["svg_text"].as_str().unwrap();
+            for s in xtask::preprocess::pages::samples(&book) {
+                let client = s.from.as_deref().unwrap_or(xtask::route::router::DEFAULT_CLIENT);
+                if let Some(u) = router.route_from(&s.method, &s.uri, client).upstream {
+                    assert!(text.contains(&u), "the routing diagram shows upstream {u}: {text}");
+                }
+            }
+        }
         if page == "no/such/page.html" {
             assert_eq!(r["status"], 404);
             assert!(r["title"].as_str().unwrap().starts_with("Page not found"));
