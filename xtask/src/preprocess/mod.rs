@@ -129,7 +129,9 @@ fn repo_url(root: &Path) -> Option<String> {
 
 /// Part k of n for every `title` block: blocks of the same file (and variant) in reading order.
 fn parts(book: &Book) -> Parts {
-    let mut groups: BTreeMap<(String, Option<String>), Vec<(String, usize)>> = BTreeMap::new();
+    // (target, variant) -> the (Markdown file, fence line) of its blocks, in reading order.
+    type Group = (String, Option<String>);
+    let mut groups: BTreeMap<Group, Vec<(String, usize)>> = BTreeMap::new();
     for b in book.blocks() {
         if let BlockKind::File { target, variant } = &b.kind {
             groups.entry((target.clone(), variant.clone())).or_default().push((b.file.clone(), b.fence_line));
