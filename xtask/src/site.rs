@@ -32,14 +32,21 @@ pub struct Tools {
 const CRATES: &[(&str, &str, &[&str])] = &[
     // Only the `search` feature: `serve`/`watch` would add a web server and a file watcher to a
     // build that already takes minutes. Contributors wanting `mdbook serve` install it themselves.
-    ("mdbook", "version", &["--no-default-features", "--features", "search"]),
+    (
+        "mdbook",
+        "version",
+        &["--no-default-features", "--features", "search"],
+    ),
     ("mdbook-mermaid", "mermaid", &[]),
 ];
 
 /// Where the pinned tools are: `target/tools/bin`, with the versions of `versions.toml`.
 pub fn tools() -> Tools {
     let bin = tools::tools_bin();
-    Tools { mdbook: bin.join("mdbook"), mermaid: bin.join("mdbook-mermaid") }
+    Tools {
+        mdbook: bin.join("mdbook"),
+        mermaid: bin.join("mdbook-mermaid"),
+    }
 }
 
 /// Whether `bin --version` prints `version`.
@@ -47,7 +54,12 @@ fn has_version(bin: &Path, version: &str) -> bool {
     Command::new(bin)
         .arg("--version")
         .output()
-        .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).split_whitespace().any(|w| w.trim_start_matches('v') == version))
+        .map(|o| {
+            o.status.success()
+                && String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .any(|w| w.trim_start_matches('v') == version)
+        })
         .unwrap_or(false)
 }
 
@@ -60,7 +72,10 @@ pub fn ensure_tools() -> anyhow::Result<Tools> {
         if has_version(&bin, &version) {
             continue;
         }
-        eprintln!("installing {krate} {version} into {} (takes a few minutes once)", root.display());
+        eprintln!(
+            "installing {krate} {version} into {} (takes a few minutes once)",
+            root.display()
+        );
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
             .args(["install", "--locked", "--quiet", "--root"])
@@ -80,10 +95,17 @@ pub fn ensure_tools() -> anyhow::Result<Tools> {
 pub fn check_vendored_mermaid(root: &Path) -> anyhow::Result<()> {
     let version = tools::version("npm", "mermaid")?;
     let path = root.join(MERMAID_JS);
-    let js = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {} (run `cargo xtask book --vendor-mermaid`)", path.display()))?;
+    let js = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "cannot read {} (run `cargo xtask book --vendor-mermaid`)",
+            path.display()
+        )
+    })?;
     if !js.contains(&format!("version:\"{version}\"")) {
-        bail!("{} is not mermaid {version} (versions.toml): run `cargo xtask book --vendor-mermaid`", path.display());
+        bail!(
+            "{} is not mermaid {version} (versions.toml): run `cargo xtask book --vendor-mermaid`",
+            path.display()
+        );
     }
     Ok(())
 }
@@ -101,9 +123,22 @@ pub fn vendor_mermaid(root: &Path) -> anyhow::Result<()> {
         bail!("npm pack mermaid@{version} failed ({status})");
     }
     let tgz = format!("mermaid-{version}.tgz");
-    run(Command::new("tar").args(["-xzf", &tgz, "package/dist/mermaid.min.js", "package/LICENSE"]).current_dir(&tmp))?;
-    std::fs::copy(tmp.join("package/dist/mermaid.min.js"), root.join(MERMAID_JS))?;
-    std::fs::copy(tmp.join("package/LICENSE"), root.join("assets/mermaid.LICENSE"))?;
+    run(Command::new("tar")
+        .args([
+            "-xzf",
+            &tgz,
+            "package/dist/mermaid.min.js",
+            "package/LICENSE",
+        ])
+        .current_dir(&tmp))?;
+    std::fs::copy(
+        tmp.join("package/dist/mermaid.min.js"),
+        root.join(MERMAID_JS),
+    )?;
+    std::fs::copy(
+        tmp.join("package/LICENSE"),
+        root.join("assets/mermaid.LICENSE"),
+    )?;
     let _ = std::fs::remove_dir_all(&tmp);
     check_vendored_mermaid(root)
 }
@@ -131,29 +166,49 @@ pub fn build(root: &Path, out: &Path, xtask: &Path) -> anyhow::Result<Built> {
         .arg(root)
         .arg("--dest-dir")
         .arg(&out)
-        .env("MDBOOK_PREPROCESSOR__XTASK__COMMAND", format!("{} mdbook", shell_word(xtask)))
-        .env("MDBOOK_PREPROCESSOR__MERMAID__COMMAND", shell_word(&tools.mermaid))
+        .env(
+            "MDBOOK_PREPROCESSOR__XTASK__COMMAND",
+            format!("{} mdbook", shell_word(xtask)),
+        )
+        .env(
+            "MDBOOK_PREPROCESSOR__MERMAID__COMMAND",
+            shell_word(&tools.mermaid),
+        )
         .status()
         .context("cannot run mdbook")?;
     if !status.success() {
         bail!("mdbook build failed ({status})");
     }
     let archived_files = archive(root, &out.join(ARCHIVE))?;
-    let pages = walk(&out).into_iter().filter(|p| p.extension().is_some_and(|e| e == "html")).count();
-    Ok(Built { out, pages, archived_files })
+    let pages = walk(&out)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "html"))
+        .count();
+    Ok(Built {
+        out,
+        pages,
+        archived_files,
+    })
 }
 
 /// Writes the extracted tree (the book's example values) as a gzipped tarball; returns how many
 /// files it holds.
 pub fn archive(root: &Path, dest: &Path) -> anyhow::Result<usize> {
     let book = crate::book::load(root).map_err(|d| anyhow::anyhow!(render(&d, root)))?;
-    let tree = extract::assemble(&book, &Options::default()).map_err(|d| anyhow::anyhow!(render(&d, root)))?;
+    let tree = extract::assemble(&book, &Options::default())
+        .map_err(|d| anyhow::anyhow!(render(&d, root)))?;
     let tmp = tempdir("archive")?;
     let top = tmp.join(ARCHIVE_DIR);
     extract::write_tree(&tree, &top, false).map_err(|d| anyhow::anyhow!(render(&d, root)))?;
     // Reproducible: sorted names, fixed owner and time (GNU tar, as on Debian and GitHub runners).
     run(Command::new("tar")
-        .args(["--sort=name", "--owner=0", "--group=0", "--numeric-owner", "--mtime=@0"])
+        .args([
+            "--sort=name",
+            "--owner=0",
+            "--group=0",
+            "--numeric-owner",
+            "--mtime=@0",
+        ])
         .arg(format!("--exclude={ARCHIVE_DIR}/{}", extract::MANIFEST))
         .arg("-czf")
         .arg(dest)
@@ -168,7 +223,9 @@ fn render(d: &[crate::diagnostics::Diagnostic], root: &Path) -> String {
 }
 
 fn run(cmd: &mut Command) -> anyhow::Result<()> {
-    let status = cmd.status().with_context(|| format!("cannot run {cmd:?}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed ({status})");
     }
@@ -177,8 +234,11 @@ fn run(cmd: &mut Command) -> anyhow::Result<()> {
 
 /// A fresh scratch directory under the system temp dir.
 fn tempdir(what: &str) -> anyhow::Result<PathBuf> {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    let dir = std::env::temp_dir().join(format!("xtask-site-{what}-{}-{nanos}", std::process::id()));
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let dir =
+        std::env::temp_dir().join(format!("xtask-site-{what}-{}-{nanos}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }
@@ -186,7 +246,9 @@ fn tempdir(what: &str) -> anyhow::Result<PathBuf> {
 /// A path as one word for mdBook's shlex splitting of `command`.
 fn shell_word(p: &Path) -> String {
     let s = p.to_string_lossy();
-    if s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+".contains(c)) {
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+".contains(c))
+    {
         s.into_owned()
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))
@@ -198,7 +260,9 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in entries.flatten() {
             let p = e.path();
             if p.is_dir() {
@@ -216,7 +280,8 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
 /// `npm ci` from the committed lock file unless they already are. Returns that directory.
 pub fn node_tools(root: &Path) -> anyhow::Result<PathBuf> {
     let dir = root.join(".ci/node");
-    let lock = std::fs::read(dir.join("package-lock.json")).context("cannot read .ci/node/package-lock.json")?;
+    let lock = std::fs::read(dir.join("package-lock.json"))
+        .context("cannot read .ci/node/package-lock.json")?;
     // npm writes node_modules/.package-lock.json on every install: equal to ours (minus the
     // root entry) means the installed tree is current. Keep a copy of the lock we installed.
     let stamp = dir.join("node_modules/.installed-lock.json");
@@ -224,7 +289,9 @@ pub fn node_tools(root: &Path) -> anyhow::Result<PathBuf> {
         return Ok(dir);
     }
     eprintln!("installing the Node tools of .ci/node (npm ci)");
-    run(Command::new("npm").args(["ci", "--no-audit", "--no-fund", "--loglevel=error"]).current_dir(&dir))?;
+    run(Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(&dir))?;
     std::fs::write(&stamp, &lock)?;
     Ok(dir)
 }

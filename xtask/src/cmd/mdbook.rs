@@ -37,8 +37,13 @@ pub(crate) fn run(f: flags::Mdbook) -> anyhow::Result<ExitCode> {
         Err(Failure::Book(mut diags, root)) => {
             crate::diagnostics::sort(&mut diags);
             eprint!("{}", crate::diagnostics::render_human(&diags, &root));
-            let errors = diags.iter().filter(|d| d.severity == crate::diagnostics::Severity::Error).count();
-            eprintln!("error: the book does not check ({errors} errors): fix the Markdown lines above");
+            let errors = diags
+                .iter()
+                .filter(|d| d.severity == crate::diagnostics::Severity::Error)
+                .count();
+            eprintln!(
+                "error: the book does not check ({errors} errors): fix the Markdown lines above"
+            );
             Ok(ExitCode::from(1))
         }
     }

@@ -42,11 +42,20 @@ pub fn annotate(content: &str, ctx: &CaptionCtx<'_>) -> String {
     let parser = new_cmark_parser(content, &MarkdownOptions::default()).into_offset_iter();
     let mut index = 0;
     for (event, range) in parser {
-        let Event::Start(Tag::CodeBlock(CodeBlockKind::Fenced(info))) = event else { continue };
-        let disk = ctx.blocks.get(index).filter(|b| b.fence_line == book::line_of(content, range.start));
+        let Event::Start(Tag::CodeBlock(CodeBlockKind::Fenced(info))) = event else {
+            continue;
+        };
+        let disk = ctx
+            .blocks
+            .get(index)
+            .filter(|b| b.fence_line == book::line_of(content, range.start));
         index += 1;
-        let Ok((lang, attrs, kind)) = book::classify(&info) else { continue };
-        let Some(fence) = fence_info_range(content, range.start) else { continue };
+        let Ok((lang, attrs, kind)) = book::classify(&info) else {
+            continue;
+        };
+        let Some(fence) = fence_info_range(content, range.start) else {
+            continue;
+        };
         if !attrs.is_empty() {
             edits.push((fence, lang.clone()));
         }
@@ -55,7 +64,10 @@ pub fn annotate(content: &str, ctx: &CaptionCtx<'_>) -> String {
             let line_start = content[..range.start].rfind('\n').map_or(0, |p| p + 1);
             let prefix = &content[line_start..range.start];
             // Inside a list item or block quote the lines that follow must keep the container.
-            let cont: String = prefix.chars().map(|c| if c == '>' { '>' } else { ' ' }).collect();
+            let cont: String = prefix
+                .chars()
+                .map(|c| if c == '>' { '>' } else { ' ' })
+                .collect();
             let html = format!(
                 "<div class=\"code-title {}\">{}</div>\n{}\n{}",
                 c.class,
@@ -71,7 +83,9 @@ pub fn annotate(content: &str, ctx: &CaptionCtx<'_>) -> String {
 
 /// The byte range of the info string on a fence's opening line (after the backticks/tildes).
 fn fence_info_range(content: &str, start: usize) -> Option<std::ops::Range<usize>> {
-    let line_end = content[start..].find('\n').map_or(content.len(), |p| start + p);
+    let line_end = content[start..]
+        .find('\n')
+        .map_or(content.len(), |p| start + p);
     let line = &content[start..line_end];
     let indent = line.len() - line.trim_start_matches(' ').len();
     let rest = &line[indent..];
@@ -91,7 +105,11 @@ pub fn splice(content: &str, mut edits: Vec<(std::ops::Range<usize>, String)>) -
 }
 
 /// The caption a block of this kind gets, if any.
-pub fn caption_for(kind: &BlockKind, part: Option<(usize, usize)>, files_href: Option<&str>) -> Option<Caption> {
+pub fn caption_for(
+    kind: &BlockKind,
+    part: Option<(usize, usize)>,
+    files_href: Option<&str>,
+) -> Option<Caption> {
     let target_link = |target: &str, anchor: String| {
         let name = format!("<code>{}</code>", escape(target));
         match files_href {
@@ -145,12 +163,23 @@ pub fn variant_anchor(variant: &str, target: &str) -> String {
 }
 
 fn slug(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect()
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect()
 }
 
 /// Minimal HTML escaping for text and attribute values.
 pub fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 #[cfg(test)]
@@ -166,12 +195,21 @@ mod tests {
                 parts.insert((b.file.clone(), b.fence_line), (2, 3));
             }
         }
-        annotate(md, &CaptionCtx { blocks: &blocks, parts: &parts, files_href: Some("../reference/files.html".into()) })
+        annotate(
+            md,
+            &CaptionCtx {
+                blocks: &blocks,
+                parts: &parts,
+                files_href: Some("../reference/files.html".into()),
+            },
+        )
     }
 
     #[test]
     fn strips_attributes_and_inserts_a_caption() {
-        let out = annotate_text("Text.\n\n```yaml title=\"synapse/homeserver.yaml\"\nx: 1\n```\n\nAfter.\n");
+        let out = annotate_text(
+            "Text.\n\n```yaml title=\"synapse/homeserver.yaml\"\nx: 1\n```\n\nAfter.\n",
+        );
         assert_eq!(
             out,
             "Text.\n\n<div class=\"code-title code-file\"><a href=\"../reference/files.html#file-synapse-homeserver-yaml\"><code>synapse/homeserver.yaml</code></a> <span class=\"code-part\">part 2 of 3</span></div>\n\n```yaml\nx: 1\n```\n\nAfter.\n"
@@ -180,11 +218,23 @@ mod tests {
 
     #[test]
     fn examples_variants_and_plain_blocks() {
-        let out = annotate_text("```nginx example\nevents {}\n```\n\n```console\n$ ls\n```\n\n```nginx title=\"nginx/nginx.conf\" variant=\"https\"\nevents {}\n```\n");
-        assert!(out.starts_with("<div class=\"code-title code-example\">"), "{out}");
+        let out = annotate_text(
+            "```nginx example\nevents {}\n```\n\n```console\n$ ls\n```\n\n```nginx title=\"nginx/nginx.conf\" variant=\"https\"\nevents {}\n```\n",
+        );
+        assert!(
+            out.starts_with("<div class=\"code-title code-example\">"),
+            "{out}"
+        );
         assert!(out.contains("\n\n```nginx\nevents {}"), "{out}");
-        assert!(out.contains("\n```console\n$ ls\n```\n"), "console block untouched: {out}");
-        assert_eq!(out.matches("class=\"code-title").count(), 2, "the console block has no caption: {out}");
+        assert!(
+            out.contains("\n```console\n$ ls\n```\n"),
+            "console block untouched: {out}"
+        );
+        assert_eq!(
+            out.matches("class=\"code-title").count(),
+            2,
+            "the console block has no caption: {out}"
+        );
         assert!(out.contains("#variant-https-nginx-nginx-conf"), "{out}");
         assert!(!out.contains("title="), "{out}");
     }
@@ -216,7 +266,10 @@ mod tests {
     fn block_quotes_keep_their_marker() {
         let md = "> Note:\n>\n> ```sh title=\"run.sh\"\n> echo hi\n> ```\n";
         let out = annotate_text(md);
-        assert!(out.contains("> <div class=\"code-title code-file\">"), "{out}");
+        assert!(
+            out.contains("> <div class=\"code-title code-file\">"),
+            "{out}"
+        );
         assert!(out.contains("</div>\n>\n> ```sh\n> echo hi\n"), "{out}");
     }
 }

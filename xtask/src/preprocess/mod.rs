@@ -50,7 +50,13 @@ pub fn analyse(root: &Path) -> Result<(Site, Vec<Diagnostic>), Vec<Diagnostic>> 
     let tree = extract::assemble(&book, &Options::default());
     let mut variants = Vec::new();
     for v in extract::variants(&book) {
-        match extract::assemble(&book, &Options { variant: Some(v), ..Options::default() }) {
+        match extract::assemble(
+            &book,
+            &Options {
+                variant: Some(v),
+                ..Options::default()
+            },
+        ) {
             Ok(t) => variants.push(t),
             Err(mut d) => diags.append(&mut d),
         }
@@ -69,7 +75,17 @@ pub fn analyse(root: &Path) -> Result<(Site, Vec<Diagnostic>), Vec<Diagnostic>> 
     }
     let repo_url = repo_url(root);
     let parts = parts(&book);
-    Ok((Site { book, tree, variants, repo_url, routes, parts }, diags))
+    Ok((
+        Site {
+            book,
+            tree,
+            variants,
+            repo_url,
+            routes,
+            parts,
+        },
+        diags,
+    ))
 }
 
 /// The static checks of `cargo xtask check` beyond extraction (which `analyse` already did):
@@ -82,7 +98,11 @@ fn checks(book: &Book, tree: &Tree) -> Vec<Diagnostic> {
 }
 
 /// Every `routes` sample with the routing simulator's answer on the main tree.
-fn simulate(book: &Book, tree: &Tree, diags: &mut Vec<Diagnostic>) -> Vec<(Sample, Option<Routed>)> {
+fn simulate(
+    book: &Book,
+    tree: &Tree,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<(Sample, Option<Routed>)> {
     let samples = pages::samples(book);
     if samples.is_empty() {
         return Vec::new();
@@ -97,11 +117,18 @@ fn simulate(book: &Book, tree: &Tree, diags: &mut Vec<Diagnostic>) -> Vec<(Sampl
     samples
         .into_iter()
         .map(|s| {
-            let client = s.from.as_deref().unwrap_or(crate::route::router::DEFAULT_CLIENT);
+            let client = s
+                .from
+                .as_deref()
+                .unwrap_or(crate::route::router::DEFAULT_CLIENT);
             let o = router.route_from(&s.method, &s.uri, client);
             let routed = Routed {
                 location: o.location.map(|l| {
-                    let text = if l.modifier.is_empty() { l.pattern } else { format!("{} {}", l.modifier, l.pattern) };
+                    let text = if l.modifier.is_empty() {
+                        l.pattern
+                    } else {
+                        format!("{} {}", l.modifier, l.pattern)
+                    };
                     (text, crate::diagnostics::MdLoc::new(l.file, l.line))
                 }),
                 upstream: o.upstream,
@@ -123,7 +150,11 @@ fn dedup(mut d: Vec<Diagnostic>) -> Vec<Diagnostic> {
 fn repo_url(root: &Path) -> Option<String> {
     let text = std::fs::read_to_string(root.join("book.toml")).ok()?;
     let table: toml::Table = text.parse().ok()?;
-    let url = table.get("output")?.get("html")?.get("git-repository-url")?.as_str()?;
+    let url = table
+        .get("output")?
+        .get("html")?
+        .get("git-repository-url")?
+        .as_str()?;
     Some(url.trim_end_matches('/').to_string())
 }
 
@@ -134,7 +165,10 @@ fn parts(book: &Book) -> Parts {
     let mut groups: BTreeMap<Group, Vec<(String, usize)>> = BTreeMap::new();
     for b in book.blocks() {
         if let BlockKind::File { target, variant } = &b.kind {
-            groups.entry((target.clone(), variant.clone())).or_default().push((b.file.clone(), b.fence_line));
+            groups
+                .entry((target.clone(), variant.clone()))
+                .or_default()
+                .push((b.file.clone(), b.fence_line));
         }
     }
     let mut out = Parts::new();
@@ -162,13 +196,28 @@ pub fn process(site: &Site, book: &mut Value) {
 }
 
 fn process_item(site: &Site, files_page: Option<&str>, item: &mut Value) {
-    let Some(ch) = item.get_mut("Chapter").and_then(Value::as_object_mut) else { return };
-    if let Some(source) = ch.get("source_path").and_then(Value::as_str).map(|s| s.replace('\\', "/")) {
+    let Some(ch) = item.get_mut("Chapter").and_then(Value::as_object_mut) else {
+        return;
+    };
+    if let Some(source) = ch
+        .get("source_path")
+        .and_then(Value::as_str)
+        .map(|s| s.replace('\\', "/"))
+    {
         let path = format!("{}/{source}", site.book.src);
-        let blocks = site.book.chapters.iter().find(|c| c.path == path).map_or(&[][..], |c| &c.blocks[..]);
+        let blocks = site
+            .book
+            .chapters
+            .iter()
+            .find(|c| c.path == path)
+            .map_or(&[][..], |c| &c.blocks[..]);
         let files_href = files_page.map(|f| pages::relative(&source, &f.replace(".md", ".html")));
         if let Some(content) = ch.get("content").and_then(Value::as_str) {
-            let ctx = CaptionCtx { blocks, parts: &site.parts, files_href };
+            let ctx = CaptionCtx {
+                blocks,
+                parts: &site.parts,
+                files_href,
+            };
             let annotated = captions::annotate(content, &ctx);
             let expanded = pages::expand(&annotated, site, &source);
             ch.insert("content".into(), Value::String(expanded));
@@ -182,7 +231,8 @@ fn process_item(site: &Site, files_page: Option<&str>, item: &mut Value) {
 }
 
 fn src_relative<'a>(site: &Site, path: &'a str) -> &'a str {
-    path.strip_prefix(&format!("{}/", site.book.src)).unwrap_or(path)
+    path.strip_prefix(&format!("{}/", site.book.src))
+        .unwrap_or(path)
 }
 
 /// Why the preprocessor stopped.
@@ -196,11 +246,16 @@ pub enum Failure {
 
 /// One preprocessor run: mdBook's JSON in, the book's JSON out, plus warnings to print.
 pub fn handle(input: &str) -> Result<(String, Vec<String>), Failure> {
-    let mut value: Value =
-        serde_json::from_str(input).map_err(|e| Failure::Protocol(format!("stdin is not JSON: {e}")))?;
-    let arr = value.as_array_mut().filter(|a| a.len() == 2).ok_or_else(|| {
-        Failure::Protocol("expected a JSON array [context, book] on stdin (mdBook 0.5 protocol)".into())
-    })?;
+    let mut value: Value = serde_json::from_str(input)
+        .map_err(|e| Failure::Protocol(format!("stdin is not JSON: {e}")))?;
+    let arr = value
+        .as_array_mut()
+        .filter(|a| a.len() == 2)
+        .ok_or_else(|| {
+            Failure::Protocol(
+                "expected a JSON array [context, book] on stdin (mdBook 0.5 protocol)".into(),
+            )
+        })?;
     let ctx = arr[0].clone();
     let root = ctx
         .get("root")
@@ -216,11 +271,15 @@ pub fn handle(input: &str) -> Result<(String, Vec<String>), Failure> {
             )));
         }
         if !pinned.is_empty() && v != pinned {
-            notes.push(format!("warning: mdBook {v} is running this book, the pinned version is {pinned}"));
+            notes.push(format!(
+                "warning: mdBook {v} is running this book, the pinned version is {pinned}"
+            ));
         }
     }
     if arr[1].get("items").is_none() {
-        return Err(Failure::Protocol("the book has no `items` (mdBook 0.4 sends `sections`: use mdBook 0.5)".into()));
+        return Err(Failure::Protocol(
+            "the book has no `items` (mdBook 0.4 sends `sections`: use mdBook 0.5)".into(),
+        ));
     }
     let (site, warnings) = analyse(&root).map_err(|d| Failure::Book(d, root.clone()))?;
     if !warnings.is_empty() {
@@ -242,7 +301,11 @@ mod tests {
         let root = dir.path();
         std::fs::create_dir_all(root.join("src/reference")).unwrap();
         std::fs::write(root.join("book.toml"), "[book]\ntitle = \"t\"\n[output.html]\ngit-repository-url = \"https://example.org/r\"\n").unwrap();
-        std::fs::write(root.join("src/SUMMARY.md"), "# Summary\n\n- [Setup](setup.md)\n- [Files](reference/files.md)\n").unwrap();
+        std::fs::write(
+            root.join("src/SUMMARY.md"),
+            "# Summary\n\n- [Setup](setup.md)\n- [Files](reference/files.md)\n",
+        )
+        .unwrap();
         std::fs::write(root.join("src/setup.md"), chapter).unwrap();
         let files = format!("# Files\n\nIntro.\n\n{}\n", pages::FILE_INDEX_MARKER);
         std::fs::write(root.join("src/reference/files.md"), &files).unwrap();
@@ -267,15 +330,25 @@ mod tests {
         let items = book["items"].as_array().unwrap();
         assert_eq!(items[1], json!("Separator"));
         let setup = &items[0]["Chapter"];
-        assert_eq!(setup["some_future_field"], json!(7), "unknown fields pass through");
+        assert_eq!(
+            setup["some_future_field"],
+            json!(7),
+            "unknown fields pass through"
+        );
         let content = setup["content"].as_str().unwrap();
         assert!(content.contains("<a href=\"reference/files.html#file-synapse-homeserver-yaml\"><code>synapse/homeserver.yaml</code></a> <span class=\"code-part\">part 1 of 2</span>"), "{content}");
         assert!(content.contains("part 2 of 2"), "{content}");
         assert!(!content.contains("title="), "{content}");
         let files = items[2]["Chapter"]["content"].as_str().unwrap();
         assert!(!files.contains(pages::FILE_INDEX_MARKER));
-        assert!(files.contains("### `synapse/homeserver.yaml` {#file-synapse-homeserver-yaml}"), "{files}");
-        assert!(files.contains("```yaml\nserver_name: example.com\npid_file: /data/pid\n```"), "{files}");
+        assert!(
+            files.contains("### `synapse/homeserver.yaml` {#file-synapse-homeserver-yaml}"),
+            "{files}"
+        );
+        assert!(
+            files.contains("```yaml\nserver_name: example.com\npid_file: /data/pid\n```"),
+            "{files}"
+        );
         assert!(files.contains("Assembled from these blocks: [Setup](../setup.md) ([line 4](https://example.org/r/blob/main/src/setup.md?plain=1#L4)), [Setup](../setup.md) ([line 8](https://example.org/r/blob/main/src/setup.md?plain=1#L8))."), "{files}");
     }
 
@@ -285,7 +358,11 @@ mod tests {
         let (_dir, input) = book_on_disk(md);
         match handle(&input) {
             Err(Failure::Book(d, _)) => {
-                assert_eq!((d[0].code.as_str(), d[0].file.as_str(), d[0].line), ("extract::bad-target", "src/setup.md", 5), "{d:?}");
+                assert_eq!(
+                    (d[0].code.as_str(), d[0].file.as_str(), d[0].line),
+                    ("extract::bad-target", "src/setup.md", 5),
+                    "{d:?}"
+                );
             }
             other => panic!("expected a book failure, got {other:?}"),
         }

@@ -89,7 +89,11 @@ pub fn file_index(site: &Site, page: &str) -> String {
             let name = t.variant.as_deref().unwrap_or_default();
             t.files
                 .values()
-                .filter(|f| site.tree.get(&f.path).is_none_or(|m| m.fragments != f.fragments))
+                .filter(|f| {
+                    site.tree
+                        .get(&f.path)
+                        .is_none_or(|m| m.fragments != f.fragments)
+                })
                 .map(move |f| (name, f))
         })
         .collect();
@@ -100,20 +104,42 @@ pub fn file_index(site: &Site, page: &str) -> String {
              the deployment. They are linted like the rest but not extracted.\n"
         );
         for (variant, tf) in alternatives {
-            file_section(&mut out, site, page, tf, &variant_anchor(variant, &tf.path), Some(variant));
+            file_section(
+                &mut out,
+                site,
+                page,
+                tf,
+                &variant_anchor(variant, &tf.path),
+                Some(variant),
+            );
         }
     }
     out
 }
 
-fn file_section(out: &mut String, site: &Site, page: &str, tf: &TreeFile, anchor: &str, variant: Option<&str>) {
+fn file_section(
+    out: &mut String,
+    site: &Site,
+    page: &str,
+    tf: &TreeFile,
+    anchor: &str,
+    variant: Option<&str>,
+) {
     let heading = match variant {
         Some(v) => format!("`{}`, variant “{v}”", tf.path),
         None => format!("`{}`", tf.path),
     };
     let _ = writeln!(out, "### {heading} {{#{anchor}}}\n");
-    let sources: Vec<String> = tf.fragments.iter().map(|f| fragment_link(site, page, f)).collect();
-    let blocks = if sources.len() == 1 { "one block" } else { "these blocks" };
+    let sources: Vec<String> = tf
+        .fragments
+        .iter()
+        .map(|f| fragment_link(site, page, f))
+        .collect();
+    let blocks = if sources.len() == 1 {
+        "one block"
+    } else {
+        "these blocks"
+    };
     let _ = writeln!(out, "Assembled from {blocks}: {}.\n", sources.join(", "));
     if tf.secret {
         let _ = writeln!(
@@ -124,17 +150,27 @@ fn file_section(out: &mut String, site: &Site, page: &str, tf: &TreeFile, anchor
     }
     let fence = "`".repeat(longest_run(&tf.content, '`').max(2) + 1);
     let lang = highlight_lang(&tf.lang);
-    let _ = writeln!(out, "{fence}{lang}\n{}{fence}\n", ensure_newline(&tf.content));
+    let _ = writeln!(
+        out,
+        "{fence}{lang}\n{}{fence}\n",
+        ensure_newline(&tf.content)
+    );
 }
 
 /// `[Chapter](../x.md) (lines 3–9)` with the lines linked to the source on the repository.
 fn fragment_link(site: &Site, page: &str, f: &Fragment) -> String {
     let chapter = site.book.chapters.iter().find(|c| c.path == f.md_file);
     let name = chapter.map_or(f.md_file.as_str(), |c| c.name.as_str());
-    let src_rel = f.md_file.strip_prefix(&format!("{}/", site.book.src)).unwrap_or(&f.md_file);
+    let src_rel = f
+        .md_file
+        .strip_prefix(&format!("{}/", site.book.src))
+        .unwrap_or(&f.md_file);
     let last = f.md_line + f.lines.saturating_sub(1);
     let (lines, anchor) = if last > f.md_line {
-        (format!("lines {}–{last}", f.md_line), format!("L{}-L{last}", f.md_line))
+        (
+            format!("lines {}–{last}", f.md_line),
+            format!("L{}-L{last}", f.md_line),
+        )
     } else {
         (format!("line {}", f.md_line), format!("L{}", f.md_line))
     };
@@ -149,7 +185,11 @@ fn fragment_link(site: &Site, page: &str, f: &Fragment) -> String {
 pub fn routing_table(site: &Site, page: &str) -> String {
     let mut out = String::new();
     let total = site.routes.len();
-    let pages: std::collections::BTreeSet<&str> = site.routes.iter().map(|(s, _)| s.loc.file.as_str()).collect();
+    let pages: std::collections::BTreeSet<&str> = site
+        .routes
+        .iter()
+        .map(|(s, _)| s.loc.file.as_str())
+        .collect();
     let _ = writeln!(
         out,
         "The book holds **{total} sample requests** in its `routes` blocks ({}). For each one, \
@@ -158,7 +198,11 @@ pub fn routing_table(site: &Site, page: &str) -> String {
          and the server of that upstream nginx picks. `cargo xtask check` asserts each \
          expectation, and the stack test sends every sample through the real nginx and compares \
          the server it used.\n",
-        if pages.len() == 1 { "on one page".to_string() } else { format!("on {} pages", pages.len()) }
+        if pages.len() == 1 {
+            "on one page".to_string()
+        } else {
+            format!("on {} pages", pages.len())
+        }
     );
     if site.routes.iter().any(|(_, r)| r.is_none()) {
         let _ = writeln!(
@@ -171,9 +215,17 @@ pub fn routing_table(site: &Site, page: &str) -> String {
     let mut current: Option<&MdLoc> = None;
     for (sample, routed) in &site.routes {
         if current != Some(&sample.block) {
-            let chapter = site.book.chapters.iter().find(|c| c.path == sample.block.file);
+            let chapter = site
+                .book
+                .chapters
+                .iter()
+                .find(|c| c.path == sample.block.file);
             let name = chapter.map_or(sample.block.file.as_str(), |c| c.name.as_str());
-            let src_rel = sample.block.file.strip_prefix(&format!("{}/", site.book.src)).unwrap_or(&sample.block.file);
+            let src_rel = sample
+                .block
+                .file
+                .strip_prefix(&format!("{}/", site.book.src))
+                .unwrap_or(&sample.block.file);
             let _ = writeln!(
                 out,
                 "\n### {}, line {}\n\nThe `routes` block of [{}]({}) at {}.\n",
@@ -192,15 +244,24 @@ pub fn routing_table(site: &Site, page: &str) -> String {
         }
         current = Some(&sample.block);
         let request = match &sample.from {
-            Some(from) => format!("{} from {from}", code_cell(&format!("{} {}", sample.method, sample.uri))),
+            Some(from) => format!(
+                "{} from {from}",
+                code_cell(&format!("{} {}", sample.method, sample.uri))
+            ),
             None => code_cell(&format!("{} {}", sample.method, sample.uri)),
         };
         let (location, upstream, server) = match routed {
             // No simulator: show what the block expects.
-            None => ("?".to_string(), format!("{} (expected)", code_cell(&sample.expect)), String::new()),
+            None => (
+                "?".to_string(),
+                format!("{} (expected)", code_cell(&sample.expect)),
+                String::new(),
+            ),
             Some(r) => {
                 let location = match &r.location {
-                    Some((text, loc)) => format!("{} ({})", code_cell(text), source_link(site, loc)),
+                    Some((text, loc)) => {
+                        format!("{} ({})", code_cell(text), source_link(site, loc))
+                    }
                     None => "none".into(),
                 };
                 let upstream = match (&r.upstream, r.status) {
@@ -209,11 +270,17 @@ pub fn routing_table(site: &Site, page: &str) -> String {
                     (None, None) => "not proxied".into(),
                 };
                 let server = match (&r.server, r.servers.len()) {
-                    (Some(s), _) => format!(" → {}", code_cell(s.trim_start_matches("unix:/sockets/"))),
+                    (Some(s), _) => {
+                        format!(" → {}", code_cell(s.trim_start_matches("unix:/sockets/")))
+                    }
                     (None, 0) => String::new(),
                     (None, _) => format!(
                         " → any of {}",
-                        r.servers.iter().map(|s| code_cell(s.trim_start_matches("unix:/sockets/"))).collect::<Vec<_>>().join(", ")
+                        r.servers
+                            .iter()
+                            .map(|s| code_cell(s.trim_start_matches("unix:/sockets/")))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 };
                 (location, upstream, server)
@@ -249,7 +316,12 @@ fn flowchart(site: &Site) -> String {
         return String::new();
     }
     let id = |prefix: &str, s: &str| {
-        format!("{prefix}_{}", s.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect::<String>())
+        format!(
+            "{prefix}_{}",
+            s.chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .collect::<String>()
+        )
     };
     let label = |s: &str| s.replace('"', "#quot;");
     let mut out = String::from(
@@ -260,7 +332,13 @@ fn flowchart(site: &Site) -> String {
     }
     for ((up, server), n) in &to_server {
         let short = server.trim_start_matches("unix:/sockets/");
-        let _ = writeln!(out, "  {} -->|{n}| {}[\"{}\"]", id("u", up), id("s", server), label(short));
+        let _ = writeln!(
+            out,
+            "  {} -->|{n}| {}[\"{}\"]",
+            id("u", up),
+            id("s", server),
+            label(short)
+        );
     }
     out.push_str("```\n");
     out
@@ -270,7 +348,10 @@ fn flowchart(site: &Site) -> String {
 fn source_link(site: &Site, loc: &MdLoc) -> String {
     let short = loc.file.rsplit('/').next().unwrap_or(&loc.file);
     match &site.repo_url {
-        Some(repo) => format!("[{short}:{}]({repo}/blob/main/{}?plain=1#L{})", loc.line, loc.file, loc.line),
+        Some(repo) => format!(
+            "[{short}:{}]({repo}/blob/main/{}?plain=1#L{})",
+            loc.line, loc.file, loc.line
+        ),
         None => format!("{short}:{}", loc.line),
     }
 }
@@ -280,11 +361,27 @@ fn source_link(site: &Site, loc: &MdLoc) -> String {
 /// preprocessor's checks) report them at their Markdown line.
 pub fn samples(book: &crate::book::Book) -> Vec<Sample> {
     let mut out = Vec::new();
-    for b in book.blocks().filter(|b| b.kind == crate::book::BlockKind::Routes) {
+    for b in book
+        .blocks()
+        .filter(|b| b.kind == crate::book::BlockKind::Routes)
+    {
         for (n, line) in b.text.lines().enumerate() {
-            let Ok(Some((method, uri, from, _))) = crate::route::routes::parse_line(line) else { continue };
-            let expect = line.split_once("->").map_or("", |(_, r)| r).trim().to_string();
-            out.push(Sample { method, uri, from, expect, loc: b.line_loc(n), block: b.fence_loc() });
+            let Ok(Some((method, uri, from, _))) = crate::route::routes::parse_line(line) else {
+                continue;
+            };
+            let expect = line
+                .split_once("->")
+                .map_or("", |(_, r)| r)
+                .trim()
+                .to_string();
+            out.push(Sample {
+                method,
+                uri,
+                from,
+                expect,
+                loc: b.line_loc(n),
+                block: b.fence_loc(),
+            });
         }
     }
     out
@@ -299,7 +396,11 @@ pub fn relative(from: &str, to: &str) -> String {
 /// A table cell holding `s` as code: pipes escaped for the table, backticks fenced.
 fn code_cell(s: &str) -> String {
     let ticks = "`".repeat(longest_run(s, '`') + 1);
-    let pad = if s.starts_with('`') || s.ends_with('`') { " " } else { "" };
+    let pad = if s.starts_with('`') || s.ends_with('`') {
+        " "
+    } else {
+        ""
+    };
     format!("{ticks}{pad}{}{pad}{ticks}", s.replace('|', "\\|"))
 }
 
@@ -319,7 +420,11 @@ fn longest_run(s: &str, ch: char) -> usize {
 }
 
 fn ensure_newline(s: &str) -> String {
-    if s.is_empty() || s.ends_with('\n') { s.to_string() } else { format!("{s}\n") }
+    if s.is_empty() || s.ends_with('\n') {
+        s.to_string()
+    } else {
+        format!("{s}\n")
+    }
 }
 
 /// The highlight.js name for a block language (mdBook bundles a subset of highlight.js).
@@ -337,8 +442,14 @@ mod tests {
 
     #[test]
     fn relative_links() {
-        assert_eq!(relative("reference/files.md", "deployment/nginx.md"), "../deployment/nginx.md");
-        assert_eq!(relative("introduction.md", "deployment/nginx.md"), "deployment/nginx.md");
+        assert_eq!(
+            relative("reference/files.md", "deployment/nginx.md"),
+            "../deployment/nginx.md"
+        );
+        assert_eq!(
+            relative("introduction.md", "deployment/nginx.md"),
+            "deployment/nginx.md"
+        );
         assert_eq!(relative("a/b/c.md", "x.md"), "../../x.md");
     }
 
@@ -358,13 +469,28 @@ mod tests {
             root: ".".into(),
             src: "src".into(),
             title: None,
-            chapters: vec![crate::book::Chapter { name: "R".into(), path: "src/r.md".into(), text: md.into(), blocks }],
+            chapters: vec![crate::book::Chapter {
+                name: "R".into(),
+                path: "src/r.md".into(),
+                text: md.into(),
+                blocks,
+            }],
         };
         let s = samples(&book);
         assert_eq!(s.len(), 2);
-        assert_eq!((s[0].method.as_str(), s[0].uri.as_str(), s[0].expect.as_str()), ("GET", "/_matrix/client/v3/sync", "client_sync"));
+        assert_eq!(
+            (
+                s[0].method.as_str(),
+                s[0].uri.as_str(),
+                s[0].expect.as_str()
+            ),
+            ("GET", "/_matrix/client/v3/sync", "client_sync")
+        );
         assert_eq!(s[0].loc, MdLoc::new("src/r.md", 5));
-        assert_eq!((s[1].expect.as_str(), s[1].loc.line, s[1].from.as_deref()), ("403", 7, Some("10.1.2.3")));
+        assert_eq!(
+            (s[1].expect.as_str(), s[1].loc.line, s[1].from.as_deref()),
+            ("403", 7, Some("10.1.2.3"))
+        );
         assert_eq!(s[1].block, MdLoc::new("src/r.md", 3));
     }
 }
