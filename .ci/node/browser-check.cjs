@@ -8,6 +8,8 @@ const { chromium } = require('playwright-core');
 const ARGS = [
     '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
     '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    // Containers (the CI job runs in one) give /dev/shm 64 MiB, too little for Chromium.
+    '--disable-dev-shm-usage',
 ];
 
 async function inspect(browser, base, shotDir, spec) {
