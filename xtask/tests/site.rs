@@ -89,33 +89,31 @@ fn first_difference(a: &str, b: &str) -> String {
 
 #[test]
 fn mdbook_build_fails_with_the_markdown_file_and_line() {
-    let book = root().join("tests/fixtures/books/lint-error");
-    let out = tempfile::tempdir().unwrap();
-    let output = Command::new(&tools().mdbook)
-        .arg("build")
-        .arg(&book)
-        .arg("--dest-dir")
-        .arg(out.path())
-        .env(
-            "MDBOOK_PREPROCESSOR__XTASK__COMMAND",
-            format!("{} mdbook", env!("CARGO_BIN_EXE_xtask")),
-        )
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        !output.status.success(),
-        "mdbook build must fail:\n{stderr}"
-    );
-    assert!(
-        stderr.contains("src/chapter.md:11"),
-        "the error names the Markdown file and line:\n{stderr}"
-    );
-    assert!(stderr.contains("book::unmarked-config-block"), "{stderr}");
-    assert!(
-        !out.path().join("chapter.html").exists(),
-        "nothing is rendered"
-    );
+    // (fixture book, where the error is, its code): a block that breaks the block contract, and
+    // a YAML error in the second fragment of a file (the line is in that fragment's chapter).
+    for (fixture, at, code) in [
+        ("lint-error", "src/chapter.md:11", "book::unmarked-config-block"),
+        ("yaml-error", "src/chapter.md:13", "yaml::syntax"),
+    ] {
+        let book = root().join("tests/fixtures/books").join(fixture);
+        let out = tempfile::tempdir().unwrap();
+        let output = Command::new(&tools().mdbook)
+            .arg("build")
+            .arg(&book)
+            .arg("--dest-dir")
+            .arg(out.path())
+            .env(
+                "MDBOOK_PREPROCESSOR__XTASK__COMMAND",
+                format!("{} mdbook", env!("CARGO_BIN_EXE_xtask")),
+            )
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{fixture}: mdbook build must fail:\n{stderr}");
+        assert!(stderr.contains(at), "{fixture}: the error names {at}:\n{stderr}");
+        assert!(stderr.contains(code), "{fixture}: {code}\n{stderr}");
+        assert!(!out.path().join("chapter.html").exists(), "{fixture}: nothing is rendered");
+    }
 }
 
 #[test]
