@@ -47,6 +47,14 @@ async function inspect(browser, base, shotDir, spec) {
             highlighted: document.querySelectorAll('pre code.hljs').length,
         };
     });
+    // The search box: on the first page only, search for SEARCH_TERM and count the results.
+    if (process.env.SEARCH_TERM && spec === process.argv[4]) {
+        await page.click('#mdbook-search-toggle');
+        await page.type('#mdbook-searchbar', process.env.SEARCH_TERM, { delay: 20 });
+        await page.waitForFunction(() => document.querySelectorAll('#mdbook-searchresults li').length > 0, null, { timeout: 10000 }).catch(() => {});
+        facts.search_results = await page.$$eval('#mdbook-searchresults li a', (as) => as.map((a) => a.getAttribute('href')));
+        await page.keyboard.press('Escape');
+    }
     if (shot) {
         await page.screenshot({ path: path.join(shotDir, shot), fullPage: true });
     }

@@ -430,6 +430,7 @@ fn browser_check() {
         .arg(&shots)
         .args(&pages)
         .env("CHROMIUM", &chromium)
+        .env("SEARCH_TERM", "instance_map")
         .output()
         .unwrap();
     assert!(
@@ -528,6 +529,9 @@ fn browser_check() {
         diagrams > 0,
         "the book has at least one mermaid diagram, and it rendered"
     );
+    // Search works: the index loads and finds a setting the book explains.
+    let found = results[0]["search_results"].as_array().map_or(0, Vec::len);
+    assert!(found > 0, "searching for instance_map finds pages: {}", results[0]["search_results"]);
     for shot in ["introduction.png", "routing-table.png"] {
         let len = std::fs::metadata(shots.join(shot))
             .map(|m| m.len())
