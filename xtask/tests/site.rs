@@ -621,3 +621,47 @@ fn workflow_run_steps_pass_shellcheck() {
         problems.join("\n")
     );
 }
+
+/// book.toml names the repository once in substance: the edit button, the repository link and
+/// the source links of the generated pages all point at the same repository, and every asset it
+/// loads exists.
+#[test]
+fn book_toml_is_consistent() {
+    let t: toml::Table = read(&root().join("book.toml")).parse().unwrap();
+    let html = t["output"]["html"].as_table().unwrap();
+    let repo = html["git-repository-url"].as_str().unwrap();
+    let edit = html["edit-url-template"].as_str().unwrap();
+    assert_eq!(
+        edit,
+        format!("{repo}/edit/main/{{path}}"),
+        "the edit button edits this repository's main branch"
+    );
+    let site_url = html["site-url"].as_str().unwrap();
+    assert!(
+        site_url.starts_with('/')
+            && site_url.ends_with('/')
+            && repo.ends_with(site_url.trim_end_matches('/')),
+        "site-url {site_url} is where GitHub Pages serves {repo}"
+    );
+    for key in ["additional-css", "additional-js"] {
+        for asset in html[key].as_array().unwrap() {
+            let p = root().join(asset.as_str().unwrap());
+            assert!(p.is_file(), "{key} {} exists", p.display());
+        }
+    }
+    assert!(
+        root().join("src/404.md").is_file(),
+        "the 404 page has its source"
+    );
+    let pre = t["preprocessor"]["xtask"].as_table().unwrap();
+    let before: Vec<&str> = pre["before"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert!(
+        before.contains(&"links") && before.contains(&"mermaid"),
+        "xtask runs before links and mermaid"
+    );
+}
