@@ -349,7 +349,7 @@ mod tests {
             files.contains("```yaml\nserver_name: example.com\npid_file: /data/pid\n```"),
             "{files}"
         );
-        assert!(files.contains("Assembled from these blocks: [Setup](../setup.md) ([line 4](https://example.org/r/blob/main/src/setup.md?plain=1#L4)), [Setup](../setup.md) ([line 8](https://example.org/r/blob/main/src/setup.md?plain=1#L8))."), "{files}");
+        assert!(files.contains("Assembled from 2 blocks: [Setup](../setup.md) (lines [4](https://example.org/r/blob/main/src/setup.md?plain=1#L4), [8](https://example.org/r/blob/main/src/setup.md?plain=1#L8))."), "{files}");
     }
 
     #[test]

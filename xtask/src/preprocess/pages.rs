@@ -130,15 +130,20 @@ fn file_section(
         None => format!("`{}`", tf.path),
     };
     let _ = writeln!(out, "### {heading} {{#{anchor}}}\n");
-    let sources: Vec<String> = tf
-        .fragments
+    let mut groups: Vec<Vec<&Fragment>> = Vec::new();
+    for f in &tf.fragments {
+        match groups.last_mut() {
+            Some(g) if g[0].md_file == f.md_file => g.push(f),
+            _ => groups.push(vec![f]),
+        }
+    }
+    let sources: Vec<String> = groups
         .iter()
-        .map(|f| fragment_link(site, page, f))
+        .map(|g| fragment_links(site, page, g))
         .collect();
-    let blocks = if sources.len() == 1 {
-        "one block"
-    } else {
-        "these blocks"
+    let blocks = match tf.fragments.len() {
+        1 => "one block".to_string(),
+        n => format!("{n} blocks"),
     };
     let _ = writeln!(out, "Assembled from {blocks}: {}.\n", sources.join(", "));
     if tf.secret {
@@ -157,28 +162,45 @@ fn file_section(
     );
 }
 
-/// `[Chapter](../x.md) (lines 3–9)` with the lines linked to the source on the repository.
-fn fragment_link(site: &Site, page: &str, f: &Fragment) -> String {
+/// `[Chapter](../x.md) (lines 3–9, 20–24)` for consecutive fragments from one chapter, each
+/// range linked to the source on the repository.
+fn fragment_links(site: &Site, page: &str, frags: &[&Fragment]) -> String {
+    let f = frags[0];
     let chapter = site.book.chapters.iter().find(|c| c.path == f.md_file);
     let name = chapter.map_or(f.md_file.as_str(), |c| c.name.as_str());
     let src_rel = f
         .md_file
         .strip_prefix(&format!("{}/", site.book.src))
         .unwrap_or(&f.md_file);
-    let last = f.md_line + f.lines.saturating_sub(1);
-    let (lines, anchor) = if last > f.md_line {
-        (
-            format!("lines {}–{last}", f.md_line),
-            format!("L{}-L{last}", f.md_line),
-        )
+    let ranges: Vec<String> = frags
+        .iter()
+        .map(|f| {
+            let last = f.md_line + f.lines.saturating_sub(1);
+            let (text, anchor) = if last > f.md_line {
+                (
+                    format!("{}–{last}", f.md_line),
+                    format!("L{}-L{last}", f.md_line),
+                )
+            } else {
+                (format!("{}", f.md_line), format!("L{}", f.md_line))
+            };
+            match &site.repo_url {
+                Some(repo) => format!("[{text}]({repo}/blob/main/{}?plain=1#{anchor})", f.md_file),
+                None => text,
+            }
+        })
+        .collect();
+    let word = if frags.len() == 1 && frags[0].lines <= 1 {
+        "line"
     } else {
-        (format!("line {}", f.md_line), format!("L{}", f.md_line))
+        "lines"
     };
-    let lines = match &site.repo_url {
-        Some(repo) => format!("[{lines}]({repo}/blob/main/{}?plain=1#{anchor})", f.md_file),
-        None => lines,
-    };
-    format!("[{}]({}) ({lines})", md_text(name), relative(page, src_rel))
+    format!(
+        "[{}]({}) ({word} {})",
+        md_text(name),
+        relative(page, src_rel),
+        ranges.join(", ")
+    )
 }
 
 /// The routing table.
