@@ -90,6 +90,9 @@ pub struct Route {
     /// HTTP method of the requests
     #[arg(long, default_value = "GET")]
     pub method: String,
+    /// Client address the requests come from (default: a public address, 198.51.100.7)
+    #[arg(long)]
+    pub from: Option<String>,
     /// Request URIs (path and query, as sent on the request line)
     #[arg(required = true)]
     pub uris: Vec<String>,

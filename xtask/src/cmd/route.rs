@@ -22,7 +22,12 @@ pub(crate) fn run(f: flags::Route) -> anyhow::Result<ExitCode> {
         Ok(r) => r,
         Err(mut d) => return Ok(report(&mut d, f.format, &root)),
     };
-    let outcomes: Vec<route::Outcome> = f.uris.iter().map(|u| router.route(&f.method, u)).collect();
+    let client = f.from.as_deref().unwrap_or(route::router::DEFAULT_CLIENT);
+    if client.parse::<std::net::IpAddr>().is_err() {
+        eprintln!("error: --from {client}: not an IP address");
+        return Ok(ExitCode::from(2));
+    }
+    let outcomes: Vec<route::Outcome> = f.uris.iter().map(|u| router.route_from(&f.method, u, client)).collect();
     match f.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&outcomes)?),
         Format::Human | Format::Github => {

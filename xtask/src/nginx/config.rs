@@ -84,7 +84,7 @@ fn load_file(
         }
         Err(e) => {
             diags.push(
-                Diagnostic::error("nginx::syntax", format!("{}", e.msg), &tf.md_loc(e.line))
+                Diagnostic::error("nginx::syntax", e.msg.to_string(), &tf.md_loc(e.line))
                     .with_note(format!("in {}:{}", e.file, e.line)),
             );
             None

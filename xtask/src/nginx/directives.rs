@@ -222,6 +222,10 @@ pub fn context_of(parents: &[&Directive]) -> u32 {
     ctx
 }
 
+pub fn is_known(name: &str) -> bool {
+    TABLE.iter().any(|(n, _, _)| *n == name)
+}
+
 /// Checks one directive against the table; `None` when fine, else nginx's message.
 pub fn check(d: &Directive, parents: &[&Directive]) -> Option<String> {
     let ctx = context_of(parents);

@@ -6,6 +6,7 @@
 pub mod ast;
 pub mod config;
 pub mod directives;
+pub mod gixy;
 pub mod lexer;
 pub mod lint;
 pub mod nginx_t;

@@ -96,6 +96,10 @@ pub fn check_book(book: &Book, tree: &Tree) -> Vec<Diagnostic> {
         }
     };
     let contract = Contract::builtin();
+    let pagination = crate::route::pcre::Rx::new(r"^/_matrix/client/(?:api/v1|r0|v3|unstable)/rooms/([^/]+)/messages$", false)
+        .expect("valid regex");
+    // Room ID -> (first sample's server, its location) for /messages.
+    let mut sticky: std::collections::BTreeMap<Vec<u8>, (String, String)> = Default::default();
     let n = router.locations.len();
     let mut hit = vec![false; n];
     // For each regex location never chosen: which location took the samples its regex matches.
@@ -108,6 +112,35 @@ pub fn check_book(book: &Book, tree: &Tree) -> Vec<Diagnostic> {
         for (id, l) in router.locations.iter().enumerate() {
             if o.location_id != Some(id) && l.regex().is_some_and(|r| r.is_match(o.path.as_bytes())) {
                 taken_by[id].push(o.location_id);
+            }
+        }
+        if let Some(c) = pagination.captures(o.path.as_bytes()) {
+            if o.status.is_none() && !o.servers.is_empty() {
+                let room = c.numbered[1].clone().unwrap_or_default();
+                let room_s = String::from_utf8_lossy(&room).into_owned();
+                match &o.server {
+                    None => diags.push(Diagnostic::error(
+                        "route::room-affinity",
+                        format!(
+                            "{} {}: pagination of room `{room_s}` may go to any of {}; Synapse needs every /messages request of a room on one process (hash on the room ID)",
+                            o.method,
+                            o.uri,
+                            o.servers.join(", ")
+                        ),
+                        &s.loc,
+                    )),
+                    Some(srv) => match sticky.get(&room) {
+                        Some((first, at)) if first != srv => diags.push(Diagnostic::error(
+                            "route::room-affinity",
+                            format!("{} {}: pagination of room `{room_s}` goes to `{srv}`, but {at} sent it to `{first}`", o.method, o.uri),
+                            &s.loc,
+                        )),
+                        Some(_) => {}
+                        None => {
+                            sticky.insert(room, (srv.clone(), format!("the sample at {}", s.loc)));
+                        }
+                    },
+                }
             }
         }
         if let Some(m) = compare(&o, &s.expect, &roles) {
@@ -166,7 +199,7 @@ pub fn check_book(book: &Book, tree: &Tree) -> Vec<Diagnostic> {
                 Diagnostic::error(
                     "route::shadowed-location",
                     format!(
-                        "location `{}` is never chosen: all {} samples its pattern matches go to {} first",
+                        "location `{}` is never chosen: every sample its pattern matches ({}) goes to {} first",
                         l.name,
                         taken_by[id].len(),
                         winners.iter().map(|&w| loc_desc(&router, w)).collect::<Vec<_>>().join(" or ")

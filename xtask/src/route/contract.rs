@@ -124,7 +124,7 @@ pub fn resources_for(path: &[u8], main: bool) -> &'static [&'static str] {
         &["federation", "media"]
     } else if p.starts_with(b"/_matrix/media/") {
         if main { &["media", "client", "federation"] } else { &["media"] }
-    } else if p.starts_with(b"/_synapse/admin/v1/") && (p.windows(6).any(|w| w == b"/media") || p.ends_with(b"purge_media_cache")) {
+    } else if is_media_admin(p) {
         &["client", "media"]
     } else if p.starts_with(b"/_matrix/federation/") {
         &["federation"]
@@ -137,6 +137,17 @@ pub fn resources_for(path: &[u8], main: bool) -> &'static [&'static str] {
     } else {
         &["client"]
     }
+}
+
+/// The admin APIs a `media` listener mounts (synapse/rest/admin/media.py
+/// `register_servlets_for_media_repo`).
+fn is_media_admin(p: &[u8]) -> bool {
+    let Some(rest) = p.strip_prefix(b"/_synapse/admin/v1/") else { return false };
+    rest.starts_with(b"media/")
+        || rest.starts_with(b"quarantine_media/")
+        || rest == b"purge_media_cache"
+        || ((rest.starts_with(b"room/") || rest.starts_with(b"user/") || rest.starts_with(b"users/"))
+            && rest.windows(6).any(|w| w == b"/media"))
 }
 
 /// A finding of [`check`].
@@ -197,8 +208,8 @@ pub fn check(contract: &Contract, roles: &Roles, o: &Outcome) -> Vec<Violation> 
                     rule.why
                 ),
             });
-        } else if let Some(pref) = &rule.prefer {
-            if !pref.allows(p) {
+        } else if let Some(pref) = &rule.prefer
+            && !pref.allows(p) {
                 out.push(Violation {
                     code: "route::not-preferred",
                     error: false,
@@ -213,7 +224,6 @@ pub fn check(contract: &Contract, roles: &Roles, o: &Outcome) -> Vec<Violation> 
                     ),
                 });
             }
-        }
     }
     out
 }
@@ -221,6 +231,27 @@ pub fn check(contract: &Contract, roles: &Roles, o: &Outcome) -> Vec<Violation> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every endpoint family of docs/workers.md and the main-only registrations, with the kind
+    /// of process the contract must require (tests/fixtures/route/contract-samples.txt).
+    #[test]
+    fn families_of_the_docs() {
+        let c = Contract::builtin();
+        let text = std::fs::read_to_string(crate::project_root().join("tests/fixtures/route/contract-samples.txt")).unwrap();
+        let mut bad = Vec::new();
+        let mut n = 0;
+        for l in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            let want = Serve::parse(w[2]).unwrap();
+            let got = c.rule(w[0], w[1].as_bytes()).map(|r| r.serve.clone());
+            n += 1;
+            if got.as_ref() != Some(&want) {
+                bad.push(format!("{l}: got {got:?}"));
+            }
+        }
+        assert!(n > 140, "{n}");
+        assert!(bad.is_empty(), "{}", bad.join("\n"));
+    }
 
     #[test]
     fn builtin_parses_and_orders() {
@@ -235,5 +266,9 @@ mod tests {
         assert_eq!(fam("GET", "/_synapse/admin/v1/users/@a:b/joined_rooms"), "main (default)");
         assert_eq!(fam("POST", "/_synapse/admin/v1/media/quarantine/a/b"), "quarantine");
         assert_eq!(fam("GET", "/_synapse/admin/v1/media/a/b"), "media admin");
+        assert_eq!(fam("POST", "/_matrix/client/unstable/org.matrix.msc4140/delayed_events/d1/cancel"), "delayed events (writes)");
+        assert_eq!(fam("POST", "/_matrix/client/unstable/org.matrix.msc4140/delayed_events/d1/restart"), "client reader");
+        assert_eq!(fam("PUT", "/_matrix/client/v3/user/@a:b/rooms/!r:b/tags/u.x"), "account data");
+        assert_eq!(fam("GET", "/health"), "health");
     }
 }

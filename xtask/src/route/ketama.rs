@@ -96,8 +96,8 @@ impl Ring {
             return None;
         }
         let h = crc32(key);
-        let mut i = self.points.partition_point(|&(p, _)| p < h);
-        for _ in 0..=20 {
+        let start = self.points.partition_point(|&(p, _)| p < h);
+        for i in start..=start + 20 {
             let (_, idx) = self.points[i % self.points.len()];
             // Among peers sharing this name, smooth weighted round robin starts with the
             // first non-down one.
@@ -105,7 +105,6 @@ impl Ring {
             if let Some(c) = peers.iter().position(|p| &p.name == name && !p.down) {
                 return Some(c);
             }
-            i += 1;
         }
         None
     }

@@ -4,6 +4,7 @@
 
 pub mod check;
 pub mod contract;
+pub mod crosscheck;
 pub mod ketama;
 pub mod pcre;
 pub mod roles;

@@ -110,6 +110,20 @@ impl Location {
     pub fn regex(&self) -> Option<&Rx> {
         self.re.as_ref()
     }
+
+    /// The networks its effective `allow` rules admit (`None` = `allow all`).
+    pub fn allowed(&self) -> Vec<Option<(IpAddr, u8)>> {
+        self.access.iter().filter(|a| a.allow).map(|a| a.net).collect()
+    }
+}
+
+/// Whether a network lies inside the private, loopback or link-local ranges.
+pub fn is_private(net: Option<(IpAddr, u8)>) -> bool {
+    const V4: &[(&str, u8)] = &[("10.0.0.0", 8), ("172.16.0.0", 12), ("192.168.0.0", 16), ("127.0.0.0", 8), ("169.254.0.0", 16)];
+    const V6: &[(&str, u8)] = &[("::1", 128), ("fc00::", 7), ("fe80::", 10)];
+    let Some((ip, bits)) = net else { return false };
+    let ranges = if ip.is_ipv4() { V4 } else { V6 };
+    ranges.iter().any(|(r, b)| bits >= *b && r.parse().is_ok_and(|r: IpAddr| in_net(ip, (r, *b))))
 }
 
 #[derive(Debug, Clone)]
@@ -170,11 +184,10 @@ pub fn location_args(d: &Directive) -> Result<(String, String), String> {
         [m, _] => Err(format!("invalid location modifier \"{m}\"")),
         [n] => {
             for m in ["^~", "~*", "=", "~"] {
-                if let Some(rest) = n.strip_prefix(m) {
-                    if !rest.is_empty() {
+                if let Some(rest) = n.strip_prefix(m)
+                    && !rest.is_empty() {
                         return Ok((m.into(), rest.into()));
                     }
-                }
             }
             if n.starts_with('@') {
                 return Ok(("@".into(), (*n).into()));
@@ -267,7 +280,7 @@ impl Builder<'_> {
                 }
             }
             "rewrite" => {
-                let re = self.rx(&d.arg(0).unwrap_or("").to_string(), false, d)?;
+                let re = self.rx(d.arg(0).unwrap_or(""), false, d)?;
                 Some(Action::Rewrite(re, d.arg(1).unwrap_or("").into(), d.arg(2).map(String::from)))
             }
             "if" | "break" => Some(Action::Other(d.display())),
@@ -392,7 +405,7 @@ impl Router {
                 }
                 "map" => {
                     let (Some(src), Some(var)) = (d.arg(0), d.arg(1)) else { continue };
-                    let source = b.complex(&src.to_string(), d);
+                    let source = b.complex(src, d);
                     let name = var.strip_prefix('$').unwrap_or(var).to_ascii_lowercase();
                     let mut m = Map { source, exact: HashMap::new(), regexes: Vec::new(), default: Complex::default() };
                     for e in d.children() {
@@ -402,7 +415,7 @@ impl Router {
                             }
                             continue;
                         };
-                        let value = b.complex(&val.to_string(), e);
+                        let value = b.complex(val, e);
                         let key = e.name.as_str();
                         if key == "default" {
                             m.default = value;
@@ -436,7 +449,13 @@ impl Router {
                                 let mut down = false;
                                 for a in &e.args[1..] {
                                     if let Some(w) = a.text.strip_prefix("weight=") {
-                                        weight = w.parse().unwrap_or(1);
+                                        match w.parse::<u32>() {
+                                            Ok(n) if (1..=10_000).contains(&n) => weight = n,
+                                            Ok(n) if n > 10_000 => {
+                                                b.err("nginx::bad-weight", format!("weight={n} is more than the simulator models (10000)"), e);
+                                            }
+                                            _ => b.err("nginx::bad-weight", format!("invalid parameter \"{}\"", a.text), e),
+                                        }
                                     } else if a.text == "down" {
                                         down = true;
                                     } else if a.text == "backup" {
@@ -449,7 +468,7 @@ impl Router {
                                 peer_md.push(md(tree, e));
                             }
                             "hash" => {
-                                let key = b.complex(&e.arg(0).unwrap_or("").to_string(), e);
+                                let key = b.complex(e.arg(0).unwrap_or(""), e);
                                 balance = Balance::Hash { key, consistent: e.arg(1) == Some("consistent") };
                             }
                             "least_conn" => balance = Balance::LeastConn,

@@ -36,8 +36,11 @@ pub struct Sample {
     pub loc: MdLoc,
 }
 
+/// One parsed line: method, URI, client address, expectation.
+pub type Line = (String, String, Option<String>, Expect);
+
 /// Parses one line; Ok(None) for blank and comment lines.
-pub fn parse_line(line: &str) -> Result<Option<(String, String, Option<String>, Expect)>, String> {
+pub fn parse_line(line: &str) -> Result<Option<Line>, String> {
     let line = line.trim();
     if line.is_empty() || line.starts_with('#') {
         return Ok(None);
@@ -57,11 +60,10 @@ pub fn parse_line(line: &str) -> Result<Option<(String, String, Option<String>, 
     if !uri.starts_with('/') {
         return Err(format!("`{uri}` must start with `/` (the request line's path and query)"));
     }
-    if let Some(a) = &from {
-        if a.parse::<std::net::IpAddr>().is_err() {
+    if let Some(a) = &from
+        && a.parse::<std::net::IpAddr>().is_err() {
             return Err(format!("`{a}` is not an IP address"));
         }
-    }
     let r: Vec<&str> = rhs.split_whitespace().collect();
     let expect = match r.as_slice() {
         [] => return Err("nothing after `->`: name the upstream or the status".into()),
