@@ -104,13 +104,15 @@ pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
                         &at(m.line),
                     ));
                 }
-                MountKind::Bind if !m.source.starts_with('/') && !m.source.starts_with('~') => {
+                // A missing bind source is created by Docker as an empty directory: fine for
+                // state (a data directory), wrong for anything the container must read.
+                MountKind::Bind if !m.source.starts_with('/') && !m.source.starts_with('~') && (m.read_only || looks_like_file(&m.source)) => {
                     let rel = clean(&m.source);
                     if !exists_in_tree(view, &rel) {
                         diags.push(Diagnostic::error(
                             "compose::missing-bind-source",
                             format!(
-                                "service `{}` bind-mounts `{}`, but the book writes no file {} it: Docker would create an empty directory",
+                                "service `{}` bind-mounts `{}` to read it, but the book writes no file {} it: Docker would mount an empty directory",
                                 svc.name,
                                 m.source,
                                 if rel.is_empty() { "in the tree for" } else { "at or under" }
@@ -166,6 +168,11 @@ pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
     }
     healthchecks(view, &compose, &mut diags);
     diags
+}
+
+/// A path whose last component has an extension (`nginx.conf`, `homeserver.yaml`).
+fn looks_like_file(p: &str) -> bool {
+    p.trim_end_matches('/').rsplit('/').next().is_some_and(|last| last.contains('.') && !last.starts_with('.') || last.starts_with('.') && last[1..].contains('.'))
 }
 
 fn clean(p: &str) -> String {

@@ -16,8 +16,8 @@
 //! - [`security`]: IP range blacklists, no placeholder left in a tree with generated secrets;
 //! - [`links`]: internal links and `#anchors` between the book's pages.
 //!
-//! The nginx checks are `crate::nginx::lint::check` (the route helper's module) and are called
-//! from here once that module exists.
+//! The nginx checks are `crate::nginx::lint::check` (its own module, `nginx/`), run on every tree
+//! from here.
 
 pub mod cache;
 pub mod compose;
@@ -27,11 +27,12 @@ pub mod postgres;
 pub mod security;
 pub mod shell;
 pub mod synapse;
+pub mod synapse_config;
 pub mod yaml;
 
 use crate::book::{BlockKind, Book};
 use crate::diagnostics::{Diagnostic, MdLoc};
-use crate::extract::{self, Options, Tree, TreeFile};
+use crate::extract::{self, Tree, TreeFile};
 use std::collections::BTreeMap;
 
 /// One assembled tree with its YAML files parsed once for every check.
@@ -72,18 +73,36 @@ pub fn is_yaml(f: &TreeFile) -> bool {
     matches!(f.lang.as_str(), "yaml" | "yml") || f.path.ends_with(".yaml") || f.path.ends_with(".yml")
 }
 
+/// Which of the slower checks run.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Run the pinned Synapse's own config check (imports Synapse: seconds, uncached).
+    pub synapse_config: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { synapse_config: true }
+    }
+}
+
 /// Everything lint reports for a loaded book.
 pub fn run(book: &Book) -> Vec<Diagnostic> {
+    run_with(book, Options::default())
+}
+
+/// [`run`] with some checks switched off (for tests that do not need them).
+pub fn run_with(book: &Book, opts: Options) -> Vec<Diagnostic> {
     let mut diags = Vec::new();
     let mut trees = Vec::new();
     for variant in std::iter::once(None).chain(extract::variants(book).into_iter().map(Some)) {
-        match extract::assemble(book, &Options { variant, ..Options::default() }) {
+        match extract::assemble(book, &extract::Options { variant, ..extract::Options::default() }) {
             Ok(t) => trees.push(t),
             Err(mut d) => diags.append(&mut d),
         }
     }
     for tree in &trees {
-        diags.append(&mut check_tree(tree));
+        diags.append(&mut check_tree(tree, opts));
     }
     diags.append(&mut check_examples(book));
     diags.append(&mut links::check(book));
@@ -94,7 +113,7 @@ pub fn run(book: &Book) -> Vec<Diagnostic> {
 }
 
 /// Every check that reads one assembled tree.
-pub fn check_tree(tree: &Tree) -> Vec<Diagnostic> {
+pub fn check_tree(tree: &Tree, opts: Options) -> Vec<Diagnostic> {
     let view = TreeView::new(tree);
     let mut diags = Vec::new();
     for (path, loaded) in &view.yaml {
@@ -105,9 +124,13 @@ pub fn check_tree(tree: &Tree) -> Vec<Diagnostic> {
     }
     diags.append(&mut compose::check(&view));
     diags.append(&mut synapse::check(&view));
+    if opts.synapse_config {
+        diags.append(&mut synapse_config::check(&view));
+    }
     diags.append(&mut postgres::check(&view));
     diags.append(&mut shell::check(&view));
     diags.append(&mut security::check_tree(&view));
+    diags.append(&mut crate::nginx::lint::check(tree));
     diags
 }
 

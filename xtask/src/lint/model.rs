@@ -27,6 +27,8 @@ pub struct Mount {
     pub source: String,
     /// The path inside the container.
     pub target: String,
+    /// `:ro` or `read_only: true`.
+    pub read_only: bool,
     pub line: usize,
 }
 
@@ -223,7 +225,8 @@ fn service<'a>(name: &str, line: usize, n: &'a Node) -> Service<'a> {
             } else {
                 MountKind::Volume
             };
-            mounts.push(Mount { kind, source: src.to_string(), target: dst.to_string(), line: v.line });
+            let read_only = parts.get(2).is_some_and(|o| o.split(',').any(|o| o == "ro"));
+            mounts.push(Mount { kind, source: src.to_string(), target: dst.to_string(), read_only, line: v.line });
         } else {
             let kind = match v.get("type").and_then(Node::as_str) {
                 Some("bind") => MountKind::Bind,
@@ -232,13 +235,14 @@ fn service<'a>(name: &str, line: usize, n: &'a Node) -> Service<'a> {
             };
             let source = v.get("source").and_then(Node::as_str).unwrap_or("").to_string();
             let target = v.get("target").and_then(Node::as_str).unwrap_or("").to_string();
-            mounts.push(Mount { kind, source, target, line: v.line });
+            let read_only = v.get("read_only").and_then(Node::as_bool_11) == Some(true);
+            mounts.push(Mount { kind, source, target, read_only, line: v.line });
         }
     }
     if let Some(t) = n.get("tmpfs") {
         for (p, pn) in t.str_list() {
             let target = p.split(':').next().unwrap_or(p).to_string();
-            mounts.push(Mount { kind: MountKind::Tmpfs, source: String::new(), target, line: pn.line });
+            mounts.push(Mount { kind: MountKind::Tmpfs, source: String::new(), target, read_only: false, line: pn.line });
         }
     }
     let mut words = Vec::new();

@@ -51,7 +51,8 @@ struct Finding {
 
 /// The postgres binary, or None when PostgreSQL is not installed.
 fn postgres_bin() -> Option<std::path::PathBuf> {
-    crate::tools::pg_bindir().map(|d| d.join("postgres")).filter(|p| p.exists())
+    static BIN: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| crate::tools::pg_bindir().map(|d| d.join("postgres")).filter(|p| p.exists())).clone()
 }
 
 fn running_as_root() -> bool {

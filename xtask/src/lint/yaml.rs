@@ -231,7 +231,7 @@ pub fn load(text: &str) -> Loaded {
             Ok(e) => events.push(e),
             Err(e) => {
                 out.issues.push(Issue {
-                    line: e.marker().line().max(1),
+                    line: e.marker().line().clamp(1, text.lines().count().max(1)),
                     code: "yaml::syntax",
                     message: format!("YAML syntax error: {}", e.info()),
                     error: true,
@@ -258,6 +258,11 @@ pub fn load(text: &str) -> Loaded {
     out.issues.append(&mut b.issues);
     for doc in &out.docs {
         yaml11_traps(doc, &mut out.issues);
+    }
+    // YAML counts a lone CR as a line break, the book does not: keep lines inside the text.
+    let last = text.lines().count().max(1);
+    for i in &mut out.issues {
+        i.line = i.line.clamp(1, last);
     }
     out
 }
