@@ -323,7 +323,7 @@ mod tests {
 
     #[test]
     fn captions_and_the_file_index_reach_mdbook() {
-        let md = "# Setup\n\n```yaml title=\"synapse/homeserver.yaml\"\nserver_name: example.com\n```\n\n```yaml title=\"synapse/homeserver.yaml\"\npid_file: /data/pid\n```\n";
+        let md = "# Setup\n\n```yaml title=\"app/settings.yaml\"\nname: example\n```\n\n```yaml title=\"app/settings.yaml\"\nsize: 3\n```\n";
         let (_dir, input) = book_on_disk(md);
         let (out, _) = handle(&input).unwrap();
         let book: Value = serde_json::from_str(&out).unwrap();
@@ -336,17 +336,17 @@ mod tests {
             "unknown fields pass through"
         );
         let content = setup["content"].as_str().unwrap();
-        assert!(content.contains("<a href=\"reference/files.html#file-synapse-homeserver-yaml\"><code>synapse/homeserver.yaml</code></a> <span class=\"code-part\">part 1 of 2</span>"), "{content}");
+        assert!(content.contains("<a href=\"reference/files.html#file-app-settings-yaml\"><code>app/settings.yaml</code></a> <span class=\"code-part\">part 1 of 2</span>"), "{content}");
         assert!(content.contains("part 2 of 2"), "{content}");
         assert!(!content.contains("title="), "{content}");
         let files = items[2]["Chapter"]["content"].as_str().unwrap();
         assert!(!files.contains(pages::FILE_INDEX_MARKER));
         assert!(
-            files.contains("### `synapse/homeserver.yaml` {#file-synapse-homeserver-yaml}"),
+            files.contains("### `app/settings.yaml` {#file-app-settings-yaml}"),
             "{files}"
         );
         assert!(
-            files.contains("```yaml\nserver_name: example.com\npid_file: /data/pid\n```"),
+            files.contains("```yaml\nname: example\nsize: 3\n```"),
             "{files}"
         );
         assert!(files.contains("Assembled from 2 blocks: [Setup](../setup.md) (lines [4](https://example.org/r/blob/main/src/setup.md?plain=1#L4), [8](https://example.org/r/blob/main/src/setup.md?plain=1#L8))."), "{files}");
