@@ -194,9 +194,11 @@ fn site_pages_match_what_extract_produces() {
     if !samples.is_empty() {
         let router = xtask::route::Router::from_tree(&tree).expect("the nginx config loads");
         for s in &samples {
+            // The whole first cell: the request, and its client address when the sample gives one.
             let request = format!(
-                "<code>{}</code>",
-                html_escape(&format!("{} {}", s.method, s.uri))
+                "<td><code>{}</code>{}</td>",
+                html_escape(&format!("{} {}", s.method, s.uri)),
+                s.from.as_deref().map(|f| format!(" from {f}")).unwrap_or_default()
             );
             let row = rows
                 .iter()
