@@ -235,6 +235,7 @@ pub fn routing_table(site: &Site, page: &str) -> String {
     }
     out.push_str(&flowchart(site));
     let mut current: Option<&MdLoc> = None;
+    let mut headings_seen: BTreeMap<String, usize> = BTreeMap::new();
     for (sample, routed) in &site.routes {
         if current != Some(&sample.block) {
             let chapter = site
@@ -248,18 +249,28 @@ pub fn routing_table(site: &Site, page: &str) -> String {
                 .file
                 .strip_prefix(&format!("{}/", site.book.src))
                 .unwrap_or(&sample.block.file);
+            if current.is_some() {
+                out.push_str("\n</div>\n");
+            }
+            // Named after the section of the chapter the block is in.
+            let section = chapter
+                .and_then(|c| section_before(&c.text, sample.block.line))
+                .map(|s| format!(": {}", md_text(&s)))
+                .unwrap_or_default();
+            let seen = headings_seen.entry(format!("{name}{section}")).or_default();
+            *seen += 1;
+            let section = match *seen {
+                1 => section,
+                k => format!("{section} ({k})"),
+            };
             let _ = writeln!(
                 out,
-                "\n### {}, line {}\n\nThe `routes` block of [{}]({}) at {}.\n",
+                "\n### {}{section}\n\nThe `routes` block of [{}]({}) at {}.\n",
                 md_text(name),
-                sample.block.line,
                 md_text(name),
                 relative(page, src_rel),
                 source_link(site, &sample.block)
             );
-            if current.is_some() {
-                out.push_str("\n</div>\n");
-            }
             let _ = writeln!(out, "<div class=\"routing-table\">\n");
             let _ = writeln!(out, "| Request | Upstream → server | Location |");
             let _ = writeln!(out, "| --- | --- | --- |");
@@ -315,6 +326,32 @@ pub fn routing_table(site: &Site, page: &str) -> String {
     }
     out.push('\n');
     out
+}
+
+/// The text of the last heading above 1-based `line` of a chapter's Markdown.
+fn section_before(text: &str, line: usize) -> Option<String> {
+    use mdbook_markdown::pulldown_cmark::{Event, Tag, TagEnd};
+    let parser = mdbook_markdown::new_cmark_parser(text, &Default::default()).into_offset_iter();
+    let mut last = None;
+    let mut current: Option<String> = None;
+    for (event, range) in parser {
+        match event {
+            Event::Start(Tag::Heading { .. }) => {
+                if crate::book::line_of(text, range.start) > line {
+                    break;
+                }
+                current = Some(String::new());
+            }
+            Event::Text(t) | Event::Code(t) => {
+                if let Some(c) = current.as_mut() {
+                    c.push_str(&t);
+                }
+            }
+            Event::End(TagEnd::Heading(_)) => last = current.take(),
+            _ => {}
+        }
+    }
+    last
 }
 
 /// A mermaid flowchart of where the samples go: nginx → upstream → server, edges labelled with
@@ -461,6 +498,13 @@ fn highlight_lang(lang: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sections_are_the_heading_above() {
+        let md = "# Title\n\n## Sync `and` streams\n\ntext\n\n```routes\nGET / -> main\n```\n\n## Later\n";
+        assert_eq!(section_before(md, 7).as_deref(), Some("Sync and streams"));
+        assert_eq!(section_before(md, 2).as_deref(), Some("Title"));
+    }
 
     #[test]
     fn relative_links() {
