@@ -198,7 +198,10 @@ fn site_pages_match_what_extract_produces() {
             let request = format!(
                 "<td><code>{}</code>{}</td>",
                 html_escape(&format!("{} {}", s.method, s.uri)),
-                s.from.as_deref().map(|f| format!(" from {f}")).unwrap_or_default()
+                s.from
+                    .as_deref()
+                    .map(|f| format!(" from {f}"))
+                    .unwrap_or_default()
             );
             let row = rows
                 .iter()
@@ -666,4 +669,26 @@ fn book_toml_is_consistent() {
         before.contains(&"links") && before.contains(&"mermaid"),
         "xtask runs before links and mermaid"
     );
+}
+
+/// The preprocessor's command line: mdBook's `supports` probe, usage errors, protocol errors.
+#[test]
+fn mdbook_subcommand_protocol() {
+    use assert_cmd::Command as Cmd;
+    let xtask = || Cmd::new(env!("CARGO_BIN_EXE_xtask"));
+    for renderer in ["html", "linkcheck2", "markdown"] {
+        xtask()
+            .args(["mdbook", "supports", renderer])
+            .assert()
+            .success()
+            .stdout("");
+    }
+    xtask().args(["mdbook", "frobnicate"]).assert().code(2);
+    xtask()
+        .arg("mdbook")
+        .write_stdin("{\"not\": \"an array\"}")
+        .assert()
+        .code(2)
+        .stdout("")
+        .stderr(predicates::str::contains("mdbook::protocol"));
 }
