@@ -47,6 +47,20 @@ async function inspect(browser, base, shotDir, spec) {
             highlighted: document.querySelectorAll('pre code.hljs').length,
         };
     });
+    // Switching to a dark theme re-renders the diagrams in mermaid's dark palette.
+    if (facts.svg_diagrams > 0) {
+        const before = await page.$eval('pre.mermaid svg style', (s) => s.textContent);
+        await page.evaluate(() => {
+            const html = document.documentElement;
+            html.classList.remove('light', 'rust', 'ayu', 'navy');
+            html.classList.add('coal');
+        });
+        await page.waitForFunction(
+            (old) => { const s = document.querySelector('pre.mermaid svg style'); return s && s.textContent !== old; },
+            before, { timeout: 10000 },
+        ).catch(() => {});
+        facts.dark_rerendered = await page.$eval('pre.mermaid svg style', (s, old) => s.textContent !== old, before).catch(() => false);
+    }
     // The search box: on the first page only, search for SEARCH_TERM and count the results.
     if (process.env.SEARCH_TERM && spec === process.argv[4]) {
         await page.click('#mdbook-search-toggle');

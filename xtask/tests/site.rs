@@ -487,6 +487,12 @@ fn browser_check() {
             "{page}: every mermaid diagram rendered as SVG"
         );
         diagrams += n;
+        if n > 0 {
+            assert_eq!(
+                r["dark_rerendered"], true,
+                "{page}: the diagrams follow a switch to a dark theme"
+            );
+        }
         if page == "reference/routing-table.html"
             && !xtask::preprocess::pages::samples(&book).is_empty()
         {
