@@ -359,6 +359,7 @@ fn section_before(text: &str, line: usize) -> Option<String> {
 fn flowchart(site: &Site) -> String {
     let mut to_upstream: BTreeMap<String, usize> = BTreeMap::new();
     let mut to_server: BTreeMap<(String, String), usize> = BTreeMap::new();
+    let mut to_any: std::collections::BTreeSet<(String, String)> = Default::default();
     for (_, routed) in &site.routes {
         let Some(r) = routed else { continue };
         let up = match (&r.upstream, r.status) {
@@ -369,6 +370,11 @@ fn flowchart(site: &Site) -> String {
         *to_upstream.entry(up.clone()).or_default() += 1;
         if let Some(s) = &r.server {
             *to_server.entry((up, s.clone())).or_default() += 1;
+        } else {
+            // nginx balances between these: drawn dashed, without a count.
+            for s in &r.servers {
+                to_any.insert((up.clone(), s.clone()));
+            }
         }
     }
     if to_upstream.is_empty() {
@@ -384,7 +390,7 @@ fn flowchart(site: &Site) -> String {
     };
     let label = |s: &str| s.replace('"', "#quot;");
     let mut out = String::from(
-        "Where the samples go (edge labels count samples):\n\n```mermaid\nflowchart LR\n  nginx((nginx))\n",
+        "Where the samples go (edge labels count samples; dashed: nginx balances between the servers):\n\n```mermaid\nflowchart LR\n  nginx((nginx))\n",
     );
     for (up, n) in &to_upstream {
         let _ = writeln!(out, "  nginx -->|{n}| {}[\"{}\"]", id("u", up), label(up));
@@ -394,6 +400,19 @@ fn flowchart(site: &Site) -> String {
         let _ = writeln!(
             out,
             "  {} -->|{n}| {}[\"{}\"]",
+            id("u", up),
+            id("s", server),
+            label(short)
+        );
+    }
+    for (up, server) in to_any
+        .iter()
+        .filter(|(u, s)| !to_server.contains_key(&(u.clone(), s.clone())))
+    {
+        let short = server.trim_start_matches("unix:/sockets/");
+        let _ = writeln!(
+            out,
+            "  {} -.-> {}[\"{}\"]",
             id("u", up),
             id("s", server),
             label(short)
