@@ -6,6 +6,7 @@ pub mod cmd;
 pub mod diagnostics;
 pub mod extract;
 pub mod flags;
+pub mod pgcheck;
 pub mod secrets;
 pub mod tools;
 
