@@ -181,13 +181,22 @@ pub struct Server {
 
 impl Server {
     /// `initdb` as the postgres image does it: `superuser` is the bootstrap superuser
-    /// (`POSTGRES_USER`), `extra` are `POSTGRES_INITDB_ARGS`.
-    pub fn initdb(&self, superuser: &str, extra: &[String]) -> anyhow::Result<()> {
+    /// (`POSTGRES_USER`) with `password` (`POSTGRES_PASSWORD`, given through `--pwfile`),
+    /// `extra` are `POSTGRES_INITDB_ARGS`.
+    pub fn initdb(&self, superuser: &str, password: Option<&str>, extra: &[String]) -> anyhow::Result<()> {
         std::fs::create_dir_all(&self.data)?;
         chown_postgres(&self.data)?;
         let mut cmd = Command::new(self.bindir.join("initdb"));
         cmd.arg("--pgdata").arg(&self.data).arg(format!("--username={superuser}")).args(extra);
-        run(as_postgres(&mut cmd)?)?;
+        let pwfile = self.data.with_extension("pwfile");
+        if let Some(p) = password {
+            std::fs::write(&pwfile, format!("{p}\n"))?;
+            chown_postgres(&pwfile)?;
+            cmd.arg(format!("--pwfile={}", pwfile.display()));
+        }
+        let result = run(as_postgres(&mut cmd)?);
+        let _ = std::fs::remove_file(&pwfile);
+        result?;
         Ok(())
     }
 

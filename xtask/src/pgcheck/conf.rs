@@ -22,13 +22,14 @@ pub fn check(book: &Book, bindir: &Path, work: &Path) -> anyhow::Result<(Vec<Str
         log: work.join("logs").join("postgres.log"),
     };
     if !server.data.join("PG_VERSION").exists() {
-        server.initdb("postgres", &["--encoding=UTF8".into(), "--locale=C".into()])?;
+        server.initdb("postgres", None, &["--encoding=UTF8".into(), "--locale=C".into()])?;
     }
     std::fs::create_dir_all(&server.socket_dir)?;
     cluster::chown_postgres(&server.socket_dir)?;
     let line_re = Regex::new(r"line (\d+)").expect("valid regex");
     let mut ok = Vec::new();
     let mut diags = Vec::new();
+    let mut seen: Vec<String> = Vec::new();
     let names = std::iter::once(None).chain(extract::variants(book).into_iter().map(Some));
     for variant in names {
         let tree = match extract::assemble(book, &Options { variant: variant.clone(), ..Options::default() }) {
@@ -39,6 +40,11 @@ pub fn check(book: &Book, bindir: &Path, work: &Path) -> anyhow::Result<(Vec<Str
             }
         };
         let Some(file) = tree.get(CONF) else { continue };
+        // A variant that does not replace this file gives the main one again.
+        if seen.contains(&file.content) {
+            continue;
+        }
+        seen.push(file.content.clone());
         let name = variant.clone().unwrap_or_else(|| "main".into());
         let path = work.join(format!("postgresql.{name}.conf"));
         std::fs::write(&path, &file.content)?;

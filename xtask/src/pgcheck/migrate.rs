@@ -59,11 +59,11 @@ pub fn check(
     let dump_bytes = std::fs::metadata(&dump)?.len();
 
     // Step 3: the new image initialises an empty cluster with the same POSTGRES_* variables.
-    new.initdb(&image.user, &image.initdb_args)?;
+    new.initdb(&image.user, old.password.as_deref(), &image.initdb_args)?;
     std::fs::create_dir_all(&new.socket_dir)?;
     cluster::chown_postgres(&new.socket_dir)?;
     new.start(config, settings)?;
-    let admin = new.conn(&image.user, "postgres");
+    let admin = Conn { password: old.password.clone(), ..new.conn(&image.user, "postgres") };
     if image.dbname != "postgres" {
         admin.query(&format!("CREATE DATABASE \"{}\"", image.dbname.replace('"', "\"\"")))?;
     }
@@ -77,12 +77,18 @@ pub fn check(
         .arg(format!("--dbname={}", target.dbname))
         .arg("--exit-on-error")
         .arg(&dump);
+    if let Some(p) = &target.password {
+        cmd.env("PGPASSWORD", p);
+    }
     cluster::run(&mut cmd).context("pg_restore failed")?;
     let mut cmd = Command::new(old.bindir.join("vacuumdb"));
     cmd.arg(format!("--host={}", target.host.display()))
         .arg(format!("--port={}", target.port))
         .arg(format!("--username={}", target.user))
         .args(["--all", "--analyze-in-stages", "--quiet"]);
+    if let Some(p) = &target.password {
+        cmd.env("PGPASSWORD", p);
+    }
     cluster::run(&mut cmd).context("vacuumdb failed")?;
 
     // The locale Synapse insists on survives (it refuses a database whose collation is not C).
