@@ -8,7 +8,9 @@ pub mod extract;
 pub mod flags;
 pub mod pgcheck;
 pub mod secrets;
+pub mod synapse;
 pub mod tools;
+pub mod yaml;
 
 use std::path::PathBuf;
 
