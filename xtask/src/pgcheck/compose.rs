@@ -2,8 +2,8 @@
 //! `docker-compose.yml`: entrypoint, command, environment (`env_file` then `environment`) and
 //! short-syntax volumes, plus the mapping of container paths onto host directories.
 
+use crate::yaml::{self, Kind, Node};
 use anyhow::{Context, bail};
-use saphyr::{LoadableYamlNode, Scalar, Yaml};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -19,22 +19,17 @@ pub struct Service {
     pub user: Option<String>,
 }
 
-fn scalar(y: &Yaml<'_>) -> Option<String> {
-    match y {
-        Yaml::Value(Scalar::String(s)) => Some(s.to_string()),
-        Yaml::Value(Scalar::Integer(i)) => Some(i.to_string()),
-        Yaml::Value(Scalar::Boolean(b)) => Some(b.to_string()),
-        Yaml::Value(Scalar::FloatingPoint(f)) => Some(f.to_string()),
-        Yaml::Value(Scalar::Null) => Some(String::new()),
-        Yaml::Representation(s, _, _) => Some(s.to_string()),
+fn scalar(y: &Node) -> Option<String> {
+    match &y.kind {
+        Kind::Scalar { value, .. } => Some(if y.is_null() { String::new() } else { value.clone() }),
         _ => None,
     }
 }
 
-fn words(y: Option<&Yaml<'_>>) -> Vec<String> {
-    match y {
-        Some(Yaml::Sequence(items)) => items.iter().filter_map(scalar).collect(),
-        Some(other) => scalar(other).map(|s| s.split_whitespace().map(String::from).collect()).unwrap_or_default(),
+fn words(y: Option<&Node>) -> Vec<String> {
+    match y.map(|n| &n.kind) {
+        Some(Kind::Seq(items)) => items.iter().filter_map(scalar).collect(),
+        Some(_) => y.and_then(scalar).map(|s| s.split_whitespace().map(String::from).collect()).unwrap_or_default(),
         None => Vec::new(),
     }
 }
@@ -64,25 +59,22 @@ pub fn read_env_file(path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
 pub fn service(tree: &Path, name: &str) -> anyhow::Result<Service> {
     let path = tree.join("docker-compose.yml");
     let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let docs = Yaml::load_from_str(&text).with_context(|| format!("{} is not valid YAML", path.display()))?;
-    let doc = docs.first().with_context(|| format!("{} is empty", path.display()))?;
-    let svc = doc
-        .as_mapping_get("services")
-        .and_then(|s| s.as_mapping_get(name))
-        .with_context(|| format!("{} has no service `{name}`", path.display()))?;
+    let loaded = yaml::load(&text).map_err(|e| anyhow::anyhow!("{}:{}: {}", path.display(), e.line, e.message))?;
+    let doc = loaded.docs.first().with_context(|| format!("{} is empty", path.display()))?;
+    let svc = doc.path(&["services", name]).with_context(|| format!("{} has no service `{name}`", path.display()))?;
     let mut env = BTreeMap::new();
-    for f in words(svc.as_mapping_get("env_file")) {
+    for f in words(svc.get("env_file")) {
         env.extend(read_env_file(&tree.join(&f))?);
     }
-    match svc.as_mapping_get("environment") {
-        Some(Yaml::Mapping(m)) => {
+    match svc.get("environment").map(|n| &n.kind) {
+        Some(Kind::Map(m)) => {
             for (k, v) in m {
                 if let (Some(k), Some(v)) = (scalar(k), scalar(v)) {
                     env.insert(k, v);
                 }
             }
         }
-        Some(Yaml::Sequence(items)) => {
+        Some(Kind::Seq(items)) => {
             for it in items.iter().filter_map(scalar) {
                 if let Some((k, v)) = it.split_once('=') {
                     env.insert(k.into(), v.into());
@@ -92,7 +84,7 @@ pub fn service(tree: &Path, name: &str) -> anyhow::Result<Service> {
         _ => {}
     }
     let mut volumes = Vec::new();
-    if let Some(Yaml::Sequence(items)) = svc.as_mapping_get("volumes") {
+    if let Some(Kind::Seq(items)) = svc.get("volumes").map(|n| &n.kind) {
         for v in items {
             let Some(s) = scalar(v) else { bail!("service `{name}`: only short-syntax volumes are supported") };
             let mut parts = s.split(':');
@@ -104,11 +96,11 @@ pub fn service(tree: &Path, name: &str) -> anyhow::Result<Service> {
     }
     Ok(Service {
         name: name.to_string(),
-        entrypoint: words(svc.as_mapping_get("entrypoint")),
-        command: words(svc.as_mapping_get("command")),
+        entrypoint: words(svc.get("entrypoint")),
+        command: words(svc.get("command")),
         env,
         volumes,
-        user: svc.as_mapping_get("user").and_then(scalar),
+        user: svc.get("user").and_then(scalar),
     })
 }
 
