@@ -264,6 +264,7 @@ fn postgres_chapters_run_for_real() {
         assert_eq!(report.state, "streaming");
         assert_eq!(report.replay_bytes_behind, 0);
         assert_eq!(report.archives_left, 1);
+        assert!(report.backup_refuses_primary);
         assert!(report.tables_compared >= 10);
         assert!(report.tables.iter().any(|t| t.table == "events" && t.rows > 0));
     }));
@@ -277,11 +278,21 @@ fn postgres_chapters_run_for_real() {
     // Major-version migration procedure (15 -> 15 here), then Synapse on the result.
     let new = Server { bindir: bindir.clone(), data: s.join("new-major"), socket_dir: s.join("new-sockets"), port: 5440, log: s.join("logs/new-major.log") };
     let migrated = migrate::check(&db, &new, &image, Some(&config), &extra, &s.join("migrate"));
+    // The comparison can fail: change one row of the copy and it must notice.
+    let new_db = Conn { password: db.password.clone(), ..new.conn(&user, &dbname) };
+    let tampered = migrated.as_ref().ok().map(|_| {
+        new_db.query("UPDATE rooms SET is_public = NOT is_public").unwrap();
+        let e = replica::compare_tables(&db, &new_db).expect_err("a changed row must be found");
+        new_db.query("UPDATE rooms SET is_public = NOT is_public").unwrap();
+        replica::compare_tables(&db, &new_db).unwrap();
+        e.to_string()
+    });
     let _ = primary.stop();
     let report = migrated.unwrap();
+    let tampered = tampered.unwrap();
+    assert!(tampered.contains("rooms differs"), "{tampered}");
     eprintln!("migration report: {}", serde_json::to_string_pretty(&report).unwrap());
     assert!(report.tables_compared >= 10);
-    let new_db = Conn { password: db.password.clone(), ..new.conn(&user, &dbname) };
     let mut synapse = Synapse::start(&python, &s.join("synapse"), &new.socket_dir, &new_db);
     let body = serde_json::json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"}, "password": "wonderland-7"});
     let (st, r) = http(&synapse.sock, "POST", "/_matrix/client/v3/login", Some(&body), None);

@@ -57,6 +57,8 @@ pub struct ReplicaReport {
     /// writes (always 0).
     pub replay_bytes_behind: i64,
     pub backups_run: usize,
+    /// The backup job pointed at the primary exited non-zero and wrote no archive.
+    pub backup_refuses_primary: bool,
     /// Archives left after the runs with `BACKUP_KEEP=1` (always 1).
     pub archives_left: usize,
     pub archive: PathBuf,
@@ -324,6 +326,19 @@ fn run_checks(
         })
         .collect();
     let newest = names.last().cloned().context("no backup ran")?;
+    // The job pointed at the primary by mistake must fail and leave the archives alone.
+    let mut cmd = command_of(backup_svc, &backup_mounts, None)?;
+    cmd.env("PATH", path_env(&env.bindir)).env("REPLICA_PORT", primary.port.to_string());
+    let refused = cmd.stdin(Stdio::null()).output()?;
+    let after: usize = std::fs::read_dir(&backup_dir)?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tar.gz"))
+        .count();
+    ensure!(
+        !refused.status.success() && after == 1,
+        "the backup job ran against the primary ({}, {after} archives): it must refuse",
+        refused.status
+    );
     ensure!(
         archives == vec![newest.clone()],
         "with BACKUP_KEEP=1 only {} should be left in {}, found {archives:?}",
@@ -373,6 +388,7 @@ fn run_checks(
         wal_receiver_status: receiver,
         replay_bytes_behind: behind,
         backups_run: names.len(),
+        backup_refuses_primary: true,
         archives_left: archives.len(),
         archive: newest,
         archive_bytes,
