@@ -128,14 +128,14 @@ impl Mounts {
             };
             map.push((dst.trim_end_matches('/').to_string(), host));
         }
-        map.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        map.sort_by_key(|m| std::cmp::Reverse(m.0.len()));
         Ok(Mounts { map })
     }
 
     /// Adds a mapping (e.g. a path the image declares, like its PGDATA).
     pub fn add(&mut self, container: &str, host: PathBuf) {
         self.map.push((container.trim_end_matches('/').to_string(), host));
-        self.map.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        self.map.sort_by_key(|m| std::cmp::Reverse(m.0.len()));
     }
 
     /// Rewrites every container path inside `s` (at its start or after `=`) to the host path.

@@ -255,10 +255,10 @@ fn run_checks(
     let log = env.work.join("db-replica.log");
     // 1. The replica is up and streaming.
     wait_for(Duration::from_secs(600), "db-replica to stream from the primary", || {
-        if let Some(child) = started.as_mut() {
-            if let Some(st) = child.try_wait()? {
-                bail!("db-replica exited ({st}); its log ends:\n{}", cluster::tail(&log, 20));
-            }
+        if let Some(child) = started.as_mut()
+            && let Some(st) = child.try_wait()?
+        {
+            bail!("db-replica exited ({st}); its log ends:\n{}", cluster::tail(&log, 20));
         }
         if !replica.is_ready() {
             return Ok(None);
