@@ -8,6 +8,7 @@ pub mod extract;
 pub mod flags;
 pub mod lint;
 pub mod nginx;
+pub mod pgcheck;
 pub mod preprocess;
 pub mod route;
 pub mod secrets;
