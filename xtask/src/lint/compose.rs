@@ -85,6 +85,8 @@ pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
 
     let declared_volumes: BTreeSet<&str> =
         compose.root.get("volumes").map(|v| v.entries().iter().filter_map(|(k, _)| k.as_str()).collect()).unwrap_or_default();
+    // Findings from a template merged into several services are reported once, naming them all.
+    let mut dep_findings: BTreeMap<(usize, &'static str, String), Vec<String>> = BTreeMap::new();
     for svc in &compose.services {
         // depends_on: a list of names or a map name -> condition
         if let Some(dep) = svc.node.get("depends_on") {
@@ -95,21 +97,13 @@ pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
             };
             for (name, line) in names {
                 let Some(target) = compose.service(name) else {
-                    diags.push(Diagnostic::error(
-                        "compose::unknown-service",
-                        format!("service `{}` depends on `{name}`, which is not a service of this file", svc.name),
-                        &at(line),
-                    ));
+                    dep_findings.entry((line, "compose::unknown-service", name.to_string())).or_default().push(svc.name.clone());
                     continue;
                 };
                 let healthy = dep.get(name).and_then(|d| d.get("condition")).and_then(|c| c.as_str()) == Some("service_healthy");
                 let has_check = target.node.get("healthcheck").is_some_and(|h| h.get("disable").and_then(|d| d.yaml11_bool()) != Some(true) && h.get("test").is_some());
                 if healthy && !has_check {
-                    diags.push(Diagnostic::error(
-                        "compose::dependency-without-healthcheck",
-                        format!("service `{}` waits for `{name}` to be healthy, but `{name}` has no healthcheck: Compose refuses to start it", svc.name),
-                        &at(line),
-                    ));
+                    dep_findings.entry((line, "compose::dependency-without-healthcheck", name.to_string())).or_default().push(svc.name.clone());
                 }
             }
         }
@@ -183,6 +177,15 @@ pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
                 _ => {}
             }
         }
+    }
+    for ((line, code, name), services) in dep_findings {
+        let who = services.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ");
+        let msg = if code == "compose::unknown-service" {
+            format!("{who} depend(s) on `{name}`, which is not a service of this file")
+        } else {
+            format!("{who} wait(s) for `{name}` to be healthy, but `{name}` has no healthcheck: Compose refuses to start them")
+        };
+        diags.push(Diagnostic::error(code, msg, &at(line)));
     }
     healthchecks(view, &compose, &mut diags);
     interpolation(view, &compose, &mut diags);
@@ -397,6 +400,9 @@ fn healthchecks(view: &TreeView<'_>, compose: &Compose<'_>, diags: &mut Vec<Diag
             let ok = mine.iter().any(|s| s.trim_end_matches('/') == sock.trim_end_matches('/'));
             if !ok {
                 let owner = served.iter().find(|(_, v)| v.iter().any(|s| s == &sock)).map(|(k, _)| k.clone());
+                if mine.is_empty() && owner.is_none() {
+                    continue; // what this service listens on is unknown (e.g. its config is missing, reported elsewhere)
+                }
                 let why = match owner {
                     Some(o) => format!("that socket belongs to `{o}`, so the check says nothing about `{}`", svc.name),
                     None => "no process of the deployment listens there".into(),

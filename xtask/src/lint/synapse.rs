@@ -399,6 +399,14 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
             for (hname, h) in lc.get("handlers").map(NodeExt::entries).unwrap_or_default() {
                 let Some(fname) = h.get("filename") else { continue };
                 let Some(fp) = fname.as_str() else { continue };
+                if let Some((m, _)) = svc.mount_for(fp).filter(|(m, _)| m.read_only) {
+                    self.err(
+                        "synapse::log-not-on-volume",
+                        format!("handler `{}` writes `{fp}`, but `{}` is mounted read-only in service `{}`", hname.as_str().unwrap_or("?"), m.target, svc.name),
+                        self.at(&tree_path, fname.line()),
+                    );
+                    continue;
+                }
                 let writable = match svc.mount_for(fp) {
                     Some((m, _)) => m.kind != MountKind::Bind || !m.target.is_empty(),
                     None => false,
