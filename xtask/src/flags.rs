@@ -137,6 +137,9 @@ pub struct BookCmd {
     /// Where to write the site (default: target/book)
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Replace assets/mermaid.min.js with the npm package at the version of versions.toml
+    #[arg(long)]
+    pub vendor_mermaid: bool,
 }
 
 #[derive(Debug, Args)]

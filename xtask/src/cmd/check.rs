@@ -28,6 +28,7 @@ pub(crate) fn run(f: flags::Check) -> anyhow::Result<ExitCode> {
         }
         let _ = std::fs::remove_dir_all(&tmp);
     }
+    diags.append(&mut crate::lint::run(&book));
     diags.dedup();
     Ok(report(&mut diags, f.format, &root))
 }

@@ -1,0 +1,102 @@
+//! A result cache for the external checkers (shellcheck, postgres, Synapse's config check).
+//!
+//! Their answer depends only on the input and on the tool binary, so it is kept under
+//! `target/lint-cache/`, keyed by a hash of the tool's path, size and modification time, its
+//! arguments and its input. A second `cargo xtask check` of an unchanged book then starts no
+//! external process at all, which is what keeps it under a second. Delete the directory (or set
+//! `XTASK_LINT_NO_CACHE=1`) to force fresh runs.
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use std::hash::{Hash, Hasher};
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+fn dir() -> PathBuf {
+    crate::tools::target_dir().join("lint-cache")
+}
+
+fn enabled() -> bool {
+    std::env::var_os("XTASK_LINT_NO_CACHE").is_none()
+}
+
+/// A 128-bit key from the given parts (two independent SipHash runs).
+pub fn key(parts: &[&[u8]]) -> String {
+    let mut out = String::new();
+    for salt in [0u8, 1u8] {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        salt.hash(&mut h);
+        for p in parts {
+            p.len().hash(&mut h);
+            p.hash(&mut h);
+        }
+        out.push_str(&format!("{:016x}", h.finish()));
+    }
+    out
+}
+
+/// Identity of a program file: path, size and mtime (changes when the tool is upgraded).
+pub fn tool_id(path: &std::path::Path) -> Vec<u8> {
+    let meta = std::fs::metadata(path).ok();
+    format!(
+        "{}|{:?}|{:?}",
+        path.display(),
+        meta.as_ref().map(std::fs::Metadata::len),
+        meta.and_then(|m| m.modified().ok())
+    )
+    .into_bytes()
+}
+
+/// Returns the cached value for `key`, or computes, stores and returns it. Errors are not cached.
+pub fn memo<T: Serialize + DeserializeOwned>(key: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    let path = dir().join(format!("{key}.json"));
+    if enabled() {
+        if let Some(v) = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+            return Ok(v);
+        }
+    }
+    let v = f()?;
+    if enabled() {
+        if let Ok(bytes) = serde_json::to_vec(&v) {
+            let _ = std::fs::create_dir_all(dir());
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            if std::fs::write(&tmp, bytes).is_ok() {
+                let _ = std::fs::rename(&tmp, &path);
+            }
+        }
+    }
+    Ok(v)
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Output {
+    pub status: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+/// Runs `program args` with `stdin`, through the cache. Err when the program cannot be run.
+pub fn run_cached(program: &str, args: &[&str], stdin: &[u8]) -> Result<Output, String> {
+    let exe = crate::tools::which(program).ok_or_else(|| format!("`{program}` is not installed"))?;
+    let mut parts: Vec<&[u8]> = Vec::new();
+    let id = tool_id(&exe);
+    parts.push(&id);
+    for a in args {
+        parts.push(a.as_bytes());
+    }
+    parts.push(stdin);
+    memo(&key(&parts), || {
+        let mut child = Command::new(&exe)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
+        if let Some(mut si) = child.stdin.take() {
+            let _ = si.write_all(stdin);
+        }
+        let out = child.wait_with_output().map_err(|e| format!("{program} failed: {e}"))?;
+        Ok(Output { status: out.status.code(), stdout: out.stdout, stderr: out.stderr })
+    })
+}

@@ -1,0 +1,341 @@
+//! The Compose file: valid against the Compose specification's published JSON schema, and every
+//! name and path in it refers to something real: `depends_on` services, named volumes, bind
+//! sources and `env_file`s in the tree, config files passed on the command line, and a
+//! healthcheck that probes a socket the service itself listens on.
+//!
+//! The schema is not copied into this repository. It comes from the `check-jsonschema` package
+//! on PyPI (pinned in versions.toml), which vendors the Compose specification's
+//! `compose-spec.json`; [`schema_path`] finds it and [`install_schema`] installs it into
+//! `target/lint-tools`. Validation runs on the tree after merge keys are applied (as compose-go
+//! does), and each schema error's JSON pointer is mapped back to the YAML node, then to the
+//! Markdown line.
+
+use super::TreeView;
+use super::model::{Compose, MountKind, Resolved, Service, Synapse, Word, service_of, synapse_config_args, word_value};
+use crate::diagnostics::Diagnostic;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+const SCHEMA_IN_PACKAGE: &str = "check_jsonschema/builtin_schemas/vendor/compose-spec.json";
+
+/// Where `install_schema` puts the package.
+pub fn tools_dir() -> PathBuf {
+    crate::tools::target_dir().join("lint-tools")
+}
+
+/// The Compose schema file: `$XTASK_COMPOSE_SCHEMA`, or the installed `check-jsonschema`.
+pub fn schema_path() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("XTASK_COMPOSE_SCHEMA") {
+        return Some(PathBuf::from(p));
+    }
+    let p = tools_dir().join(SCHEMA_IN_PACKAGE);
+    p.is_file().then_some(p)
+}
+
+/// Installs the pinned `check-jsonschema` (for its vendored Compose schema) into
+/// `target/lint-tools` with pip. For `cargo xtask setup`.
+pub fn install_schema() -> anyhow::Result<()> {
+    let version = crate::tools::version("lint", "check-jsonschema")?;
+    let status = std::process::Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps", "--upgrade", "--target"])
+        .arg(tools_dir())
+        .arg(format!("check-jsonschema=={version}"))
+        .status()?;
+    anyhow::ensure!(status.success(), "pip install check-jsonschema=={version} failed");
+    Ok(())
+}
+
+type Compiled = Result<jsonschema::Validator, String>;
+
+fn validator() -> Option<&'static Compiled> {
+    static V: OnceLock<Option<Compiled>> = OnceLock::new();
+    V.get_or_init(|| {
+        let path = schema_path()?;
+        let compiled = std::fs::read(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).map_err(|e| format!("{}: {e}", path.display())))
+            .and_then(|s| jsonschema::validator_for(&s).map_err(|e| format!("{}: {e}", path.display())));
+        Some(compiled)
+    })
+    .as_ref()
+}
+
+pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
+    let Some(compose) = Compose::find(view) else { return Vec::new() };
+    let mut diags = Vec::new();
+    let at = |line: usize| view.loc(&compose.path, line);
+    schema(view, &compose, &mut diags);
+
+    if let Some(k) = compose.root.key_node("version") {
+        diags.push(Diagnostic::error(
+            "compose::obsolete-version",
+            "`version:` is obsolete in the Compose specification (Compose ignores it and warns): remove it",
+            &at(k.line),
+        ));
+    }
+
+    let declared_volumes: BTreeSet<&str> =
+        compose.root.get("volumes").map(|v| v.entries().iter().filter_map(|(k, _)| k.as_str()).collect()).unwrap_or_default();
+    for svc in &compose.services {
+        // depends_on: a list of names or a map name -> condition
+        if let Some(dep) = svc.node.get("depends_on") {
+            let names: Vec<(&str, usize)> = if dep.is_map() {
+                dep.entries().iter().filter_map(|(k, _)| k.as_str().map(|s| (s, k.line))).collect()
+            } else {
+                dep.str_list().into_iter().map(|(s, n)| (s, n.line)).collect()
+            };
+            for (name, line) in names {
+                if compose.service(name).is_none() {
+                    diags.push(Diagnostic::error(
+                        "compose::unknown-service",
+                        format!("service `{}` depends on `{name}`, which is not a service of this file", svc.name),
+                        &at(line),
+                    ));
+                }
+            }
+        }
+        for m in &svc.mounts {
+            match m.kind {
+                MountKind::Volume if !m.source.is_empty() && !declared_volumes.contains(m.source.as_str()) => {
+                    diags.push(Diagnostic::error(
+                        "compose::undeclared-volume",
+                        format!("service `{}` mounts the volume `{}`, which the top-level `volumes:` does not declare", svc.name, m.source),
+                        &at(m.line),
+                    ));
+                }
+                // A missing bind source is created by Docker as an empty directory: fine for
+                // state (a data directory), wrong for anything the container must read.
+                MountKind::Bind if !m.source.starts_with('/') && !m.source.starts_with('~') && (m.read_only || looks_like_file(&m.source)) => {
+                    let rel = clean(&m.source);
+                    if !exists_in_tree(view, &rel) {
+                        diags.push(Diagnostic::error(
+                            "compose::missing-bind-source",
+                            format!(
+                                "service `{}` bind-mounts `{}` to read it, but the book writes no file {} it: Docker would mount an empty directory",
+                                svc.name,
+                                m.source,
+                                if rel.is_empty() { "in the tree for" } else { "at or under" }
+                            ),
+                            &at(m.line),
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Some(ef) = svc.node.get("env_file") {
+            let files: Vec<(&str, usize)> = if let Some(s) = ef.as_str() {
+                vec![(s, ef.line)]
+            } else {
+                ef.items()
+                    .iter()
+                    .filter_map(|i| i.as_str().or_else(|| i.get("path").and_then(|p| p.as_str())).map(|s| (s, i.line)))
+                    .collect()
+            };
+            for (f, line) in files {
+                if view.file(&clean(f)).is_none() {
+                    diags.push(Diagnostic::error(
+                        "compose::missing-env-file",
+                        format!("service `{}` reads env_file `{f}`, which the book does not write", svc.name),
+                        &at(line),
+                    ));
+                }
+            }
+        }
+        // Config files named on the command line.
+        let mut config_words: Vec<&Word> = synapse_config_args(svc);
+        config_words.extend(svc.flag_values(&["--config-file", "--config"]));
+        for w in config_words {
+            let p = word_value(w);
+            if !p.starts_with('/') {
+                continue;
+            }
+            match svc.resolve(p) {
+                Resolved::Tree(t) if view.file(&t).is_none() => diags.push(Diagnostic::error(
+                    "compose::missing-config-file",
+                    format!("service `{}` is started with `{p}`, which is `{t}` in the tree, but the book writes no such file", svc.name),
+                    &at(w.line),
+                )),
+                Resolved::Unmounted => diags.push(Diagnostic::error(
+                    "compose::missing-config-file",
+                    format!("service `{}` is started with `{p}`, but no volume of the service is mounted there", svc.name),
+                    &at(w.line),
+                )),
+                _ => {}
+            }
+        }
+    }
+    healthchecks(view, &compose, &mut diags);
+    diags
+}
+
+/// A path whose last component has an extension (`nginx.conf`, `homeserver.yaml`).
+fn looks_like_file(p: &str) -> bool {
+    p.trim_end_matches('/').rsplit('/').next().is_some_and(|last| last.contains('.') && !last.starts_with('.') || last.starts_with('.') && last[1..].contains('.'))
+}
+
+fn clean(p: &str) -> String {
+    p.trim_start_matches("./").trim_end_matches('/').split('/').filter(|c| !c.is_empty() && *c != ".").collect::<Vec<_>>().join("/")
+}
+
+fn exists_in_tree(view: &TreeView<'_>, rel: &str) -> bool {
+    rel.is_empty() || view.file(rel).is_some() || view.tree.files.keys().any(|k| k.starts_with(&format!("{rel}/")))
+}
+
+fn schema(view: &TreeView<'_>, compose: &Compose<'_>, diags: &mut Vec<Diagnostic>) {
+    let first = view.file(&compose.path).map(|f| f.first_loc()).unwrap_or_else(|| view.loc(&compose.path, 1));
+    let v = match validator() {
+        None => {
+            diags.push(Diagnostic::warning(
+                "compose::no-schema",
+                "the Compose specification schema is not installed, so the Compose file was not validated against it \
+                 (cargo xtask setup lint, or set XTASK_COMPOSE_SCHEMA)",
+                &first,
+            ));
+            return;
+        }
+        Some(Err(e)) => {
+            diags.push(Diagnostic::warning("compose::no-schema", format!("the Compose schema cannot be used: {e}"), &first));
+            return;
+        }
+        Some(Ok(v)) => v,
+    };
+    let json = compose.root.to_json();
+    for err in v.iter_errors(&json) {
+        let pointer = err.instance_path().as_str().to_string();
+        let node = compose.root.at_pointer(&pointer).unwrap_or(compose.root);
+        let mut line = node.line;
+        use jsonschema::error::ValidationErrorKind as K;
+        if let K::AdditionalProperties { unexpected } | K::UnevaluatedProperties { unexpected } = err.kind() {
+            if let Some(k) = unexpected.first().and_then(|u| node.key_node(u)) {
+                line = k.line;
+            }
+        }
+        let mut msg = err.to_string();
+        if msg.len() > 300 {
+            msg.truncate(300);
+            msg.push('…');
+        }
+        let path = if pointer.is_empty() { "the file".to_string() } else { format!("`{}`", pointer.trim_start_matches('/').replace('/', ".")) };
+        diags.push(
+            Diagnostic::error("compose::schema", format!("{path} does not follow the Compose specification: {msg}"), &view.loc(&compose.path, line))
+                .with_note(format!("schema rule {}", err.schema_path().as_str())),
+        );
+    }
+}
+
+/// Sockets (container paths) and socket directories each service listens on.
+pub fn served(view: &TreeView<'_>, compose: &Compose<'_>) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let syn = Synapse::find(view);
+    for svc in &compose.services {
+        let mut socks = Vec::new();
+        for w in svc.flag_values(&["--unixsocket"]) {
+            socks.push(word_value(w).to_string());
+        }
+        for d in pg_socket_dirs(view, svc) {
+            socks.push(d);
+        }
+        if let Some(syn) = &syn {
+            for p in std::iter::once(&syn.main).chain(syn.workers.iter()) {
+                if service_of(compose, syn, p).is_some_and(|s| s.name == svc.name) {
+                    socks.extend(p.listeners.iter().filter_map(|l| l.path.clone()));
+                }
+            }
+        }
+        // A redis.conf passed as the first argument.
+        for w in &svc.words {
+            if w.text.ends_with("redis.conf") {
+                if let Resolved::Tree(t) = svc.resolve(&w.text) {
+                    if let Some(f) = view.file(&t) {
+                        for l in f.content.lines() {
+                            if let Some(rest) = l.trim().strip_prefix("unixsocket ") {
+                                socks.push(rest.trim().trim_matches('"').to_string());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out.insert(svc.name.clone(), socks);
+    }
+    out
+}
+
+/// PostgreSQL's socket directories for a service: `-c unix_socket_directories=...` on its
+/// command line, or `unix_socket_directories` in the postgresql.conf it is given.
+pub fn pg_socket_dirs(view: &TreeView<'_>, svc: &Service<'_>) -> Vec<String> {
+    let mut dirs = Vec::new();
+    let mut conf_files = Vec::new();
+    for w in svc.flag_values(&["-c"]) {
+        let v = &w.text;
+        if let Some(d) = v.strip_prefix("unix_socket_directories=") {
+            dirs.extend(d.split(',').map(|s| s.trim().trim_matches('\'').to_string()));
+        }
+        if let Some(c) = v.strip_prefix("config_file=") {
+            conf_files.push(c.to_string());
+        }
+    }
+    for c in conf_files {
+        if let Resolved::Tree(t) = svc.resolve(&c) {
+            if let Some(f) = view.file(&t) {
+                for l in f.content.lines() {
+                    let l = l.split('#').next().unwrap_or("").trim();
+                    if let Some(rest) = l.strip_prefix("unix_socket_directories") {
+                        let v = rest.trim_start().trim_start_matches('=').trim().trim_matches('\'');
+                        dirs.extend(v.split(',').map(|s| s.trim().to_string()));
+                    }
+                }
+            }
+        }
+    }
+    dirs
+}
+
+/// The sockets a healthcheck probes: `curl --unix-socket P`, `redis-cli -s P`,
+/// `pg_isready -h DIR`, or any word that is an absolute `*.sock` path.
+pub fn health_sockets(svc: &Service<'_>) -> Vec<(String, usize)> {
+    let mut out = Vec::new();
+    let w = &svc.health;
+    for (i, word) in w.iter().enumerate() {
+        let next = w.get(i + 1);
+        let t = word.text.as_str();
+        if let Some(v) = t.strip_prefix("--unix-socket=") {
+            out.push((v.to_string(), word.line));
+        } else if matches!(t, "--unix-socket" | "-s" | "--socket") || (t == "-h" && w.iter().any(|x| x.text.ends_with("pg_isready"))) {
+            if let Some(n) = next {
+                if n.text.starts_with('/') {
+                    out.push((n.text.clone(), n.line));
+                }
+            }
+        } else if t.starts_with('/') && t.ends_with(".sock") && !out.iter().any(|(p, _)| p == t) {
+            out.push((t.to_string(), word.line));
+        }
+    }
+    out.dedup();
+    out
+}
+
+fn healthchecks(view: &TreeView<'_>, compose: &Compose<'_>, diags: &mut Vec<Diagnostic>) {
+    let served = served(view, compose);
+    for svc in &compose.services {
+        let mine = served.get(&svc.name).cloned().unwrap_or_default();
+        for (sock, line) in health_sockets(svc) {
+            let ok = mine.iter().any(|s| s.trim_end_matches('/') == sock.trim_end_matches('/'));
+            if !ok {
+                let owner = served.iter().find(|(_, v)| v.iter().any(|s| s == &sock)).map(|(k, _)| k.clone());
+                let why = match owner {
+                    Some(o) => format!("that socket belongs to `{o}`, so the check says nothing about `{}`", svc.name),
+                    None => "no process of the deployment listens there".into(),
+                };
+                let listens = if mine.is_empty() { "nothing the linter knows of".to_string() } else { mine.join(", ") };
+                diags.push(Diagnostic::error(
+                    "compose::healthcheck-socket",
+                    format!("the healthcheck of `{}` probes `{sock}`: {why} (`{}` listens on {listens})", svc.name, svc.name),
+                    &view.loc(&compose.path, line),
+                ));
+            }
+        }
+    }
+}
