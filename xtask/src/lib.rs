@@ -10,6 +10,7 @@ pub mod lint;
 pub mod nginx;
 pub mod preprocess;
 pub mod route;
+pub mod pgcheck;
 pub mod secrets;
 pub mod setup;
 pub mod stack;
