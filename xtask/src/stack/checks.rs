@@ -46,11 +46,11 @@ pub fn nginx_t(p: &Prepared, report: &mut Report) {
         // keep a `-c FILE` / `-p DIR` the service's command gives
         let cmd = &p.runner.launches[&svc].argv;
         for flag in ["-c", "-p"] {
-            if let Some(i) = cmd.iter().position(|a| a == flag) {
-                if let Some(v) = cmd.get(i + 1) {
-                    argv.push(flag.into());
-                    argv.push(v.clone());
-                }
+            if let Some(i) = cmd.iter().position(|a| a == flag)
+                && let Some(v) = cmd.get(i + 1)
+            {
+                argv.push(flag.into());
+                argv.push(v.clone());
             }
         }
         let (ok, out) = run_in(&p.runner, &svc, &argv, None).unwrap_or_else(|e| (false, format!("{e:#}")));

@@ -117,10 +117,10 @@ pub fn shared_secret(tree_dir: &Path) -> anyhow::Result<String> {
         files.extend(rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "yaml")));
     }
     for f in files {
-        if let Ok(text) = std::fs::read_to_string(&f) {
-            if let Some(c) = re.captures(&text) {
-                return Ok(c[1].to_string());
-            }
+        if let Ok(text) = std::fs::read_to_string(&f)
+            && let Some(c) = re.captures(&text)
+        {
+            return Ok(c[1].to_string());
         }
     }
     bail!("no registration_shared_secret in {}: the smoke test registers its users with it", dir.display())

@@ -218,10 +218,10 @@ fn synapse_argv(
     } else {
         Some(("991".into(), "991".into()))
     };
-    if let Some((uid, gid)) = ownership {
-        if uid != "0" {
-            argv.extend(setpriv(&uid, &gid));
-        }
+    if let Some((uid, gid)) = ownership
+        && uid != "0"
+    {
+        argv.extend(setpriv(&uid, &gid));
     }
     argv.push(host.synapse_python.to_string_lossy().into_owned());
     argv.extend(args);

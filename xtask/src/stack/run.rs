@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 /// `stack up`: starts a detached supervisor (this program again) and waits until it reports the
 /// stack healthy or failed.
+#[allow(clippy::print_stdout)] // the status JSON is the command's output
 pub fn up(root: &Path, paths: &Paths, supervisor_env: &str) -> anyhow::Result<ExitCode> {
     let base = paths.run.parent().expect("run dir has a parent").to_path_buf();
     std::fs::create_dir_all(&base)?;
