@@ -68,7 +68,10 @@ fn ok_book_lints_clean() {
 #[test]
 fn every_broken_case_reports_its_line() {
     let only = std::env::var("NGINX_FIXTURE").ok();
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(dir().join("err")).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(dir().join("err"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     cases.sort();
     assert!(cases.len() >= 15, "the corpus has {} cases", cases.len());
     let mut failures = Vec::new();
@@ -78,7 +81,7 @@ fn every_broken_case_reports_its_line() {
             continue;
         }
         let case: Case = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        if case.expect.iter().any(|e| e.code == "nginx::gixy") && !xtask::nginx::gixy::venv().join("bin/gixy").exists() {
+        if case.expect.iter().any(|e| e.code == "nginx::gixy") && !xtask::nginx::gixy::available() {
             eprintln!("{name}: gixy-ng not installed (cargo xtask setup): skipped");
             continue;
         }
@@ -87,7 +90,12 @@ fn every_broken_case_reports_its_line() {
         let md = tmp.path().join("src/deploy.md");
         let mut text = std::fs::read_to_string(&md).unwrap();
         for e in &case.edit {
-            assert_eq!(text.matches(&e.find).count(), 1, "{name}: `{}` must occur once", e.find);
+            assert_eq!(
+                text.matches(&e.find).count(),
+                1,
+                "{name}: `{}` must occur once",
+                e.find
+            );
             text = text.replacen(&e.find, &e.replace, 1);
         }
         std::fs::write(&md, text).unwrap();
@@ -95,10 +103,16 @@ fn every_broken_case_reports_its_line() {
         if only.is_some() {
             eprintln!("{got:#?}");
         }
-        let mut want: Vec<(String, String, usize)> =
-            case.expect.iter().map(|e| (e.code.clone(), "src/deploy.md".to_string(), e.line)).collect();
+        let mut want: Vec<(String, String, usize)> = case
+            .expect
+            .iter()
+            .map(|e| (e.code.clone(), "src/deploy.md".to_string(), e.line))
+            .collect();
         want.sort();
-        let got3: Vec<(String, String, usize)> = got.iter().map(|(c, f, l, _)| (c.clone(), f.clone(), *l)).collect();
+        let got3: Vec<(String, String, usize)> = got
+            .iter()
+            .map(|(c, f, l, _)| (c.clone(), f.clone(), *l))
+            .collect();
         if got3 != want {
             failures.push(format!("{name}: expected {want:?}\n  got {got:#?}"));
         }

@@ -7,7 +7,9 @@ use xtask::extract::{self, Options};
 use xtask::route::{self, Router};
 
 fn fixture(name: &str) -> PathBuf {
-    xtask::project_root().join("tests/fixtures/route").join(name)
+    xtask::project_root()
+        .join("tests/fixtures/route")
+        .join(name)
 }
 
 fn check(name: &str) -> Vec<(String, String, usize)> {
@@ -45,8 +47,16 @@ fn shadowed_and_unreached_locations_fail() {
     assert_eq!(
         check("err-shadowed"),
         [
-            ("route::shadowed-location".into(), "src/deploy.md".into(), 112),
-            ("route::unreached-location".into(), "src/deploy.md".into(), 115),
+            (
+                "route::shadowed-location".into(),
+                "src/deploy.md".into(),
+                112
+            ),
+            (
+                "route::unreached-location".into(),
+                "src/deploy.md".into(),
+                115
+            ),
             ("route::contract".into(), "src/routes.md".into(), 16),
         ]
     );
@@ -57,7 +67,13 @@ fn shadowed_and_unreached_locations_fail() {
 fn pagination_split_across_workers_fails() {
     assert_eq!(
         check("err-affinity"),
-        (16..=19).map(|l| ("route::room-affinity".to_string(), "src/routes.md".to_string(), l)).collect::<Vec<_>>()
+        (16..=19)
+            .map(|l| (
+                "route::room-affinity".to_string(),
+                "src/routes.md".to_string(),
+                l
+            ))
+            .collect::<Vec<_>>()
     );
 }
 
@@ -67,16 +83,46 @@ fn pagination_split_across_workers_fails() {
 fn room_affinity() {
     let r = router("ok");
     let reqs = [
-        ("PUT", "/_matrix/client/v3/rooms/!abc:example.com/send/m.room.message/t1"),
-        ("PUT", "/_matrix/client/v3/rooms/%21abc%3Aexample.com/state/m.room.topic/"),
-        ("PUT", "/_matrix/client/v3/rooms/!abc%3aexample.com/state/m.room.member/%40bob%3Aexample.com"),
-        ("GET", "/_matrix/client/v3/rooms/!abc:example.com/messages?dir=b&from=t47-123_0_0&limit=20&filter=%7B%22lazy_load_members%22%3Atrue%7D"),
-        ("GET", "/_matrix/client/v3/rooms/!abc:example.com/messages?dir=b&from=t5-1_0_0"),
-        ("GET", "/_matrix/client/v3/rooms/!abc:example.com/context/%24ev?limit=10"),
-        ("GET", "/_matrix/federation/v1/make_join/!abc%3Aexample.com/%40bob%3Aremote.org?ver=10"),
-        ("PUT", "/_matrix/federation/v2/send_join/!abc:example.com/%24ev"),
-        ("GET", "/_matrix/federation/v1/state_ids/!abc%3Aexample.com?event_id=%24ev"),
-        ("GET", "/_matrix/federation/v1/backfill/!abc%3Aexample.com?v=%24old%3Aexample.com&limit=50"),
+        (
+            "PUT",
+            "/_matrix/client/v3/rooms/!abc:example.com/send/m.room.message/t1",
+        ),
+        (
+            "PUT",
+            "/_matrix/client/v3/rooms/%21abc%3Aexample.com/state/m.room.topic/",
+        ),
+        (
+            "PUT",
+            "/_matrix/client/v3/rooms/!abc%3aexample.com/state/m.room.member/%40bob%3Aexample.com",
+        ),
+        (
+            "GET",
+            "/_matrix/client/v3/rooms/!abc:example.com/messages?dir=b&from=t47-123_0_0&limit=20&filter=%7B%22lazy_load_members%22%3Atrue%7D",
+        ),
+        (
+            "GET",
+            "/_matrix/client/v3/rooms/!abc:example.com/messages?dir=b&from=t5-1_0_0",
+        ),
+        (
+            "GET",
+            "/_matrix/client/v3/rooms/!abc:example.com/context/%24ev?limit=10",
+        ),
+        (
+            "GET",
+            "/_matrix/federation/v1/make_join/!abc%3Aexample.com/%40bob%3Aremote.org?ver=10",
+        ),
+        (
+            "PUT",
+            "/_matrix/federation/v2/send_join/!abc:example.com/%24ev",
+        ),
+        (
+            "GET",
+            "/_matrix/federation/v1/state_ids/!abc%3Aexample.com?event_id=%24ev",
+        ),
+        (
+            "GET",
+            "/_matrix/federation/v1/backfill/!abc%3Aexample.com?v=%24old%3Aexample.com&limit=50",
+        ),
     ];
     let outs: Vec<_> = reqs.iter().map(|(m, u)| r.route(m, u)).collect();
     for o in &outs {
@@ -85,12 +131,21 @@ fn room_affinity() {
         assert_eq!(o.server, outs[0].server, "{}", o.uri);
     }
     // Typing for that room goes to the typing writer instead (not a room worker).
-    let t = r.route("PUT", "/_matrix/client/v3/rooms/!abc:example.com/typing/@alice:example.com");
+    let t = r.route(
+        "PUT",
+        "/_matrix/client/v3/rooms/!abc:example.com/typing/@alice:example.com",
+    );
     assert_eq!(t.upstream.as_deref(), Some("sync"));
     // Another room may land elsewhere: across 30 rooms, all three workers are used.
     let mut used = std::collections::BTreeSet::new();
     for i in 0..30 {
-        used.insert(r.route("GET", &format!("/_matrix/client/v3/rooms/!r{i}:example.com/messages")).server);
+        used.insert(
+            r.route(
+                "GET",
+                &format!("/_matrix/client/v3/rooms/!r{i}:example.com/messages"),
+            )
+            .server,
+        );
     }
     assert_eq!(used.len(), 3);
 }
@@ -101,10 +156,21 @@ fn route_command_json() {
         .unwrap()
         .args(["route", "--book"])
         .arg(fixture("ok"))
-        .args(["--format", "json", "--method", "PUT", "/_matrix/client/v3/rooms/%21abc%3Aexample.com/typing/%40a%3Aexample.com", "/_matrix/media"])
+        .args([
+            "--format",
+            "json",
+            "--method",
+            "PUT",
+            "/_matrix/client/v3/rooms/%21abc%3Aexample.com/typing/%40a%3Aexample.com",
+            "/_matrix/media",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let a = v.as_array().unwrap();
     assert_eq!(a.len(), 2);
@@ -135,10 +201,18 @@ impl Rng {
 /// `XTASK_FUZZ_ITERS` to run it long by hand.
 #[test]
 fn no_panic_on_arbitrary_input() {
-    let iters: usize = std::env::var("XTASK_FUZZ_ITERS").ok().and_then(|s| s.parse().ok()).unwrap_or(1500);
+    let iters: usize = std::env::var("XTASK_FUZZ_ITERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1500);
     let book = xtask::book::load(&fixture("ok")).unwrap();
     let tree = extract::assemble(&book, &Options::default()).unwrap();
-    let seed = tree.get("nginx/conf.d/synapse.conf").unwrap().content.clone().into_bytes();
+    let seed = tree
+        .get("nginx/conf.d/synapse.conf")
+        .unwrap()
+        .content
+        .clone()
+        .into_bytes();
     let alphabet = b"{};\"'\\$#~*^=/ \n\tabc()[]?%!:@.0123456789";
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     for _ in 0..iters {
@@ -155,7 +229,22 @@ fn no_panic_on_arbitrary_input() {
         }
         let _ = xtask::nginx::ast::parse("f", &s);
         let text = String::from_utf8_lossy(&s).into_owned();
-        let t = xtask::nginx::tree_from(&[("nginx/nginx.conf", "events {}\nhttp { include conf.d/*.conf; }\n"), ("nginx/conf.d/synapse.conf", &text)]);
+        let block = xtask::book::Block {
+            file: "src/x.md".into(),
+            fence_line: 1,
+            lang: "nginx".into(),
+            attrs: Default::default(),
+            kind: xtask::book::BlockKind::Example,
+            text: text.clone(),
+        };
+        let _ = xtask::nginx::lint::check_example(&block);
+        let t = xtask::nginx::tree_from(&[
+            (
+                "nginx/nginx.conf",
+                "events {}\nhttp { include conf.d/*.conf; }\n",
+            ),
+            ("nginx/conf.d/synapse.conf", &text),
+        ]);
         let _ = xtask::nginx::lint::check_static(&t);
         if let Ok(r) = Router::from_tree(&t) {
             let mut uri = b"/_matrix/client/v3/rooms/".to_vec();
@@ -180,7 +269,11 @@ fn repository_book_nginx_is_clean() {
     let d = xtask::nginx::lint::check(&tree);
     assert!(d.is_empty(), "{d:#?}");
     let d = route::check_book(&book, &tree);
-    assert!(d.iter().all(|d| d.severity != xtask::diagnostics::Severity::Error), "{d:#?}");
+    assert!(
+        d.iter()
+            .all(|d| d.severity != xtask::diagnostics::Severity::Error),
+        "{d:#?}"
+    );
 }
 
 /// The real nginx agrees with the simulator on every sample of the fixture book and of the
@@ -201,7 +294,12 @@ fn real_nginx_agrees_with_the_simulator() {
         }
         let r = route::crosscheck::against_nginx(&tree, &samples).unwrap();
         assert_eq!(r.compared, samples.len());
-        assert!(r.disagreements.is_empty(), "{}: {:#?}", root.display(), r.disagreements);
+        assert!(
+            r.disagreements.is_empty(),
+            "{}: {:#?}",
+            root.display(),
+            r.disagreements
+        );
     }
 }
 
@@ -212,19 +310,54 @@ fn repository_book_room_affinity() {
     let root = xtask::project_root();
     let book = xtask::book::load(&root).unwrap();
     let tree = extract::assemble(&book, &Options::default()).unwrap();
-    let Ok(r) = Router::from_tree(&tree) else { return };
-    for room in ["!abc:example.com", "!31hneApxJ_1o-63DmFrpeqnkFfWppnzWso1JvH3ogLM", "!xyz:other.example"] {
+    let Ok(r) = Router::from_tree(&tree) else {
+        return;
+    };
+    for room in [
+        "!abc:example.com",
+        "!31hneApxJ_1o-63DmFrpeqnkFfWppnzWso1JvH3ogLM",
+        "!xyz:other.example",
+    ] {
         let enc = room.replace('!', "%21").replace(':', "%3A");
         let reqs = [
-            ("PUT", format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/t1")),
-            ("PUT", format!("/_matrix/client/v3/rooms/{enc}/state/m.room.member/%40bob%3Aexample.com")),
-            ("GET", format!("/_matrix/client/v3/rooms/{enc}/messages?dir=b&from=t47-123_0_0&filter=%7B%22lazy_load_members%22%3Atrue%7D")),
-            ("GET", format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&from=t5-1_0_0")),
-            ("GET", format!("/_matrix/client/v3/rooms/{room}/context/%24ev?limit=10")),
-            ("GET", format!("/_matrix/federation/v1/make_join/{enc}/%40bob%3Aremote.org?ver=10")),
-            ("PUT", format!("/_matrix/federation/v2/send_join/{room}/%24ev")),
-            ("GET", format!("/_matrix/federation/v1/state_ids/{enc}?event_id=%24ev")),
-            ("GET", format!("/_matrix/federation/v1/backfill/{enc}?v=%24old%3Aexample.com&limit=50")),
+            (
+                "PUT",
+                format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/t1"),
+            ),
+            (
+                "PUT",
+                format!("/_matrix/client/v3/rooms/{enc}/state/m.room.member/%40bob%3Aexample.com"),
+            ),
+            (
+                "GET",
+                format!(
+                    "/_matrix/client/v3/rooms/{enc}/messages?dir=b&from=t47-123_0_0&filter=%7B%22lazy_load_members%22%3Atrue%7D"
+                ),
+            ),
+            (
+                "GET",
+                format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&from=t5-1_0_0"),
+            ),
+            (
+                "GET",
+                format!("/_matrix/client/v3/rooms/{room}/context/%24ev?limit=10"),
+            ),
+            (
+                "GET",
+                format!("/_matrix/federation/v1/make_join/{enc}/%40bob%3Aremote.org?ver=10"),
+            ),
+            (
+                "PUT",
+                format!("/_matrix/federation/v2/send_join/{room}/%24ev"),
+            ),
+            (
+                "GET",
+                format!("/_matrix/federation/v1/state_ids/{enc}?event_id=%24ev"),
+            ),
+            (
+                "GET",
+                format!("/_matrix/federation/v1/backfill/{enc}?v=%24old%3Aexample.com&limit=50"),
+            ),
         ];
         let outs: Vec<_> = reqs.iter().map(|(m, u)| r.route(m, u)).collect();
         for o in &outs {
@@ -233,7 +366,10 @@ fn repository_book_room_affinity() {
             assert_eq!(o.server, outs[0].server, "{}", o.uri);
         }
         // Typing in that room goes to the typing writer, whatever the room.
-        let t = r.route("PUT", &format!("/_matrix/client/v3/rooms/{enc}/typing/%40alice%3Aexample.com"));
+        let t = r.route(
+            "PUT",
+            &format!("/_matrix/client/v3/rooms/{enc}/typing/%40alice%3Aexample.com"),
+        );
         assert_ne!(t.upstream, outs[0].upstream);
     }
 }
@@ -243,19 +379,29 @@ fn repository_book_room_affinity() {
 fn routing_page_console_example_is_current() {
     let root = xtask::project_root();
     let page = std::fs::read_to_string(root.join("src/deployment/routing.md")).unwrap();
-    let Some(start) = page.find("```console\n$ cargo xtask route") else { return };
+    let Some(start) = page.find("```console\n$ cargo xtask route") else {
+        return;
+    };
     let block = &page[start + "```console\n".len()..];
     let block = &block[..block.find("```").unwrap()];
     let mut lines = block.lines();
     let cmd = lines.next().unwrap();
-    let method = cmd.split("--method ").nth(1).and_then(|s| s.split_whitespace().next()).unwrap_or("GET");
+    let method = cmd
+        .split("--method ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or("GET");
     let uri = cmd.split('\'').nth(1).unwrap();
     let shown: Vec<&str> = lines.collect();
     let book = xtask::book::load(&root).unwrap();
     let tree = extract::assemble(&book, &Options::default()).unwrap();
     let r = Router::from_tree(&tree).unwrap();
     let now = route::describe(&r.route(method, uri));
-    assert_eq!(shown.join("\n"), now, "update the console example in src/deployment/routing.md");
+    assert_eq!(
+        shown.join("\n"),
+        now,
+        "update the console example in src/deployment/routing.md"
+    );
 }
 
 /// The messages of the failing fixtures, as `check --format json` prints them (snapshots).

@@ -1,10 +1,10 @@
 //! `cargo xtask route`: what nginx does with each URI, per the book's nginx configuration.
 
 use super::{book_root, report};
+use crate::book;
 use crate::extract::{self, Options};
 use crate::flags::{self, Format};
 use crate::route::{self, Router};
-use crate::book;
 use std::process::ExitCode;
 
 #[allow(clippy::print_stdout)]
@@ -27,7 +27,11 @@ pub(crate) fn run(f: flags::Route) -> anyhow::Result<ExitCode> {
         eprintln!("error: --from {client}: not an IP address");
         return Ok(ExitCode::from(2));
     }
-    let outcomes: Vec<route::Outcome> = f.uris.iter().map(|u| router.route_from(&f.method, u, client)).collect();
+    let outcomes: Vec<route::Outcome> = f
+        .uris
+        .iter()
+        .map(|u| router.route_from(&f.method, u, client))
+        .collect();
     match f.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&outcomes)?),
         Format::Human | Format::Github => {

@@ -1,6 +1,14 @@
+//! `cargo xtask setup [debian|synapse]`: see [`crate::setup`].
+
 use crate::flags;
 use std::process::ExitCode;
 
-pub(crate) fn run(_f: flags::Setup) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`cargo xtask setup` is not built yet")
+pub(crate) fn run(f: flags::Setup) -> anyhow::Result<ExitCode> {
+    for (part, outcome) in crate::setup::run_parts(&f.parts)? {
+        match outcome {
+            crate::setup::Outcome::AlreadyThere(what) => eprintln!("setup {part}: already there: {what}"),
+            crate::setup::Outcome::Installed(what) => eprintln!("setup {part}: installed {what}"),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

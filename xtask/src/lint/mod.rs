@@ -159,6 +159,7 @@ fn check_examples(book: &Book) -> Vec<Diagnostic> {
                 }
             }
             "sh" | "bash" | "shell" => diags.append(&mut shell::check_example(b)),
+            "nginx" => diags.append(&mut crate::nginx::lint::check_example(b)),
             _ => {}
         }
     }

@@ -47,14 +47,27 @@ pub struct ParseError {
 
 /// Parses one file. `file` is the tree path recorded in each directive.
 pub fn parse(file: &str, src: &[u8]) -> Result<Vec<Directive>, ParseError> {
-    let toks = lexer::lex(src).map_err(|e| ParseError { file: file.into(), line: e.line, msg: e.msg })?;
+    let toks = lexer::lex(src).map_err(|e| ParseError {
+        file: file.into(),
+        line: e.line,
+        msg: e.msg,
+    })?;
     let mut pos = 0;
     let out = parse_block(file, &toks, &mut pos, 0)?;
     Ok(out)
 }
 
-fn parse_block(file: &str, toks: &[Tok], pos: &mut usize, depth: usize) -> Result<Vec<Directive>, ParseError> {
-    let err = |line: usize, msg: &str| ParseError { file: file.into(), line, msg: msg.into() };
+fn parse_block(
+    file: &str,
+    toks: &[Tok],
+    pos: &mut usize,
+    depth: usize,
+) -> Result<Vec<Directive>, ParseError> {
+    let err = |line: usize, msg: &str| ParseError {
+        file: file.into(),
+        line,
+        msg: msg.into(),
+    };
     let mut out = Vec::new();
     let mut words: Vec<Word> = Vec::new();
     while *pos < toks.len() {
@@ -142,7 +155,10 @@ mod tests {
 
     #[test]
     fn unbalanced() {
-        assert_eq!(parse("f", b"http {\n").unwrap_err().msg, "unexpected end of file, expecting \"}\"");
+        assert_eq!(
+            parse("f", b"http {\n").unwrap_err().msg,
+            "unexpected end of file, expecting \"}\""
+        );
         assert_eq!(parse("f", b"}\n").unwrap_err().msg, "unexpected \"}\"");
     }
 }

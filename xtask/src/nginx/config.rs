@@ -42,7 +42,10 @@ pub fn root_file(tree: &Tree) -> Option<String> {
     if tree.get("nginx/nginx.conf").is_some() {
         return Some("nginx/nginx.conf".into());
     }
-    tree.files.keys().find(|p| p.ends_with("/nginx.conf") || *p == "nginx.conf").cloned()
+    tree.files
+        .keys()
+        .find(|p| p.ends_with("/nginx.conf") || *p == "nginx.conf")
+        .cloned()
 }
 
 /// Markdown location of `line` of tree file `file`.
@@ -62,11 +65,21 @@ pub fn load(tree: &Tree) -> Result<Config, Vec<Diagnostic>> {
             &MdLoc::new("src/SUMMARY.md", 1),
         )]);
     };
-    let dir = root.rsplit_once('/').map_or(String::new(), |(d, _)| d.to_string());
+    let dir = root
+        .rsplit_once('/')
+        .map_or(String::new(), |(d, _)| d.to_string());
     let mut diags = Vec::new();
     let mut stack = vec![root.clone()];
     let directives = load_file(tree, &dir, &root, &mut stack, &mut diags).unwrap_or_default();
-    if diags.is_empty() { Ok(Config { root, dir, directives }) } else { Err(diags) }
+    if diags.is_empty() {
+        Ok(Config {
+            root,
+            dir,
+            directives,
+        })
+    } else {
+        Err(diags)
+    }
 }
 
 fn load_file(
@@ -92,7 +105,13 @@ fn load_file(
     }
 }
 
-fn resolve(tree: &Tree, dir: &str, dirs: &mut Vec<Directive>, stack: &mut Vec<String>, diags: &mut Vec<Diagnostic>) {
+fn resolve(
+    tree: &Tree,
+    dir: &str,
+    dirs: &mut Vec<Directive>,
+    stack: &mut Vec<String>,
+    diags: &mut Vec<Diagnostic>,
+) {
     let mut out = Vec::with_capacity(dirs.len());
     for mut d in std::mem::take(dirs) {
         if let Some(b) = &mut d.block {
@@ -132,7 +151,11 @@ fn resolve(tree: &Tree, dir: &str, dirs: &mut Vec<Directive>, stack: &mut Vec<St
         let mut spliced = Vec::new();
         for f in &files {
             if stack.contains(f) || stack.len() > 16 {
-                diags.push(Diagnostic::error("nginx::include-cycle", format!("`include {pat}` includes `{f}` again"), &at));
+                diags.push(Diagnostic::error(
+                    "nginx::include-cycle",
+                    format!("`include {pat}` includes `{f}` again"),
+                    &at,
+                ));
                 continue;
             }
             stack.push(f.clone());
@@ -160,7 +183,11 @@ fn to_tree_pattern(dir: &str, pat: &str) -> Option<String> {
     if rel.split('/').any(|s| s == "..") {
         return None;
     }
-    Some(if dir.is_empty() { rel.to_string() } else { format!("{dir}/{rel}") })
+    Some(if dir.is_empty() {
+        rel.to_string()
+    } else {
+        format!("{dir}/{rel}")
+    })
 }
 
 /// Shell-style glob over `/`-separated paths: `*` and `?` never match `/`; `[...]` classes.
@@ -168,7 +195,9 @@ pub fn glob_match(pat: &str, s: &str) -> bool {
     fn go(p: &[u8], s: &[u8]) -> bool {
         match p.first() {
             None => s.is_empty(),
-            Some(b'*') => (0..=s.len()).take_while(|&i| i == 0 || s[i - 1] != b'/').any(|i| go(&p[1..], &s[i..])),
+            Some(b'*') => (0..=s.len())
+                .take_while(|&i| i == 0 || s[i - 1] != b'/')
+                .any(|i| go(&p[1..], &s[i..])),
             Some(b'?') => !s.is_empty() && s[0] != b'/' && go(&p[1..], &s[1..]),
             Some(b'[') => {
                 let Some(end) = p.iter().skip(1).position(|&c| c == b']').map(|e| e + 1) else {
@@ -209,9 +238,15 @@ mod tests {
     fn globs() {
         assert!(glob_match("nginx/conf.d/*.conf", "nginx/conf.d/a.conf"));
         assert!(!glob_match("nginx/conf.d/*.conf", "nginx/conf.d/x/a.conf"));
-        assert!(!glob_match("nginx/conf.d/*.conf", "nginx/conf.d/a.conf.bak"));
+        assert!(!glob_match(
+            "nginx/conf.d/*.conf",
+            "nginx/conf.d/a.conf.bak"
+        ));
         assert!(glob_match("n/[a-c]?.conf", "n/b1.conf"));
-        assert_eq!(to_tree_pattern("nginx", "/etc/nginx/conf.d/*.conf").unwrap(), "nginx/conf.d/*.conf");
+        assert_eq!(
+            to_tree_pattern("nginx", "/etc/nginx/conf.d/*.conf").unwrap(),
+            "nginx/conf.d/*.conf"
+        );
         assert_eq!(to_tree_pattern("nginx", "/usr/share/x"), None);
     }
 }

@@ -51,7 +51,11 @@ pub const TABLE: &[(&str, u32, u32)] = &[
     ("load_module", MAIN, TAKE1),
     ("env", MAIN, TAKE1),
     ("error_log", MAIN | HTTP | SRV | LOC | STREAM, MORE1),
-    ("include", MAIN | EVENTS | HTTP | SRV | LOC | UPS | SIF | LIF | LMT | STREAM, TAKE1),
+    (
+        "include",
+        MAIN | EVENTS | HTTP | SRV | LOC | UPS | SIF | LIF | LMT | STREAM,
+        TAKE1,
+    ),
     ("events", MAIN, BLOCK | NOARGS),
     ("http", MAIN, BLOCK | NOARGS),
     ("stream", MAIN, BLOCK | NOARGS),
@@ -117,7 +121,11 @@ pub const TABLE: &[(&str, u32, u32)] = &[
     ("if", SRV | LOC, BLOCK | MORE1),
     ("break", SRV | SIF | LOC | LIF, NOARGS),
     ("rewrite_log", HTTP | SRV | SIF | LOC | LIF, FLAG),
-    ("uninitialized_variable_warn", HTTP | SRV | SIF | LOC | LIF, FLAG),
+    (
+        "uninitialized_variable_warn",
+        HTTP | SRV | SIF | LOC | LIF,
+        FLAG,
+    ),
     // map / geo / split_clients
     ("map", HTTP, BLOCK | TAKE2),
     ("map_hash_max_size", HTTP, TAKE1),
@@ -263,7 +271,10 @@ pub fn check(d: &Directive, parents: &[&Directive]) -> Option<String> {
                 d.args[0].text, d.name
             ));
         } else if arg_msg.is_none() {
-            arg_msg = Some(format!("invalid number of arguments in \"{}\" directive", d.name));
+            arg_msg = Some(format!(
+                "invalid number of arguments in \"{}\" directive",
+                d.name
+            ));
         }
     }
     arg_msg
@@ -278,7 +289,10 @@ mod tests {
         let d = parse("f", src.as_bytes()).unwrap();
         let mut out = Vec::new();
         walk(&d, &mut |d, parents| {
-            if parents.last().is_some_and(|p| DATA_BLOCKS.contains(&p.name.as_str())) {
+            if parents
+                .last()
+                .is_some_and(|p| DATA_BLOCKS.contains(&p.name.as_str()))
+            {
                 return;
             }
             if let Some(m) = check(d, parents) {
@@ -291,11 +305,20 @@ mod tests {
     #[test]
     fn table() {
         assert!(msgs("http { upstream u { hash $uri consistent; server unix:/a.sock; } map $a $b { x y; } }").is_empty());
-        assert_eq!(msgs("http { hash $uri; }"), ["\"hash\" directive is not allowed here"]);
-        assert_eq!(msgs("http { upstream u { hash; } }"), ["invalid number of arguments in \"hash\" directive"]);
+        assert_eq!(
+            msgs("http { hash $uri; }"),
+            ["\"hash\" directive is not allowed here"]
+        );
+        assert_eq!(
+            msgs("http { upstream u { hash; } }"),
+            ["invalid number of arguments in \"hash\" directive"]
+        );
         assert_eq!(msgs("http { foo; }"), ["unknown directive \"foo\""]);
         assert_eq!(msgs("http { sendfile yes; }").len(), 1);
-        assert_eq!(msgs("http { server; }"), ["directive \"server\" has no opening \"{\""]);
+        assert_eq!(
+            msgs("http { server; }"),
+            ["directive \"server\" has no opening \"{\""]
+        );
         assert!(msgs("http { server { location / { if ($a) { return 403; } } } }").is_empty());
     }
 }

@@ -1,10 +1,10 @@
 //! gixy-ng, the nginx configuration analyzer, on the tree's nginx configuration.
 //!
 //! gixy-ng is a Python package; [`install`] puts the pinned version (versions.toml `[gixy]`) in
-//! its own venv, `target/gixy-venv` (`cargo xtask setup` calls it). [`check`] writes the tree's nginx
+//! its own venv, `target/gixy-venv` (the first check on a machine does so itself). [`check`] writes the tree's nginx
 //! directory to a scratch directory (container paths rewritten as for `nginx -t`), runs
 //! `gixy -f json` on it and reports every finding as an error at the Markdown line of the
-//! directive gixy names. When the venv is absent the check is skipped (with no finding).
+//! directive gixy names. When gixy-ng cannot be installed (no python3, no PyPI) the check is skipped.
 //!
 //! A book silences a gixy check only by saying why, in the configuration itself, with a comment
 //! line `# gixy-skip: PLUGIN -- reason` (the reason is required); the skip is passed to gixy as
@@ -25,25 +25,91 @@ pub fn venv() -> PathBuf {
     crate::tools::target_dir().join("gixy-venv")
 }
 
-fn gixy_bin() -> PathBuf {
-    venv().join("bin").join("gixy")
+fn python(venv: &Path) -> PathBuf {
+    venv.join("bin").join("python")
 }
 
-/// Creates `target/gixy-venv` with the pinned gixy-ng, unless it is there already.
+/// The gixy-ng version installed in `venv`, if any.
+fn installed(venv: &Path) -> Option<String> {
+    let o = Command::new(python(venv))
+        .args(["-m", "gixy", "--version"])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    text.split_whitespace()
+        .find_map(|w| w.strip_prefix('v').map(String::from))
+}
+
+/// Creates `target/gixy-venv` with the pinned gixy-ng, unless it is there already. The venv is
+/// built beside it and moved into place, so a concurrent lint never sees half of it; gixy runs
+/// as `python -m gixy`, which does not mind the move.
 pub fn install() -> anyhow::Result<()> {
     let v = version()?;
-    let want = format!("Gixy v{v}");
-    if let Ok(o) = Command::new(gixy_bin()).arg("--version").output()
-        && String::from_utf8_lossy(&o.stdout).contains(&want) {
-            return Ok(());
-        }
-    let st = Command::new("python3").args(["-m", "venv"]).arg(venv()).status()?;
-    anyhow::ensure!(st.success(), "python3 -m venv {} failed", venv().display());
-    let st = Command::new(venv().join("bin").join("pip"))
-        .args(["install", "--quiet", &format!("gixy-ng=={v}")])
+    if installed(&venv()).as_deref() == Some(v.as_str()) {
+        return Ok(());
+    }
+    let tmp = crate::tools::target_dir().join(format!("gixy-venv.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let st = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&tmp)
         .status()?;
-    anyhow::ensure!(st.success(), "pip install gixy-ng=={v} failed");
+    anyhow::ensure!(st.success(), "python3 -m venv {} failed", tmp.display());
+    let st = Command::new(python(&tmp))
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            &format!("gixy-ng=={v}"),
+        ])
+        .status()?;
+    if !st.success() {
+        let _ = std::fs::remove_dir_all(&tmp);
+        anyhow::bail!("pip install gixy-ng=={v} failed");
+    }
+    let _ = std::fs::remove_dir_all(venv());
+    if std::fs::rename(&tmp, venv()).is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    anyhow::ensure!(
+        installed(&venv()).as_deref() == Some(v.as_str()),
+        "gixy-ng {v} is not usable in {}",
+        venv().display()
+    );
     Ok(())
+}
+
+/// Whether gixy-ng can run here (installing it on first use).
+pub fn available() -> bool {
+    ensure_installed()
+}
+
+/// Whether gixy-ng can run: installs the pinned version on first use in this process (PyPI),
+/// like the other linters' tools; false (the check is skipped) when that is impossible.
+fn ensure_installed() -> bool {
+    static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OK.get_or_init(|| {
+        let want = version().ok();
+        if want.is_some() && installed(&venv()) == want {
+            return true;
+        }
+        if crate::tools::which("python3").is_none() {
+            return false;
+        }
+        eprintln!(
+            "lint: installing gixy-ng (nginx analyzer) into {}",
+            venv().display()
+        );
+        match install() {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!("lint: {e:#}");
+                false
+            }
+        }
+    })
 }
 
 /// `# gixy-skip: PLUGIN -- reason` lines of the tree's nginx files: (plugin, location).
@@ -55,13 +121,22 @@ pub fn skips(tree: &Tree) -> (Vec<String>, Vec<Diagnostic>) {
             continue;
         }
         for (i, line) in tf.content.lines().enumerate() {
-            let Some(rest) = line.trim_start().strip_prefix('#').map(str::trim_start) else { continue };
-            let Some(rest) = rest.strip_prefix("gixy-skip:") else { continue };
-            let (plugin, reason) = rest.split_once("--").map_or((rest.trim(), ""), |(p, r)| (p.trim(), r.trim()));
+            let Some(rest) = line.trim_start().strip_prefix('#').map(str::trim_start) else {
+                continue;
+            };
+            let Some(rest) = rest.strip_prefix("gixy-skip:") else {
+                continue;
+            };
+            let (plugin, reason) = rest
+                .split_once("--")
+                .map_or((rest.trim(), ""), |(p, r)| (p.trim(), r.trim()));
             if plugin.is_empty() || reason.is_empty() {
                 diags.push(Diagnostic::error(
                     "nginx::gixy-skip",
-                    format!("`{}`: write `# gixy-skip: PLUGIN -- why this finding does not apply`", line.trim()),
+                    format!(
+                        "`{}`: write `# gixy-skip: PLUGIN -- why this finding does not apply`",
+                        line.trim()
+                    ),
                     &tf.md_loc(i + 1),
                 ));
                 continue;
@@ -75,29 +150,58 @@ pub fn skips(tree: &Tree) -> (Vec<String>, Vec<Diagnostic>) {
 
 /// Runs gixy-ng; no findings when it is not installed.
 pub fn check(tree: &Tree) -> Vec<Diagnostic> {
-    let Some(root) = config::root_file(tree) else { return Vec::new() };
-    if !gixy_bin().exists() {
+    let Some(root) = config::root_file(tree) else {
+        return Vec::new();
+    };
+    if !ensure_installed() {
         return Vec::new();
     }
     let (skip, mut diags) = skips(tree);
-    let dir = root.rsplit_once('/').map_or(String::new(), |(d, _)| format!("{d}/"));
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let scratch = std::env::temp_dir().join(format!(
-        "xtask-gixy-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
-    let etc = scratch.join("etc/nginx");
-    let res = run(tree, &root, &dir, &etc, &skip);
-    let _ = std::fs::remove_dir_all(&scratch);
+    let dir = root
+        .rsplit_once('/')
+        .map_or(String::new(), |(d, _)| format!("{d}/"));
+    // Cached like the other external checkers: an unchanged configuration runs no gixy.
+    let gixy_version = installed(&venv()).unwrap_or_default();
+    let id = gixy_version.as_bytes();
+    let skip_s = skip.join(",");
+    let mut parts: Vec<&[u8]> = vec![b"gixy v1", id, skip_s.as_bytes()];
+    for (path, tf) in &tree.files {
+        if path.starts_with(&dir) {
+            parts.push(path.as_bytes());
+            parts.push(tf.content.as_bytes());
+        }
+    }
+    let key = crate::lint::cache::key(&parts);
+    let res = crate::lint::cache::memo(&key, || {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let scratch = std::env::temp_dir().join(format!(
+            "xtask-gixy-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let r =
+            run(tree, &root, &dir, &scratch.join("etc/nginx"), &skip).map_err(|e| e.to_string());
+        let _ = std::fs::remove_dir_all(&scratch);
+        r
+    });
     match res {
-        Ok(mut d) => diags.append(&mut d),
-        Err(e) => diags.push(Diagnostic::warning("nginx::gixy", format!("could not run gixy-ng: {e}"), &config::md(tree, &root, 1))),
+        Ok(findings) => diags.extend(to_diags(tree, &dir, &findings)),
+        Err(e) => diags.push(Diagnostic::warning(
+            "nginx::gixy",
+            format!("could not run gixy-ng: {e}"),
+            &config::md(tree, &root, 1),
+        )),
     }
     diags
 }
 
-fn run(tree: &Tree, root: &str, dir: &str, etc: &Path, skip: &[String]) -> anyhow::Result<Vec<Diagnostic>> {
+fn run(
+    tree: &Tree,
+    root: &str,
+    dir: &str,
+    etc: &Path,
+    skip: &[String],
+) -> anyhow::Result<Vec<serde_json::Value>> {
     std::fs::create_dir_all(etc)?;
     let etc_s = format!("{}/", etc.display());
     for f in IMAGE_FILES {
@@ -107,19 +211,23 @@ fn run(tree: &Tree, root: &str, dir: &str, etc: &Path, skip: &[String]) -> anyho
         }
     }
     for (path, tf) in &tree.files {
-        let Some(rel) = path.strip_prefix(dir) else { continue };
+        let Some(rel) = path.strip_prefix(dir) else {
+            continue;
+        };
         let out = etc.join(rel);
         if let Some(p) = out.parent() {
             std::fs::create_dir_all(p)?;
         }
         std::fs::write(out, tf.content.replace(CONTAINER_PREFIX, &etc_s))?;
     }
-    let mut cmd = Command::new(gixy_bin());
-    cmd.args(["-f", "json"]);
+    let mut cmd = Command::new(python(&venv()));
+    cmd.args(["-m", "gixy", "-f", "json"]);
     if !skip.is_empty() {
         cmd.arg("--skips").arg(skip.join(","));
     }
-    let out = cmd.arg(etc.join(root.strip_prefix(dir).unwrap_or(root))).output()?;
+    let out = cmd
+        .arg(etc.join(root.strip_prefix(dir).unwrap_or(root)))
+        .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     let start = text.find('[').unwrap_or(text.len());
     let findings: Vec<serde_json::Value> = if start < text.len() {
@@ -130,12 +238,35 @@ fn run(tree: &Tree, root: &str, dir: &str, etc: &Path, skip: &[String]) -> anyho
     } else {
         anyhow::bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
     };
+    // Scratch paths out, so the cached answer does not depend on them.
+    Ok(findings
+        .into_iter()
+        .map(|mut f| {
+            if let Some(file) = f
+                .get("file")
+                .and_then(|v| v.as_str())
+                .map(|v| v.replace(&etc_s, ETC))
+            {
+                f["file"] = serde_json::Value::String(file);
+            }
+            f
+        })
+        .collect())
+}
+
+/// Stands for the scratch copy of `/etc/nginx/` in (cached) gixy output.
+const ETC: &str = "@ETC@/";
+
+fn to_diags(tree: &Tree, dir: &str, findings: &[serde_json::Value]) -> Vec<Diagnostic> {
     let mut diags = Vec::new();
     for f in findings {
         let s = |k: &str| f.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
         let file = s("file");
-        let line = f.get("line").and_then(serde_json::Value::as_u64).unwrap_or(1) as usize;
-        let tree_path = file.strip_prefix(&etc_s).map(|r| format!("{dir}{r}"));
+        let line = f
+            .get("line")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(1) as usize;
+        let tree_path = file.strip_prefix(ETC).map(|r| format!("{dir}{r}"));
         let at = match &tree_path {
             Some(p) if tree.get(p).is_some() => config::md(tree, p, line),
             _ => MdLoc::new(file.clone(), line),
@@ -143,11 +274,17 @@ fn run(tree: &Tree, root: &str, dir: &str, etc: &Path, skip: &[String]) -> anyho
         diags.push(
             Diagnostic::error(
                 "nginx::gixy",
-                format!("gixy-ng {} ({}): {}. {}", s("plugin"), s("severity"), s("summary"), s("reason")),
+                format!(
+                    "gixy-ng {} ({}): {}. {}",
+                    s("plugin"),
+                    s("severity"),
+                    s("summary"),
+                    s("reason")
+                ),
                 &at,
             )
             .with_note(s("reference")),
         );
     }
-    Ok(diags)
+    diags
 }

@@ -152,7 +152,11 @@ pub fn lex(src: &[u8]) -> Result<Vec<Tok>, LexError> {
                     if nargs == 0 {
                         return err(line, format!("unexpected \"{}\"", ch as char));
                     }
-                    toks.push(if ch == b';' { Tok::Semi(line) } else { Tok::Open(line) });
+                    toks.push(if ch == b';' {
+                        Tok::Semi(line)
+                    } else {
+                        Tok::Open(line)
+                    });
                     nargs = 0;
                     continue;
                 }
@@ -235,7 +239,11 @@ pub fn lex(src: &[u8]) -> Result<Vec<Tok>, LexError> {
         }
         if found {
             let raw = &src[start..i - 1];
-            toks.push(Tok::Word(Word { text: store(raw), quoted: word_quoted, line: start_line }));
+            toks.push(Tok::Word(Word {
+                text: store(raw),
+                quoted: word_quoted,
+                line: start_line,
+            }));
             nargs += 1;
             if let Some(t) = end_tok {
                 toks.push(t);
@@ -244,10 +252,16 @@ pub fn lex(src: &[u8]) -> Result<Vec<Tok>, LexError> {
         }
     }
     if d_quoted || s_quoted || !last_space && !need_space {
-        return err(line, "unexpected end of file, expecting \";\" or \"}\"".into());
+        return err(
+            line,
+            "unexpected end of file, expecting \";\" or \"}\"".into(),
+        );
     }
     if nargs != 0 {
-        return err(line, "unexpected end of file, expecting \";\" or \"}\"".into());
+        return err(
+            line,
+            "unexpected end of file, expecting \";\" or \"}\"".into(),
+        );
     }
     Ok(toks)
 }
@@ -271,15 +285,24 @@ mod tests {
 
     #[test]
     fn basic_and_comments() {
-        assert_eq!(words("a b; # c d;\ne{f g;}"), ["a", "b", ";", "e", "{", "f", "g", ";", "}"]);
+        assert_eq!(
+            words("a b; # c d;\ne{f g;}"),
+            ["a", "b", ";", "e", "{", "f", "g", ";", "}"]
+        );
         assert_eq!(words("a b#c;"), ["a", "b#c", ";"]);
     }
 
     #[test]
     fn variables_braces_and_quotes() {
         assert_eq!(words("set $a ${b}c;"), ["set", "$a", "${b}c", ";"]);
-        assert_eq!(words("location ~ \"^/a{2}$\" { }"), ["location", "~", "^/a{2}$", "{", "}"]);
-        assert_eq!(words(r#"return 200 "a\"b\\c\.d";"#), ["return", "200", "a\"b\\c\\.d", ";"]);
+        assert_eq!(
+            words("location ~ \"^/a{2}$\" { }"),
+            ["location", "~", "^/a{2}$", "{", "}"]
+        );
+        assert_eq!(
+            words(r#"return 200 "a\"b\\c\.d";"#),
+            ["return", "200", "a\"b\\c\\.d", ";"]
+        );
         assert_eq!(words("a b}c;"), ["a", "b}c", ";"]);
     }
 
@@ -297,7 +320,13 @@ mod tests {
         let t = lex(b"a\n\n  b\n c;").unwrap();
         let lines: Vec<usize> = t
             .iter()
-            .filter_map(|t| if let Tok::Word(w) = t { Some(w.line) } else { None })
+            .filter_map(|t| {
+                if let Tok::Word(w) = t {
+                    Some(w.line)
+                } else {
+                    None
+                }
+            })
             .collect();
         assert_eq!(lines, [1, 3, 4]);
     }

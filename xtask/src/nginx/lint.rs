@@ -12,14 +12,14 @@
 //! - the real `nginx -t` when nginx is installed ([`super::nginx_t`]), and gixy-ng when its venv
 //!   is installed ([`super::gixy`]).
 
-use super::ast::{walk, Directive};
+use super::ast::{Directive, walk};
 use super::config::{self, Config};
 use super::directives;
 use super::vars::{self, Complex};
 use crate::diagnostics::Diagnostic;
 use crate::extract::Tree;
 use crate::route::pcre::Rx;
-use crate::route::router::{location_args, Router};
+use crate::route::router::{Router, location_args};
 use std::collections::BTreeSet;
 
 /// Client addresses that must not reach the admin API (public IPv4 and IPv6 examples).
@@ -68,11 +68,98 @@ pub fn check_static(tree: &Tree) -> Vec<Diagnostic> {
 /// All nginx checks, including the real `nginx -t` and gixy-ng when they are installed.
 pub fn check(tree: &Tree) -> Vec<Diagnostic> {
     let mut d = check_static(tree);
-    if d.iter().all(|d| d.severity != crate::diagnostics::Severity::Error) {
+    if d.iter()
+        .all(|d| d.severity != crate::diagnostics::Severity::Error)
+    {
         d.extend(super::nginx_t::check(tree));
         d.extend(super::gixy::check(tree));
     }
     d
+}
+
+/// Checks an nginx `example` block on its own: syntax, directives nginx does not know, argument
+/// counts, and location regexes. Its context is unknown (an example is often a fragment, such
+/// as one `location`), so a directive passes when any of its usages fits.
+pub fn check_example(block: &crate::book::Block) -> Vec<Diagnostic> {
+    let loc = |line: usize| {
+        block.line_loc(
+            line.saturating_sub(1)
+                .min(block.text.lines().count().saturating_sub(1)),
+        )
+    };
+    let dirs = match super::ast::parse("example", block.text.as_bytes()) {
+        Ok(d) => d,
+        Err(e) => return vec![Diagnostic::error("nginx::syntax", e.msg, &loc(e.line))],
+    };
+    let mut diags = Vec::new();
+    walk(&dirs, &mut |d, parents| {
+        if parents.iter().any(|p| {
+            directives::DATA_BLOCKS.contains(&p.name.as_str()) || !directives::is_known(&p.name)
+        }) {
+            return;
+        }
+        if !directives::is_known(&d.name) {
+            diags.push(Diagnostic::error(
+                "nginx::directive",
+                format!("unknown directive \"{}\"", d.name),
+                &loc(d.line),
+            ));
+            return;
+        }
+        // Try the directive in every context it is allowed in.
+        let fits = directives::TABLE
+            .iter()
+            .filter(|(n, _, _)| *n == d.name)
+            .any(|(_, ctx, _)| {
+                let fake = |name: &str| Directive {
+                    name: name.into(),
+                    args: Vec::new(),
+                    file: String::new(),
+                    line: 0,
+                    block: Some(Vec::new()),
+                    includes: Vec::new(),
+                };
+                let chains: Vec<Vec<Directive>> = vec![
+                    vec![],
+                    vec![fake("events")],
+                    vec![fake("http")],
+                    vec![fake("http"), fake("server")],
+                    vec![fake("http"), fake("server"), fake("location")],
+                    vec![fake("http"), fake("upstream")],
+                    vec![fake("http"), fake("server"), fake("if")],
+                    vec![fake("http"), fake("server"), fake("location"), fake("if")],
+                    vec![
+                        fake("http"),
+                        fake("server"),
+                        fake("location"),
+                        fake("limit_except"),
+                    ],
+                    vec![fake("stream")],
+                ];
+                chains.iter().any(|c| {
+                    let refs: Vec<&Directive> = c.iter().collect();
+                    directives::context_of(&refs) & ctx != 0
+                        && directives::check(d, &refs).is_none()
+                })
+            });
+        if !fits {
+            diags.push(Diagnostic::error(
+                "nginx::directive",
+                format!("invalid number of arguments in \"{}\" directive", d.name),
+                &loc(d.line),
+            ));
+        }
+        for (r, caseless) in regexes_of(d, parents) {
+            if let Err(e) = Rx::new(&r, caseless) {
+                diags.push(Diagnostic::error(
+                    "nginx::bad-regex",
+                    format!("`{r}` is not a valid PCRE regex: {e}"),
+                    &loc(d.line),
+                ));
+            }
+        }
+    });
+    diags
 }
 
 fn at(tree: &Tree, d: &Directive) -> crate::diagnostics::MdLoc {
@@ -84,7 +171,9 @@ fn err(tree: &Tree, code: &str, msg: String, d: &Directive) -> Diagnostic {
 }
 
 fn in_data_block(parents: &[&Directive]) -> bool {
-    parents.last().is_some_and(|p| directives::DATA_BLOCKS.contains(&p.name.as_str()))
+    parents
+        .last()
+        .is_some_and(|p| directives::DATA_BLOCKS.contains(&p.name.as_str()))
 }
 
 fn table(tree: &Tree, cfg: &Config, diags: &mut Vec<Diagnostic>) {
@@ -96,7 +185,12 @@ fn table(tree: &Tree, cfg: &Config, diags: &mut Vec<Diagnostic>) {
             // `KEY VALUE;`, or the bare flags `hostnames;` and `volatile;` (ngx_http_map).
             let flag = d.args.is_empty() && matches!(d.name.as_str(), "hostnames" | "volatile");
             if d.args.len() != 1 && !flag {
-                diags.push(err(tree, "nginx::directive", "invalid number of the map parameters".into(), d));
+                diags.push(err(
+                    tree,
+                    "nginx::directive",
+                    "invalid number of the map parameters".into(),
+                    d,
+                ));
             }
             return;
         }
@@ -127,9 +221,10 @@ fn regexes_of(d: &Directive, parents: &[&Directive]) -> Vec<(String, bool)> {
     match d.name.as_str() {
         "location" => {
             if let Ok((m, n)) = location_args(d)
-                && (m == "~" || m == "~*") {
-                    out.push((n, m == "~*"));
-                }
+                && (m == "~" || m == "~*")
+            {
+                out.push((n, m == "~*"));
+            }
         }
         "rewrite" => {
             if let Some(r) = d.arg(0) {
@@ -140,9 +235,10 @@ fn regexes_of(d: &Directive, parents: &[&Directive]) -> Vec<(String, bool)> {
             let a: Vec<&str> = d.args.iter().map(|w| w.text.as_str()).collect();
             for (i, w) in a.iter().enumerate() {
                 if matches!(*w, "~" | "~*" | "!~" | "!~*")
-                    && let Some(r) = a.get(i + 1) {
-                        out.push((r.trim_end_matches(')').to_string(), w.ends_with('*')));
-                    }
+                    && let Some(r) = a.get(i + 1)
+                {
+                    out.push((r.trim_end_matches(')').to_string(), w.ends_with('*')));
+                }
             }
         }
         _ => {}
@@ -178,11 +274,15 @@ fn variables(tree: &Tree, cfg: &Config, diags: &mut Vec<Diagnostic>) {
         let in_map = parents.last().is_some_and(|p| p.name == "map");
         if in_map {
             words.extend(d.args.iter().map(|w| w.text.as_str()));
-        } else if parents.last().is_some_and(|p| directives::DATA_BLOCKS.contains(&p.name.as_str())) {
+        } else if parents
+            .last()
+            .is_some_and(|p| directives::DATA_BLOCKS.contains(&p.name.as_str()))
+        {
             return;
         } else {
             match d.name.as_str() {
-                "location" | "log_format" => return,
+                "location" => return,
+                "log_format" => words.extend(d.args.iter().skip(1).map(|w| w.text.as_str())),
                 "rewrite" => words.extend(d.args.iter().skip(1).map(|w| w.text.as_str())),
                 "if" => {
                     let a: Vec<&str> = d.args.iter().map(|w| w.text.as_str()).collect();
@@ -224,10 +324,12 @@ fn variables(tree: &Tree, cfg: &Config, diags: &mut Vec<Diagnostic>) {
 fn proxies(tree: &Tree, cfg: &Config, diags: &mut Vec<Diagnostic>) {
     let mut upstreams = BTreeSet::new();
     walk(&cfg.directives, &mut |d, parents| {
-        if d.name == "upstream" && !in_data_block(parents)
-            && let Some(n) = d.arg(0) {
-                upstreams.insert(n.to_string());
-            }
+        if d.name == "upstream"
+            && !in_data_block(parents)
+            && let Some(n) = d.arg(0)
+        {
+            upstreams.insert(n.to_string());
+        }
     });
     walk(&cfg.directives, &mut |d, parents| {
         if in_data_block(parents) {
@@ -244,7 +346,9 @@ fn proxies(tree: &Tree, cfg: &Config, diags: &mut Vec<Diagnostic>) {
                     }
                     return;
                 }
-                let (host, uri) = rest.split_once('/').map_or((rest, None), |(h, u)| (h, Some(u)));
+                let (host, uri) = rest
+                    .split_once('/')
+                    .map_or((rest, None), |(h, u)| (h, Some(u)));
                 if uri.is_some() {
                     diags.push(err(tree, "nginx::proxy-pass-uri", format!("`proxy_pass {a}` has a URI part (even a lone `/`): nginx would send the decoded, normalised URI instead of the raw one, which breaks Synapse's signature checks"), d));
                 }
@@ -253,17 +357,33 @@ fn proxies(tree: &Tree, cfg: &Config, diags: &mut Vec<Diagnostic>) {
                 }
             }
             "location" => {
-                let purposeful = ["proxy_pass", "return", "location", "alias", "root", "try_files", "stub_status", "internal", "rewrite"];
+                let purposeful = [
+                    "proxy_pass",
+                    "return",
+                    "location",
+                    "alias",
+                    "root",
+                    "try_files",
+                    "stub_status",
+                    "internal",
+                    "rewrite",
+                ];
                 let named = d.arg(0).is_some_and(|a| a.starts_with('@'));
-                if !named && !d.children().iter().any(|c| purposeful.contains(&c.name.as_str())) {
+                if !named
+                    && !d
+                        .children()
+                        .iter()
+                        .any(|c| purposeful.contains(&c.name.as_str()))
+                {
                     diags.push(err(tree, "nginx::location-no-action", format!("`location {}` neither proxies nor returns: nginx would serve files from its default root", d.args.iter().map(|w| w.text.as_str()).collect::<Vec<_>>().join(" ")), d));
                 }
             }
             "server" if parents.last().is_some_and(|p| p.name == "http") => {
                 if let Some(r) = d.children().iter().find(|c| c.name == "return")
-                    && d.children().iter().any(|c| c.name == "location") {
-                        diags.push(err(tree, "nginx::server-return-shadows", format!("`{}` at server level runs before any location is chosen: every location of this server is unreachable", r.display()), r));
-                    }
+                    && d.children().iter().any(|c| c.name == "location")
+                {
+                    diags.push(err(tree, "nginx::server-return-shadows", format!("`{}` at server level runs before any location is chosen: every location of this server is unreachable", r.display()), r));
+                }
             }
             _ => {}
         }
@@ -278,11 +398,22 @@ fn tls(tree: &Tree, cfg: &Config, diags: &mut Vec<Diagnostic>) {
             protocols_set = true;
             for a in &d.args {
                 if matches!(a.text.as_str(), "SSLv2" | "SSLv3" | "TLSv1" | "TLSv1.1") {
-                    diags.push(err(tree, "nginx::weak-tls", format!("`ssl_protocols` enables {}: allow TLSv1.2 and TLSv1.3 only", a.text), d));
+                    diags.push(err(
+                        tree,
+                        "nginx::weak-tls",
+                        format!(
+                            "`ssl_protocols` enables {}: allow TLSv1.2 and TLSv1.3 only",
+                            a.text
+                        ),
+                        d,
+                    ));
                 }
             }
         }
-        if d.name == "listen" && d.args.iter().any(|a| a.text == "ssl" || a.text == "quic") && first_ssl_listen.is_none() {
+        if d.name == "listen"
+            && d.args.iter().any(|a| a.text == "ssl" || a.text == "quic")
+            && first_ssl_listen.is_none()
+        {
             first_ssl_listen = Some(d);
         }
     });
@@ -292,7 +423,9 @@ fn tls(tree: &Tree, cfg: &Config, diags: &mut Vec<Diagnostic>) {
 }
 
 fn sockets(tree: &Tree, r: &Router, diags: &mut Vec<Diagnostic>) {
-    let Ok(roles) = crate::route::roles::from_tree(tree) else { return };
+    let Ok(roles) = crate::route::roles::from_tree(tree) else {
+        return;
+    };
     for up in r.upstreams.values() {
         for (p, at) in up.peers.iter().zip(&up.peer_md) {
             if p.name.starts_with("unix:") && roles.by_socket(&p.name).is_none() {
@@ -311,7 +444,9 @@ fn admin(r: &Router, diags: &mut Vec<Diagnostic>) {
     // Every `allow` of the locations serving the admin API names a private range.
     let mut checked = BTreeSet::new();
     for probe in ADMIN_PROBES {
-        let Some(id) = r.route_from("GET", probe, "10.0.0.5").location_id else { continue };
+        let Some(id) = r.route_from("GET", probe, "10.0.0.5").location_id else {
+            continue;
+        };
         if !checked.insert(id) {
             continue;
         }
@@ -355,6 +490,43 @@ mod tests {
         check_static(&t).into_iter().map(|d| d.code).collect()
     }
 
+    fn example(text: &str) -> Vec<(String, usize)> {
+        let block = crate::book::Block {
+            file: "src/x.md".into(),
+            fence_line: 10,
+            lang: "nginx".into(),
+            attrs: Default::default(),
+            kind: crate::book::BlockKind::Example,
+            text: text.into(),
+        };
+        check_example(&block)
+            .into_iter()
+            .map(|d| (d.code, d.line))
+            .collect()
+    }
+
+    #[test]
+    fn examples() {
+        assert_eq!(example("location /x {\n    proxy_pass http://u;\n}\n"), []);
+        assert_eq!(
+            example("upstream u {\n    hash $x consistent;\n    server unix:/a.sock;\n}\n"),
+            []
+        );
+        assert_eq!(
+            example("location /x {\n    proxy_pas http://u;\n}\n"),
+            [("nginx::directive".to_string(), 12)]
+        );
+        assert_eq!(
+            example("location ~ ( {\n    return 200;\n}\n"),
+            [("nginx::bad-regex".to_string(), 11)]
+        );
+        assert_eq!(
+            example("location /x {\n    return 200;\n"),
+            [("nginx::syntax".to_string(), 12)]
+        );
+        assert_eq!(example("hash;\n"), [("nginx::directive".to_string(), 11)]);
+    }
+
     #[test]
     fn clean() {
         let c = codes(
@@ -367,18 +539,66 @@ mod tests {
 
     #[test]
     fn findings() {
-        assert_eq!(codes("events {} http { server { location / { proxy_pass http://u; add_header X $nope; } } upstream u { server unix:/a.sock; } }"), ["nginx::admin-public", "nginx::undefined-variable"]);
+        assert_eq!(
+            codes(
+                "events {} http { server { location / { proxy_pass http://u; add_header X $nope; } } upstream u { server unix:/a.sock; } }"
+            ),
+            ["nginx::admin-public", "nginx::undefined-variable"]
+        );
         assert!(codes("events {} http { server { location / { deny all; proxy_pass http://u/; } } upstream u { server unix:/a.sock; } }").contains(&"nginx::proxy-pass-uri".to_string()));
-        assert_eq!(codes("events {} http { server { location / { deny all; proxy_pass http://v; } } }"), ["nginx::unknown-upstream"]);
-        assert_eq!(codes("events {} http { server { location / { allow 10.0.0.0/8; allow 1.2.3.0/24; deny all; return 200; } } }"), ["nginx::admin-public"]);
-        assert_eq!(codes("events {} http { server { location / { allow 10.1.0.0/16; allow fd00::/8; deny all; return 200; } } }"), Vec::<String>::new());
-        assert_eq!(codes("events {} http { server { location /x { deny all; } location / { return 404; } } }"), ["nginx::location-no-action"]);
-        assert_eq!(codes("events {} http { server { return 404; location / { return 200; } } }"), ["nginx::server-return-shadows"]);
-        assert_eq!(codes("events {} http { server { location ~ ( { return 200; } } }"), ["nginx::bad-regex"]);
-        assert_eq!(codes("events {} http { server { listen 443 ssl; location / { return 200; } } }"), ["nginx::weak-tls"]);
-        assert_eq!(codes("events {} http { ssl_protocols TLSv1.1 TLSv1.2; server { location / { return 200; } } }"), ["nginx::weak-tls"]);
-        assert_eq!(codes("events {} http { server { location / { return 200; } } include missing.conf; }"), ["nginx::include-missing"]);
-        assert_eq!(codes("events {} http { map $uri $x { a \"b\" c; } server { location / { return 200 $x; } } }"), ["nginx::directive"]);
-        assert_eq!(codes("events {} http { server { location / { retrun 200; } } }"), ["nginx::directive"]);
+        assert_eq!(
+            codes("events {} http { server { location / { deny all; proxy_pass http://v; } } }"),
+            ["nginx::unknown-upstream"]
+        );
+        assert_eq!(
+            codes(
+                "events {} http { server { location / { allow 10.0.0.0/8; allow 1.2.3.0/24; deny all; return 200; } } }"
+            ),
+            ["nginx::admin-public"]
+        );
+        assert_eq!(
+            codes(
+                "events {} http { server { location / { allow 10.1.0.0/16; allow fd00::/8; deny all; return 200; } } }"
+            ),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            codes(
+                "events {} http { server { location /x { deny all; } location / { return 404; } } }"
+            ),
+            ["nginx::location-no-action"]
+        );
+        assert_eq!(
+            codes("events {} http { server { return 404; location / { return 200; } } }"),
+            ["nginx::server-return-shadows"]
+        );
+        assert_eq!(
+            codes("events {} http { server { location ~ ( { return 200; } } }"),
+            ["nginx::bad-regex"]
+        );
+        assert_eq!(
+            codes("events {} http { server { listen 443 ssl; location / { return 200; } } }"),
+            ["nginx::weak-tls"]
+        );
+        assert_eq!(
+            codes(
+                "events {} http { ssl_protocols TLSv1.1 TLSv1.2; server { location / { return 200; } } }"
+            ),
+            ["nginx::weak-tls"]
+        );
+        assert_eq!(
+            codes("events {} http { server { location / { return 200; } } include missing.conf; }"),
+            ["nginx::include-missing"]
+        );
+        assert_eq!(
+            codes(
+                "events {} http { map $uri $x { a \"b\" c; } server { location / { return 200 $x; } } }"
+            ),
+            ["nginx::directive"]
+        );
+        assert_eq!(
+            codes("events {} http { server { location / { retrun 200; } } }"),
+            ["nginx::directive"]
+        );
     }
 }

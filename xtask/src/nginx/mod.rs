@@ -25,9 +25,18 @@ pub fn tree_from(files: &[(&str, &str)]) -> Tree {
             TreeFile {
                 path: (*path).to_string(),
                 content: (*content).to_string(),
-                fragments: vec![Fragment { md_file: format!("{path}.md"), md_line: 1, out_line: 1, lines }],
+                fragments: vec![Fragment {
+                    md_file: format!("{path}.md"),
+                    md_line: 1,
+                    out_line: 1,
+                    lines,
+                }],
                 secret: false,
-                lang: if path.ends_with(".yaml") { "yaml".into() } else { "nginx".into() },
+                lang: if path.ends_with(".yaml") {
+                    "yaml".into()
+                } else {
+                    "nginx".into()
+                },
             },
         );
     }

@@ -15,62 +15,56 @@ use std::process::Command;
 
 /// Runs `nginx -t`; an empty list when it passes or nginx is not installed.
 pub fn check(tree: &Tree) -> Vec<Diagnostic> {
-    let Some(root) = config::root_file(tree) else { return Vec::new() };
+    let Some(root) = config::root_file(tree) else {
+        return Vec::new();
+    };
     let Some(nginx) = crate::tools::which("nginx").or_else(|| {
         let p = std::path::PathBuf::from("/usr/sbin/nginx");
         p.exists().then_some(p)
     }) else {
         return Vec::new();
     };
-    let dir = root.rsplit_once('/').map_or(String::new(), |(d, _)| format!("{d}/"));
-    let scratch = std::env::temp_dir().join(format!("xtask-nginx-t-{}-{}", std::process::id(), unique()));
-    let etc = scratch.join("etc/nginx");
-    let log = scratch.join("log");
-    let result = (|| -> std::io::Result<Vec<Diagnostic>> {
-        std::fs::create_dir_all(&etc)?;
-        std::fs::create_dir_all(&log)?;
-        let etc_s = format!("{}/", etc.display());
-        let log_s = format!("{}/", log.display());
-        for f in IMAGE_FILES {
-            let src = Path::new("/etc/nginx").join(f);
-            if src.exists() {
-                std::fs::copy(&src, etc.join(f))?;
-            }
+    let dir = root
+        .rsplit_once('/')
+        .map_or(String::new(), |(d, _)| format!("{d}/"));
+    // The answer depends only on nginx, the files and whether openssl can stand in for the
+    // operator's certificates: cached (target/lint-cache), so an unchanged book runs no nginx.
+    let id = crate::lint::cache::tool_id(&nginx);
+    let mut parts: Vec<&[u8]> = vec![
+        b"nginx -t v1",
+        &id,
+        if crate::tools::which("openssl").is_some() {
+            b"ssl"
+        } else {
+            b""
+        },
+    ];
+    for (path, tf) in &tree.files {
+        if path.starts_with(&dir) {
+            parts.push(path.as_bytes());
+            parts.push(tf.content.as_bytes());
         }
-        for (path, tf) in &tree.files {
-            let Some(rel) = path.strip_prefix(&dir) else { continue };
-            let out = etc.join(rel);
-            if let Some(p) = out.parent() {
-                std::fs::create_dir_all(p)?;
-            }
-            let text = rewrite(&tf.content, &etc_s, &log_s);
-            std::fs::write(out, text)?;
-        }
-        stand_in_certificates(tree, &etc)?;
-        let conf = etc.join(root.strip_prefix(&dir).unwrap_or(&root));
-        let out = Command::new(&nginx)
-            .args(["-t", "-q", "-e", "stderr", "-g"])
-            .arg(format!("pid {}/nginx.pid;", scratch.display()))
-            .arg("-c")
-            .arg(&conf)
-            .output()?;
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    }
+    let key = crate::lint::cache::key(&parts);
+    let result = crate::lint::cache::memo(&key, || {
+        run(tree, &nginx, &root, &dir).map_err(|e| e.to_string())
+    });
+    let result = result.map(|(ok, stderr)| {
         let mut diags = Vec::new();
         for line in stderr.lines() {
-            if let Some(d) = to_diag(tree, line, &etc_s, &dir, out.status.success()) {
+            if let Some(d) = to_diag(tree, line, ETC, &dir, ok) {
                 diags.push(d);
             }
         }
-        if !out.status.success() && diags.is_empty() {
+        if !ok && diags.is_empty() {
             diags.push(Diagnostic::error(
                 "nginx::nginx-t",
                 format!("`nginx -t` failed: {}", stderr.trim()),
                 &config::md(tree, &root, 1),
             ));
         }
-        Ok(diags)
-    })();
-    let _ = std::fs::remove_dir_all(&scratch);
+        diags
+    });
     match result {
         Ok(d) => d,
         Err(e) => vec![Diagnostic::warning(
@@ -86,7 +80,9 @@ pub fn check(tree: &Tree) -> Vec<Diagnostic> {
 /// not provide, write a throwaway self-signed pair (made with `openssl`) so `nginx -t` can load
 /// the configuration.
 fn stand_in_certificates(tree: &Tree, etc: &Path) -> std::io::Result<()> {
-    let Ok(cfg) = config::load(tree) else { return Ok(()) };
+    let Ok(cfg) = config::load(tree) else {
+        return Ok(());
+    };
     let mut wanted: Vec<(String, bool)> = Vec::new();
     super::ast::walk(&cfg.directives, &mut |d, _| {
         let key = match d.name.as_str() {
@@ -96,9 +92,10 @@ fn stand_in_certificates(tree: &Tree, etc: &Path) -> std::io::Result<()> {
         };
         if let Some(p) = d.arg(0)
             && let Some(rel) = p.strip_prefix(CONTAINER_PREFIX)
-                && !etc.join(rel).exists() {
-                    wanted.push((rel.to_string(), key));
-                }
+            && !etc.join(rel).exists()
+        {
+            wanted.push((rel.to_string(), key));
+        }
     });
     if wanted.is_empty() || crate::tools::which("openssl").is_none() {
         return Ok(());
@@ -107,7 +104,20 @@ fn stand_in_certificates(tree: &Tree, etc: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(&dir)?;
     let (crt, key) = (dir.join("crt.pem"), dir.join("key.pem"));
     let st = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=example.com", "-keyout"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=example.com",
+            "-keyout",
+        ])
         .arg(&key)
         .arg("-out")
         .arg(&crt)
@@ -127,6 +137,53 @@ fn stand_in_certificates(tree: &Tree, etc: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Stands for the scratch copy of `/etc/nginx/` in (cached) nginx output.
+const ETC: &str = "@ETC@/";
+
+/// Writes the scratch tree and runs `nginx -t`: (passed, stderr with scratch paths replaced).
+fn run(tree: &Tree, nginx: &Path, root: &str, dir: &str) -> std::io::Result<(bool, String)> {
+    let scratch =
+        std::env::temp_dir().join(format!("xtask-nginx-t-{}-{}", std::process::id(), unique()));
+    let etc = scratch.join("etc/nginx");
+    let log = scratch.join("log");
+    let res = (|| {
+        std::fs::create_dir_all(&etc)?;
+        std::fs::create_dir_all(&log)?;
+        let etc_s = format!("{}/", etc.display());
+        let log_s = format!("{}/", log.display());
+        for f in IMAGE_FILES {
+            let src = Path::new("/etc/nginx").join(f);
+            if src.exists() {
+                std::fs::copy(&src, etc.join(f))?;
+            }
+        }
+        for (path, tf) in &tree.files {
+            let Some(rel) = path.strip_prefix(dir) else {
+                continue;
+            };
+            let out = etc.join(rel);
+            if let Some(p) = out.parent() {
+                std::fs::create_dir_all(p)?;
+            }
+            std::fs::write(out, rewrite(&tf.content, &etc_s, &log_s))?;
+        }
+        stand_in_certificates(tree, &etc)?;
+        let conf = etc.join(root.strip_prefix(dir).unwrap_or(root));
+        let out = Command::new(nginx)
+            .args(["-t", "-q", "-e", "stderr", "-g"])
+            .arg(format!("pid {}/nginx.pid;", scratch.display()))
+            .arg("-c")
+            .arg(&conf)
+            .output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr)
+            .replace(&etc_s, ETC)
+            .replace(&scratch.display().to_string(), "@SCRATCH@");
+        Ok((out.status.success(), stderr))
+    })();
+    let _ = std::fs::remove_dir_all(&scratch);
+    res
+}
+
 fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
@@ -138,8 +195,15 @@ fn rewrite(text: &str, etc: &str, log: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for line in text.split_inclusive('\n') {
         let t = line.trim_start();
-        let l = if t.starts_with("user ") || t.starts_with("user\t") { format!("# {line}") } else { line.to_string() };
-        out.push_str(&l.replace(CONTAINER_PREFIX, etc).replace("/var/log/nginx/", log));
+        let l = if t.starts_with("user ") || t.starts_with("user\t") {
+            format!("# {line}")
+        } else {
+            line.to_string()
+        };
+        out.push_str(
+            &l.replace(CONTAINER_PREFIX, etc)
+                .replace("/var/log/nginx/", log),
+        );
     }
     out
 }
@@ -165,9 +229,18 @@ fn to_diag(tree: &Tree, line: &str, etc: &str, dir: &str, passed: bool) -> Optio
                 Some(p) if tree.get(p).is_some() => config::md(tree, p, ln),
                 _ => MdLoc::new(file, ln),
             };
-            (format!("{t} (in {}:{ln})", tree_path.unwrap_or_else(|| file.to_string())), at)
+            (
+                format!(
+                    "{t} (in {}:{ln})",
+                    tree_path.unwrap_or_else(|| file.to_string())
+                ),
+                at,
+            )
         }
-        _ => (msg.to_string(), config::md(tree, &format!("{dir}nginx.conf"), 1)),
+        _ => (
+            msg.to_string(),
+            config::md(tree, &format!("{dir}nginx.conf"), 1),
+        ),
     };
     let text = text.replace(etc, CONTAINER_PREFIX);
     let m = format!("nginx -t: {text}");
@@ -190,16 +263,31 @@ mod tests {
             return;
         }
         let ok = tree_from(&[
-            ("nginx/nginx.conf", "user nginx;\nevents {}\nhttp {\n include /etc/nginx/conf.d/*.conf;\n include mime.types;\n}\n"),
-            ("nginx/conf.d/a.conf", "upstream u { server unix:/sockets/a.sock; }\nserver { listen 127.0.0.1:8008; location / { proxy_pass http://u; } }\n"),
+            (
+                "nginx/nginx.conf",
+                "user nginx;\nevents {}\nhttp {\n include /etc/nginx/conf.d/*.conf;\n include mime.types;\n}\n",
+            ),
+            (
+                "nginx/conf.d/a.conf",
+                "upstream u { server unix:/sockets/a.sock; }\nserver { listen 127.0.0.1:8008; location / { proxy_pass http://u; } }\n",
+            ),
         ]);
         assert_eq!(check(&ok), []);
         let bad = tree_from(&[
-            ("nginx/nginx.conf", "events {}\nhttp {\n include conf.d/*.conf;\n}\n"),
-            ("nginx/conf.d/a.conf", "server {\n listen 127.0.0.1:8008;\n location / { proxy_pass http://nowhere.invalid.; }\n}\n"),
+            (
+                "nginx/nginx.conf",
+                "events {}\nhttp {\n include conf.d/*.conf;\n}\n",
+            ),
+            (
+                "nginx/conf.d/a.conf",
+                "server {\n listen 127.0.0.1:8008;\n location / { proxy_pass http://nowhere.invalid.; }\n}\n",
+            ),
         ]);
         let d = check(&bad);
         assert_eq!(d.len(), 1, "{d:?}");
-        assert_eq!((d[0].file.as_str(), d[0].line), ("nginx/conf.d/a.conf.md", 3));
+        assert_eq!(
+            (d[0].file.as_str(), d[0].line),
+            ("nginx/conf.d/a.conf.md", 3)
+        );
     }
 }

@@ -3,7 +3,7 @@
 
 use super::contract::{self, Contract};
 use super::roles::{self, Roles};
-use super::router::{Outcome, Router, DEFAULT_CLIENT};
+use super::router::{DEFAULT_CLIENT, Outcome, Router};
 use super::routes::{self, Expect, Sample};
 use crate::book::{BlockKind, Book};
 use crate::diagnostics::Diagnostic;
@@ -23,7 +23,11 @@ pub fn samples(book: &Book) -> (Vec<Sample>, Vec<Diagnostic>) {
 
 fn loc_desc(router: &Router, id: usize) -> String {
     let l = &router.locations[id];
-    let m = if l.modifier.is_empty() { String::new() } else { format!("{} ", l.modifier) };
+    let m = if l.modifier.is_empty() {
+        String::new()
+    } else {
+        format!("{} ", l.modifier)
+    };
     format!("location {m}{} ({}:{})", l.name, l.md.file, l.md.line)
 }
 
@@ -34,10 +38,21 @@ fn got(o: &Outcome, roles: &Roles) -> String {
             None => s.to_string(),
         };
     }
-    let who = |s: &str| roles.by_socket(s).map_or(s.to_string(), |(p, _)| p.name.clone());
+    let who = |s: &str| {
+        roles
+            .by_socket(s)
+            .map_or(s.to_string(), |(p, _)| p.name.clone())
+    };
     match (&o.upstream, &o.server) {
         (Some(u), Some(s)) => format!("{u} {}", who(s)),
-        (Some(u), None) => format!("{u} (any of {})", o.servers.iter().map(|s| who(s)).collect::<Vec<_>>().join(", ")),
+        (Some(u), None) => format!(
+            "{u} (any of {})",
+            o.servers
+                .iter()
+                .map(|s| who(s))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         (None, Some(s)) => s.clone(),
         (None, None) => "no upstream".into(),
     }
@@ -46,7 +61,9 @@ fn got(o: &Outcome, roles: &Roles) -> String {
 /// Compares one outcome with its expectation; None when it matches.
 pub fn compare(o: &Outcome, e: &Expect, roles: &Roles) -> Option<String> {
     let ok = match e {
-        Expect::Status { code, text } => o.status == Some(*code) && text.as_ref().is_none_or(|t| o.text.as_ref() == Some(t)),
+        Expect::Status { code, text } => {
+            o.status == Some(*code) && text.as_ref().is_none_or(|t| o.text.as_ref() == Some(t))
+        }
         Expect::Server(s) => o.status.is_none() && o.server.as_ref() == Some(s),
         Expect::Upstream { name, server } => {
             o.status.is_none()
@@ -63,13 +80,24 @@ pub fn compare(o: &Outcome, e: &Expect, roles: &Roles) -> Option<String> {
         return None;
     }
     let want = match e {
-        Expect::Status { code, text: Some(t) } => format!("{code} {t}"),
+        Expect::Status {
+            code,
+            text: Some(t),
+        } => format!("{code} {t}"),
         Expect::Status { code, text: None } => code.to_string(),
         Expect::Server(s) => s.clone(),
-        Expect::Upstream { name, server: Some(s) } => format!("{name} {s}"),
+        Expect::Upstream {
+            name,
+            server: Some(s),
+        } => format!("{name} {s}"),
         Expect::Upstream { name, server: None } => name.clone(),
     };
-    Some(format!("{} {}: expected `{want}`, nginx gives `{}`", o.method, o.uri, got(o, roles)))
+    Some(format!(
+        "{} {}: expected `{want}`, nginx gives `{}`",
+        o.method,
+        o.uri,
+        got(o, roles)
+    ))
 }
 
 /// Asserts every `routes` block, the contract on every sample, and location reachability.
@@ -96,8 +124,11 @@ pub fn check_book(book: &Book, tree: &Tree) -> Vec<Diagnostic> {
         }
     };
     let contract = Contract::builtin();
-    let pagination = crate::route::pcre::Rx::new(r"^/_matrix/client/(?:api/v1|r0|v3|unstable)/rooms/([^/]+)/messages$", false)
-        .expect("valid regex");
+    let pagination = crate::route::pcre::Rx::new(
+        r"^/_matrix/client/(?:api/v1|r0|v3|unstable)/rooms/([^/]+)/messages$",
+        false,
+    )
+    .expect("valid regex");
     // Room ID -> (first sample's server, its location) for /messages.
     let mut sticky: std::collections::BTreeMap<Vec<u8>, (String, String)> = Default::default();
     let n = router.locations.len();
@@ -105,17 +136,25 @@ pub fn check_book(book: &Book, tree: &Tree) -> Vec<Diagnostic> {
     // For each regex location never chosen: which location took the samples its regex matches.
     let mut taken_by: Vec<Vec<Option<usize>>> = vec![Vec::new(); n];
     for s in &samples {
-        let o = router.route_from(&s.method, &s.uri, s.from.as_deref().unwrap_or(DEFAULT_CLIENT));
+        let o = router.route_from(
+            &s.method,
+            &s.uri,
+            s.from.as_deref().unwrap_or(DEFAULT_CLIENT),
+        );
         if let Some(id) = o.location_id {
             hit[id] = true;
         }
         for (id, l) in router.locations.iter().enumerate() {
-            if o.location_id != Some(id) && l.regex().is_some_and(|r| r.is_match(o.path.as_bytes())) {
+            if o.location_id != Some(id) && l.regex().is_some_and(|r| r.is_match(o.path.as_bytes()))
+            {
                 taken_by[id].push(o.location_id);
             }
         }
-        if let Some(c) = pagination.captures(o.path.as_bytes()) {
-            if o.status.is_none() && !o.servers.is_empty() {
+        if let Some(c) = pagination.captures(o.path.as_bytes())
+            && o.status.is_none()
+            && !o.servers.is_empty()
+        {
+            {
                 let room = c.numbered[1].clone().unwrap_or_default();
                 let room_s = String::from_utf8_lossy(&room).into_owned();
                 match &o.server {
@@ -173,14 +212,26 @@ pub fn check_book(book: &Book, tree: &Tree) -> Vec<Diagnostic> {
         if l.regex().is_some() || !l.name.starts_with('/') {
             continue;
         }
-        let witnesses = [l.name.clone(), format!("{}x", l.name), format!("{}/x", l.name.trim_end_matches('/'))];
+        let witnesses = [
+            l.name.clone(),
+            format!("{}x", l.name),
+            format!("{}/x", l.name.trim_end_matches('/')),
+        ];
         let outs: Vec<Outcome> = witnesses.iter().map(|w| router.route("GET", w)).collect();
-        if outs.iter().all(|o| o.location_id != Some(id) && o.location_id.is_some_and(|w| router.locations[w].regex().is_some())) {
+        if outs.iter().all(|o| {
+            o.location_id != Some(id)
+                && o.location_id
+                    .is_some_and(|w| router.locations[w].regex().is_some())
+        }) {
             shadowed[id] = true;
             let w = outs[0].location_id.unwrap_or(id);
             diags.push(Diagnostic::error(
                 "route::shadowed-location",
-                format!("no request can reach this location: `{}` and paths below it go to {} first", l.name, loc_desc(&router, w)),
+                format!(
+                    "no request can reach this location: `{}` and paths below it go to {} first",
+                    l.name,
+                    loc_desc(&router, w)
+                ),
                 &l.md,
             ));
         }
@@ -202,14 +253,21 @@ pub fn check_book(book: &Book, tree: &Tree) -> Vec<Diagnostic> {
                         "location `{}` is never chosen: every sample its pattern matches ({}) goes to {} first",
                         l.name,
                         taken_by[id].len(),
-                        winners.iter().map(|&w| loc_desc(&router, w)).collect::<Vec<_>>().join(" or ")
+                        winners
+                            .iter()
+                            .map(|&w| loc_desc(&router, w))
+                            .collect::<Vec<_>>()
+                            .join(" or ")
                     ),
                     &l.md,
                 )
             } else {
                 Diagnostic::error(
                     "route::unreached-location",
-                    format!("no sample of the book's `routes` blocks reaches location `{}`: add one, or remove the location", l.name),
+                    format!(
+                        "no sample of the book's `routes` blocks reaches location `{}`: add one, or remove the location",
+                        l.name
+                    ),
                     &l.md,
                 )
             };

@@ -35,7 +35,11 @@ impl Serve {
             Serve::Media => "a process that can load the media repository".into(),
             Serve::Main => "the main process".into(),
             Serve::Writer(s) => {
-                let w = roles.writers.get(s).map(|w| w.join(", ")).unwrap_or_else(|| "main".into());
+                let w = roles
+                    .writers
+                    .get(s)
+                    .map(|w| w.join(", "))
+                    .unwrap_or_else(|| "main".into());
                 format!("the `{s}` stream writer ({w})")
             }
         }
@@ -107,7 +111,8 @@ impl Contract {
     /// The first rule for this method and decoded path.
     pub fn rule(&self, method: &str, path: &[u8]) -> Option<&Rule> {
         self.rules.iter().find(|r| {
-            (r.methods.is_empty() || r.methods.iter().any(|m| m.eq_ignore_ascii_case(method))) && r.path.is_match(path)
+            (r.methods.is_empty() || r.methods.iter().any(|m| m.eq_ignore_ascii_case(method)))
+                && r.path.is_match(path)
         })
     }
 }
@@ -123,7 +128,11 @@ pub fn resources_for(path: &[u8], main: bool) -> &'static [&'static str] {
     } else if p.starts_with(b"/_matrix/federation/v1/media/") {
         &["federation", "media"]
     } else if p.starts_with(b"/_matrix/media/") {
-        if main { &["media", "client", "federation"] } else { &["media"] }
+        if main {
+            &["media", "client", "federation"]
+        } else {
+            &["media"]
+        }
     } else if is_media_admin(p) {
         &["client", "media"]
     } else if p.starts_with(b"/_matrix/federation/") {
@@ -142,11 +151,15 @@ pub fn resources_for(path: &[u8], main: bool) -> &'static [&'static str] {
 /// The admin APIs a `media` listener mounts (synapse/rest/admin/media.py
 /// `register_servlets_for_media_repo`).
 fn is_media_admin(p: &[u8]) -> bool {
-    let Some(rest) = p.strip_prefix(b"/_synapse/admin/v1/") else { return false };
+    let Some(rest) = p.strip_prefix(b"/_synapse/admin/v1/") else {
+        return false;
+    };
     rest.starts_with(b"media/")
         || rest.starts_with(b"quarantine_media/")
         || rest == b"purge_media_cache"
-        || ((rest.starts_with(b"room/") || rest.starts_with(b"user/") || rest.starts_with(b"users/"))
+        || ((rest.starts_with(b"room/")
+            || rest.starts_with(b"user/")
+            || rest.starts_with(b"users/"))
             && rest.windows(6).any(|w| w == b"/media"))
 }
 
@@ -173,7 +186,10 @@ pub fn check(contract: &Contract, roles: &Roles, o: &Outcome) -> Vec<Violation> 
             out.push(Violation {
                 code: "route::unknown-socket",
                 error: true,
-                message: format!("{} {} goes to `{s}`, which no Synapse listener in the book serves", o.method, o.uri),
+                message: format!(
+                    "{} {} goes to `{s}`, which no Synapse listener in the book serves",
+                    o.method, o.uri
+                ),
             });
             continue;
         };
@@ -209,21 +225,22 @@ pub fn check(contract: &Contract, roles: &Roles, o: &Outcome) -> Vec<Violation> 
                 ),
             });
         } else if let Some(pref) = &rule.prefer
-            && !pref.allows(p) {
-                out.push(Violation {
-                    code: "route::not-preferred",
-                    error: false,
-                    message: format!(
-                        "{} {} lands on `{}`; it works, but {} is better sent to {}: {}",
-                        o.method,
-                        o.uri,
-                        p.name,
-                        rule.family,
-                        pref.describe(roles),
-                        rule.why
-                    ),
-                });
-            }
+            && !pref.allows(p)
+        {
+            out.push(Violation {
+                code: "route::not-preferred",
+                error: false,
+                message: format!(
+                    "{} {} lands on `{}`; it works, but {} is better sent to {}: {}",
+                    o.method,
+                    o.uri,
+                    p.name,
+                    rule.family,
+                    pref.describe(roles),
+                    rule.why
+                ),
+            });
+        }
     }
     out
 }
@@ -237,10 +254,16 @@ mod tests {
     #[test]
     fn families_of_the_docs() {
         let c = Contract::builtin();
-        let text = std::fs::read_to_string(crate::project_root().join("tests/fixtures/route/contract-samples.txt")).unwrap();
+        let text = std::fs::read_to_string(
+            crate::project_root().join("tests/fixtures/route/contract-samples.txt"),
+        )
+        .unwrap();
         let mut bad = Vec::new();
         let mut n = 0;
-        for l in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        for l in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        {
             let w: Vec<&str> = l.split_whitespace().collect();
             let want = Serve::parse(w[2]).unwrap();
             let got = c.rule(w[0], w[1].as_bytes()).map(|r| r.serve.clone());
@@ -257,18 +280,51 @@ mod tests {
     fn builtin_parses_and_orders() {
         let c = Contract::builtin();
         let fam = |m: &str, p: &str| c.rule(m, p.as_bytes()).unwrap().family.clone();
-        assert_eq!(fam("PUT", "/_matrix/client/v3/rooms/!a:b/typing/@u:b"), "typing");
+        assert_eq!(
+            fam("PUT", "/_matrix/client/v3/rooms/!a:b/typing/@u:b"),
+            "typing"
+        );
         assert_eq!(fam("GET", "/_matrix/client/v3/pushrules/"), "client reader");
-        assert_eq!(fam("PUT", "/_matrix/client/v3/pushrules/global/room/!a:b"), "push-rules");
-        assert_eq!(fam("POST", "/_matrix/client/v3/rooms/!a:b/report/$e"), "main-only room");
+        assert_eq!(
+            fam("PUT", "/_matrix/client/v3/pushrules/global/room/!a:b"),
+            "push-rules"
+        );
+        assert_eq!(
+            fam("POST", "/_matrix/client/v3/rooms/!a:b/report/$e"),
+            "main-only room"
+        );
         assert_eq!(fam("GET", "/_matrix/media/v3/download/a/b"), "media");
-        assert_eq!(fam("GET", "/_matrix/client/v3/rooms/!a:b/messages"), "room reads and event sending");
-        assert_eq!(fam("GET", "/_synapse/admin/v1/users/@a:b/joined_rooms"), "main (default)");
-        assert_eq!(fam("POST", "/_synapse/admin/v1/media/quarantine/a/b"), "quarantine");
+        assert_eq!(
+            fam("GET", "/_matrix/client/v3/rooms/!a:b/messages"),
+            "room reads and event sending"
+        );
+        assert_eq!(
+            fam("GET", "/_synapse/admin/v1/users/@a:b/joined_rooms"),
+            "main (default)"
+        );
+        assert_eq!(
+            fam("POST", "/_synapse/admin/v1/media/quarantine/a/b"),
+            "quarantine"
+        );
         assert_eq!(fam("GET", "/_synapse/admin/v1/media/a/b"), "media admin");
-        assert_eq!(fam("POST", "/_matrix/client/unstable/org.matrix.msc4140/delayed_events/d1/cancel"), "delayed events (writes)");
-        assert_eq!(fam("POST", "/_matrix/client/unstable/org.matrix.msc4140/delayed_events/d1/restart"), "client reader");
-        assert_eq!(fam("PUT", "/_matrix/client/v3/user/@a:b/rooms/!r:b/tags/u.x"), "account data");
+        assert_eq!(
+            fam(
+                "POST",
+                "/_matrix/client/unstable/org.matrix.msc4140/delayed_events/d1/cancel"
+            ),
+            "delayed events (writes)"
+        );
+        assert_eq!(
+            fam(
+                "POST",
+                "/_matrix/client/unstable/org.matrix.msc4140/delayed_events/d1/restart"
+            ),
+            "client reader"
+        );
+        assert_eq!(
+            fam("PUT", "/_matrix/client/v3/user/@a:b/rooms/!r:b/tags/u.x"),
+            "account data"
+        );
         assert_eq!(fam("GET", "/health"), "health");
     }
 }

@@ -10,7 +10,7 @@
 //! book's; what is compared is the algorithm, request by request. Both nginx processes are
 //! stopped (SIGTERM to the masters this function started) before it returns.
 
-use super::router::{Outcome, Router, DEFAULT_CLIENT};
+use super::router::{DEFAULT_CLIENT, Outcome, Router};
 use super::routes::Sample;
 use crate::diagnostics::MdLoc;
 use crate::extract::Tree;
@@ -42,7 +42,10 @@ impl Drop for Procs {
     fn drop(&mut self) {
         for c in &mut self.0 {
             // SIGTERM lets the nginx master stop its workers.
-            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
         }
         for c in &mut self.0 {
             let deadline = Instant::now() + Duration::from_secs(5);
@@ -59,7 +62,9 @@ impl Drop for Procs {
 }
 
 fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// Rewrites one nginx file for the scratch run, line for line.
@@ -69,15 +74,28 @@ fn rewrite(text: &str, scratch: &str, port: u16) -> String {
     let mut out = String::with_capacity(text.len() + 256);
     for line in text.split_inclusive('\n') {
         let t = line.trim_start();
-        let word = t.split(|c: char| c.is_whitespace() || c == ';').next().unwrap_or("");
+        let word = t
+            .split(|c: char| c.is_whitespace() || c == ';')
+            .next()
+            .unwrap_or("");
         let l = match word {
             "user" | "pid" => format!("# {line}"),
             "listen" => {
-                let args: Vec<&str> = t.trim_end().trim_end_matches(';').split_whitespace().skip(1).collect();
+                let args: Vec<&str> = t
+                    .trim_end()
+                    .trim_end_matches(';')
+                    .split_whitespace()
+                    .skip(1)
+                    .collect();
                 if args.first().is_some_and(|a| a.starts_with('[')) {
                     format!("# {line}")
                 } else {
-                    let flags: Vec<&str> = args.iter().skip(1).copied().filter(|f| *f != "ssl" && *f != "http2").collect();
+                    let flags: Vec<&str> = args
+                        .iter()
+                        .skip(1)
+                        .copied()
+                        .filter(|f| *f != "ssl" && *f != "http2")
+                        .collect();
                     let indent = &line[..line.len() - t.len()];
                     let nl = if line.ends_with('\n') { "\n" } else { "" };
                     format!("{indent}listen 127.0.0.1:{port} {};{nl}", flags.join(" "))
@@ -85,7 +103,11 @@ fn rewrite(text: &str, scratch: &str, port: u16) -> String {
             }
             _ => line.to_string(),
         };
-        out.push_str(&l.replace(CONTAINER_PREFIX, &etc).replace("/var/log/nginx/", &log).replace("unix:/", &format!("unix:{scratch}/")));
+        out.push_str(
+            &l.replace(CONTAINER_PREFIX, &etc)
+                .replace("/var/log/nginx/", &log)
+                .replace("unix:/", &format!("unix:{scratch}/")),
+        );
     }
     out
 }
@@ -100,8 +122,14 @@ fn request(port: u16, method: &str, uri: &str, client: &str) -> std::io::Result<
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
     let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map_or(String::new(), |(_, b)| b.to_string());
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_string());
     Ok((status, body))
 }
 
@@ -143,7 +171,9 @@ pub fn against_nginx(tree: &Tree, samples: &[Sample]) -> Result<Report, String> 
         .or_else(|| Some(PathBuf::from("/usr/sbin/nginx")).filter(|p| p.exists()))
         .ok_or("nginx is not installed")?;
     let root = config::root_file(tree).ok_or("the tree has no nginx configuration")?;
-    let dir = root.rsplit_once('/').map_or(String::new(), |(d, _)| format!("{d}/"));
+    let dir = root
+        .rsplit_once('/')
+        .map_or(String::new(), |(d, _)| format!("{d}/"));
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let scratch = std::env::temp_dir().join(format!(
         "xtask-xc-{}-{}",
@@ -156,7 +186,14 @@ pub fn against_nginx(tree: &Tree, samples: &[Sample]) -> Result<Report, String> 
     result
 }
 
-fn run(nginx: &Path, tree: &Tree, samples: &[Sample], root: &str, dir: &str, scratch: &Path) -> Result<Report, String> {
+fn run(
+    nginx: &Path,
+    tree: &Tree,
+    samples: &[Sample],
+    root: &str,
+    dir: &str,
+    scratch: &Path,
+) -> Result<Report, String> {
     let io = |e: std::io::Error| e.to_string();
     let sc = scratch.display().to_string();
     let etc = scratch.join("etc/nginx");
@@ -173,7 +210,9 @@ fn run(nginx: &Path, tree: &Tree, samples: &[Sample], root: &str, dir: &str, scr
     // The rewritten tree: same fragments, so Markdown lines stay right.
     let mut rt = tree.clone();
     for (path, tf) in rt.files.iter_mut() {
-        let Some(rel) = path.strip_prefix(dir) else { continue };
+        let Some(rel) = path.strip_prefix(dir) else {
+            continue;
+        };
         if !path.starts_with(dir) || tf.lang != "nginx" && !rel.ends_with(".conf") {
             continue;
         }
@@ -184,7 +223,8 @@ fn run(nginx: &Path, tree: &Tree, samples: &[Sample], root: &str, dir: &str, scr
         }
         std::fs::write(&out, &tf.content).map_err(io)?;
     }
-    let router = Router::from_tree(&rt).map_err(|d| format!("{} errors building the router", d.len()))?;
+    let router =
+        Router::from_tree(&rt).map_err(|d| format!("{} errors building the router", d.len()))?;
     // Backends: one server per upstream socket, answering with the socket's book name.
     let mut sockets: BTreeMap<String, String> = BTreeMap::new();
     for up in router.upstreams.values() {
@@ -202,15 +242,20 @@ fn run(nginx: &Path, tree: &Tree, samples: &[Sample], root: &str, dir: &str, scr
         if let Some(parent) = Path::new(path).parent() {
             std::fs::create_dir_all(parent).map_err(io)?;
         }
-        back += &format!(" server {{ listen unix:{path}; location / {{ return 200 \"{name}\"; }} }}\n");
+        back +=
+            &format!(" server {{ listen unix:{path}; location / {{ return 200 \"{name}\"; }} }}\n");
     }
     back += "}\n";
     let back_conf = scratch.join("back.conf");
     std::fs::write(&back_conf, back).map_err(io)?;
     let mut procs = Procs(Vec::new());
-    procs.0.push(spawn(nginx, &back_conf, &scratch.join("back.pid")).map_err(io)?);
+    procs
+        .0
+        .push(spawn(nginx, &back_conf, &scratch.join("back.pid")).map_err(io)?);
     let main_conf = etc.join(root.strip_prefix(dir).unwrap_or(root));
-    procs.0.push(spawn(nginx, &main_conf, &scratch.join("main.pid")).map_err(io)?);
+    procs
+        .0
+        .push(spawn(nginx, &main_conf, &scratch.join("main.pid")).map_err(io)?);
     wait_port(port, &mut procs)?;
     // Backends listen on sockets: wait until each exists.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -225,18 +270,30 @@ fn run(nginx: &Path, tree: &Tree, samples: &[Sample], root: &str, dir: &str, scr
         let (status, body) = request(port, &s.method, &s.uri, client).map_err(io)?;
         report.compared += 1;
         let book = |srv: &str| {
-            srv.strip_prefix("unix:").and_then(|p| sockets.get(p)).cloned().unwrap_or_else(|| srv.to_string())
+            srv.strip_prefix("unix:")
+                .and_then(|p| sockets.get(p))
+                .cloned()
+                .unwrap_or_else(|| srv.to_string())
         };
         let agrees = match o.status {
             Some(st) => status == st,
-            None if !o.servers.is_empty() => status == 200 && o.servers.iter().any(|x| book(x) == body),
+            None if !o.servers.is_empty() => {
+                status == 200 && o.servers.iter().any(|x| book(x) == body)
+            }
             None => false,
         };
         if !agrees {
             let sim = match (o.status, &o.server) {
                 (Some(st), _) => format!("status {st}"),
                 (None, Some(x)) => book(x),
-                (None, None) => format!("any of {}", o.servers.iter().map(|x| book(x)).collect::<Vec<_>>().join(", ")),
+                (None, None) => format!(
+                    "any of {}",
+                    o.servers
+                        .iter()
+                        .map(|x| book(x))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             };
             report.disagreements.push(Disagreement {
                 loc: s.loc.clone(),

@@ -12,7 +12,11 @@ pub fn crc32(data: &[u8]) -> u32 {
         for (i, e) in t.iter_mut().enumerate() {
             let mut c = i as u32;
             for _ in 0..8 {
-                c = if c & 1 != 0 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
+                c = if c & 1 != 0 {
+                    0xedb8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
             }
             *e = c;
         }
@@ -45,22 +49,23 @@ impl Ring {
         let mut points = Vec::new();
         for (idx, p) in peers.iter().enumerate() {
             let s = p.name.as_bytes();
-            let (host, port): (&[u8], &[u8]) = if s.len() >= 5 && s[..5].eq_ignore_ascii_case(b"unix:") {
-                (&s[5..], b"")
-            } else {
-                let mut hp = (s, &b""[..]);
-                for j in 0..s.len() {
-                    let c = s[s.len() - 1 - j];
-                    if c == b':' {
-                        hp = (&s[..s.len() - 1 - j], &s[s.len() - j..]);
-                        break;
+            let (host, port): (&[u8], &[u8]) =
+                if s.len() >= 5 && s[..5].eq_ignore_ascii_case(b"unix:") {
+                    (&s[5..], b"")
+                } else {
+                    let mut hp = (s, &b""[..]);
+                    for j in 0..s.len() {
+                        let c = s[s.len() - 1 - j];
+                        if c == b':' {
+                            hp = (&s[..s.len() - 1 - j], &s[s.len() - j..]);
+                            break;
+                        }
+                        if !c.is_ascii_digit() {
+                            break;
+                        }
                     }
-                    if !c.is_ascii_digit() {
-                        break;
-                    }
-                }
-                hp
-            };
+                    hp
+                };
             let mut base = Vec::with_capacity(host.len() + port.len() + 5);
             base.extend_from_slice(host);
             base.push(0);
@@ -142,7 +147,14 @@ mod tests {
     use super::*;
 
     fn peers(names: &[&str], weight: u32) -> Vec<Peer> {
-        names.iter().map(|n| Peer { name: (*n).into(), weight, down: false }).collect()
+        names
+            .iter()
+            .map(|n| Peer {
+                name: (*n).into(),
+                weight,
+                down: false,
+            })
+            .collect()
     }
 
     fn pick<'a>(ps: &'a [Peer], key: &str) -> &'a str {
@@ -164,7 +176,10 @@ mod tests {
             ("/some/longer/path", "127.0.0.1:7777"),
             ("/sad/zaidoon", "127.0.0.1:7778"),
             ("/g", "127.0.0.1:7777"),
-            ("/pingora/team/is/cool/and/this/is/a/long/uri", "127.0.0.1:7778"),
+            (
+                "/pingora/team/is/cool/and/this/is/a/long/uri",
+                "127.0.0.1:7778",
+            ),
             ("/i/am/not/confident/in/this/code", "127.0.0.1:7777"),
         ] {
             assert_eq!(pick(&ps, k), want, "{k}");
@@ -189,16 +204,37 @@ mod tests {
 
     #[test]
     fn computed_vectors() {
-        let ps = peers(&["synapse-worker1:8083", "synapse-worker2:8083", "synapse-worker3:8083"], 1);
+        let ps = peers(
+            &[
+                "synapse-worker1:8083",
+                "synapse-worker2:8083",
+                "synapse-worker3:8083",
+            ],
+            1,
+        );
         assert_eq!(Ring::new(&ps).len(), 480);
         assert_eq!(pick(&ps, "@alice:example.com"), "synapse-worker3:8083");
         assert_eq!(pick(&ps, "@bob:example.com"), "synapse-worker1:8083");
         assert_eq!(pick(&ps, "!abc:example.com"), "synapse-worker2:8083");
-        assert_eq!(ps[plain_pick(&ps, b"@alice:example.com").unwrap()].name, "synapse-worker2:8083");
-        assert_eq!(ps[plain_pick(&ps, b"@bob:example.com").unwrap()].name, "synapse-worker3:8083");
+        assert_eq!(
+            ps[plain_pick(&ps, b"@alice:example.com").unwrap()].name,
+            "synapse-worker2:8083"
+        );
+        assert_eq!(
+            ps[plain_pick(&ps, b"@bob:example.com").unwrap()].name,
+            "synapse-worker3:8083"
+        );
         let ps = vec![
-            Peer { name: "unix:/run/synapse/w1.sock".into(), weight: 1, down: false },
-            Peer { name: "unix:/run/synapse/w2.sock".into(), weight: 2, down: false },
+            Peer {
+                name: "unix:/run/synapse/w1.sock".into(),
+                weight: 1,
+                down: false,
+            },
+            Peer {
+                name: "unix:/run/synapse/w2.sock".into(),
+                weight: 2,
+                down: false,
+            },
         ];
         assert_eq!(pick(&ps, "@alice:example.com"), "unix:/run/synapse/w1.sock");
         assert_eq!(pick(&ps, "@bob:example.com"), "unix:/run/synapse/w2.sock");

@@ -18,7 +18,11 @@ pub use router::{LocRef, Outcome, Router};
 pub fn describe(o: &Outcome) -> String {
     let mut s = format!("{} {}", o.method, o.uri);
     if let Some(l) = &o.location {
-        let m = if l.modifier.is_empty() { String::new() } else { format!("{} ", l.modifier) };
+        let m = if l.modifier.is_empty() {
+            String::new()
+        } else {
+            format!("{} ", l.modifier)
+        };
         s += &format!("\n  location {m}{} ({}:{})", l.pattern, l.file, l.line);
     }
     if let Some(st) = o.status {

@@ -27,7 +27,11 @@ impl Rx {
             .jit_if_available(true)
             .build(pattern)
             .map_err(|e| e.to_string())?;
-        Ok(Rx { pattern: pattern.to_string(), caseless, re })
+        Ok(Rx {
+            pattern: pattern.to_string(),
+            caseless,
+            re,
+        })
     }
 
     pub fn captures_len(&self) -> usize {
@@ -46,7 +50,9 @@ impl Rx {
     /// as nginx treats `NGX_REGEX_NO_MATCHED` and logs other errors.
     pub fn captures(&self, s: &[u8]) -> Option<Caps> {
         let c = self.re.captures(s).ok()??;
-        let numbered = (0..c.len()).map(|i| c.get(i).map(|m| m.as_bytes().to_vec())).collect();
+        let numbered = (0..c.len())
+            .map(|i| c.get(i).map(|m| m.as_bytes().to_vec()))
+            .collect();
         let named = self
             .re
             .capture_names()
@@ -54,7 +60,10 @@ impl Rx {
             .enumerate()
             .filter_map(|(i, n)| {
                 let n = n.as_ref()?;
-                Some((n.clone(), c.get(i).map(|m| m.as_bytes().to_vec()).unwrap_or_default()))
+                Some((
+                    n.clone(),
+                    c.get(i).map(|m| m.as_bytes().to_vec()).unwrap_or_default(),
+                ))
             })
             .collect();
         Some(Caps { numbered, named })
@@ -73,7 +82,10 @@ mod tests {
         assert!(Rx::new(r"^/(?!_matrix)", false).unwrap().is_match(b"/foo"));
         // Caseless is ASCII-only without UTF; bytes need not be UTF-8.
         assert!(Rx::new("^/A", true).unwrap().is_match(b"/a\xff"));
-        let c = Rx::new(r"^/rooms/(?<room>[^/]+)/(x)", false).unwrap().captures(b"/rooms/!a:b/x").unwrap();
+        let c = Rx::new(r"^/rooms/(?<room>[^/]+)/(x)", false)
+            .unwrap()
+            .captures(b"/rooms/!a:b/x")
+            .unwrap();
         assert_eq!(c.named, [("room".to_string(), b"!a:b".to_vec())]);
         assert_eq!(c.numbered[2].as_deref(), Some(&b"x"[..]));
         assert!(Rx::new("(", false).is_err());

@@ -54,7 +54,9 @@ impl Roles {
     /// The process and listener behind `unix:/path` (or `/path`).
     pub fn by_socket(&self, server: &str) -> Option<(&Process, &Listener)> {
         let path = server.strip_prefix("unix:").unwrap_or(server);
-        self.processes.iter().find_map(|p| p.listeners.iter().find(|l| l.path == path).map(|l| (p, l)))
+        self.processes
+            .iter()
+            .find_map(|p| p.listeners.iter().find(|l| l.path == path).map(|l| (p, l)))
     }
 }
 
@@ -71,7 +73,10 @@ pub fn from_tree(tree: &Tree) -> Result<Roles, Vec<Diagnostic>> {
             )]);
         }
     };
-    let writers: BTreeMap<String, Vec<String>> = STREAMS.iter().map(|s| ((*s).to_string(), dep.writers(s))).collect();
+    let writers: BTreeMap<String, Vec<String>> = STREAMS
+        .iter()
+        .map(|s| ((*s).to_string(), dep.writers(s)))
+        .collect();
     let processes = dep
         .processes
         .iter()
@@ -83,12 +88,21 @@ pub fn from_tree(tree: &Tree) -> Result<Roles, Vec<Diagnostic>> {
                 .listeners
                 .iter()
                 .filter(|l| l.kind == "http" || l.kind.is_empty())
-                .filter_map(|l| Some(Listener { path: l.path.clone()?, resources: l.resources.iter().cloned().collect() }))
+                .filter_map(|l| {
+                    Some(Listener {
+                        path: l.path.clone()?,
+                        resources: l.resources.iter().cloned().collect(),
+                    })
+                })
                 .collect(),
             media_repo: p.media_repo,
             writes: STREAMS
                 .iter()
-                .filter(|s| writers[**s].iter().any(|w| w == &p.name || (p.is_main() && w == "master")))
+                .filter(|s| {
+                    writers[**s]
+                        .iter()
+                        .any(|w| w == &p.name || (p.is_main() && w == "master"))
+                })
                 .map(|s| (*s).to_string())
                 .collect(),
         })

@@ -104,7 +104,12 @@ pub struct Location {
 
 impl Location {
     pub fn loc_ref(&self) -> LocRef {
-        LocRef { file: self.md.file.clone(), line: self.md.line, modifier: self.modifier.clone(), pattern: self.name.clone() }
+        LocRef {
+            file: self.md.file.clone(),
+            line: self.md.line,
+            modifier: self.modifier.clone(),
+            pattern: self.name.clone(),
+        }
     }
 
     pub fn regex(&self) -> Option<&Rx> {
@@ -113,17 +118,29 @@ impl Location {
 
     /// The networks its effective `allow` rules admit (`None` = `allow all`).
     pub fn allowed(&self) -> Vec<Option<(IpAddr, u8)>> {
-        self.access.iter().filter(|a| a.allow).map(|a| a.net).collect()
+        self.access
+            .iter()
+            .filter(|a| a.allow)
+            .map(|a| a.net)
+            .collect()
     }
 }
 
 /// Whether a network lies inside the private, loopback or link-local ranges.
 pub fn is_private(net: Option<(IpAddr, u8)>) -> bool {
-    const V4: &[(&str, u8)] = &[("10.0.0.0", 8), ("172.16.0.0", 12), ("192.168.0.0", 16), ("127.0.0.0", 8), ("169.254.0.0", 16)];
+    const V4: &[(&str, u8)] = &[
+        ("10.0.0.0", 8),
+        ("172.16.0.0", 12),
+        ("192.168.0.0", 16),
+        ("127.0.0.0", 8),
+        ("169.254.0.0", 16),
+    ];
     const V6: &[(&str, u8)] = &[("::1", 128), ("fc00::", 7), ("fe80::", 10)];
     let Some((ip, bits)) = net else { return false };
     let ranges = if ip.is_ipv4() { V4 } else { V6 };
-    ranges.iter().any(|(r, b)| bits >= *b && r.parse().is_ok_and(|r: IpAddr| in_net(ip, (r, *b))))
+    ranges
+        .iter()
+        .any(|(r, b)| bits >= *b && r.parse().is_ok_and(|r: IpAddr| in_net(ip, (r, *b))))
 }
 
 #[derive(Debug, Clone)]
@@ -185,9 +202,10 @@ pub fn location_args(d: &Directive) -> Result<(String, String), String> {
         [n] => {
             for m in ["^~", "~*", "=", "~"] {
                 if let Some(rest) = n.strip_prefix(m)
-                    && !rest.is_empty() {
-                        return Ok((m.into(), rest.into()));
-                    }
+                    && !rest.is_empty()
+                {
+                    return Ok((m.into(), rest.into()));
+                }
             }
             if n.starts_with('@') {
                 return Ok(("@".into(), (*n).into()));
@@ -205,26 +223,45 @@ fn parse_access(d: &Directive) -> Result<Access, String> {
         return Ok(Access { allow, net: None });
     }
     let (addr, bits) = match a.split_once('/') {
-        Some((x, b)) => (x, Some(b.parse::<u8>().map_err(|_| format!("invalid mask in \"{a}\""))?)),
+        Some((x, b)) => (
+            x,
+            Some(
+                b.parse::<u8>()
+                    .map_err(|_| format!("invalid mask in \"{a}\""))?,
+            ),
+        ),
         None => (a, None),
     };
-    let ip: IpAddr = addr.parse().map_err(|_| format!("invalid address \"{a}\""))?;
+    let ip: IpAddr = addr
+        .parse()
+        .map_err(|_| format!("invalid address \"{a}\""))?;
     let max = if ip.is_ipv4() { 32 } else { 128 };
     let bits = bits.unwrap_or(max);
     if bits > max {
         return Err(format!("invalid mask in \"{a}\""));
     }
-    Ok(Access { allow, net: Some((ip, bits)) })
+    Ok(Access {
+        allow,
+        net: Some((ip, bits)),
+    })
 }
 
 fn in_net(ip: IpAddr, (net, bits): (IpAddr, u8)) -> bool {
     match (ip, net) {
         (IpAddr::V4(a), IpAddr::V4(n)) => {
-            let m = if bits == 0 { 0 } else { u32::MAX << (32 - u32::from(bits)) };
+            let m = if bits == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(bits))
+            };
             u32::from(a) & m == u32::from(n) & m
         }
         (IpAddr::V6(a), IpAddr::V6(n)) => {
-            let m = if bits == 0 { 0 } else { u128::MAX << (128 - u32::from(bits)) };
+            let m = if bits == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(bits))
+            };
             u128::from(a) & m == u128::from(n) & m
         }
         _ => false,
@@ -240,7 +277,8 @@ struct Builder<'t> {
 impl Builder<'_> {
     fn err(&mut self, code: &str, msg: impl Into<String>, d: &Directive) {
         let at = md(self.tree, d);
-        self.diags.push(Diagnostic::error(code, msg, &at).with_note(format!("in {}:{}", d.file, d.line)));
+        self.diags
+            .push(Diagnostic::error(code, msg, &at).with_note(format!("in {}:{}", d.file, d.line)));
     }
 
     fn complex(&mut self, s: &str, d: &Directive) -> Complex {
@@ -257,7 +295,11 @@ impl Builder<'_> {
         match Rx::new(pat, caseless) {
             Ok(r) => Some(r),
             Err(e) => {
-                self.err("nginx::bad-regex", format!("`{pat}` is not a valid PCRE regex: {e}"), d);
+                self.err(
+                    "nginx::bad-regex",
+                    format!("`{pat}` is not a valid PCRE regex: {e}"),
+                    d,
+                );
                 None
             }
         }
@@ -266,7 +308,11 @@ impl Builder<'_> {
     fn action(&mut self, d: &Directive) -> Option<Action> {
         match d.name.as_str() {
             "set" if d.args.len() == 2 => {
-                let v = d.args[0].text.strip_prefix('$').unwrap_or(&d.args[0].text).to_ascii_lowercase();
+                let v = d.args[0]
+                    .text
+                    .strip_prefix('$')
+                    .unwrap_or(&d.args[0].text)
+                    .to_ascii_lowercase();
                 Some(Action::Set(v, self.complex(&d.args[1].text.clone(), d)))
             }
             "return" => {
@@ -281,14 +327,23 @@ impl Builder<'_> {
             }
             "rewrite" => {
                 let re = self.rx(d.arg(0).unwrap_or(""), false, d)?;
-                Some(Action::Rewrite(re, d.arg(1).unwrap_or("").into(), d.arg(2).map(String::from)))
+                Some(Action::Rewrite(
+                    re,
+                    d.arg(1).unwrap_or("").into(),
+                    d.arg(2).map(String::from),
+                ))
             }
             "if" | "break" => Some(Action::Other(d.display())),
             _ => None,
         }
     }
 
-    fn level(&mut self, dirs: &[Directive], parent: Option<usize>, inherited: &[Access]) -> (Level, Vec<Action>, Vec<Access>) {
+    fn level(
+        &mut self,
+        dirs: &[Directive],
+        parent: Option<usize>,
+        inherited: &[Access],
+    ) -> (Level, Vec<Action>, Vec<Access>) {
         let mut access = Vec::new();
         for d in dirs {
             if d.name == "allow" || d.name == "deny" {
@@ -298,7 +353,11 @@ impl Builder<'_> {
                 }
             }
         }
-        let access = if access.is_empty() { inherited.to_vec() } else { access };
+        let access = if access.is_empty() {
+            inherited.to_vec()
+        } else {
+            access
+        };
         let mut actions = Vec::new();
         let mut level = Level::default();
         let mut seen: Vec<(String, String)> = Vec::new();
@@ -318,35 +377,76 @@ impl Builder<'_> {
             };
             if modifier == "@" {
                 if parent.is_some() {
-                    self.err("nginx::bad-location", format!("named location \"{name}\" can be on the server level only"), d);
+                    self.err(
+                        "nginx::bad-location",
+                        format!("named location \"{name}\" can be on the server level only"),
+                        d,
+                    );
                 }
                 continue;
             }
             if let Some(p) = parent {
                 let pl = &self.locs[p];
                 if pl.modifier == "=" {
-                    self.err("nginx::bad-location", format!("location \"{name}\" cannot be inside the exact location \"{}\"", pl.name), d);
+                    self.err(
+                        "nginx::bad-location",
+                        format!(
+                            "location \"{name}\" cannot be inside the exact location \"{}\"",
+                            pl.name
+                        ),
+                        d,
+                    );
                     continue;
                 }
                 let pname = pl.name.clone();
-                if pl.re.is_none() && !matches!(modifier.as_str(), "~" | "~*") && !name.starts_with(&pname) {
-                    self.err("nginx::bad-location", format!("location \"{name}\" is outside location \"{pname}\""), d);
+                if pl.re.is_none()
+                    && !matches!(modifier.as_str(), "~" | "~*")
+                    && !name.starts_with(&pname)
+                {
+                    self.err(
+                        "nginx::bad-location",
+                        format!("location \"{name}\" is outside location \"{pname}\""),
+                        d,
+                    );
                     continue;
                 }
             }
-            let key = (if matches!(modifier.as_str(), "~" | "~*") { modifier.clone() } else { String::new() }, name.clone());
-            if !matches!(modifier.as_str(), "~" | "~*") && seen.iter().any(|k| k == &key) || modifier == "=" && seen.iter().any(|k| k == &("=".into(), name.clone())) {
-                self.err("nginx::duplicate-location", format!("duplicate location \"{name}\""), d);
-                continue;
+            // nginx: two exact locations, or two prefix locations (plain or `^~`), with one name
+            // are a `duplicate location`; regexes are never duplicates.
+            let kind = match modifier.as_str() {
+                "=" => Some("="),
+                "~" | "~*" => None,
+                _ => Some(""),
+            };
+            if let Some(k) = kind {
+                let key = (k.to_string(), name.clone());
+                if seen.contains(&key) {
+                    self.err(
+                        "nginx::duplicate-location",
+                        format!("duplicate location \"{name}\""),
+                        d,
+                    );
+                    continue;
+                }
+                seen.push(key);
             }
-            seen.push(if modifier == "=" { ("=".into(), name.clone()) } else { key });
-            let re = if matches!(modifier.as_str(), "~" | "~*") { self.rx(&name, modifier == "~*", d) } else { None };
+            let re = if matches!(modifier.as_str(), "~" | "~*") {
+                self.rx(&name, modifier == "~*", d)
+            } else {
+                None
+            };
             if matches!(modifier.as_str(), "~" | "~*") && re.is_none() {
                 continue;
             }
-            let proxy_pass = d.children().iter().find(|c| c.name == "proxy_pass").and_then(|c| c.arg(0).map(String::from));
+            let proxy_pass = d
+                .children()
+                .iter()
+                .find(|c| c.name == "proxy_pass")
+                .and_then(|c| c.arg(0).map(String::from));
             let has_return = d.children().iter().any(|c| c.name == "return");
-            let auto_redirect = proxy_pass.is_some() && name.ends_with('/') && !matches!(modifier.as_str(), "~" | "~*");
+            let auto_redirect = proxy_pass.is_some()
+                && name.ends_with('/')
+                && !matches!(modifier.as_str(), "~" | "~*");
             let id = self.locs.len();
             self.locs.push(Location {
                 modifier: modifier.clone(),
@@ -386,32 +486,58 @@ impl Router {
     }
 
     pub fn from_config(tree: &Tree, cfg: &Config) -> Result<Router, Vec<Diagnostic>> {
-        let mut b = Builder { tree, diags: Vec::new(), locs: Vec::new() };
+        let mut b = Builder {
+            tree,
+            diags: Vec::new(),
+            locs: Vec::new(),
+        };
         let mut servers = Vec::new();
         let mut maps = HashMap::new();
         let mut upstreams = BTreeMap::new();
         let Some(http) = cfg.directives.iter().find(|d| d.name == "http") else {
-            return Err(vec![Diagnostic::error("nginx::no-http", "nginx.conf has no `http` block", &config::md(tree, &cfg.root, 1))]);
+            return Err(vec![Diagnostic::error(
+                "nginx::no-http",
+                "nginx.conf has no `http` block",
+                &config::md(tree, &cfg.root, 1),
+            )]);
         };
         for d in http.children() {
             match d.name.as_str() {
                 "server" => {
-                    let default = d
-                        .children()
-                        .iter()
-                        .any(|c| c.name == "listen" && c.args.iter().any(|a| a.text == "default_server" || a.text == "default"));
+                    let default = d.children().iter().any(|c| {
+                        c.name == "listen"
+                            && c.args
+                                .iter()
+                                .any(|a| a.text == "default_server" || a.text == "default")
+                    });
                     let (level, actions, access) = b.level(d.children(), None, &[]);
-                    servers.push(Server { default, level, actions, access });
+                    servers.push(Server {
+                        default,
+                        level,
+                        actions,
+                        access,
+                    });
                 }
                 "map" => {
-                    let (Some(src), Some(var)) = (d.arg(0), d.arg(1)) else { continue };
+                    let (Some(src), Some(var)) = (d.arg(0), d.arg(1)) else {
+                        continue;
+                    };
                     let source = b.complex(src, d);
                     let name = var.strip_prefix('$').unwrap_or(var).to_ascii_lowercase();
-                    let mut m = Map { source, exact: HashMap::new(), regexes: Vec::new(), default: Complex::default() };
+                    let mut m = Map {
+                        source,
+                        exact: HashMap::new(),
+                        regexes: Vec::new(),
+                        default: Complex::default(),
+                    };
                     for e in d.children() {
                         let Some(val) = e.arg(0) else {
                             if !matches!(e.name.as_str(), "hostnames" | "volatile") {
-                                b.err("nginx::bad-map", format!("map entry `{}` has no value", e.name), e);
+                                b.err(
+                                    "nginx::bad-map",
+                                    format!("map entry `{}` has no value", e.name),
+                                    e,
+                                );
                             }
                             continue;
                         };
@@ -454,7 +580,11 @@ impl Router {
                                             Ok(n) if n > 10_000 => {
                                                 b.err("nginx::bad-weight", format!("weight={n} is more than the simulator models (10000)"), e);
                                             }
-                                            _ => b.err("nginx::bad-weight", format!("invalid parameter \"{}\"", a.text), e),
+                                            _ => b.err(
+                                                "nginx::bad-weight",
+                                                format!("invalid parameter \"{}\"", a.text),
+                                                e,
+                                            ),
                                         }
                                     } else if a.text == "down" {
                                         down = true;
@@ -464,12 +594,19 @@ impl Router {
                                         down = true;
                                     }
                                 }
-                                peers.push(Peer { name: addr.to_string(), weight, down });
+                                peers.push(Peer {
+                                    name: addr.to_string(),
+                                    weight,
+                                    down,
+                                });
                                 peer_md.push(md(tree, e));
                             }
                             "hash" => {
                                 let key = b.complex(e.arg(0).unwrap_or(""), e);
-                                balance = Balance::Hash { key, consistent: e.arg(1) == Some("consistent") };
+                                balance = Balance::Hash {
+                                    key,
+                                    consistent: e.arg(1) == Some("consistent"),
+                                };
                             }
                             "least_conn" => balance = Balance::LeastConn,
                             "ip_hash" => balance = Balance::IpHash,
@@ -477,17 +614,43 @@ impl Router {
                             _ => {}
                         }
                     }
-                    let ring = matches!(balance, Balance::Hash { consistent: true, .. }).then(|| Ring::new(&peers));
-                    upstreams.insert(name.to_string(), Upstream { name: name.to_string(), md: md(tree, d), peers, peer_md, balance, ring });
+                    let ring = matches!(
+                        balance,
+                        Balance::Hash {
+                            consistent: true,
+                            ..
+                        }
+                    )
+                    .then(|| Ring::new(&peers));
+                    upstreams.insert(
+                        name.to_string(),
+                        Upstream {
+                            name: name.to_string(),
+                            md: md(tree, d),
+                            peers,
+                            peer_md,
+                            balance,
+                            ring,
+                        },
+                    );
                 }
                 _ => {}
             }
         }
         if servers.is_empty() {
-            b.diags.push(Diagnostic::error("nginx::no-server", "the `http` block has no `server`", &md(tree, http)));
+            b.diags.push(Diagnostic::error(
+                "nginx::no-server",
+                "the `http` block has no `server`",
+                &md(tree, http),
+            ));
         }
         if b.diags.is_empty() {
-            Ok(Router { servers, locations: b.locs, maps, upstreams })
+            Ok(Router {
+                servers,
+                locations: b.locs,
+                maps,
+                upstreams,
+            })
         } else {
             Err(b.diags)
         }
@@ -525,9 +688,21 @@ impl Router {
             }
         };
         out.path = req.path_str();
-        let server = self.servers.iter().find(|s| s.default).or(self.servers.first());
+        let server = self
+            .servers
+            .iter()
+            .find(|s| s.default)
+            .or(self.servers.first());
         let Some(server) = server else { return out };
-        let mut cx = Ctx { r: self, req: &req, method, client, vars: HashMap::new(), caps: Vec::new(), used: BTreeMap::new() };
+        let mut cx = Ctx {
+            r: self,
+            req: &req,
+            method,
+            client,
+            vars: HashMap::new(),
+            caps: Vec::new(),
+            used: BTreeMap::new(),
+        };
 
         // Server rewrite phase.
         if self.run_actions(&server.actions, &mut cx, &mut out) {
@@ -537,7 +712,8 @@ impl Router {
         // Find location.
         let (status, loc) = self.find(&server.level, &req.path, &mut cx);
         let Some(id) = loc else {
-            out.notes.push("no location matches: the server's own configuration serves it".into());
+            out.notes
+                .push("no location matches: the server's own configuration serves it".into());
             out.vars = cx.used;
             return out;
         };
@@ -560,7 +736,11 @@ impl Router {
             return out;
         }
         // Access phase.
-        let access = if l.access.is_empty() { &server.access } else { &l.access };
+        let access = if l.access.is_empty() {
+            &server.access
+        } else {
+            &l.access
+        };
         let ip: Option<IpAddr> = client.parse().ok();
         for a in access {
             let hit = match (a.net, ip) {
@@ -602,14 +782,20 @@ impl Router {
                 }
             }
         } else if !l.has_return {
-            out.notes.push("the location neither proxies nor returns".into());
+            out.notes
+                .push("the location neither proxies nor returns".into());
         }
         out.vars = cx.used;
         out
     }
 
     fn choose(&self, up: &Upstream, cx: &mut Ctx<'_>, out: &mut Outcome) {
-        let live: Vec<String> = up.peers.iter().filter(|p| !p.down).map(|p| p.name.clone()).collect();
+        let live: Vec<String> = up
+            .peers
+            .iter()
+            .filter(|p| !p.down)
+            .map(|p| p.name.clone())
+            .collect();
         out.servers = live.clone();
         if live.len() == 1 {
             out.server = Some(live[0].clone());
@@ -619,13 +805,23 @@ impl Router {
         match &up.balance {
             Balance::Hash { key, consistent } => {
                 let k = cx.eval(key);
-                out.balance = Some(if *consistent { "hash consistent" } else { "hash" }.into());
+                out.balance = Some(
+                    if *consistent {
+                        "hash consistent"
+                    } else {
+                        "hash"
+                    }
+                    .into(),
+                );
                 out.hash_key = Some(k.clone());
                 let pick = if k.is_empty() {
-                    out.notes.push("the hash key is empty: nginx falls back to round robin".into());
+                    out.notes
+                        .push("the hash key is empty: nginx falls back to round robin".into());
                     None
                 } else if *consistent {
-                    up.ring.as_ref().and_then(|r| r.pick(&up.peers, k.as_bytes()))
+                    up.ring
+                        .as_ref()
+                        .and_then(|r| r.pick(&up.peers, k.as_bytes()))
                 } else {
                     ketama::plain_pick(&up.peers, k.as_bytes())
                 };
@@ -677,11 +873,17 @@ impl Router {
                 return (Found::Ok, Some(i));
             }
         }
-        let pfx_equal = level.pfx.iter().any(|&i| self.locations[i].name.as_bytes() == u);
+        let pfx_equal = level
+            .pfx
+            .iter()
+            .any(|&i| self.locations[i].name.as_bytes() == u);
         if !pfx_equal {
             for &i in level.exact.iter().chain(&level.pfx) {
                 let l = &self.locations[i];
-                if l.auto_redirect && l.name.len() == u.len() + 1 && l.name.as_bytes().starts_with(u) {
+                if l.auto_redirect
+                    && l.name.len() == u.len() + 1
+                    && l.name.as_bytes().starts_with(u)
+                {
                     return (Found::Redirect, Some(i));
                 }
             }
@@ -707,14 +909,23 @@ impl Router {
         if !noregex {
             for &r in &level.regex {
                 let l = &self.locations[r];
-                let Some(caps) = l.re.as_ref().and_then(|re| re.captures(u)) else { continue };
+                let Some(caps) = l.re.as_ref().and_then(|re| re.captures(u)) else {
+                    continue;
+                };
                 cx.set_caps(caps);
                 let (rc, n) = self.find(&l.children, u, cx);
                 let _ = rc;
                 return (Found::Ok, n.or(Some(r)));
             }
         }
-        (if cur.is_some() { Found::Again } else { Found::Declined }, cur)
+        (
+            if cur.is_some() {
+                Found::Again
+            } else {
+                Found::Declined
+            },
+            cur,
+        )
     }
 
     /// Locations whose `location` line no request can select, decided structurally:
@@ -813,7 +1024,13 @@ impl Ctx<'_> {
             "uri" | "document_uri" => req.path_str(),
             "request_uri" => req.raw.clone(),
             "args" | "query_string" => req.args.clone().unwrap_or_default(),
-            "is_args" => if req.args.is_some() { "?".into() } else { String::new() },
+            "is_args" => {
+                if req.args.is_some() {
+                    "?".into()
+                } else {
+                    String::new()
+                }
+            }
             "request_method" => self.method.to_string(),
             "remote_addr" | "realip_remote_addr" => self.client.to_string(),
             "scheme" => "http".into(),
@@ -842,7 +1059,10 @@ mod tests {
     }
 
     fn loc(r: &Router, uri: &str) -> String {
-        r.route("GET", uri).location.map(|l| format!("{}{}", l.modifier, l.pattern)).unwrap_or_default()
+        r.route("GET", uri)
+            .location
+            .map(|l| format!("{}{}", l.modifier, l.pattern))
+            .unwrap_or_default()
     }
 
     #[test]
@@ -895,8 +1115,41 @@ mod tests {
     }
 
     #[test]
+    fn duplicates() {
+        let t = |c: &str| {
+            Router::from_tree(&tree_from(&[("nginx/nginx.conf", c)]))
+                .err()
+                .map(|d| d[0].code.clone())
+        };
+        assert_eq!(
+            t("http { server { location = /a { return 200; } location /a { return 200; } } }"),
+            None
+        );
+        assert_eq!(
+            t("http { server { location /a { return 200; } location = /a { return 200; } } }"),
+            None
+        );
+        assert_eq!(
+            t("http { server { location ~ a { return 200; } location ~ a { return 200; } } }"),
+            None
+        );
+        assert_eq!(
+            t("http { server { location /a { return 200; } location ^~ /a { return 200; } } }")
+                .as_deref(),
+            Some("nginx::duplicate-location")
+        );
+        assert_eq!(
+            t("http { server { location =/a { return 200; } location = /a { return 200; } } }")
+                .as_deref(),
+            Some("nginx::duplicate-location")
+        );
+    }
+
+    #[test]
     fn access() {
-        let r = router("http { server { location /admin { allow 10.0.0.0/8; deny all; proxy_pass http://127.0.0.1:1; } } }");
+        let r = router(
+            "http { server { location /admin { allow 10.0.0.0/8; deny all; proxy_pass http://127.0.0.1:1; } } }",
+        );
         assert_eq!(r.route("GET", "/admin").status, Some(403));
         assert_eq!(r.route_from("GET", "/admin", "10.1.2.3").status, None);
     }

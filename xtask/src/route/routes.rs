@@ -21,8 +21,14 @@ use crate::diagnostics::{Diagnostic, MdLoc};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Expect {
-    Upstream { name: String, server: Option<String> },
-    Status { code: u16, text: Option<String> },
+    Upstream {
+        name: String,
+        server: Option<String>,
+    },
+    Status {
+        code: u16,
+        text: Option<String>,
+    },
     Server(String),
 }
 
@@ -52,28 +58,50 @@ pub fn parse_line(line: &str) -> Result<Option<Line>, String> {
     let (method, uri, from) = match l.as_slice() {
         [m, u] => (*m, *u, None),
         [m, u, "from", a] => (*m, *u, Some((*a).to_string())),
-        _ => return Err(format!("expected `METHOD URI [from ADDRESS]` before `->`, found `{}`", lhs.trim())),
+        _ => {
+            return Err(format!(
+                "expected `METHOD URI [from ADDRESS]` before `->`, found `{}`",
+                lhs.trim()
+            ));
+        }
     };
     if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
-        return Err(format!("`{method}` is not an HTTP method (upper case, e.g. GET)"));
+        return Err(format!(
+            "`{method}` is not an HTTP method (upper case, e.g. GET)"
+        ));
     }
     if !uri.starts_with('/') {
-        return Err(format!("`{uri}` must start with `/` (the request line's path and query)"));
+        return Err(format!(
+            "`{uri}` must start with `/` (the request line's path and query)"
+        ));
     }
     if let Some(a) = &from
-        && a.parse::<std::net::IpAddr>().is_err() {
-            return Err(format!("`{a}` is not an IP address"));
-        }
+        && a.parse::<std::net::IpAddr>().is_err()
+    {
+        return Err(format!("`{a}` is not an IP address"));
+    }
     let r: Vec<&str> = rhs.split_whitespace().collect();
     let expect = match r.as_slice() {
         [] => return Err("nothing after `->`: name the upstream or the status".into()),
-        [s, rest @ ..] if s.len() == 3 && s.bytes().all(|b| b.is_ascii_digit()) => {
-            Expect::Status { code: s.parse().unwrap_or(0), text: (!rest.is_empty()).then(|| rest.join(" ")) }
-        }
+        [s, rest @ ..] if s.len() == 3 && s.bytes().all(|b| b.is_ascii_digit()) => Expect::Status {
+            code: s.parse().unwrap_or(0),
+            text: (!rest.is_empty()).then(|| rest.join(" ")),
+        },
         [s] if s.starts_with("unix:") => Expect::Server((*s).to_string()),
-        [u] => Expect::Upstream { name: (*u).to_string(), server: None },
-        [u, s] => Expect::Upstream { name: (*u).to_string(), server: Some((*s).to_string()) },
-        _ => return Err(format!("expected `UPSTREAM [SERVER]` after `->`, found `{}`", rhs.trim())),
+        [u] => Expect::Upstream {
+            name: (*u).to_string(),
+            server: None,
+        },
+        [u, s] => Expect::Upstream {
+            name: (*u).to_string(),
+            server: Some((*s).to_string()),
+        },
+        _ => {
+            return Err(format!(
+                "expected `UPSTREAM [SERVER]` after `->`, found `{}`",
+                rhs.trim()
+            ));
+        }
     };
     Ok(Some((method.to_string(), uri.to_string(), from, expect)))
 }
@@ -85,7 +113,13 @@ pub fn parse_block(block: &Block) -> (Vec<Sample>, Vec<Diagnostic>) {
     for (i, line) in block.text.lines().enumerate() {
         let loc = block.line_loc(i);
         match parse_line(line) {
-            Ok(Some((method, uri, from, expect))) => samples.push(Sample { method, uri, from, expect, loc }),
+            Ok(Some((method, uri, from, expect))) => samples.push(Sample {
+                method,
+                uri,
+                from,
+                expect,
+                loc,
+            }),
             Ok(None) => {}
             Err(e) => diags.push(Diagnostic::error("route::bad-sample", e, &loc)),
         }
@@ -100,11 +134,31 @@ mod tests {
     #[test]
     fn lines() {
         assert_eq!(parse_line("  # x").unwrap(), None);
-        let (m, u, f, e) = parse_line("PUT /a/%21b?x=1 from 10.0.0.1 -> rooms rooms2").unwrap().unwrap();
-        assert_eq!((m.as_str(), u.as_str(), f.as_deref()), ("PUT", "/a/%21b?x=1", Some("10.0.0.1")));
-        assert_eq!(e, Expect::Upstream { name: "rooms".into(), server: Some("rooms2".into()) });
-        assert_eq!(parse_line("GET /x -> 403").unwrap().unwrap().3, Expect::Status { code: 403, text: None });
-        assert_eq!(parse_line("GET /x -> unix:/s.sock").unwrap().unwrap().3, Expect::Server("unix:/s.sock".into()));
+        let (m, u, f, e) = parse_line("PUT /a/%21b?x=1 from 10.0.0.1 -> rooms rooms2")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (m.as_str(), u.as_str(), f.as_deref()),
+            ("PUT", "/a/%21b?x=1", Some("10.0.0.1"))
+        );
+        assert_eq!(
+            e,
+            Expect::Upstream {
+                name: "rooms".into(),
+                server: Some("rooms2".into())
+            }
+        );
+        assert_eq!(
+            parse_line("GET /x -> 403").unwrap().unwrap().3,
+            Expect::Status {
+                code: 403,
+                text: None
+            }
+        );
+        assert_eq!(
+            parse_line("GET /x -> unix:/s.sock").unwrap().unwrap().3,
+            Expect::Server("unix:/s.sock".into())
+        );
         assert!(parse_line("get /x -> a").is_err());
         assert!(parse_line("GET x -> a").is_err());
         assert!(parse_line("GET /x a").is_err());

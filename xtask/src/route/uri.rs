@@ -31,10 +31,14 @@ fn hex(c: u8) -> Option<u8> {
 /// Parses a request-line URI (origin form, starting with `/`).
 pub fn parse(raw: &str) -> Result<Request, String> {
     if !raw.starts_with('/') {
-        return Err(format!("`{raw}` does not start with `/` (nginx answers 400)"));
+        return Err(format!(
+            "`{raw}` does not start with `/` (nginx answers 400)"
+        ));
     }
     if raw.bytes().any(|b| b <= b' ' || b == 0x7f) {
-        return Err(format!("`{raw}` contains a space or control character (nginx answers 400)"));
+        return Err(format!(
+            "`{raw}` contains a space or control character (nginx answers 400)"
+        ));
     }
     let (p, args) = match raw.split_once('?') {
         Some((p, a)) => (p, Some(a.to_string())),
@@ -47,8 +51,13 @@ pub fn parse(raw: &str) -> Result<Request, String> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            let (Some(h), Some(l)) = (b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) else {
-                return Err(format!("`{raw}` has an invalid %-escape (nginx answers 400)"));
+            let (Some(h), Some(l)) = (
+                b.get(i + 1).copied().and_then(hex),
+                b.get(i + 2).copied().and_then(hex),
+            ) else {
+                return Err(format!(
+                    "`{raw}` has an invalid %-escape (nginx answers 400)"
+                ));
             };
             let c = h << 4 | l;
             if c == 0 {
@@ -69,7 +78,9 @@ pub fn parse(raw: &str) -> Result<Request, String> {
             b"" | b"." => {}
             b".." => {
                 if segs.pop().is_none() {
-                    return Err(format!("`{raw}` goes above the root with `..` (nginx answers 400)"));
+                    return Err(format!(
+                        "`{raw}` goes above the root with `..` (nginx answers 400)"
+                    ));
                 }
             }
             s => segs.push(s),
@@ -83,7 +94,11 @@ pub fn parse(raw: &str) -> Result<Request, String> {
     if path.is_empty() || trailing {
         path.push(b'/');
     }
-    Ok(Request { raw: raw.to_string(), path, args })
+    Ok(Request {
+        raw: raw.to_string(),
+        path,
+        args,
+    })
 }
 
 /// `$arg_NAME`: the raw value of the first query argument named `name` (case-insensitive,
@@ -105,7 +120,10 @@ mod tests {
 
     #[test]
     fn normalise() {
-        assert_eq!(p("/_matrix/client/v3/rooms/%21abc%3Aexample.org/send"), "/_matrix/client/v3/rooms/!abc:example.org/send");
+        assert_eq!(
+            p("/_matrix/client/v3/rooms/%21abc%3Aexample.org/send"),
+            "/_matrix/client/v3/rooms/!abc:example.org/send"
+        );
         assert_eq!(p("//a///b/"), "/a/b/");
         assert_eq!(p("/a/./b/../c"), "/a/c");
         assert_eq!(p("/a%2Fb"), "/a/b");

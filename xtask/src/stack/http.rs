@@ -1,0 +1,126 @@
+//! A minimal blocking HTTP/1.1 client for loopback use (no TLS, `Connection: close`).
+//!
+//! The stack test only ever talks to nginx on 127.0.0.1:8008 (or a Unix socket); a small
+//! client keeps the build light and lets the test send exactly the request line it wants
+//! (raw, un-normalised URIs, which is what routing samples need).
+
+use anyhow::{Context, bail};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends one request to `addr` (`host:port`). `uri` goes on the request line as given.
+pub fn request(
+    addr: &str,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+    timeout: Duration,
+) -> anyhow::Result<Response> {
+    let mut stream = TcpStream::connect(addr).with_context(|| format!("cannot connect to {addr}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    let host = addr.split(':').next().unwrap_or("localhost");
+    let mut req = format!("{method} {uri} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nUser-Agent: xtask-stack\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if let Some(b) = body {
+        req.push_str(&format!("Content-Length: {}\r\n", b.len()));
+    } else if matches!(method, "POST" | "PUT") {
+        req.push_str("Content-Length: 0\r\n");
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes())?;
+    if let Some(b) = body {
+        stream.write_all(b)?;
+    }
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).with_context(|| format!("{method} {uri}: reading the response"))?;
+    parse(&raw).with_context(|| format!("{method} {uri}: bad response"))
+}
+
+fn parse(raw: &[u8]) -> anyhow::Result<Response> {
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").context("no end of headers")?;
+    let head = std::str::from_utf8(&raw[..end])?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().context("empty response")?;
+    let status: u16 = status_line.split_whitespace().nth(1).context("no status")?.parse()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let rest = &raw[end + 4..];
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked"));
+    let body = if chunked { dechunk(rest)? } else { rest.to_vec() };
+    Ok(Response { status, headers, body })
+}
+
+fn dechunk(mut data: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let nl = data.windows(2).position(|w| w == b"\r\n").context("bad chunk size line")?;
+        let size_text = std::str::from_utf8(&data[..nl])?;
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)?;
+        data = &data[nl + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        if data.len() < size + 2 {
+            bail!("truncated chunk");
+        }
+        out.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
+    }
+}
+
+/// Percent-encodes a path segment (everything but unreserved characters).
+pub fn enc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_plain_and_chunked() {
+        let r = parse(b"HTTP/1.1 200 OK\r\nContent-Type: x\r\n\r\nhello").unwrap();
+        assert_eq!((r.status, r.body.as_slice(), r.header("content-type")), (200, &b"hello"[..], Some("x")));
+        let r = parse(b"HTTP/1.1 404 NF\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n1\r\n!\r\n0\r\n\r\n").unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (404, &b"hello!"[..]));
+        assert_eq!(enc("!a:b.c/d"), "%21a%3Ab.c%2Fd");
+    }
+}

@@ -1,0 +1,83 @@
+//! The JSON report of a stack run: each step with pass or fail, the upstream comparison,
+//! the number of `sql` blocks run, and timings.
+
+use serde::Serialize;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+    pub seconds: f64,
+}
+
+impl Step {
+    pub fn new(name: impl Into<String>, ok: bool, detail: impl Into<String>, took: Duration) -> Self {
+        Step { name: name.into(), ok, detail: detail.into(), seconds: round(took.as_secs_f64()) }
+    }
+    pub fn fail(name: impl Into<String>, detail: impl Into<String>, seconds: f64) -> Self {
+        Step { name: name.into(), ok: false, detail: detail.into(), seconds: round(seconds) }
+    }
+}
+
+fn round(s: f64) -> f64 {
+    (s * 1000.0).round() / 1000.0
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timings {
+    pub bring_up: f64,
+    pub smoke: f64,
+    pub teardown: f64,
+    pub total: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Upstreams {
+    /// Requests whose upstream (nginx's `$upstream_addr`) matched the simulator's prediction.
+    pub matched: usize,
+    /// Requests compared.
+    pub total: usize,
+    pub mismatches: Vec<String>,
+    /// Requests sent while a worker was deliberately down: where nginx sent them (not compared).
+    pub during_fault: Vec<String>,
+    /// Requests nginx did not log (`access_log off`) to a location that does not proxy.
+    pub not_logged: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    pub ok: bool,
+    pub steps: Vec<Step>,
+    pub upstreams: Upstreams,
+    pub sql_blocks_run: usize,
+    pub timings: Timings,
+    pub bring_up: Option<super::BringUp>,
+    /// What clients saw while a room worker was down, and what the runner did.
+    pub fault: Option<serde_json::Value>,
+}
+
+impl Report {
+    pub fn push(&mut self, step: Step) {
+        eprintln!("stack: [{}] {} ({:.2} s){}", if step.ok { "pass" } else { "FAIL" }, step.name, step.seconds,
+            if step.ok || step.detail.is_empty() { String::new() } else { format!(": {}", step.detail) });
+        self.steps.push(step);
+    }
+
+    /// A few human lines for the end of the run.
+    pub fn summary(&self) -> String {
+        let failed = self.steps.iter().filter(|s| !s.ok).count();
+        format!(
+            "stack: {} steps, {} failed; upstream matched {}/{}; sql blocks run {}; bring-up {:.1} s, smoke {:.1} s, total {:.1} s\n",
+            self.steps.len(),
+            failed,
+            self.upstreams.matched,
+            self.upstreams.total,
+            self.sql_blocks_run,
+            self.timings.bring_up,
+            self.timings.smoke,
+            self.timings.total
+        )
+    }
+}

@@ -1,0 +1,243 @@
+//! The four actions: `up` (detached, supervised), `smoke`, `down`, and `test` (all of it, in
+//! one process, with a report).
+
+use super::report::{Report, Step};
+use super::{Paths, Prepared, bring_up, checks, client, prepare, procs, routing};
+use anyhow::{Context, bail};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+
+/// `stack up`: starts a detached supervisor (this program again) and waits until it reports the
+/// stack healthy or failed.
+pub fn up(root: &Path, paths: &Paths, supervisor_env: &str) -> anyhow::Result<ExitCode> {
+    let base = paths.run.parent().expect("run dir has a parent").to_path_buf();
+    std::fs::create_dir_all(&base)?;
+    let status_file = base.join("up-status.json");
+    let _ = std::fs::remove_file(&status_file);
+    let log = std::fs::File::create(base.join("supervisor.log"))?;
+    let exe = std::env::current_exe()?;
+    use std::os::unix::process::CommandExt as _;
+    let child = std::process::Command::new(exe)
+        .args(["stack", "up", "--book"])
+        .arg(root)
+        .env(supervisor_env, "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()?;
+    let pid = child.id();
+    drop(child);
+    let t = Instant::now();
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&status_file) {
+            println!("{text}");
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            return Ok(if v["ok"].as_bool() == Some(true) { ExitCode::SUCCESS } else { ExitCode::from(1) });
+        }
+        if !procs::alive(pid) {
+            bail!("the stack supervisor exited early; see {}", base.join("supervisor.log").display());
+        }
+        if t.elapsed() > Duration::from_secs(300) {
+            bail!("the stack did not come up within 300 s; see {}", base.join("supervisor.log").display());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The detached supervisor behind `stack up`: brings the stack up, keeps restarting what the
+/// restart policies say, and when `stack down` asks (the `stop` file) stops everything.
+pub fn supervise(root: &Path, paths: &Paths) -> anyhow::Result<ExitCode> {
+    let base = paths.run.parent().expect("run dir has a parent").to_path_buf();
+    let status_file = base.join("up-status.json");
+    let p = match prepare(root, paths) {
+        Ok(p) => p,
+        Err(e) => {
+            std::fs::write(&status_file, serde_json::json!({"ok": false, "error": format!("{e:#}")}).to_string())?;
+            return Err(e);
+        }
+    };
+    std::fs::write(paths.run.join("supervisor.pid"), std::process::id().to_string())?;
+    let watcher = p.runner.watch(true);
+    let result = bring_up(&p, true);
+    let status = match &result {
+        Ok(b) => serde_json::json!({"ok": true, "bring_up_seconds": b.seconds, "ready_at": b.ready_at, "run_dir": paths.run}),
+        Err(e) => serde_json::json!({"ok": false, "error": format!("{e:#}")}),
+    };
+    std::fs::write(&status_file, serde_json::to_string_pretty(&status)?)?;
+    if result.is_ok() {
+        // `stack down` writes run/stop (no signal handler needed).
+        let stop = paths.run.join("stop");
+        while !stop.exists() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    for e in p.runner.stop_all() {
+        eprintln!("stack: {e}");
+    }
+    let _ = watcher.join();
+    let _ = std::fs::remove_file(paths.run.join("supervisor.pid"));
+    Ok(if result.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// `stack down`: stops what `stack up` started.
+pub fn down(paths: &Paths) -> anyhow::Result<ExitCode> {
+    for e in procs::stop_from_state(&paths.state())? {
+        eprintln!("stack: {e}");
+    }
+    let left = verify_clean(paths);
+    if left.is_empty() {
+        eprintln!("stack: down: no process, mount or socket left");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("stack: down: left behind: {}", left.join("; "));
+        Ok(ExitCode::from(1))
+    }
+}
+
+/// What a run left behind (empty when clean).
+pub fn verify_clean(paths: &Paths) -> Vec<String> {
+    let layout = paths.layout();
+    let mut left = Vec::new();
+    let pids = procs::processes_rooted_in(&layout.root_mnt);
+    if !pids.is_empty() {
+        left.push(format!("processes {pids:?}"));
+    }
+    let mounts = procs::mounts_under(&paths.run);
+    if !mounts.is_empty() {
+        left.push(format!("mounts {mounts:?}"));
+    }
+    let mut socks = Vec::new();
+    find_sockets(&paths.run, &mut socks);
+    if !socks.is_empty() {
+        left.push(format!("sockets {socks:?}"));
+    }
+    left
+}
+
+fn find_sockets(dir: &Path, out: &mut Vec<String>) {
+    use std::os::unix::fs::FileTypeExt as _;
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let Ok(ft) = e.file_type() else { continue };
+        if ft.is_socket() {
+            out.push(e.path().display().to_string());
+        } else if ft.is_dir() && !ft.is_symlink() {
+            find_sockets(&e.path(), out);
+        }
+    }
+}
+
+/// `stack smoke`: the Matrix client and the routing comparison against a running stack.
+pub fn smoke(root: &Path, paths: &Paths, report_file: Option<&Path>) -> anyhow::Result<ExitCode> {
+    if !paths.state().exists() {
+        bail!("no running stack: run `cargo xtask stack up` first");
+    }
+    let t0 = Instant::now();
+    let mut report = Report::default();
+    let book = crate::book::load(root).map_err(|d| super::diag_error("cannot load the book", &d))?;
+    let tree = crate::extract::assemble(&book, &Default::default())
+        .map_err(|d| super::diag_error("cannot extract the book", &d))?;
+    let secret = client::shared_secret(&paths.tree())?;
+    let nginx_log = paths.logs().join("nginx.log");
+    let log_start = std::fs::metadata(&nginx_log).map(|m| m.len()).unwrap_or(0);
+    let project = super::compose::load(&paths.tree(), "docker-compose.yml")?;
+    let mut c = client::Client::new(&super::client_addr(&project));
+    let ts = Instant::now();
+    let state = client::smoke(&mut c, &secret, &mut report);
+    report.timings.smoke = ts.elapsed().as_secs_f64();
+    if let Ok(state) = &state {
+        client::route_samples(&mut c, &book, state, &mut report);
+    }
+    if let Err(e) = &state {
+        report.push(Step::fail("smoke", format!("{e:#}"), 0.0));
+    }
+    routing::compare_step(&tree, &nginx_log, log_start, &c.sent, &mut report);
+    report.timings.total = t0.elapsed().as_secs_f64();
+    finish(report, report_file)
+}
+
+fn finish(mut report: Report, report_file: Option<&Path>) -> anyhow::Result<ExitCode> {
+    report.ok = report.steps.iter().all(|s| s.ok);
+    let text = serde_json::to_string_pretty(&report)?;
+    if let Some(f) = report_file {
+        std::fs::write(f, &text).with_context(|| format!("cannot write {}", f.display()))?;
+    }
+    eprint!("{}", report.summary());
+    Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// `stack test`: up, checks, smoke, fault, routing, sql, log scan, down, in one process.
+pub fn test(root: &Path, paths: &Paths, report_file: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let t0 = Instant::now();
+    let mut report = Report::default();
+    let p = prepare(root, paths)?;
+    let watcher = p.runner.watch(true);
+    let result = test_inner(&p, &mut report);
+    let exclude = match result {
+        Ok(x) => x,
+        Err(e) => {
+            report.push(Step::fail("run", format!("{e:#}"), 0.0));
+            Default::default()
+        }
+    };
+    // Scan logs before teardown (shutdown noise is not a finding).
+    let ts = Instant::now();
+    let findings = checks::scan_logs(&p.runner, &exclude);
+    report.push(Step::new("logs have no ERROR or traceback", findings.is_empty(), findings.join("\n"), ts.elapsed()));
+
+    let ts = Instant::now();
+    let events = p.runner.stop_all();
+    let _ = watcher.join();
+    let left = verify_clean(paths);
+    report.timings.teardown = ts.elapsed().as_secs_f64();
+    report.push(Step::new(
+        "teardown leaves no process, mount or socket",
+        left.is_empty(),
+        if left.is_empty() { events.join("; ") } else { left.join("; ") },
+        ts.elapsed(),
+    ));
+    report.timings.total = t0.elapsed().as_secs_f64();
+    finish(report, report_file)
+}
+
+fn test_inner(p: &Prepared, report: &mut Report) -> anyhow::Result<checks::Exclusions> {
+    let ts = Instant::now();
+    let up = bring_up(p, true);
+    match &up {
+        Ok(b) => {
+            report.timings.bring_up = b.seconds;
+            report.bring_up = Some(b.clone());
+            report.push(Step::new("bring-up: every healthcheck green", true, format!("{:.1} s", b.seconds), ts.elapsed()));
+        }
+        Err(e) => {
+            report.push(Step::fail("bring-up: every healthcheck green", format!("{e:#}"), ts.elapsed().as_secs_f64()));
+            return Ok(Default::default());
+        }
+    }
+    checks::nginx_t(p, report);
+    checks::synapse_config(p, report);
+
+    let nginx_log = p.paths.logs().join("nginx.log");
+    let log_start = std::fs::metadata(&nginx_log).map(|m| m.len()).unwrap_or(0);
+    let secret = client::shared_secret(&p.paths.tree())?;
+    let mut c = client::Client::new(&super::client_addr(&p.runner.project));
+    let ts = Instant::now();
+    let state = client::smoke(&mut c, &secret, report);
+    report.timings.smoke = ts.elapsed().as_secs_f64();
+    let mut exclude = checks::Exclusions::new();
+    match state {
+        Ok(mut state) => {
+            exclude = client::fault(&mut c, p, &mut state, report);
+            client::route_samples(&mut c, &p.book, &state, report);
+        }
+        Err(e) => report.push(Step::fail("smoke", format!("{e:#}"), ts.elapsed().as_secs_f64())),
+    }
+    routing::compare_step(&p.tree, &nginx_log, log_start, &c.sent, report);
+    checks::sql_blocks(p, report);
+    // Hook for the PostgreSQL replica/backup/restore check (branch `pg`): call it here, with
+    // the running stack, once `stack::replica` exists.
+    Ok(exclude)
+}
