@@ -10,6 +10,7 @@
 //! `LINT_FUZZ_ITERS=200000 cargo test -p xtask --test lint_fuzz --release`, and pick another
 //! sequence with `LINT_FUZZ_SEED=n`.
 
+use xtask::lint::yaml::NodeExt;
 use xtask::lint::{model, yaml};
 
 struct Rng(u64);
@@ -87,7 +88,7 @@ fn check_one(input: &str) {
         assert!(i.line >= 1 && i.line <= lines + 1, "issue line {} outside 1..={}: {i:?}", i.line, lines + 1);
     }
     for doc in &loaded.docs {
-        let _ = doc.to_json();
+        let _ = doc.json();
         let _ = doc.at_pointer("/services/a/0");
     }
     let _ = model::shell_words(input);
@@ -111,6 +112,36 @@ fn parsers_never_panic() {
         };
         let res = std::panic::catch_unwind(|| check_one(&input));
         assert!(res.is_ok(), "panic on iteration {i} (seed {seed}) with input {input:?}");
+    }
+}
+
+const MD_PIECES: &[&str] = &[
+    "# ", "## ", "Title", " {#id}", "[a](", "b.md", "#x", "../", "%20", "%", "%e2%82", ")", "](", "<a id=\"", "\">", "\n", "\n\n",
+    "```yaml\n", "```\n", "`", "*", "é", "[", "]", "(#", "?q", "/", "http://x", "README.md", "index.html",
+];
+
+/// The Markdown side (headings, ids, links) never panics either.
+#[test]
+fn link_checker_never_panics() {
+    let iters: usize = std::env::var("LINT_FUZZ_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(3000) / 3;
+    let mut r = Rng(0xB00C | 1);
+    for i in 0..iters {
+        let text: String = (0..r.below(40)).map(|_| MD_PIECES[r.below(MD_PIECES.len())]).collect();
+        let book = xtask::book::Book {
+            root: std::env::temp_dir(),
+            src: "src".into(),
+            title: None,
+            chapters: vec![
+                xtask::book::Chapter { name: "a".into(), path: "src/a.md".into(), text: text.clone(), blocks: Vec::new() },
+                xtask::book::Chapter { name: "b".into(), path: "src/sub/b.md".into(), text: text.clone(), blocks: Vec::new() },
+            ],
+        };
+        let res = std::panic::catch_unwind(|| xtask::lint::links::check(&book));
+        assert!(res.is_ok(), "panic on iteration {i} with {text:?}");
+        let lines = text.lines().count() + 1;
+        for d in res.unwrap() {
+            assert!(d.line >= 1 && d.line <= lines, "{d:?} outside {lines} lines of {text:?}");
+        }
     }
 }
 

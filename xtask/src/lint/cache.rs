@@ -20,6 +20,14 @@ fn enabled() -> bool {
     std::env::var_os("XTASK_LINT_NO_CACHE").is_none()
 }
 
+/// A fresh scratch directory path under the system temp dir, unique within this process and
+/// across processes (two threads may check the same input at the same time).
+pub fn scratch_dir(what: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!("xtask-lint-{what}-{}-{n}", std::process::id()))
+}
+
 /// A 128-bit key from the given parts (two independent SipHash runs).
 pub fn key(parts: &[&[u8]]) -> String {
     let mut out = String::new();
@@ -50,21 +58,19 @@ pub fn tool_id(path: &std::path::Path) -> Vec<u8> {
 /// Returns the cached value for `key`, or computes, stores and returns it. Errors are not cached.
 pub fn memo<T: Serialize + DeserializeOwned>(key: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
     let path = dir().join(format!("{key}.json"));
-    if enabled() {
-        if let Some(v) = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+    if enabled()
+        && let Some(v) = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
             return Ok(v);
         }
-    }
     let v = f()?;
-    if enabled() {
-        if let Ok(bytes) = serde_json::to_vec(&v) {
+    if enabled()
+        && let Ok(bytes) = serde_json::to_vec(&v) {
             let _ = std::fs::create_dir_all(dir());
             let tmp = path.with_extension(format!("tmp{}", std::process::id()));
             if std::fs::write(&tmp, bytes).is_ok() {
                 let _ = std::fs::rename(&tmp, &path);
             }
         }
-    }
     Ok(v)
 }
 

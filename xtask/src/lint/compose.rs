@@ -6,11 +6,12 @@
 //! The schema is not copied into this repository. It comes from the `check-jsonschema` package
 //! on PyPI (pinned in versions.toml), which vendors the Compose specification's
 //! `compose-spec.json`; [`schema_path`] finds it and [`install_schema`] installs it into
-//! `target/lint-tools`. Validation runs on the tree after merge keys are applied (as compose-go
+//! `target/lint-tools` (the first lint on a machine does so itself when it is missing). Validation runs on the tree after merge keys are applied (as compose-go
 //! does), and each schema error's JSON pointer is mapped back to the YAML node, then to the
 //! Markdown line.
 
 use super::TreeView;
+use super::yaml::NodeExt;
 use super::model::{Compose, MountKind, Resolved, Service, Synapse, Word, service_of, synapse_config_args, word_value};
 use crate::diagnostics::Diagnostic;
 use std::collections::{BTreeMap, BTreeSet};
@@ -38,7 +39,7 @@ pub fn schema_path() -> Option<PathBuf> {
 pub fn install_schema() -> anyhow::Result<()> {
     let version = crate::tools::version("lint", "check-jsonschema")?;
     let status = std::process::Command::new("python3")
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps", "--upgrade", "--target"])
+        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--root-user-action=ignore", "--no-deps", "--upgrade", "--target"])
         .arg(tools_dir())
         .arg(format!("check-jsonschema=={version}"))
         .status()?;
@@ -51,6 +52,13 @@ type Compiled = Result<jsonschema::Validator, String>;
 fn validator() -> Option<&'static Compiled> {
     static V: OnceLock<Option<Compiled>> = OnceLock::new();
     V.get_or_init(|| {
+        if schema_path().is_none() {
+            // First use on this machine: fetch the pinned package (PyPI) rather than skip the check.
+            eprintln!("lint: installing check-jsonschema (for the Compose schema) into {}", tools_dir().display());
+            if let Err(e) = install_schema() {
+                eprintln!("lint: {e:#}");
+            }
+        }
         let path = schema_path()?;
         let compiled = std::fs::read(&path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))
@@ -71,27 +79,31 @@ pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
         diags.push(Diagnostic::error(
             "compose::obsolete-version",
             "`version:` is obsolete in the Compose specification (Compose ignores it and warns): remove it",
-            &at(k.line),
+            &at(k.line()),
         ));
     }
 
     let declared_volumes: BTreeSet<&str> =
         compose.root.get("volumes").map(|v| v.entries().iter().filter_map(|(k, _)| k.as_str()).collect()).unwrap_or_default();
+    // Findings from a template merged into several services are reported once, naming them all.
+    let mut dep_findings: BTreeMap<(usize, &'static str, String), Vec<String>> = BTreeMap::new();
     for svc in &compose.services {
         // depends_on: a list of names or a map name -> condition
         if let Some(dep) = svc.node.get("depends_on") {
             let names: Vec<(&str, usize)> = if dep.is_map() {
-                dep.entries().iter().filter_map(|(k, _)| k.as_str().map(|s| (s, k.line))).collect()
+                dep.entries().iter().filter_map(|(k, _)| k.as_str().map(|s| (s, k.line()))).collect()
             } else {
-                dep.str_list().into_iter().map(|(s, n)| (s, n.line)).collect()
+                dep.str_nodes().into_iter().map(|(s, n)| (s, n.line())).collect()
             };
             for (name, line) in names {
-                if compose.service(name).is_none() {
-                    diags.push(Diagnostic::error(
-                        "compose::unknown-service",
-                        format!("service `{}` depends on `{name}`, which is not a service of this file", svc.name),
-                        &at(line),
-                    ));
+                let Some(target) = compose.service(name) else {
+                    dep_findings.entry((line, "compose::unknown-service", name.to_string())).or_default().push(svc.name.clone());
+                    continue;
+                };
+                let healthy = dep.get(name).and_then(|d| d.get("condition")).and_then(|c| c.as_str()) == Some("service_healthy");
+                let has_check = target.node.get("healthcheck").is_some_and(|h| h.get("disable").and_then(|d| d.yaml11_bool()) != Some(true) && h.get("test").is_some());
+                if healthy && !has_check {
+                    dep_findings.entry((line, "compose::dependency-without-healthcheck", name.to_string())).or_default().push(svc.name.clone());
                 }
             }
         }
@@ -126,11 +138,11 @@ pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
         }
         if let Some(ef) = svc.node.get("env_file") {
             let files: Vec<(&str, usize)> = if let Some(s) = ef.as_str() {
-                vec![(s, ef.line)]
+                vec![(s, ef.line())]
             } else {
                 ef.items()
                     .iter()
-                    .filter_map(|i| i.as_str().or_else(|| i.get("path").and_then(|p| p.as_str())).map(|s| (s, i.line)))
+                    .filter_map(|i| i.as_str().or_else(|| i.get("path").and_then(|p| p.as_str())).map(|s| (s, i.line())))
                     .collect()
             };
             for (f, line) in files {
@@ -166,8 +178,64 @@ pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
             }
         }
     }
+    for ((line, code, name), services) in dep_findings {
+        let who = services.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ");
+        let msg = if code == "compose::unknown-service" {
+            format!("{who} depend(s) on `{name}`, which is not a service of this file")
+        } else {
+            format!("{who} wait(s) for `{name}` to be healthy, but `{name}` has no healthcheck: Compose refuses to start them")
+        };
+        diags.push(Diagnostic::error(code, msg, &at(line)));
+    }
     healthchecks(view, &compose, &mut diags);
+    interpolation(view, &compose, &mut diags);
     diags
+}
+
+static INTERPOLATION: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(r"\$(\$|\{([A-Za-z_][A-Za-z0-9_]*)([^}]*)\}|([A-Za-z_][A-Za-z0-9_]*))").expect("valid regex")
+});
+
+/// `${NAME}` in the Compose file is filled from the shell environment or the project's `.env`:
+/// a variable the book defines nowhere (and gives no default) becomes an empty string, with only
+/// a warning from Compose (the old guide's replica healthcheck used such a `${SYNAPSE_PASSWORD}`).
+/// `$$` is a literal `$` (for the container's own shell) and is left alone.
+fn interpolation(view: &TreeView<'_>, compose: &Compose<'_>, diags: &mut Vec<Diagnostic>) {
+    let Some(f) = view.file(&compose.path) else { return };
+    let defined: BTreeSet<String> = view
+        .file(".env")
+        .map(|e| {
+            e.content
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("export ").unwrap_or(l.trim()).split_once('=').map(|(k, _)| k.trim().to_string()))
+                .filter(|k| !k.starts_with('#'))
+                .collect()
+        })
+        .unwrap_or_default();
+    for (i, line) in f.content.lines().enumerate() {
+        if line.trim_start().starts_with('#') {
+            continue;
+        }
+        for c in INTERPOLATION.captures_iter(line) {
+            if &c[1] == "$" {
+                continue;
+            }
+            let name = c.get(2).or(c.get(4)).map_or("", |m| m.as_str());
+            let modifier = c.get(3).map_or("", |m| m.as_str());
+            let has_default = modifier.starts_with(":-") || modifier.starts_with('-') || modifier.starts_with(":+") || modifier.starts_with('+');
+            if !has_default && !defined.contains(name) {
+                diags.push(Diagnostic::error(
+                    "compose::undefined-variable",
+                    format!(
+                        "`{}` is interpolated by Compose, but `{name}` is not set in `.env` and has no default (`${{{name}:-value}}`): \
+                         Compose substitutes an empty string (write `$$` for a `$` the container's shell should see)",
+                        &c[0]
+                    ),
+                    &f.md_loc(i + 1),
+                ));
+            }
+        }
+    }
 }
 
 /// A path whose last component has an extension (`nginx.conf`, `homeserver.yaml`).
@@ -201,17 +269,25 @@ fn schema(view: &TreeView<'_>, compose: &Compose<'_>, diags: &mut Vec<Diagnostic
         }
         Some(Ok(v)) => v,
     };
-    let json = compose.root.to_json();
-    for err in v.iter_errors(&json) {
+    let json = compose.root.json();
+    let errors: Vec<_> = v.iter_errors(&json).collect();
+    let paths: Vec<String> = errors.iter().map(|e| e.instance_path().as_str().to_string()).collect();
+    for err in &errors {
         let pointer = err.instance_path().as_str().to_string();
-        let node = compose.root.at_pointer(&pointer).unwrap_or(compose.root);
-        let mut line = node.line;
-        use jsonschema::error::ValidationErrorKind as K;
-        if let K::AdditionalProperties { unexpected } | K::UnevaluatedProperties { unexpected } = err.kind() {
-            if let Some(k) = unexpected.first().and_then(|u| node.key_node(u)) {
-                line = k.line;
-            }
+        // When a property fails its own schema, the validator also reports the whole object's
+        // properties as "unevaluated": a cascade, not a second problem.
+        if matches!(err.kind(), jsonschema::error::ValidationErrorKind::UnevaluatedProperties { .. })
+            && paths.iter().any(|p| p.starts_with(&format!("{pointer}/")))
+        {
+            continue;
         }
+        let node = compose.root.at_pointer(&pointer).unwrap_or(compose.root);
+        let mut line = node.line();
+        use jsonschema::error::ValidationErrorKind as K;
+        if let K::AdditionalProperties { unexpected } | K::UnevaluatedProperties { unexpected } = err.kind()
+            && let Some(k) = unexpected.first().and_then(|u| node.key_node(u)) {
+                line = k.line();
+            }
         let mut msg = err.to_string();
         if msg.len() > 300 {
             msg.truncate(300);
@@ -246,17 +322,15 @@ pub fn served(view: &TreeView<'_>, compose: &Compose<'_>) -> BTreeMap<String, Ve
         }
         // A redis.conf passed as the first argument.
         for w in &svc.words {
-            if w.text.ends_with("redis.conf") {
-                if let Resolved::Tree(t) = svc.resolve(&w.text) {
-                    if let Some(f) = view.file(&t) {
+            if w.text.ends_with("redis.conf")
+                && let Resolved::Tree(t) = svc.resolve(&w.text)
+                    && let Some(f) = view.file(&t) {
                         for l in f.content.lines() {
                             if let Some(rest) = l.trim().strip_prefix("unixsocket ") {
                                 socks.push(rest.trim().trim_matches('"').to_string());
                             }
                         }
                     }
-                }
-            }
         }
         out.insert(svc.name.clone(), socks);
     }
@@ -278,8 +352,8 @@ pub fn pg_socket_dirs(view: &TreeView<'_>, svc: &Service<'_>) -> Vec<String> {
         }
     }
     for c in conf_files {
-        if let Resolved::Tree(t) = svc.resolve(&c) {
-            if let Some(f) = view.file(&t) {
+        if let Resolved::Tree(t) = svc.resolve(&c)
+            && let Some(f) = view.file(&t) {
                 for l in f.content.lines() {
                     let l = l.split('#').next().unwrap_or("").trim();
                     if let Some(rest) = l.strip_prefix("unix_socket_directories") {
@@ -288,7 +362,6 @@ pub fn pg_socket_dirs(view: &TreeView<'_>, svc: &Service<'_>) -> Vec<String> {
                     }
                 }
             }
-        }
     }
     dirs
 }
@@ -304,11 +377,10 @@ pub fn health_sockets(svc: &Service<'_>) -> Vec<(String, usize)> {
         if let Some(v) = t.strip_prefix("--unix-socket=") {
             out.push((v.to_string(), word.line));
         } else if matches!(t, "--unix-socket" | "-s" | "--socket") || (t == "-h" && w.iter().any(|x| x.text.ends_with("pg_isready"))) {
-            if let Some(n) = next {
-                if n.text.starts_with('/') {
+            if let Some(n) = next
+                && n.text.starts_with('/') {
                     out.push((n.text.clone(), n.line));
                 }
-            }
         } else if t.starts_with('/') && t.ends_with(".sock") && !out.iter().any(|(p, _)| p == t) {
             out.push((t.to_string(), word.line));
         }
@@ -318,6 +390,9 @@ pub fn health_sockets(svc: &Service<'_>) -> Vec<(String, usize)> {
 }
 
 fn healthchecks(view: &TreeView<'_>, compose: &Compose<'_>, diags: &mut Vec<Diagnostic>) {
+    if view.yaml.values().any(|l| !l.ok()) {
+        return; // who listens where is unknown until every YAML file loads; those errors come first
+    }
     let served = served(view, compose);
     for svc in &compose.services {
         let mine = served.get(&svc.name).cloned().unwrap_or_default();
@@ -325,6 +400,9 @@ fn healthchecks(view: &TreeView<'_>, compose: &Compose<'_>, diags: &mut Vec<Diag
             let ok = mine.iter().any(|s| s.trim_end_matches('/') == sock.trim_end_matches('/'));
             if !ok {
                 let owner = served.iter().find(|(_, v)| v.iter().any(|s| s == &sock)).map(|(k, _)| k.clone());
+                if mine.is_empty() && owner.is_none() {
+                    continue; // what this service listens on is unknown (e.g. its config is missing, reported elsewhere)
+                }
                 let why = match owner {
                     Some(o) => format!("that socket belongs to `{o}`, so the check says nothing about `{}`", svc.name),
                     None => "no process of the deployment listens there".into(),

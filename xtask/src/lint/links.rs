@@ -97,13 +97,12 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Some(b) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok()) {
+        if bytes[i] == b'%' && i + 2 < bytes.len()
+            && let Some(b) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok()) {
                 out.push(b);
                 i += 3;
                 continue;
             }
-        }
         out.push(bytes[i]);
         i += 1;
     }
@@ -152,8 +151,8 @@ pub fn check(book: &Book) -> Vec<Diagnostic> {
                     diags.push(Diagnostic::error("links::broken", format!("link `{dest}`: `{target}` {why}"), &at));
                     continue;
                 };
-                if let Some(frag) = frag {
-                    if !frag.is_empty() && !to.ids.contains(&frag) {
+                if let Some(frag) = frag
+                    && !frag.is_empty() && !to.ids.contains(&frag) {
                         let mut known: Vec<&String> = to.ids.iter().collect();
                         known.sort();
                         let close: Vec<&&String> = known.iter().filter(|k| k.contains(&frag) || frag.contains(k.as_str())).take(3).collect();
@@ -167,7 +166,6 @@ pub fn check(book: &Book) -> Vec<Diagnostic> {
                         }
                         diags.push(d);
                     }
-                }
             } else if !book.root.join(&target).exists() {
                 diags.push(Diagnostic::error("links::broken", format!("link `{dest}`: `{target}` does not exist"), &at));
             }

@@ -6,7 +6,7 @@
 //! "which file in the book does `/data/workers/rooms1.yaml` inside the `rooms1` container mean?".
 
 use super::TreeView;
-use super::yaml::Node;
+use super::yaml::{Node, NodeExt};
 use std::collections::BTreeMap;
 
 pub const COMPOSE_FILES: &[&str] = &["docker-compose.yml", "docker-compose.yaml", "compose.yml", "compose.yaml"];
@@ -119,11 +119,10 @@ impl Service<'_> {
                 if let Some(v) = it.peek() {
                     out.push(*v);
                 }
-            } else if let Some((f, _)) = w.text.split_once('=') {
-                if flags.contains(&f) {
+            } else if let Some((f, _)) = w.text.split_once('=')
+                && flags.contains(&f) {
                     out.push(w);
                 }
-            }
         }
         out
     }
@@ -149,7 +148,7 @@ impl<'a> Compose<'a> {
         if let Some(svcs) = root.get("services") {
             for (k, v) in svcs.entries() {
                 let Some(name) = k.as_str() else { continue };
-                services.push(service(name, k.line, v));
+                services.push(service(name, k.line(), v));
             }
         }
         Some(Compose { path: path.to_string(), root, services })
@@ -162,8 +161,8 @@ impl<'a> Compose<'a> {
 
 fn split_words(n: &Node) -> Vec<Word> {
     match n.as_str() {
-        Some(s) => shell_words(s).into_iter().map(|text| Word { text, line: n.line }).collect(),
-        None => n.items().iter().filter_map(|i| i.as_str().map(|s| Word { text: s.to_string(), line: i.line })).collect(),
+        Some(s) => shell_words(s).into_iter().map(|text| Word { text, line: n.line() }).collect(),
+        None => n.items().iter().filter_map(|i| i.as_str().map(|s| Word { text: s.to_string(), line: i.line() })).collect(),
     }
 }
 
@@ -210,7 +209,7 @@ pub fn shell_words(s: &str) -> Vec<String> {
 
 fn service<'a>(name: &str, line: usize, n: &'a Node) -> Service<'a> {
     let mut mounts = Vec::new();
-    for v in n.get("volumes").map(Node::items).unwrap_or_default() {
+    for v in n.get("volumes").map(NodeExt::items).unwrap_or_default() {
         if let Some(s) = v.as_str() {
             let parts: Vec<&str> = s.splitn(3, ':').collect();
             let (src, dst) = match parts.as_slice() {
@@ -226,7 +225,7 @@ fn service<'a>(name: &str, line: usize, n: &'a Node) -> Service<'a> {
                 MountKind::Volume
             };
             let read_only = parts.get(2).is_some_and(|o| o.split(',').any(|o| o == "ro"));
-            mounts.push(Mount { kind, source: src.to_string(), target: dst.to_string(), read_only, line: v.line });
+            mounts.push(Mount { kind, source: src.to_string(), target: dst.to_string(), read_only, line: v.line() });
         } else {
             let kind = match v.get("type").and_then(Node::as_str) {
                 Some("bind") => MountKind::Bind,
@@ -235,14 +234,14 @@ fn service<'a>(name: &str, line: usize, n: &'a Node) -> Service<'a> {
             };
             let source = v.get("source").and_then(Node::as_str).unwrap_or("").to_string();
             let target = v.get("target").and_then(Node::as_str).unwrap_or("").to_string();
-            let read_only = v.get("read_only").and_then(Node::as_bool_11) == Some(true);
-            mounts.push(Mount { kind, source, target, read_only, line: v.line });
+            let read_only = v.get("read_only").and_then(Node::yaml11_bool) == Some(true);
+            mounts.push(Mount { kind, source, target, read_only, line: v.line() });
         }
     }
     if let Some(t) = n.get("tmpfs") {
-        for (p, pn) in t.str_list() {
+        for (p, pn) in t.str_nodes() {
             let target = p.split(':').next().unwrap_or(p).to_string();
-            mounts.push(Mount { kind: MountKind::Tmpfs, source: String::new(), target, read_only: false, line: pn.line });
+            mounts.push(Mount { kind: MountKind::Tmpfs, source: String::new(), target, read_only: false, line: pn.line() });
         }
     }
     let mut words = Vec::new();
@@ -256,13 +255,13 @@ fn service<'a>(name: &str, line: usize, n: &'a Node) -> Service<'a> {
         if e.is_map() {
             for (k, v) in e.entries() {
                 if let Some(k) = k.as_str() {
-                    env.insert(k.to_string(), Word { text: v.as_str().unwrap_or("").to_string(), line: v.line });
+                    env.insert(k.to_string(), Word { text: v.as_str().unwrap_or("").to_string(), line: v.line() });
                 }
             }
         } else {
-            for (s, i) in e.str_list() {
+            for (s, i) in e.str_nodes() {
                 let (k, v) = s.split_once('=').unwrap_or((s, ""));
-                env.insert(k.to_string(), Word { text: v.to_string(), line: i.line });
+                env.insert(k.to_string(), Word { text: v.to_string(), line: i.line() });
             }
         }
     }
@@ -331,50 +330,48 @@ pub struct Synapse<'a> {
     pub worker_roots: BTreeMap<String, &'a Node>,
 }
 
-fn listeners(file: &str, n: Option<&Node>) -> Vec<Listener> {
-    let mut out = Vec::new();
-    for l in n.map(Node::items).unwrap_or_default() {
-        let mut resources = Vec::new();
-        for r in l.get("resources").map(Node::items).unwrap_or_default() {
-            for (name, _) in r.get("names").map(Node::str_list).unwrap_or_default() {
-                resources.push(name.to_string());
-            }
-        }
-        out.push(Listener {
-            path: l.get("path").and_then(Node::as_str).map(String::from),
-            port: l.get("port").and_then(Node::as_str).map(String::from),
-            kind: l.get("type").and_then(Node::as_str).unwrap_or("").to_string(),
-            resources,
-            file: file.to_string(),
-            line: l.line,
-        });
-    }
-    out
+fn listeners(ls: &[crate::synapse::Listener]) -> Vec<Listener> {
+    ls.iter()
+        .map(|l| Listener {
+            path: l.path.clone(),
+            port: l.port.map(|p| p.to_string()),
+            kind: l.kind.clone(),
+            resources: l.resources.clone(),
+            file: l.at.file.clone(),
+            line: l.at.line,
+        })
+        .collect()
 }
 
 impl<'a> Synapse<'a> {
+    /// The Synapse side of the tree, from the project's deployment model
+    /// ([`crate::synapse::Deployment`]: which file is the shared config, which are workers, their
+    /// listeners), with the parsed roots the checks read settings from.
     pub fn find(view: &'a TreeView<'_>) -> Option<Synapse<'a>> {
-        let mut shared = None;
+        // A YAML file that did not load (syntax, alias bomb) is reported by the YAML checks; the
+        // deployment model would parse it again without the size guard.
+        if view.yaml.values().any(|l| l.issues.iter().any(|i| i.code == "yaml::too-complex")) {
+            return None;
+        }
+        let d = crate::synapse::Deployment::from_tree(view.tree).ok()??;
+        let root = view.yaml_root(&d.shared_file)?;
+        let mut main = None;
+        let mut workers = Vec::new();
         let mut worker_roots = BTreeMap::new();
-        for path in view.yaml.keys() {
-            let Some(root) = view.yaml_root(path) else { continue };
-            if root.get("worker_app").is_some() || root.get("worker_name").is_some() {
-                worker_roots.insert(path.clone(), root);
-            } else if root.get("server_name").is_some() && (shared.is_none() || path.ends_with("homeserver.yaml")) {
-                shared = Some((path.clone(), root));
+        for p in &d.processes {
+            let proc_ = Process {
+                name: p.name.clone(),
+                worker_file: (!p.is_main()).then(|| p.file.clone()),
+                listeners: listeners(&p.listeners),
+            };
+            if p.is_main() {
+                main = Some(proc_);
+            } else {
+                worker_roots.insert(p.file.clone(), view.yaml_root(&p.file)?);
+                workers.push(proc_);
             }
         }
-        let (shared, root) = shared?;
-        let main = Process { name: "main".into(), worker_file: None, listeners: listeners(&shared, root.get("listeners")) };
-        let workers = worker_roots
-            .iter()
-            .map(|(path, r)| Process {
-                name: r.get("worker_name").and_then(Node::as_str).unwrap_or("").to_string(),
-                worker_file: Some(path.clone()),
-                listeners: listeners(path, r.get("worker_listeners")),
-            })
-            .collect();
-        Some(Synapse { shared, root, main, workers, worker_roots })
+        Some(Synapse { shared: d.shared_file.clone(), root, main: main?, workers, worker_roots })
     }
 
     pub fn process(&self, name: &str) -> Option<&Process> {
@@ -395,23 +392,21 @@ impl<'a> Synapse<'a> {
 
     /// Where a setting of a process comes from (file, line), for reporting.
     pub fn effective_at(&self, p: &Process, key: &str) -> Option<(String, usize)> {
-        if let Some(f) = &p.worker_file {
-            if let Some(k) = self.worker_roots.get(f).and_then(|r| r.key_node(key)) {
-                return Some((f.clone(), k.line));
+        if let Some(f) = &p.worker_file
+            && let Some(k) = self.worker_roots.get(f).and_then(|r| r.key_node(key)) {
+                return Some((f.clone(), k.line()));
             }
-        }
-        self.root.key_node(key).map(|k| (self.shared.clone(), k.line))
+        self.root.key_node(key).map(|k| (self.shared.clone(), k.line()))
     }
 }
 
 /// The config files (container paths) a Synapse service is started with.
 pub fn synapse_config_args<'s>(svc: &'s Service<'_>) -> Vec<&'s Word> {
     let mut out = svc.flag_values(&["--config-path", "-c"]);
-    if out.is_empty() {
-        if let Some(w) = svc.env.get("SYNAPSE_CONFIG_PATH") {
+    if out.is_empty()
+        && let Some(w) = svc.env.get("SYNAPSE_CONFIG_PATH") {
             out.push(w);
         }
-    }
     out
 }
 

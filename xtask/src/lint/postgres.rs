@@ -63,7 +63,7 @@ fn running_as_root() -> bool {
 /// One pass of the server over `content`: its complaints, in order.
 fn server_pass(bin: &std::path::Path, content: &str) -> Result<Vec<Finding>, String> {
     use std::os::unix::fs::PermissionsExt;
-    let dir = std::env::temp_dir().join(format!("xtask-lint-pg-{}-{}", std::process::id(), cache::key(&[content.as_bytes()])));
+    let dir = cache::scratch_dir("pg");
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let _cleanup = Cleanup(dir.clone());
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
@@ -109,7 +109,7 @@ fn server_pass(bin: &std::path::Path, content: &str) -> Result<Vec<Finding>, Str
             .or_else(|| PARAM.captures(msg).and_then(|c| line_setting(content, &c[1])))
             .or_else(|| OPEN_FILE.captures(msg).and_then(|c| line_mentioning(content, &c[1])))
             .unwrap_or(1);
-        let message = msg.replace(&format!("\"{}\" ", conf.display()), "").replace(&format!("{}/", dir_s), "");
+        let message = AT_LINE.replace_all(msg, "on line $1").replace(&format!("{dir_s}/"), "");
         findings.push(Finding { line: line_no, message, hint: None });
     }
     if findings.is_empty() {

@@ -10,6 +10,7 @@
 //! - A tree extracted with `--secrets generate` holds no placeholder secret (`CHANGEME`).
 
 use super::TreeView;
+use super::yaml::NodeExt;
 use crate::book::Book;
 use crate::diagnostics::Diagnostic;
 use crate::extract::{self, Options};
@@ -94,19 +95,19 @@ pub fn check_tree(view: &TreeView<'_>) -> Vec<Diagnostic> {
         let Some(root) = view.yaml_root(path) else { continue };
         for key in BLACKLIST_KEYS {
             let Some(node) = root.get(key) else { continue };
-            let list: Vec<&str> = node.str_list().into_iter().map(|(s, _)| s).collect();
-            for (s, n) in node.str_list() {
+            let list: Vec<&str> = node.str_nodes().into_iter().map(|(s, _)| s).collect();
+            for (s, n) in node.str_nodes() {
                 if parse_cidr(s).is_none() {
                     diags.push(Diagnostic::error(
                         "security::bad-ip-range",
                         format!("`{s}` in `{key}` is not an IP address or CIDR range"),
-                        &view.loc(path, n.line),
+                        &view.loc(path, n.line()),
                     ));
                 }
             }
             let missing = uncovered(&list);
             if !missing.is_empty() {
-                let line = root.key_node(key).map_or(node.line, |k| k.line);
+                let line = root.key_node(key).map_or(node.line(), |k| k.line());
                 diags.push(Diagnostic::error(
                     "security::ip-blacklist-gap",
                     format!(
@@ -117,9 +118,9 @@ pub fn check_tree(view: &TreeView<'_>) -> Vec<Diagnostic> {
                 ));
             }
         }
-        let previews = root.get("url_preview_enabled").and_then(|n| n.as_bool_11()) == Some(true);
+        let previews = root.get("url_preview_enabled").and_then(|n| n.yaml11_bool()) == Some(true);
         if previews && root.get("url_preview_ip_range_blacklist").is_none() {
-            let line = root.key_node("url_preview_enabled").map_or(1, |k| k.line);
+            let line = root.key_node("url_preview_enabled").map_or(1, |k| k.line());
             diags.push(Diagnostic::error(
                 "security::no-url-preview-blacklist",
                 "`url_preview_enabled` is on but `url_preview_ip_range_blacklist` is not set: Synapse refuses to start, \

@@ -16,35 +16,11 @@
 use super::TreeView;
 use super::compose::pg_socket_dirs;
 use super::model::{Compose, MountKind, Process, Resolved, Service, Synapse, service_of, word_value};
-use super::yaml::Node;
+use super::yaml::{Node, NodeExt};
 use crate::diagnostics::{Diagnostic, MdLoc};
 use std::collections::BTreeMap;
 
-/// Streams `synapse/config/workers.py` accepts.
-pub const STREAMS: &[&str] = &[
-    "events",
-    "typing",
-    "to_device",
-    "account_data",
-    "receipts",
-    "presence",
-    "push_rules",
-    "device_lists",
-    "thread_subscriptions",
-    "quarantined_media_changes",
-];
-/// Streams that may only have one writer.
-pub const SINGLE_WRITER: &[&str] = &["typing", "to_device", "account_data", "presence", "push_rules"];
-/// Keys naming one instance or a list of instances.
-pub const ROLE_KEYS: &[&str] = &[
-    "federation_sender_instances",
-    "pusher_instances",
-    "run_background_tasks_on",
-    "media_instance_running_background_jobs",
-    "update_user_directory_from_worker",
-    "notify_appservices_from_worker",
-    "outbound_federation_restricted_to",
-];
+use crate::synapse::{ROLE_KEYS, SINGLE_WRITER_STREAMS as SINGLE_WRITER, STREAMS};
 
 pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
     let Some(syn) = Synapse::find(view) else { return Vec::new() };
@@ -56,6 +32,7 @@ pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
     c.instance_map();
     c.sockets();
     c.media();
+    c.redis_enabled();
     c.db_and_redis();
     c.logs();
     c.diags
@@ -90,7 +67,7 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
         for w in &self.syn.workers {
             let file = w.worker_file.clone().unwrap_or_default();
             let root = self.syn.worker_roots[&file];
-            let line = root.key_node("worker_name").map_or(1, |k| k.line);
+            let line = root.key_node("worker_name").map_or(1, |k| k.line());
             if w.name.is_empty() {
                 self.err("synapse::no-worker-name", format!("worker file `{file}` has no `worker_name`"), self.at(&file, 1));
                 continue;
@@ -125,7 +102,7 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
             Diagnostic::error(
                 "synapse::unknown-instance",
                 format!("`{key}` names `{name}`, but no worker file has `worker_name: {name}`"),
-                &self.shared_at(node.line),
+                &self.shared_at(node.line()),
             )
             .with_note(if files.is_empty() { "the book defines no worker".into() } else { format!("workers: {}", files.join(", ")) }),
         );
@@ -140,13 +117,13 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
                 self.err(
                     "synapse::unknown-stream",
                     format!("`{stream}` is not a stream Synapse knows (known: {})", STREAMS.join(", ")),
-                    self.shared_at(k.line),
+                    self.shared_at(k.line()),
                 );
                 continue;
             }
-            let writers = v.str_list();
+            let writers = v.str_nodes();
             if writers.is_empty() {
-                self.err("synapse::no-writer", format!("stream `{stream}` lists no writer"), self.shared_at(k.line));
+                self.err("synapse::no-writer", format!("stream `{stream}` lists no writer"), self.shared_at(k.line()));
             }
             if SINGLE_WRITER.contains(&stream) && writers.len() > 1 {
                 self.err(
@@ -155,7 +132,7 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
                         "stream `{stream}` can only have one writer, but {} are listed: Synapse refuses to start (\"Must only specify one instance to handle `{stream}` messages\")",
                         writers.len()
                     ),
-                    self.shared_at(writers[1].1.line),
+                    self.shared_at(writers[1].1.line()),
                 );
             }
             for (w, n) in writers {
@@ -167,7 +144,7 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
     fn roles(&mut self) {
         for key in ROLE_KEYS {
             let Some(n) = self.syn.root.get(key) else { continue };
-            for (name, node) in n.str_list() {
+            for (name, node) in n.str_nodes() {
                 self.known_instance(name, key, node);
             }
         }
@@ -183,7 +160,7 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
     fn instance_map(&mut self) {
         let im = self.syn.root.get("instance_map");
         let entry = |name: &str| im.and_then(|m| m.get(name).or_else(|| if name == "main" { m.get("master") } else { None }));
-        let im_line = self.syn.root.key_node("instance_map").map_or(1, |k| k.line);
+        let im_line = self.syn.root.key_node("instance_map").map_or(1, |k| k.line());
         if !self.syn.workers.is_empty() && entry("main").is_none() {
             self.err(
                 "synapse::main-not-in-instance-map",
@@ -195,10 +172,17 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
         let mut writers: Vec<(String, usize)> = Vec::new();
         if let Some(sw) = self.syn.root.get("stream_writers") {
             for (_, v) in sw.entries() {
-                for (w, n) in v.str_list() {
+                for (w, n) in v.str_nodes() {
                     if !writers.iter().any(|(x, _)| x == w) {
-                        writers.push((w.to_string(), n.line));
+                        writers.push((w.to_string(), n.line()));
                     }
+                }
+            }
+        }
+        if let Some(n) = self.syn.root.get("outbound_federation_restricted_to") {
+            for (name, node) in n.str_nodes() {
+                if !writers.iter().any(|(w, _)| w == name) {
+                    writers.push((name.to_string(), node.line()));
                 }
             }
         }
@@ -208,7 +192,7 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
             }
             self.err(
                 "synapse::writer-not-in-instance-map",
-                format!("`{w}` writes a stream but is not in `instance_map`: other processes cannot reach it over replication"),
+                format!("`{w}` writes a stream (or proxies outbound federation) but is not in `instance_map`: other processes cannot reach it over replication"),
                 self.shared_at(*line),
             );
         }
@@ -232,7 +216,7 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
                             "`instance_map` sends replication for `{name}` to {where_}, but `{name}` has no `replication` listener there{}",
                             if have.is_empty() { String::new() } else { format!(" (it has: {})", have.join(", ")) }
                         ),
-                        &self.shared_at(v.line),
+                        &self.shared_at(v.line()),
                     )
                     .with_note(format!("{name}'s listeners are in {file}")),
                 );
@@ -259,15 +243,15 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
     fn media_enabled(&self, p: &Process) -> bool {
         let worker_app = self.syn.effective(p, "worker_app").and_then(Node::as_str);
         worker_app == Some("synapse.app.media_repository")
-            || self.syn.effective(p, "enable_media_repo").and_then(Node::as_bool_11) != Some(false)
+            || self.syn.effective(p, "enable_media_repo").and_then(Node::yaml11_bool) != Some(false)
     }
 
     fn media(&mut self) {
         let procs: Vec<Process> = std::iter::once(self.syn.main.clone()).chain(self.syn.workers.iter().cloned()).collect();
         for p in &procs {
             let serves = p.listeners.iter().find(|l| l.resources.iter().any(|r| r == "media"));
-            if let Some(l) = serves {
-                if !self.media_enabled(p) {
+            if let Some(l) = serves
+                && !self.media_enabled(p) {
                     let (f, line) = self.syn.effective_at(p, "enable_media_repo").unwrap_or((l.file.clone(), l.line));
                     let msg = format!(
                         "`{}` serves the `media` resource but `enable_media_repo` is false for it{}",
@@ -280,21 +264,17 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
                     );
                     self.err("synapse::media-disabled", msg, self.at(&f, line));
                 }
-            }
         }
-        if let Some(n) = self.syn.root.get("media_instance_running_background_jobs") {
-            if let Some(name) = n.as_str() {
-                if let Some(p) = self.syn.process(name).cloned() {
-                    if !self.media_enabled(&p) {
+        if let Some(n) = self.syn.root.get("media_instance_running_background_jobs")
+            && let Some(name) = n.as_str()
+                && let Some(p) = self.syn.process(name).cloned()
+                    && !self.media_enabled(&p) {
                         self.err(
                             "synapse::media-disabled",
                             format!("`media_instance_running_background_jobs` is `{name}`, but the media repository is disabled there"),
-                            self.shared_at(n.line),
+                            self.shared_at(n.line()),
                         );
                     }
-                }
-            }
-        }
     }
 
     /// Where a path seen by one service lands, for comparing paths across containers.
@@ -305,6 +285,23 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
                 r => r,
             },
             None => Resolved::Elsewhere(path.to_string()),
+        }
+    }
+
+    /// Workers talk to each other through Redis: `redis.enabled` must be true once there are
+    /// workers (Synapse's docs: "This *must* be enabled when using workers").
+    fn redis_enabled(&mut self) {
+        if self.syn.workers.is_empty() {
+            return;
+        }
+        let enabled = self.syn.root.get("redis").and_then(|r| r.get("enabled"));
+        if enabled.and_then(|e| e.yaml11_bool()) != Some(true) {
+            let line = enabled.map(|e| e.line()).or_else(|| self.syn.root.key_node("redis").map(|k| k.line())).unwrap_or(1);
+            self.err(
+                "synapse::redis-disabled",
+                "there are workers but `redis.enabled` is not true: workers would not hear about each other's writes (replication goes through Redis)".into(),
+                self.shared_at(line),
+            );
         }
     }
 
@@ -336,13 +333,13 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
                 self.err(
                     "synapse::db-socket-mismatch",
                     format!("Synapse connects to PostgreSQL's socket in `{hp}`, but PostgreSQL is told to put it in {} (not the same place once volumes are mapped)", told.join(", ")),
-                    self.shared_at(h.line),
+                    self.shared_at(h.line()),
                 );
             }
         }
         // Redis
         let rpath = self.syn.root.get("redis").and_then(|r| r.get("path"));
-        if let Some(rp) = rpath.and_then(|n| n.as_str().map(|s| (s, n.line))) {
+        if let Some(rp) = rpath.and_then(|n| n.as_str().map(|s| (s, n.line()))) {
             let mine = Self::landing(main_svc, rp.0);
             let mut told = Vec::new();
             let mut matched = false;
@@ -371,7 +368,7 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
             let key = if p.worker_file.is_some() { "worker_log_config" } else { "log_config" };
             let Some(node) = self.syn.effective(p, key).or_else(|| self.syn.effective(p, "log_config")) else { continue };
             let Some(path) = node.as_str() else { continue };
-            let (file, line) = self.syn.effective_at(p, key).or_else(|| self.syn.effective_at(p, "log_config")).unwrap_or((self.syn.shared.clone(), node.line));
+            let (file, line) = self.syn.effective_at(p, key).or_else(|| self.syn.effective_at(p, "log_config")).unwrap_or((self.syn.shared.clone(), node.line()));
             let Some(svc) = self.service_of(p) else { continue };
             let tree_path = match svc.resolve(path) {
                 Resolved::Tree(t) => t,
@@ -396,12 +393,20 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
                 continue;
             };
             if lc.get("version").and_then(Node::as_str) != Some("1") {
-                let l = lc.key_node("version").map_or(1, |k| k.line);
+                let l = lc.key_node("version").map_or(1, |k| k.line());
                 self.err("synapse::bad-log-config", "a Python logging dictConfig needs `version: 1`".into(), self.at(&tree_path, l));
             }
-            for (hname, h) in lc.get("handlers").map(Node::entries).unwrap_or_default() {
+            for (hname, h) in lc.get("handlers").map(NodeExt::entries).unwrap_or_default() {
                 let Some(fname) = h.get("filename") else { continue };
                 let Some(fp) = fname.as_str() else { continue };
+                if let Some((m, _)) = svc.mount_for(fp).filter(|(m, _)| m.read_only) {
+                    self.err(
+                        "synapse::log-not-on-volume",
+                        format!("handler `{}` writes `{fp}`, but `{}` is mounted read-only in service `{}`", hname.as_str().unwrap_or("?"), m.target, svc.name),
+                        self.at(&tree_path, fname.line()),
+                    );
+                    continue;
+                }
                 let writable = match svc.mount_for(fp) {
                     Some((m, _)) => m.kind != MountKind::Bind || !m.target.is_empty(),
                     None => false,
@@ -415,7 +420,7 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
                             svc.name,
                             svc.mounts.iter().map(|m| m.target.as_str()).collect::<Vec<_>>().join(", ")
                         ),
-                        self.at(&tree_path, fname.line),
+                        self.at(&tree_path, fname.line()),
                     );
                 }
             }

@@ -13,7 +13,7 @@
 //! Results are cached (see [`super::cache`]): an unchanged tree does not start Python again.
 
 use super::model::{Compose, MountKind, Process, Resolved, Service, Synapse, service_of, synapse_config_args, word_value};
-use super::yaml::Node;
+use super::yaml::{Node, NodeExt};
 use super::{TreeView, cache};
 use crate::diagnostics::Diagnostic;
 use serde::{Deserialize, Serialize};
@@ -92,6 +92,9 @@ fn plan(view: &TreeView<'_>, syn: &Synapse<'_>, compose: Option<&Compose<'_>>) -
     let mut plan = Vec::new();
     for p in std::iter::once(&syn.main).chain(syn.workers.iter()) {
         let svc = compose.and_then(|c| service_of(c, syn, p));
+        if compose.is_some() && svc.is_none() {
+            continue; // reported as synapse::worker-without-service; its paths cannot be mapped
+        }
         let files: Vec<String> = match svc {
             Some(s) => synapse_config_args(s)
                 .iter()
@@ -133,7 +136,7 @@ fn run_python(view: &TreeView<'_>, plan: &Plan, visible: &[String]) -> Result<BT
     let tree_json = serde_json::to_string(&tree_json).map_err(|e| e.to_string())?;
     let key = cache::key(&[b"synapse-config-v1", &cache::tool_id(&python), plan_json.as_bytes(), tree_json.as_bytes(), SCRIPT.as_bytes()]);
     cache::memo(&key, || {
-        let dir = std::env::temp_dir().join(format!("xtask-lint-synapse-{}-{key}", std::process::id()));
+        let dir = cache::scratch_dir("synapse");
         let _ = std::fs::remove_dir_all(&dir);
         let root = dir.to_string_lossy().into_owned();
         let res = (|| {
@@ -195,7 +198,7 @@ fn line_of_path(root: &Node, path: &[String]) -> Option<usize> {
         let next = if let Ok(i) = part.parse::<usize>() { node.items().get(i) } else { node.get(part) };
         match next {
             Some(n) => {
-                line = Some(node.key_node(part).map_or(n.line, |k| k.line));
+                line = Some(node.key_node(part).map_or(n.line(), |k| k.line()));
                 node = n;
             }
             None => break,
@@ -221,11 +224,10 @@ pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
             for p in std::iter::once(&syn.main).chain(syn.workers.iter()) {
                 if let Some(s) = service_of(c, &syn, p) {
                     for m in &s.mounts {
-                        if let Resolved::Tree(t) = s.resolve(&m.target) {
-                            if !visible.contains(&t) {
+                        if let Resolved::Tree(t) = s.resolve(&m.target)
+                            && !visible.contains(&t) {
                                 visible.push(t);
                             }
-                        }
                     }
                 }
             }
@@ -270,7 +272,7 @@ fn guess_line(root: &Node, msg: &str) -> Option<usize> {
     let key = root
         .entries()
         .iter()
-        .filter_map(|(k, _)| k.as_str().map(|s| (s, k.line)))
+        .filter_map(|(k, _)| k.as_str().map(|s| (s, k.line())))
         .filter(|(k, _)| words.contains(k))
         .max_by_key(|(k, _)| k.len());
     if let Some((_, line)) = key {
@@ -285,10 +287,10 @@ fn guess_line(root: &Node, msg: &str) -> Option<usize> {
 }
 
 fn find_scalar(n: &Node, text: &str) -> Option<usize> {
-    match &n.value {
-        super::yaml::Value::Scalar(s) => (s.text == text).then_some(n.line),
-        super::yaml::Value::Seq(items) => items.iter().find_map(|i| find_scalar(i, text)),
-        super::yaml::Value::Map(e) => e.iter().find_map(|(_, v)| find_scalar(v, text)),
+    match &n.kind {
+        super::yaml::Kind::Scalar { value, .. } => (value == text).then_some(n.line()),
+        super::yaml::Kind::Seq(items) => items.iter().find_map(|i| find_scalar(i, text)),
+        super::yaml::Kind::Map(e) => e.iter().find_map(|(_, v)| find_scalar(v, text)),
     }
 }
 
