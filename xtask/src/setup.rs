@@ -9,19 +9,23 @@
 //! - `synapse`: a virtualenv at `target/synapse-venv` with the pinned `matrix-synapse[extras]`
 //!   and `psycopg2-binary` (a wheel: no compiler or libpq headers needed), skipped when the
 //!   venv already has exactly the pinned version.
+//! - `mdbook`: the pinned mdBook and mdbook-mermaid in `target/tools` (see [`crate::site`]).
+//! - `npm`: the Node tools of `.ci/node` from their lock file (see [`crate::site`]).
 
 use anyhow::{Context, bail};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 /// The parts `setup` knows, in the order it runs them.
-pub const PARTS: &[&str] = &["debian", "synapse"];
+pub const PARTS: &[&str] = &["debian", "synapse", "mdbook", "npm"];
 
 /// What a part did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     AlreadyThere(String),
     Installed(String),
+    /// Delegated to a part that installs only what is missing and does not say which.
+    Ensured(String),
 }
 
 const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
@@ -172,6 +176,14 @@ pub fn run_parts(parts: &[String]) -> anyhow::Result<Vec<(String, Outcome)>> {
         let o = match *p {
             "debian" => debian()?,
             "synapse" => synapse(&crate::tools::synapse_venv())?,
+            "mdbook" => {
+                let t = crate::site::ensure_tools()?;
+                Outcome::Ensured(format!("{} and {}", t.mdbook.display(), t.mermaid.display()))
+            }
+            "npm" => {
+                let d = crate::site::node_tools(&crate::project_root())?;
+                Outcome::Ensured(format!("the Node tools in {}", d.display()))
+            }
             _ => unreachable!("checked above"),
         };
         out.push((p.to_string(), o));

@@ -1,4 +1,4 @@
-//! `cargo xtask setup [debian|synapse]`: see [`crate::setup`].
+//! `cargo xtask setup [debian|synapse|mdbook|npm]`: see [`crate::setup`].
 
 use crate::flags;
 use std::process::ExitCode;
@@ -8,6 +8,7 @@ pub(crate) fn run(f: flags::Setup) -> anyhow::Result<ExitCode> {
         match outcome {
             crate::setup::Outcome::AlreadyThere(what) => eprintln!("setup {part}: already there: {what}"),
             crate::setup::Outcome::Installed(what) => eprintln!("setup {part}: installed {what}"),
+            crate::setup::Outcome::Ensured(what) => eprintln!("setup {part}: ready: {what}"),
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -46,11 +46,11 @@ pub fn nginx_t(p: &Prepared, report: &mut Report) {
         // keep a `-c FILE` / `-p DIR` the service's command gives
         let cmd = &p.runner.launches[&svc].argv;
         for flag in ["-c", "-p"] {
-            if let Some(i) = cmd.iter().position(|a| a == flag) {
-                if let Some(v) = cmd.get(i + 1) {
-                    argv.push(flag.into());
-                    argv.push(v.clone());
-                }
+            if let Some(i) = cmd.iter().position(|a| a == flag)
+                && let Some(v) = cmd.get(i + 1)
+            {
+                argv.push(flag.into());
+                argv.push(v.clone());
             }
         }
         let (ok, out) = run_in(&p.runner, &svc, &argv, None).unwrap_or_else(|e| (false, format!("{e:#}")));
@@ -103,7 +103,15 @@ pub fn synapse_config(p: &Prepared, report: &mut Report) {
 /// image's `POSTGRES_USER`, on `POSTGRES_DB`, over the server's Unix socket.
 pub fn sql_blocks(p: &Prepared, report: &mut Report) {
     let t = Instant::now();
-    let Some(db) = services_with(&p.runner, "postgres").into_iter().find(|s| p.runner.pid(s).is_some()) else {
+    // The database Synapse uses: a postgres service a Synapse service depends on (not a replica).
+    let synapse_deps: Vec<String> = services_with(&p.runner, "synapse")
+        .iter()
+        .filter_map(|s| p.runner.project.service(s))
+        .flat_map(|s| s.depends_on.iter().map(|(d, _)| d.clone()))
+        .collect();
+    let mut dbs = services_with(&p.runner, "postgres");
+    dbs.sort_by_key(|d| !synapse_deps.contains(d));
+    let Some(db) = dbs.into_iter().find(|s| p.runner.pid(s).is_some()) else {
         report.push(Step::new("every sql block runs on the live database", false, "no running postgres service", t.elapsed()));
         return;
     };
@@ -112,13 +120,21 @@ pub fn sql_blocks(p: &Prepared, report: &mut Report) {
     let dbname = env.get("POSTGRES_DB").cloned().unwrap_or_else(|| user.clone());
     let host = socket_dir(p);
     let mut failures = Vec::new();
-    let mut run = 0;
+    let mut run: usize = 0;
+    let pw = format!("PGPASSWORD={}", env.get("POSTGRES_PASSWORD").cloned().unwrap_or_default());
+    let psql: Vec<String> = ["env", &pw, "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", &host, "-U", &user, "-d", &dbname, "-f", "-"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    // First what the PostgreSQL chapters tell the reader to do once (a console step): create
+    // the statistics extensions the queries read.
+    match run_in(&p.runner, &db, &psql, Some(crate::pgcheck::sql::ENABLE_EXTENSIONS)) {
+        Ok((true, _)) => {}
+        Ok((false, out)) => failures.push(format!("creating the extensions: {}", out.trim())),
+        Err(e) => failures.push(format!("creating the extensions: {e:#}")),
+    }
     for b in p.book.blocks().filter(|b| b.kind == BlockKind::Sql) {
-        let pw = format!("PGPASSWORD={}", env.get("POSTGRES_PASSWORD").cloned().unwrap_or_default());
-        let argv: Vec<String> = ["env", &pw, "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", &host, "-U", &user, "-d", &dbname, "-f", "-"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let argv = psql.clone();
         run += 1;
         match run_in(&p.runner, &db, &argv, Some(&b.text)) {
             Ok((true, _)) => {}
@@ -129,7 +145,7 @@ pub fn sql_blocks(p: &Prepared, report: &mut Report) {
             Err(e) => failures.push(format!("{e:#}")),
         }
     }
-    report.sql_blocks_run = run - failures.len();
+    report.sql_blocks_run = run.saturating_sub(failures.len());
     report.push(Step::new(
         format!("every sql block runs on the live database ({run})"),
         failures.is_empty(),
@@ -156,6 +172,8 @@ const BENIGN: &[(&str, &str)] = &[
     // retry); PostgreSQL still logs each one as an ERROR.
     ("could not serialize access due to concurrent update", "SQLSTATE 40001, retried by Synapse"),
     ("deadlock detected", "SQLSTATE 40P01, retried by Synapse"),
+    // A client (a healthcheck) connecting while a server starts or recovers: SQLSTATE 57P03.
+    ("the database system is starting up", "a connection attempt during start-up, refused as expected"),
 ];
 
 /// Lines that mean something went wrong, in any of the processes' logs.

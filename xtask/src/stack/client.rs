@@ -117,10 +117,10 @@ pub fn shared_secret(tree_dir: &Path) -> anyhow::Result<String> {
         files.extend(rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "yaml")));
     }
     for f in files {
-        if let Ok(text) = std::fs::read_to_string(&f) {
-            if let Some(c) = re.captures(&text) {
-                return Ok(c[1].to_string());
-            }
+        if let Ok(text) = std::fs::read_to_string(&f)
+            && let Some(c) = re.captures(&text)
+        {
+            return Ok(c[1].to_string());
         }
     }
     bail!("no registration_shared_secret in {}: the smoke test registers its users with it", dir.display())
@@ -574,8 +574,16 @@ fn fault_inner(c: &mut Client, p: &Prepared, st: &mut State) -> anyhow::Result<(
         send_text_txn(c, &st.alice, &st.room_id, body, txn)?;
         st.sent_bodies.push(body.clone());
     }
-    // nginx keeps a failed server out for its `fail_timeout` (10 s by default), even once it is
-    // back: the fault lasts, for routing, until nginx sends the room to the worker again.
+    // nginx keeps a failed server out for its `fail_timeout` (10 s by default) after the last
+    // failure, even once it is back, and each nginx worker process keeps its own count (unless
+    // the upstream has a shared `zone`). The last failure can be no later than the moment the
+    // worker was healthy again: wait out the timeout from then, then see nginx route the room
+    // back to it.
+    let fail_timeout = nginx_fail_timeout(&p.tree);
+    let wait_until = Duration::from_secs_f64(healthy_at + fail_timeout + 1.0);
+    if let Some(rest) = wait_until.checked_sub(killed_at.elapsed()) {
+        std::thread::sleep(rest);
+    }
     let mut back_at = None;
     while killed_at.elapsed() < Duration::from_secs(120) {
         let mark = std::fs::metadata(&nginx_log).map(|m| m.len()).unwrap_or(0);
@@ -614,6 +622,25 @@ fn fault_inner(c: &mut Client, p: &Prepared, st: &mut State) -> anyhow::Result<(
         "retried": pending.len(), "messages_checked": st.sent_bodies.len(), "restarts": p.runner.restarts(&victim) - restarts0,
     });
     Ok((detail, j))
+}
+
+/// The `fail_timeout` of the nginx config's upstream servers (the largest one given), or
+/// nginx's default of 10 s.
+fn nginx_fail_timeout(tree: &crate::extract::Tree) -> f64 {
+    let re = regex::Regex::new(r"fail_timeout=(\d+)(ms|s|m)?").expect("valid regex");
+    tree.files
+        .values()
+        .filter(|f| f.path.starts_with("nginx/"))
+        .flat_map(|f| re.captures_iter(&f.content).map(|c| {
+            let n: f64 = c[1].parse().unwrap_or(10.0);
+            match c.get(2).map(|m| m.as_str()) {
+                Some("ms") => n / 1000.0,
+                Some("m") => n * 60.0,
+                _ => n,
+            }
+        }).collect::<Vec<_>>())
+        .fold(None, |a: Option<f64>, b| Some(a.map_or(b, |a| a.max(b))))
+        .unwrap_or(10.0)
 }
 
 fn round2(x: f64) -> f64 {

@@ -114,6 +114,15 @@ pub fn launch(svc: &Service, host: &Host) -> anyhow::Result<Launch> {
     let emu = for_image(&svc.image);
     let script = |name: &str| host.scripts.join(name).to_string_lossy().into_owned();
     let mut stop_signal = libc::SIGTERM;
+    // The image's own environment (its `ENV` lines) applies whatever the entrypoint is.
+    if emu.is_some_and(|e| e.name == "postgres") {
+        stop_signal = libc::SIGINT;
+        if let Some(bin) = &host.pg_bindir {
+            let p = format!("{}:{}", bin.display(), env["PATH"]);
+            env.insert("PATH".into(), p);
+        }
+        env.entry("PGDATA".into()).or_insert_with(|| "/var/lib/postgresql/data".into());
+    }
     let argv: Vec<String> = if let Some(ep) = &svc.entrypoint {
         // An explicit entrypoint replaces the image's: run it as written.
         ep.iter().chain(svc.command.iter().flatten()).cloned().collect()
@@ -122,12 +131,6 @@ pub fn launch(svc: &Service, host: &Host) -> anyhow::Result<Launch> {
         match emu.map(|e| e.name) {
             Some("synapse") => synapse_argv(svc, &cmd, &env, host)?,
             Some("postgres") => {
-                stop_signal = libc::SIGINT;
-                if let Some(bin) = &host.pg_bindir {
-                    let p = format!("{}:{}", bin.display(), env["PATH"]);
-                    env.insert("PATH".into(), p);
-                }
-                env.entry("PGDATA".into()).or_insert_with(|| "/var/lib/postgresql/data".into());
                 let cmd = if cmd.is_empty() { vec!["postgres".to_string()] } else { cmd };
                 let mut a = vec!["/bin/bash".into(), script("postgres-entrypoint.sh")];
                 a.extend(cmd);
@@ -215,10 +218,10 @@ fn synapse_argv(
     } else {
         Some(("991".into(), "991".into()))
     };
-    if let Some((uid, gid)) = ownership {
-        if uid != "0" {
-            argv.extend(setpriv(&uid, &gid));
-        }
+    if let Some((uid, gid)) = ownership
+        && uid != "0"
+    {
+        argv.extend(setpriv(&uid, &gid));
     }
     argv.push(host.synapse_python.to_string_lossy().into_owned());
     argv.extend(args);
@@ -379,6 +382,11 @@ mod tests {
         let l = launch(&svc("redis:7.4-alpine", Some(vec!["--port", "0"]), &[]), &host()).unwrap();
         assert_eq!(l.argv[0], "setpriv");
         assert!(l.argv.contains(&"redis-server".to_string()));
+        let mut replica = svc("postgres:17-alpine", Some(vec!["postgres"]), &[]);
+        replica.entrypoint = Some(vec!["bash".into(), "/replica-init.sh".into()]);
+        let l = launch(&replica, &host()).unwrap();
+        assert_eq!(l.argv, ["bash", "/replica-init.sh", "postgres"]);
+        assert!(l.env["PATH"].starts_with("/pg/bin:"), "the image's PATH holds with an entrypoint of our own");
         let l = launch(&svc("postgres:17-alpine", None, &[]), &host()).unwrap();
         assert_eq!(l.stop_signal, libc::SIGINT);
         assert!(l.env["PATH"].starts_with("/pg/bin:"));

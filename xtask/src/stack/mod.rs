@@ -364,3 +364,42 @@ pub fn bring_up(p: &Prepared, verbose: bool) -> anyhow::Result<BringUp> {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture() -> (Book, Tree) {
+        let book = book::load(&crate::project_root().join("tests/fixtures/stack")).expect("fixture book loads");
+        let tree = extract::assemble(&book, &extract::Options::default()).expect("fixture extracts");
+        (book, tree)
+    }
+
+    #[test]
+    fn start_order_follows_depends_on() {
+        let (_, tree) = fixture();
+        let text = &tree.get(COMPOSE_FILE).unwrap().content;
+        let dir = tempfile::tempdir().unwrap();
+        for f in [".synapse.env", ".postgres.env"] {
+            std::fs::write(dir.path().join(f), &tree.get(f).unwrap().content).unwrap();
+        }
+        let p = compose::parse(dir.path(), text, &BTreeMap::new()).unwrap();
+        let order = start_order(&p);
+        let pos = |n: &str| order.iter().position(|x| x == n).unwrap();
+        assert_eq!(order.len(), 7);
+        assert!(pos("sockets-init") < pos("db") && pos("db") < pos("synapse"));
+        assert!(pos("synapse") < pos("rooms1") && pos("rooms1") < pos("nginx") && pos("client_sync1") < pos("nginx"));
+        assert_eq!(client_addr(&p), "127.0.0.1:18008");
+    }
+
+    #[test]
+    fn errors_about_a_service_point_at_its_markdown_line() {
+        let (_, tree) = fixture();
+        let loc = service_loc(&tree, "rooms1");
+        assert_eq!(loc.file, "src/deploy.md");
+        let md = std::fs::read_to_string(crate::project_root().join("tests/fixtures/stack/src/deploy.md")).unwrap();
+        assert_eq!(md.lines().nth(loc.line - 1), Some("  rooms1:"));
+        let e = book_error("stack::service", "boom", &loc);
+        assert!(e.to_string().starts_with(&format!("src/deploy.md:{}: error[stack::service]: boom", loc.line)));
+    }
+}

@@ -384,10 +384,11 @@ pub fn processes_rooted_in(dir: &Path) -> Vec<u32> {
     if let Ok(rd) = std::fs::read_dir("/proc") {
         for e in rd.flatten() {
             let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-            if let Ok(root) = std::fs::read_link(e.path().join("root")) {
-                if root.starts_with(dir) && alive(pid) {
-                    out.push(pid);
-                }
+            if let Ok(root) = std::fs::read_link(e.path().join("root"))
+                && root.starts_with(dir)
+                && alive(pid)
+            {
+                out.push(pid);
             }
         }
     }

@@ -56,6 +56,8 @@ pub struct Report {
     pub bring_up: Option<super::BringUp>,
     /// What clients saw while a room worker was down, and what the runner did.
     pub fault: Option<serde_json::Value>,
+    /// The PostgreSQL replica/backup/restore check, when the book has a replica.
+    pub replica: Option<serde_json::Value>,
 }
 
 impl Report {

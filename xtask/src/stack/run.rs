@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 /// `stack up`: starts a detached supervisor (this program again) and waits until it reports the
 /// stack healthy or failed.
+#[allow(clippy::print_stdout)] // the status JSON is the command's output
 pub fn up(root: &Path, paths: &Paths, supervisor_env: &str) -> anyhow::Result<ExitCode> {
     let base = paths.run.parent().expect("run dir has a parent").to_path_buf();
     std::fs::create_dir_all(&base)?;
@@ -228,16 +229,57 @@ fn test_inner(p: &Prepared, report: &mut Report) -> anyhow::Result<checks::Exclu
     let state = client::smoke(&mut c, &secret, report);
     report.timings.smoke = ts.elapsed().as_secs_f64();
     let mut exclude = checks::Exclusions::new();
+    let mut state_for_replica = None;
     match state {
         Ok(mut state) => {
             exclude = client::fault(&mut c, p, &mut state, report);
             client::route_samples(&mut c, &p.book, &state, report);
+            state_for_replica = Some(state);
         }
         Err(e) => report.push(Step::fail("smoke", format!("{e:#}"), ts.elapsed().as_secs_f64())),
     }
     routing::compare_step(&p.tree, &nginx_log, log_start, &c.sent, report);
     checks::sql_blocks(p, report);
-    // Hook for the PostgreSQL replica/backup/restore check (branch `pg`): call it here, with
-    // the running stack, once `stack::replica` exists.
+    replica_check(p, &mut c, state_for_replica.as_ref(), report);
     Ok(exclude)
+}
+
+/// The PostgreSQL replica, backup and restore check of the book's backup chapters
+/// ([`crate::pgcheck::replica`]), on the running stack: writes go through Synapse (a message).
+fn replica_check(p: &Prepared, c: &mut client::Client, st: Option<&client::State>, report: &mut Report) {
+    if p.runner.project.service("db-replica").is_none() {
+        return; // the book has no replica
+    }
+    let t = Instant::now();
+    let Some(st) = st else {
+        report.push(Step::fail("replica streams, backup from it restores", "no Synapse users to write with", 0.0));
+        return;
+    };
+    let Some(bindir) = crate::tools::pg_bindir() else {
+        report.push(Step::fail("replica streams, backup from it restores", "no PostgreSQL binaries", 0.0));
+        return;
+    };
+    let env = crate::pgcheck::replica::ReplicaEnv {
+        tree: p.paths.tree(),
+        sockets: p.paths.layout().volumes.join("sockets"),
+        work: p.paths.run.join("pgcheck"),
+        bindir,
+        extra_settings: vec![("fsync".into(), "off".into())],
+    };
+    let mut n = 0;
+    let mut write = || -> anyhow::Result<()> {
+        n += 1;
+        client::send_text(c, &st.alice, &st.room_id, &format!("written for the replica check {n}")).map(|_| ())
+    };
+    match crate::pgcheck::replica::check(&env, &mut write) {
+        Ok(r) => {
+            let detail = format!(
+                "{} ({}), {} B behind; {} backup(s), {} tables / {} rows compared after restore",
+                r.state, r.wal_receiver_status, r.replay_bytes_behind, r.backups_run, r.tables_compared, r.rows_compared
+            );
+            report.replica = serde_json::to_value(&r).ok();
+            report.push(Step::new("replica streams, backup from it restores", true, detail, t.elapsed()));
+        }
+        Err(e) => report.push(Step::new("replica streams, backup from it restores", false, format!("{e:#}"), t.elapsed())),
+    }
 }
