@@ -9,10 +9,22 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 
+/// Installs what the stack needs when it is missing (`cargo xtask setup debian synapse`; a
+/// quick check when everything is there).
+fn ensure_installed() -> anyhow::Result<()> {
+    for (part, outcome) in crate::setup::run_parts(&["debian".into(), "synapse".into()])? {
+        if let crate::setup::Outcome::Installed(what) = outcome {
+            eprintln!("stack: setup {part}: installed {what}");
+        }
+    }
+    Ok(())
+}
+
 /// `stack up`: starts a detached supervisor (this program again) and waits until it reports the
 /// stack healthy or failed.
 #[allow(clippy::print_stdout)] // the status JSON is the command's output
 pub fn up(root: &Path, paths: &Paths, supervisor_env: &str) -> anyhow::Result<ExitCode> {
+    ensure_installed()?;
     let base = paths.run.parent().expect("run dir has a parent").to_path_buf();
     std::fs::create_dir_all(&base)?;
     let status_file = base.join("up-status.json");
@@ -173,6 +185,7 @@ fn finish(mut report: Report, report_file: Option<&Path>) -> anyhow::Result<Exit
 /// `stack test`: up, checks, smoke, fault, routing, sql, log scan, down, in one process.
 pub fn test(root: &Path, paths: &Paths, report_file: Option<&Path>) -> anyhow::Result<ExitCode> {
     let t0 = Instant::now();
+    ensure_installed()?;
     let mut report = Report::default();
     let p = prepare(root, paths)?;
     let watcher = p.runner.watch(true);
