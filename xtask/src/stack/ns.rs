@@ -8,7 +8,8 @@
 //!   private tmpfs: the service sees the host's binaries and can write anywhere, like in a
 //!   container layer, and nothing reaches the host;
 //! - `/proc`, `/dev`, `/sys` are the host's (same PID and network namespace);
-//! - `/tmp` is empty and private;
+//! - `/tmp` is empty and private (unless the project itself lives under it: then it is an
+//!   overlay like the system directories, so the run directory and the venv are visible);
 //! - the Compose volumes are bind mounts of directories under the run directory (or a tmpfs),
 //!   mounted in depth order, then made read-only where the Compose file says `:ro`;
 //! - then `chroot` into it and run the service's argv.
@@ -72,11 +73,12 @@ pub fn script(layout: &Layout, svc: &Service) -> String {
   mkdir "$R/$n"
   case "$n" in
     proc|dev|sys) mount --rbind "$e" "$R/$n" ;;
-    tmp) chmod 1777 "$R/tmp" ;;
+    # an overlay when the project itself lives there (a checkout under /tmp), else empty
     *) if [[ "$OVERLAY" == *" $n "* ]]; then
          mkdir "$L/$n.u" "$L/$n.w"
          mount -t overlay "ov-$n" -o "lowerdir=$e,upperdir=$L/$n.u,workdir=$L/$n.w" "$R/$n"
-       fi ;;
+       fi
+       if [ "$n" = tmp ]; then chmod 1777 "$R/tmp"; fi ;;
   esac
 done
 "#,
