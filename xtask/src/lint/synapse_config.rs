@@ -25,8 +25,18 @@ const ROOT: &str = "@ROOT@";
 const SCRIPT: &str = r#"
 import json, sys, traceback
 plan = json.load(sys.stdin)
-from synapse.config._base import ConfigError
+import os
+from synapse.config._base import Config, ConfigError
 from synapse.config.homeserver import HomeServerConfig
+
+# Reading a config must not create directories (Synapse's ensure_directory makes the media
+# store, for one, even from `python -m synapse.config`): check without creating.
+def _ensure_directory(cls, dir_path):
+    dir_path = cls.abspath(dir_path)
+    if os.path.exists(dir_path) and not os.path.isdir(dir_path):
+        raise ConfigError("%s is not a directory" % (dir_path,))
+    return dir_path
+Config.ensure_directory = classmethod(_ensure_directory)
 out = {}
 for name, files in plan:
     args = []

@@ -22,7 +22,8 @@ pub fn system_user(name: &str) -> anyhow::Result<(u32, u32)> {
 /// Makes `cmd` run as the `postgres` user.
 pub fn as_postgres(cmd: &mut Command) -> anyhow::Result<&mut Command> {
     let (uid, gid) = system_user("postgres")?;
-    Ok(cmd.uid(uid).gid(gid))
+    // The caller's directory may be one the postgres user cannot enter (a checkout under /root).
+    Ok(cmd.uid(uid).gid(gid).current_dir("/"))
 }
 
 /// Gives `path` (recursively) to the `postgres` user, like the images' `chown`.
@@ -210,7 +211,12 @@ impl Server {
         chown_postgres(&self.log)?;
         let mut opts = Vec::new();
         if let Some(c) = config_file {
-            opts.push(format!("-c config_file={}", shell_quote(&c.display().to_string())));
+            // A copy beside the log: the postgres user may not be able to reach the tree (a
+            // checkout under /root), but it owns this directory's files.
+            let copy = self.log.with_file_name("postgresql.conf");
+            std::fs::copy(c, &copy).with_context(|| format!("cannot copy {}", c.display()))?;
+            chown_postgres(&copy)?;
+            opts.push(format!("-c config_file={}", shell_quote(&copy.display().to_string())));
         }
         opts.push(format!("-c port={}", self.port));
         opts.push(format!("-c unix_socket_directories={}", shell_quote(&self.socket_dir.display().to_string())));

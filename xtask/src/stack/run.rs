@@ -290,7 +290,9 @@ fn replica_check(p: &Prepared, c: &mut client::Client, st: Option<&client::State
     let env = crate::pgcheck::replica::ReplicaEnv {
         tree: p.paths.tree(),
         sockets: p.paths.layout().volumes.join("sockets"),
-        work: p.paths.run.join("pgcheck"),
+        // Under the system's temporary directory, not the run directory: the restored cluster
+        // runs as the postgres user, who may not be able to enter the checkout (under /root).
+        work: std::env::temp_dir().join(format!("xtask-pgcheck-{}", std::process::id())),
         bindir,
         extra_settings: vec![("fsync".into(), "off".into())],
     };
@@ -299,7 +301,9 @@ fn replica_check(p: &Prepared, c: &mut client::Client, st: Option<&client::State
         n += 1;
         client::send_text(c, &st.alice, &st.room_id, &format!("written for the replica check {n}")).map(|_| ())
     };
-    match crate::pgcheck::replica::check(&env, &mut write) {
+    let result = crate::pgcheck::replica::check(&env, &mut write);
+    let _ = std::fs::remove_dir_all(&env.work);
+    match result {
         Ok(r) => {
             let detail = format!(
                 "{} ({}), {} B behind; {} backup(s), {} tables / {} rows compared after restore",
