@@ -250,3 +250,32 @@ mod tests {
         assert_eq!(to_tree_pattern("nginx", "/usr/share/x"), None);
     }
 }
+
+/// Writes the tree's nginx files (those under `dir`) into a scratch copy of `/etc/nginx` at
+/// `etc`, with the image files nginx expects beside them, each file's text passed through
+/// `rewrite` (container paths to scratch paths). Used by `nginx -t` and gixy.
+pub fn write_scratch_etc(
+    tree: &crate::extract::Tree,
+    dir: &str,
+    etc: &std::path::Path,
+    rewrite: impl Fn(&str) -> String,
+) -> std::io::Result<()> {
+    std::fs::create_dir_all(etc)?;
+    for f in IMAGE_FILES {
+        let src = std::path::Path::new("/etc/nginx").join(f);
+        if src.exists() {
+            std::fs::copy(&src, etc.join(f))?;
+        }
+    }
+    for (path, tf) in &tree.files {
+        let Some(rel) = path.strip_prefix(dir) else {
+            continue;
+        };
+        let out = etc.join(rel);
+        if let Some(p) = out.parent() {
+            std::fs::create_dir_all(p)?;
+        }
+        std::fs::write(out, rewrite(&tf.content))?;
+    }
+    Ok(())
+}

@@ -10,7 +10,7 @@
 //! line `# gixy-skip: PLUGIN -- reason` (the reason is required); the skip is passed to gixy as
 //! `--skips PLUGIN`.
 
-use super::config::{self, CONTAINER_PREFIX, IMAGE_FILES};
+use super::config::{self, CONTAINER_PREFIX};
 use crate::diagnostics::{Diagnostic, MdLoc};
 use crate::extract::Tree;
 use std::path::{Path, PathBuf};
@@ -202,24 +202,8 @@ fn run(
     etc: &Path,
     skip: &[String],
 ) -> anyhow::Result<Vec<serde_json::Value>> {
-    std::fs::create_dir_all(etc)?;
     let etc_s = format!("{}/", etc.display());
-    for f in IMAGE_FILES {
-        let src = Path::new("/etc/nginx").join(f);
-        if src.exists() {
-            std::fs::copy(&src, etc.join(f))?;
-        }
-    }
-    for (path, tf) in &tree.files {
-        let Some(rel) = path.strip_prefix(dir) else {
-            continue;
-        };
-        let out = etc.join(rel);
-        if let Some(p) = out.parent() {
-            std::fs::create_dir_all(p)?;
-        }
-        std::fs::write(out, tf.content.replace(CONTAINER_PREFIX, &etc_s))?;
-    }
+    config::write_scratch_etc(tree, dir, etc, |text| text.replace(CONTAINER_PREFIX, &etc_s))?;
     let mut cmd = Command::new(python(&venv()));
     cmd.args(["-m", "gixy", "-f", "json"]);
     if !skip.is_empty() {

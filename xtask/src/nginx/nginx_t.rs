@@ -7,7 +7,7 @@
 //! are copied from the local nginx when present. nginx's messages
 //! (`nginx: [emerg] ... in FILE:LINE`) are mapped back to the Markdown line.
 
-use super::config::{self, CONTAINER_PREFIX, IMAGE_FILES};
+use super::config::{self, CONTAINER_PREFIX};
 use crate::diagnostics::{Diagnostic, MdLoc};
 use crate::extract::Tree;
 use std::path::Path;
@@ -147,26 +147,10 @@ fn run(tree: &Tree, nginx: &Path, root: &str, dir: &str) -> std::io::Result<(boo
     let etc = scratch.join("etc/nginx");
     let log = scratch.join("log");
     let res = (|| {
-        std::fs::create_dir_all(&etc)?;
         std::fs::create_dir_all(&log)?;
         let etc_s = format!("{}/", etc.display());
         let log_s = format!("{}/", log.display());
-        for f in IMAGE_FILES {
-            let src = Path::new("/etc/nginx").join(f);
-            if src.exists() {
-                std::fs::copy(&src, etc.join(f))?;
-            }
-        }
-        for (path, tf) in &tree.files {
-            let Some(rel) = path.strip_prefix(dir) else {
-                continue;
-            };
-            let out = etc.join(rel);
-            if let Some(p) = out.parent() {
-                std::fs::create_dir_all(p)?;
-            }
-            std::fs::write(out, rewrite(&tf.content, &etc_s, &log_s))?;
-        }
+        config::write_scratch_etc(tree, dir, &etc, |text| rewrite(text, &etc_s, &log_s))?;
         stand_in_certificates(tree, &etc)?;
         let conf = etc.join(root.strip_prefix(dir).unwrap_or(root));
         let out = Command::new(nginx)
