@@ -13,6 +13,10 @@
 use saphyr_parser::{Event, Parser, ScalarStyle};
 use std::collections::HashMap;
 
+/// Alias expansion may not create more nodes than this ("billion laughs"): the loader copies
+/// the anchored node for every alias.
+pub const MAX_NODES: usize = 200_000;
+
 /// Where a node starts and ends in the YAML text (1-based lines, 0-based columns).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Pos {
@@ -208,6 +212,13 @@ pub struct Loaded {
 /// Parses `text`. Err carries the syntax error (fatal); Ok may still carry issues (duplicate
 /// keys, unknown aliases, bad merges).
 pub fn load(text: &str) -> Result<Loaded, Issue> {
+    if let Some(line) = too_big(text) {
+        return Err(Issue {
+            code: "yaml::too-complex",
+            message: format!("aliases here expand to more than {MAX_NODES} nodes"),
+            line,
+        });
+    }
     let mut b = Builder::default();
     for ev in Parser::new_from_str(text) {
         let (event, span) = ev.map_err(|e| Issue {
@@ -359,6 +370,42 @@ impl Builder {
     }
 }
 
+/// The line where alias expansion first passes [`MAX_NODES`], if it does (counted on the events,
+/// before anything is copied). Syntax errors are left to the loader.
+pub fn too_big(text: &str) -> Option<usize> {
+    let mut sizes: HashMap<usize, usize> = HashMap::new();
+    // Open collections: (anchor id, nodes so far).
+    let mut stack: Vec<(usize, usize)> = Vec::new();
+    let mut total = 0usize;
+    for ev in Parser::new_from_str(text) {
+        let Ok((ev, span)) = ev else { return None };
+        let done = match ev {
+            Event::Scalar(_, _, anchor, _) => Some((anchor, 1)),
+            Event::Alias(id) => Some((0, sizes.get(&id).copied().unwrap_or(1))),
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                stack.push((anchor, 1));
+                None
+            }
+            Event::SequenceEnd | Event::MappingEnd => stack.pop(),
+            _ => None,
+        };
+        if let Some((anchor, n)) = done {
+            if anchor != 0 {
+                sizes.insert(anchor, n);
+            }
+            match stack.last_mut() {
+                Some((_, c)) => *c = c.saturating_add(n),
+                None => total = total.saturating_add(n),
+            }
+            let open: usize = stack.iter().map(|(_, c)| *c).fold(0, usize::saturating_add);
+            if total.saturating_add(open) > MAX_NODES {
+                return Some(span.start.line().max(1));
+            }
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -393,6 +440,18 @@ mod tests {
         assert_eq!(e.code, "yaml::syntax");
         assert!(e.line >= 2, "{e:?}");
         assert!(load("a: [1, 2\n").is_err());
+    }
+
+    #[test]
+    fn alias_bombs_are_refused_before_expansion() {
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..8 {
+            let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+            text.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+        }
+        let e = load(&text).unwrap_err();
+        assert_eq!(e.code, "yaml::too-complex");
+        assert!(e.line >= 5, "{e:?}");
     }
 
     #[test]

@@ -12,12 +12,6 @@
 //! [`NodeExt`] adds the accessors the cross-file checks use to [`crate::yaml::Node`].
 
 pub use crate::yaml::{Kind, Node, Style};
-use saphyr_parser::{Event, Parser};
-use std::collections::HashMap;
-
-/// Alias expansion may not create more nodes than this ("billion laughs"): the loader copies
-/// the anchored node for every alias.
-const MAX_NODES: usize = 200_000;
 
 /// A problem found while reading YAML, at a 1-based line of the text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,11 +106,11 @@ impl Loaded {
 pub fn load(text: &str) -> Loaded {
     let mut out = Loaded::default();
     tab_indentation(text, &mut out.issues);
-    if let Some(line) = too_big(text) {
+    if let Some(line) = crate::yaml::too_big(text) {
         out.issues.push(Issue {
             line,
             code: "yaml::too-complex",
-            message: format!("aliases here expand to more than {MAX_NODES} nodes"),
+            message: format!("aliases here expand to more than {} nodes", crate::yaml::MAX_NODES),
             error: true,
         });
     } else {
@@ -140,42 +134,6 @@ pub fn load(text: &str) -> Loaded {
         i.line = i.line.clamp(1, last);
     }
     out
-}
-
-/// The line where alias expansion first passes [`MAX_NODES`], if it does (counted on the events,
-/// before anything is copied). Syntax errors are left to the loader.
-fn too_big(text: &str) -> Option<usize> {
-    let mut sizes: HashMap<usize, usize> = HashMap::new();
-    // Open collections: (anchor id, nodes so far).
-    let mut stack: Vec<(usize, usize)> = Vec::new();
-    let mut total = 0usize;
-    for ev in Parser::new_from_str(text) {
-        let Ok((ev, span)) = ev else { return None };
-        let done = match ev {
-            Event::Scalar(_, _, anchor, _) => Some((anchor, 1)),
-            Event::Alias(id) => Some((0, sizes.get(&id).copied().unwrap_or(1))),
-            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
-                stack.push((anchor, 1));
-                None
-            }
-            Event::SequenceEnd | Event::MappingEnd => stack.pop(),
-            _ => None,
-        };
-        if let Some((anchor, n)) = done {
-            if anchor != 0 {
-                sizes.insert(anchor, n);
-            }
-            match stack.last_mut() {
-                Some((_, c)) => *c = c.saturating_add(n),
-                None => total = total.saturating_add(n),
-            }
-            let open: usize = stack.iter().map(|(_, c)| *c).fold(0, usize::saturating_add);
-            if total.saturating_add(open) > MAX_NODES {
-                return Some(span.start.line().max(1));
-            }
-        }
-    }
-    None
 }
 
 /// A tab in the indentation of a line: YAML forbids it, and the resulting parse error (if any)
