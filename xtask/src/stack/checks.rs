@@ -170,7 +170,8 @@ const BENIGN: &[(&str, &str)] = &[
     // Synapse runs its transactions at REPEATABLE READ and retries serialization failures and
     // deadlocks (synapse/storage/database.py: `engine.is_deadlock` -> "[TXN DEADLOCK]" warning,
     // retry); PostgreSQL still logs each one as an ERROR.
-    ("could not serialize access due to concurrent update", "SQLSTATE 40001, retried by Synapse"),
+    // ("... due to concurrent update" or "... due to concurrent delete": both SQLSTATE 40001)
+    ("could not serialize access due to concurrent ", "SQLSTATE 40001, retried by Synapse"),
     ("deadlock detected", "SQLSTATE 40P01, retried by Synapse"),
     // A client (a healthcheck) connecting while a server starts or recovers: SQLSTATE 57P03.
     ("the database system is starting up", "a connection attempt during start-up, refused as expected"),
@@ -224,5 +225,6 @@ mod tests {
         assert!(is_finding("2026-11-27 15:00:00.000 UTC [42] ERROR:  relation \"x\" does not exist"));
         assert!(!is_finding("2026-11-27 15:00:00,000 - synapse.app - 10 - INFO - main - Synapse now listening"));
         assert!(!is_finding("2026-11-27 15:30:35.644 GMT [20280] ERROR:  could not serialize access due to concurrent update"));
+        assert!(!is_finding("2026-11-27 17:20:11.932 UTC [21483] ERROR:  could not serialize access due to concurrent delete"));
     }
 }
