@@ -1,6 +1,8 @@
 //! `cargo xtask lint` as a user runs it: formats (DESIGN.md's JSON fields, GitHub annotations,
 //! human text) and exit statuses (0 clean, 1 findings, 2 unreadable input).
 
+mod common;
+use common::copy_dir;
 use assert_cmd::Command;
 use std::path::{Path, PathBuf};
 
@@ -8,18 +10,6 @@ fn ok_book() -> PathBuf {
     xtask::project_root().join("tests/fixtures/lint/ok")
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), dest).unwrap();
-        }
-    }
-}
 
 /// The ok book with `restart: "no"` unquoted (src/compose.md line 26).
 fn broken_book() -> tempfile::TempDir {

@@ -18,6 +18,8 @@
 //! Set `LINT_FIXTURE=name` to run one case and print everything it reports. Synapse's own
 //! config check runs only in the cases that expect one of its `synapse::config-*` findings.
 
+mod common;
+use common::copy_dir;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use xtask::diagnostics::{Diagnostic, Severity};
@@ -62,18 +64,6 @@ fn fixtures() -> PathBuf {
     xtask::project_root().join("tests/fixtures/lint")
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), dest).unwrap();
-        }
-    }
-}
 
 fn lint(root: &Path, synapse_config: bool) -> Vec<Diagnostic> {
     match xtask::book::load(root) {

@@ -3,6 +3,8 @@
 //! expected error codes at the expected Markdown lines. Set `NGINX_FIXTURE=name` to run one case
 //! and print everything it reports.
 
+mod common;
+use common::copy_dir;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use xtask::diagnostics::Severity;
@@ -35,18 +37,6 @@ fn dir() -> PathBuf {
     xtask::project_root().join("tests/fixtures/nginx")
 }
 
-fn copy(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let t = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy(&e.path(), &t);
-        } else {
-            std::fs::copy(e.path(), t).unwrap();
-        }
-    }
-}
 
 fn lint(book_dir: &Path) -> Vec<(String, String, usize, String)> {
     let book = xtask::book::load(book_dir).expect("book loads");
@@ -86,7 +76,7 @@ fn every_broken_case_reports_its_line() {
             continue;
         }
         let tmp = tempfile::tempdir().unwrap();
-        copy(&dir().join("ok"), tmp.path());
+        copy_dir(&dir().join("ok"), tmp.path());
         let md = tmp.path().join("src/deploy.md");
         let mut text = std::fs::read_to_string(&md).unwrap();
         for e in &case.edit {
