@@ -13,10 +13,18 @@ fn main() {
     let exe = env!("CARGO_BIN_EXE_xtask");
     let root = xtask::project_root();
     let book = std::env::var("BENCH_BOOK").map_or_else(|_| root.clone(), std::path::PathBuf::from);
-    let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
     let run = || {
         let t = Instant::now();
-        let out = Command::new(exe).arg("check").arg("--book").arg(&book).output().expect("run xtask check");
+        let out = Command::new(exe)
+            .arg("check")
+            .arg("--book")
+            .arg(&book)
+            .output()
+            .expect("run xtask check");
         (t.elapsed(), out)
     };
     // Warm-up: fills the lint cache and the page cache.
@@ -25,7 +33,11 @@ fn main() {
     let mut times: Vec<Duration> = (0..runs).map(|_| run().0).collect();
     times.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let (min, med, max) = (ms(times[0]), ms(times[times.len() / 2]), ms(times[times.len() - 1]));
+    let (min, med, max) = (
+        ms(times[0]),
+        ms(times[times.len() / 2]),
+        ms(times[times.len() - 1]),
+    );
     println!(
         "cargo xtask check --book {}: exit {status}; first run {:.0} ms; {runs} runs: min {min:.0} ms, median {med:.0} ms, max {max:.0} ms",
         book.display(),

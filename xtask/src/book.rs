@@ -24,8 +24,25 @@ use std::path::{Path, PathBuf};
 /// Languages whose blocks are configuration or code a reader could paste: they must carry a
 /// target or a marker.
 pub const CONFIG_LANGS: &[&str] = &[
-    "yaml", "yml", "nginx", "conf", "ini", "sh", "bash", "shell", "sql", "toml", "json", "env",
-    "dotenv", "dockerfile", "crontab", "cron", "properties", "pgsql", "postgresql",
+    "yaml",
+    "yml",
+    "nginx",
+    "conf",
+    "ini",
+    "sh",
+    "bash",
+    "shell",
+    "sql",
+    "toml",
+    "json",
+    "env",
+    "dotenv",
+    "dockerfile",
+    "crontab",
+    "cron",
+    "properties",
+    "pgsql",
+    "postgresql",
 ];
 
 /// Attributes a fence's info string may carry after the language.
@@ -35,7 +52,10 @@ pub const KNOWN_ATTRS: &[&str] = &["title", "variant", "example"];
 pub enum BlockKind {
     /// Part of the file `target` (relative to the deployment root); with `variant`, part of a
     /// whole alternative of that file that is checked but not extracted.
-    File { target: String, variant: Option<String> },
+    File {
+        target: String,
+        variant: Option<String>,
+    },
     /// Shown to the reader, syntax-checked alone, never extracted.
     Example,
     /// A table of `METHOD URI -> upstream` expectations.
@@ -154,11 +174,14 @@ pub fn load(root: &Path) -> Result<Book, Vec<Diagnostic>> {
         .unwrap_or("src")
         .trim_end_matches('/')
         .to_string();
-    let title = book_table.and_then(|b| b.get("title")).and_then(|s| s.as_str()).map(String::from);
+    let title = book_table
+        .and_then(|b| b.get("title"))
+        .and_then(|s| s.as_str())
+        .map(String::from);
 
     let summary_rel = format!("{src}/SUMMARY.md");
-    let summary_text = read_utf8(root, &summary_rel, &MdLoc::new(summary_rel.clone(), 1))
-        .map_err(|d| vec![d])?;
+    let summary_text =
+        read_utf8(root, &summary_rel, &MdLoc::new(summary_rel.clone(), 1)).map_err(|d| vec![d])?;
     let summary = parse_summary(&summary_text).map_err(|e| {
         vec![Diagnostic::error(
             "book::bad-summary",
@@ -168,7 +191,11 @@ pub fn load(root: &Path) -> Result<Book, Vec<Diagnostic>> {
     })?;
 
     let mut links = Vec::new();
-    for items in [&summary.prefix_chapters, &summary.numbered_chapters, &summary.suffix_chapters] {
+    for items in [
+        &summary.prefix_chapters,
+        &summary.numbered_chapters,
+        &summary.suffix_chapters,
+    ] {
         flatten(items, &mut links);
     }
 
@@ -181,13 +208,23 @@ pub fn load(root: &Path) -> Result<Book, Vec<Diagnostic>> {
             Ok(text) => {
                 let (blocks, mut d) = parse_blocks(&rel, &text);
                 diags.append(&mut d);
-                chapters.push(Chapter { name, path: rel, text, blocks });
+                chapters.push(Chapter {
+                    name,
+                    path: rel,
+                    text,
+                    blocks,
+                });
             }
             Err(d) => diags.push(d),
         }
     }
     if diags.is_empty() {
-        Ok(Book { root: root.to_path_buf(), src, title, chapters })
+        Ok(Book {
+            root: root.to_path_buf(),
+            src,
+            title,
+            chapters,
+        })
     } else {
         Err(diags)
     }
@@ -209,7 +246,11 @@ fn summary_line(summary: &str, location: &Path) -> usize {
     let loc = location.to_string_lossy();
     summary
         .lines()
-        .position(|l| l.contains(&format!("({loc})")) || l.contains(&format!("(./{loc})")) || l.contains(&*loc))
+        .position(|l| {
+            l.contains(&format!("({loc})"))
+                || l.contains(&format!("(./{loc})"))
+                || l.contains(&*loc)
+        })
         .map_or(1, |i| i + 1)
 }
 
@@ -217,11 +258,19 @@ fn summary_line(summary: &str, location: &Path) -> usize {
 /// file cannot be read at all; a non-UTF-8 file is reported at its own first bad line.
 fn read_utf8(root: &Path, rel: &str, listed_at: &MdLoc) -> Result<String, Diagnostic> {
     let bytes = std::fs::read(root.join(rel)).map_err(|e| {
-        Diagnostic::error("book::unreadable", format!("cannot read `{rel}`: {e}"), listed_at)
+        Diagnostic::error(
+            "book::unreadable",
+            format!("cannot read `{rel}`: {e}"),
+            listed_at,
+        )
     })?;
     String::from_utf8(bytes).map_err(|e| {
         let valid = e.utf8_error().valid_up_to();
-        let line = e.as_bytes()[..valid].iter().filter(|&&b| b == b'\n').count() + 1;
+        let line = e.as_bytes()[..valid]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1;
         Diagnostic::error(
             "book::not-utf8",
             format!("`{rel}` is not valid UTF-8 (bad byte at offset {valid})"),
@@ -232,7 +281,11 @@ fn read_utf8(root: &Path, rel: &str, listed_at: &MdLoc) -> Result<String, Diagno
 
 /// 1-based line of byte offset `pos` in `text`.
 pub fn line_of(text: &str, pos: usize) -> usize {
-    text.as_bytes()[..pos.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+    text.as_bytes()[..pos.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// Every fenced block of one chapter, with diagnostics for blocks that break the contract.
@@ -244,7 +297,12 @@ pub fn parse_blocks(file: &str, text: &str) -> (Vec<Block>, Vec<Diagnostic>) {
     for (event, range) in parser {
         match event {
             Event::Start(Tag::CodeBlock(CodeBlockKind::Fenced(info))) => {
-                current = Some((line_of(text, range.start), info.to_string(), String::new(), range));
+                current = Some((
+                    line_of(text, range.start),
+                    info.to_string(),
+                    String::new(),
+                    range,
+                ));
             }
             Event::Text(t) => {
                 if let Some((_, _, body, _)) = current.as_mut() {
@@ -252,7 +310,9 @@ pub fn parse_blocks(file: &str, text: &str) -> (Vec<Block>, Vec<Diagnostic>) {
                 }
             }
             Event::End(TagEnd::CodeBlock) => {
-                let Some((fence_line, info, body, range)) = current.take() else { continue };
+                let Some((fence_line, info, body, range)) = current.take() else {
+                    continue;
+                };
                 let loc = MdLoc::new(file, fence_line);
                 if !is_closed(&text[range.clone()]) {
                     diags.push(Diagnostic::error(
@@ -283,14 +343,18 @@ pub fn parse_blocks(file: &str, text: &str) -> (Vec<Block>, Vec<Diagnostic>) {
 /// Whether a fenced block's source text ends with a closing fence.
 fn is_closed(src: &str) -> bool {
     let mut lines = src.lines();
-    let Some(open) = lines.next() else { return false };
+    let Some(open) = lines.next() else {
+        return false;
+    };
     let open = open.trim_start_matches([' ', '>']).trim_start();
     let ch = match open.chars().next() {
         Some(c @ ('`' | '~')) => c,
         _ => return true, // not a fence we understand; let mdBook decide
     };
     let n = open.chars().take_while(|&c| c == ch).count();
-    let Some(last) = src.trim_end_matches(['\n', '\r']).lines().last() else { return false };
+    let Some(last) = src.trim_end_matches(['\n', '\r']).lines().last() else {
+        return false;
+    };
     if src.lines().count() < 2 {
         return false;
     }
@@ -308,7 +372,10 @@ pub fn classify(info: &str) -> Result<Classified, (&'static str, String)> {
     let mut it = tokens.into_iter();
     let lang = it.next().unwrap_or_default().to_ascii_lowercase();
     if lang.contains('=') {
-        return Err(("book::bad-info-string", format!("the info string must start with a language, not `{lang}`")));
+        return Err((
+            "book::bad-info-string",
+            format!("the info string must start with a language, not `{lang}`"),
+        ));
     }
     let mut attrs = BTreeMap::new();
     for tok in it {
@@ -319,31 +386,52 @@ pub fn classify(info: &str) -> Result<Classified, (&'static str, String)> {
         if !KNOWN_ATTRS.contains(&key.as_str()) {
             return Err((
                 "book::unknown-attribute",
-                format!("unknown block attribute `{key}` (known: {})", KNOWN_ATTRS.join(", ")),
+                format!(
+                    "unknown block attribute `{key}` (known: {})",
+                    KNOWN_ATTRS.join(", ")
+                ),
             ));
         }
         if attrs.insert(key.clone(), value).is_some() {
-            return Err(("book::duplicate-attribute", format!("attribute `{key}` is given twice")));
+            return Err((
+                "book::duplicate-attribute",
+                format!("attribute `{key}` is given twice"),
+            ));
         }
     }
     let title = attrs.get("title").cloned();
     let variant = attrs.get("variant").cloned();
     let example = attrs.contains_key("example");
     if matches!(title, Some(None)) {
-        return Err(("book::bad-info-string", "`title` needs a value: title=\"path/to/file\"".into()));
+        return Err((
+            "book::bad-info-string",
+            "`title` needs a value: title=\"path/to/file\"".into(),
+        ));
     }
     if matches!(variant, Some(None)) {
-        return Err(("book::bad-info-string", "`variant` needs a value: variant=\"name\"".into()));
+        return Err((
+            "book::bad-info-string",
+            "`variant` needs a value: variant=\"name\"".into(),
+        ));
     }
     if matches!(attrs.get("example"), Some(Some(_))) {
-        return Err(("book::bad-info-string", "`example` is a flag and takes no value".into()));
+        return Err((
+            "book::bad-info-string",
+            "`example` is a flag and takes no value".into(),
+        ));
     }
     let kind = match (title.flatten(), variant.flatten(), example) {
         (Some(_), _, true) => {
-            return Err(("book::bad-info-string", "a block is either extracted (`title`) or an `example`, not both".into()));
+            return Err((
+                "book::bad-info-string",
+                "a block is either extracted (`title`) or an `example`, not both".into(),
+            ));
         }
         (None, Some(_), _) => {
-            return Err(("book::bad-info-string", "`variant` needs the `title` of the file it is an alternative of".into()));
+            return Err((
+                "book::bad-info-string",
+                "`variant` needs the `title` of the file it is an alternative of".into(),
+            ));
         }
         (Some(target), variant, false) => BlockKind::File { target, variant },
         (None, None, true) => BlockKind::Example,
@@ -367,7 +455,10 @@ pub fn classify(info: &str) -> Result<Classified, (&'static str, String)> {
 }
 
 fn unquote(v: &str) -> String {
-    v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(v).to_string()
+    v.strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or(v)
+        .to_string()
 }
 
 /// Whitespace-separated tokens; double quotes group (so `title="a b"` is one token).
@@ -410,7 +501,13 @@ mod tests {
         assert_eq!(blocks.len(), 3);
         assert_eq!(blocks[0].fence_line, 5);
         assert_eq!(blocks[0].text, "x: 1\ny: 2\n");
-        assert_eq!(blocks[0].kind, BlockKind::File { target: "a/b.yaml".into(), variant: None });
+        assert_eq!(
+            blocks[0].kind,
+            BlockKind::File {
+                target: "a/b.yaml".into(),
+                variant: None
+            }
+        );
         assert_eq!(blocks[1].fence_line, 12);
         assert_eq!(blocks[1].text, "events {}\n");
         assert_eq!(blocks[1].kind, BlockKind::Example);

@@ -26,7 +26,10 @@ pub struct MdLoc {
 
 impl MdLoc {
     pub fn new(file: impl Into<String>, line: usize) -> Self {
-        MdLoc { file: file.into(), line }
+        MdLoc {
+            file: file.into(),
+            line,
+        }
     }
 }
 
@@ -73,7 +76,10 @@ impl Diagnostic {
     }
 
     pub fn warning(code: &str, message: impl Into<String>, at: &MdLoc) -> Self {
-        Diagnostic { severity: Severity::Warning, ..Diagnostic::error(code, message, at) }
+        Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::error(code, message, at)
+        }
     }
 
     pub fn with_note(mut self, note: impl Into<String>) -> Self {
@@ -138,7 +144,10 @@ pub fn render_human(diags: &[Diagnostic], book_root: &Path) -> String {
         }
         out.push('\n');
     }
-    let errors = diags.iter().filter(|d| d.severity == Severity::Error).count();
+    let errors = diags
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count();
     let warnings = diags.len() - errors;
     if !diags.is_empty() {
         let _ = writeln!(out, "{errors} error(s), {warnings} warning(s)");
@@ -181,7 +190,9 @@ pub fn render_github(diags: &[Diagnostic]) -> String {
 }
 
 fn escape_data(s: &str) -> String {
-    s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
+    s.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
 }
 
 fn escape_property(s: &str) -> String {
@@ -219,8 +230,13 @@ mod tests {
 
     fn sample() -> Vec<Diagnostic> {
         vec![
-            Diagnostic::error("extract::path-escape", "target \"../x\" leaves the tree", &MdLoc::new("src/a.md", 3)),
-            Diagnostic::warning("lint::x", "50% done, a:b", &MdLoc::new("src/b,c.md", 7)).with_note("line 2\nline 3"),
+            Diagnostic::error(
+                "extract::path-escape",
+                "target \"../x\" leaves the tree",
+                &MdLoc::new("src/a.md", 3),
+            ),
+            Diagnostic::warning("lint::x", "50% done, a:b", &MdLoc::new("src/b,c.md", 7))
+                .with_note("line 2\nline 3"),
         ]
     }
 
@@ -236,7 +252,11 @@ mod tests {
     fn exit_status_ranks_input_errors_highest() {
         let mut d = sample();
         assert_eq!(exit_status(&d), 1);
-        d.push(Diagnostic::error("book::not-utf8", "x", &MdLoc::new("src/c.md", 1)));
+        d.push(Diagnostic::error(
+            "book::not-utf8",
+            "x",
+            &MdLoc::new("src/c.md", 1),
+        ));
         assert_eq!(exit_status(&d), 2);
         assert_eq!(exit_status(&d[1..2]), 0);
     }

@@ -90,7 +90,10 @@ pub struct Options {
 
 /// Every variant name the book uses, sorted.
 pub fn variants(book: &Book) -> Vec<String> {
-    let set: BTreeSet<String> = book.blocks().filter_map(|b| b.variant().map(String::from)).collect();
+    let set: BTreeSet<String> = book
+        .blocks()
+        .filter_map(|b| b.variant().map(String::from))
+        .collect();
     set.into_iter().collect()
 }
 
@@ -113,9 +116,15 @@ pub fn assemble(book: &Book, opts: &Options) -> Result<Tree, Vec<Diagnostic>> {
     let mut by_target: BTreeMap<String, Vec<&Block>> = BTreeMap::new();
     let mut variant_targets = BTreeSet::new();
     for b in book.blocks() {
-        let BlockKind::File { target, variant } = &b.kind else { continue };
+        let BlockKind::File { target, variant } = &b.kind else {
+            continue;
+        };
         if let Err(msg) = check_target(target) {
-            diags.push(Diagnostic::error("extract::bad-target", msg, &b.fence_loc()));
+            diags.push(Diagnostic::error(
+                "extract::bad-target",
+                msg,
+                &b.fence_loc(),
+            ));
             continue;
         }
         if variant.is_some() && variant == &opts.variant {
@@ -145,10 +154,16 @@ pub fn assemble(book: &Book, opts: &Options) -> Result<Tree, Vec<Diagnostic>> {
         }
     }
 
-    let mut tree = Tree { files: BTreeMap::new(), variant: opts.variant.clone() };
+    let mut tree = Tree {
+        files: BTreeMap::new(),
+        variant: opts.variant.clone(),
+    };
     for (target, blocks) in &by_target {
         let chosen: Vec<&&Block> = if variant_targets.contains(target) {
-            blocks.iter().filter(|b| b.variant() == opts.variant.as_deref()).collect()
+            blocks
+                .iter()
+                .filter(|b| b.variant() == opts.variant.as_deref())
+                .collect()
         } else if mains.contains(target) {
             blocks.iter().filter(|b| b.variant().is_none()).collect()
         } else {
@@ -166,13 +181,24 @@ pub fn assemble(book: &Book, opts: &Options) -> Result<Tree, Vec<Diagnostic>> {
             }
             let out_line = content.lines().count() + 1;
             let lines = text.lines().count().max(1);
-            fragments.push(Fragment { md_file: b.file.clone(), md_line: b.first_line(), out_line, lines });
+            fragments.push(Fragment {
+                md_file: b.file.clone(),
+                md_line: b.first_line(),
+                out_line,
+                lines,
+            });
             content.push_str(&text);
         }
         let lang = chosen.first().map(|b| b.lang.clone()).unwrap_or_default();
         tree.files.insert(
             target.clone(),
-            TreeFile { path: target.clone(), content, fragments, secret: false, lang },
+            TreeFile {
+                path: target.clone(),
+                content,
+                fragments,
+                secret: false,
+                lang,
+            },
         );
     }
     if !diags.is_empty() {
@@ -193,9 +219,12 @@ fn valid_server_name(name: &str) -> bool {
     !host.is_empty()
         && host.len() <= 253
         && host.split('.').all(|l| {
-            !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         })
-        && port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.chars().all(|c| c.is_ascii_digit()))
+        && port
+            .is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.chars().all(|c| c.is_ascii_digit()))
 }
 
 /// A target is a relative path of plain components made of safe characters.
@@ -204,25 +233,40 @@ pub fn check_target(target: &str) -> Result<(), String> {
         return Err("empty target path".into());
     }
     if target.starts_with('/') || Path::new(target).is_absolute() {
-        return Err(format!("target `{target}` is absolute: targets are relative to the deployment root"));
+        return Err(format!(
+            "target `{target}` is absolute: targets are relative to the deployment root"
+        ));
     }
     if target.ends_with('/') {
         return Err(format!("target `{target}` names a directory, not a file"));
     }
     for comp in target.split('/') {
         match comp {
-            "" => return Err(format!("target `{target}` has an empty path component (`//`)")),
+            "" => {
+                return Err(format!(
+                    "target `{target}` has an empty path component (`//`)"
+                ));
+            }
             "." | ".." => {
-                return Err(format!("target `{target}` contains `{comp}`: it could leave the output directory"));
+                return Err(format!(
+                    "target `{target}` contains `{comp}`: it could leave the output directory"
+                ));
             }
             _ => {}
         }
-        if let Some(c) = comp.chars().find(|c| !(c.is_ascii_alphanumeric() || "._-+@".contains(*c))) {
-            return Err(format!("target `{target}` holds the character {c:?}: use letters, digits and . _ - + @"));
+        if let Some(c) = comp
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || "._-+@".contains(*c)))
+        {
+            return Err(format!(
+                "target `{target}` holds the character {c:?}: use letters, digits and . _ - + @"
+            ));
         }
     }
     if target.split('/').any(|c| c == MANIFEST) {
-        return Err(format!("target `{target}` would overwrite extract's own manifest"));
+        return Err(format!(
+            "target `{target}` would overwrite extract's own manifest"
+        ));
     }
     Ok(())
 }
@@ -260,7 +304,11 @@ pub fn write_tree(tree: &Tree, out: &Path, force: bool) -> Result<WriteReport, V
             )]);
         }
     }
-    let out_canon = if out.exists() { out.canonicalize().ok() } else { None };
+    let out_canon = if out.exists() {
+        out.canonicalize().ok()
+    } else {
+        None
+    };
 
     // Check each target against what is on disk.
     for file in tree.files.values() {
@@ -270,7 +318,9 @@ pub fn write_tree(tree: &Tree, out: &Path, force: bool) -> Result<WriteReport, V
         for (i, comp) in comps.iter().enumerate() {
             p.push(comp);
             let last = i + 1 == comps.len();
-            let Ok(meta) = std::fs::symlink_metadata(&p) else { break };
+            let Ok(meta) = std::fs::symlink_metadata(&p) else {
+                break;
+            };
             if meta.file_type().is_symlink() {
                 let escapes = match (p.canonicalize(), &out_canon) {
                     (Ok(real), Some(root)) => !real.starts_with(root),
@@ -283,7 +333,11 @@ pub fn write_tree(tree: &Tree, out: &Path, force: bool) -> Result<WriteReport, V
                             "target `{}` goes through the symlink {}, which {}",
                             file.path,
                             p.display(),
-                            if escapes { "points out of the output directory" } else { "would be replaced" }
+                            if escapes {
+                                "points out of the output directory"
+                            } else {
+                                "would be replaced"
+                            }
                         ),
                         &loc,
                     ));
@@ -298,7 +352,11 @@ pub fn write_tree(tree: &Tree, out: &Path, force: bool) -> Result<WriteReport, V
             } else if !last && !meta.is_dir() {
                 diags.push(Diagnostic::error(
                     "extract::target-collision",
-                    format!("target `{}` needs {} to be a directory, but it is a file", file.path, p.display()),
+                    format!(
+                        "target `{}` needs {} to be a directory, but it is a file",
+                        file.path,
+                        p.display()
+                    ),
                     &loc,
                 ));
                 break;
@@ -310,16 +368,24 @@ pub fn write_tree(tree: &Tree, out: &Path, force: bool) -> Result<WriteReport, V
     }
 
     let io_err = |what: String, e: std::io::Error| {
-        vec![Diagnostic::error("extract::io", format!("{what}: {e}"), &book_loc)]
+        vec![Diagnostic::error(
+            "extract::io",
+            format!("{what}: {e}"),
+            &book_loc,
+        )]
     };
-    std::fs::create_dir_all(out).map_err(|e| io_err(format!("cannot create {}", out.display()), e))?;
+    std::fs::create_dir_all(out)
+        .map_err(|e| io_err(format!("cannot create {}", out.display()), e))?;
     // Stage every file inside `out` (same filesystem, so the renames below are atomic).
     let staging = out.join(format!(".extract-tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
     let staged = stage(tree, &staging);
     if let Err(e) = staged {
         let _ = std::fs::remove_dir_all(&staging);
-        return Err(io_err(format!("cannot stage files in {}", staging.display()), e));
+        return Err(io_err(
+            format!("cannot stage files in {}", staging.display()),
+            e,
+        ));
     }
     let mut report = WriteReport::default();
     for file in tree.files.values() {
@@ -330,7 +396,10 @@ pub fn write_tree(tree: &Tree, out: &Path, force: bool) -> Result<WriteReport, V
             .and_then(|()| std::fs::rename(staging.join(&file.path), &dest));
         if let Err(e) = res {
             let _ = std::fs::remove_dir_all(&staging);
-            return Err(io_err(format!("cannot move {} into place", dest.display()), e));
+            return Err(io_err(
+                format!("cannot move {} into place", dest.display()),
+                e,
+            ));
         }
         report.written += 1;
     }
@@ -342,7 +411,9 @@ pub fn write_tree(tree: &Tree, out: &Path, force: bool) -> Result<WriteReport, V
             continue;
         }
         let p = out.join(&old);
-        if std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_file()) && std::fs::remove_file(&p).is_ok() {
+        if std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_file())
+            && std::fs::remove_file(&p).is_ok()
+        {
             report.removed.push(old.clone());
             // Remove directories the removal left empty (never `out` itself).
             let mut dir = p.parent().map(Path::to_path_buf);
@@ -384,13 +455,20 @@ fn stage(tree: &Tree, staging: &Path) -> std::io::Result<()> {
 }
 
 fn dir_has_entries(dir: &Path) -> bool {
-    std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false)
+    std::fs::read_dir(dir)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false)
 }
 
 /// The files a previous extract wrote, or None when `out` has no manifest.
 pub fn read_manifest(out: &Path) -> Option<Vec<String>> {
     let text = std::fs::read_to_string(out.join(MANIFEST)).ok()?;
-    Some(text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).map(String::from).collect())
+    Some(
+        text.lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .map(String::from)
+            .collect(),
+    )
 }
 
 /// The default output directory for a book.
@@ -411,7 +489,18 @@ mod tests {
     fn targets() {
         assert!(check_target("synapse/homeserver.yaml").is_ok());
         assert!(check_target(".postgres.env").is_ok());
-        for bad in ["/etc/passwd", "../x", "a/../../x", "a//b", "a/./b", "a b", "a/", "x\ty", "$HOME/x", ""] {
+        for bad in [
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a//b",
+            "a/./b",
+            "a b",
+            "a/",
+            "x\ty",
+            "$HOME/x",
+            "",
+        ] {
             assert!(check_target(bad).is_err(), "{bad}");
         }
     }

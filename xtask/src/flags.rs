@@ -4,7 +4,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "cargo xtask", about = "Extract, lint, route and run the Synapse guide's configs")]
+#[command(
+    name = "cargo xtask",
+    about = "Extract, lint, route and run the Synapse guide's configs"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -24,5 +24,7 @@ use std::path::PathBuf;
 /// The repository root (where the workspace Cargo.toml and book.toml live).
 pub fn project_root() -> PathBuf {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    dir.parent().expect("xtask lives one level below the root").to_path_buf()
+    dir.parent()
+        .expect("xtask lives one level below the root")
+        .to_path_buf()
 }

@@ -42,7 +42,12 @@ static BIND_MOUNT: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r#"(?m)^\s*-\s*["']?\.(/[^:"'\s]*)?:(/[^:"'\s]*)"#).expect("valid regex")
 });
 
-const COMPOSE_FILES: &[&str] = &["docker-compose.yml", "docker-compose.yaml", "compose.yml", "compose.yaml"];
+const COMPOSE_FILES: &[&str] = &[
+    "docker-compose.yml",
+    "docker-compose.yaml",
+    "compose.yml",
+    "compose.yaml",
+];
 
 /// Marks secret files, replaces placeholders when asked, and writes the signing key.
 pub fn apply(tree: &mut Tree, mode: &Secrets) -> Result<(), Vec<Diagnostic>> {
@@ -54,7 +59,10 @@ pub fn apply(tree: &mut Tree, mode: &Secrets) -> Result<(), Vec<Diagnostic>> {
         file.secret = true;
         if *mode == Secrets::Generate {
             let replaced = PLACEHOLDER.replace_all(&file.content, |c: &regex::Captures<'_>| {
-                values.entry(c[0].to_string()).or_insert_with(|| random_token(32)).clone()
+                values
+                    .entry(c[0].to_string())
+                    .or_insert_with(|| random_token(32))
+                    .clone()
             });
             file.content = replaced.into_owned();
         }
@@ -69,7 +77,11 @@ fn write_signing_key(tree: &mut Tree, mode: &Secrets) -> Result<(), Diagnostic> 
         }
         let caps = SIGNING_KEY_PATH.captures(&f.content)?;
         let m = caps.get(1)?;
-        Some((f.path.clone(), m.as_str().to_string(), crate::book::line_of(&f.content, m.start())))
+        Some((
+            f.path.clone(),
+            m.as_str().to_string(),
+            crate::book::line_of(&f.content, m.start()),
+        ))
     }) else {
         return Ok(());
     };
@@ -95,15 +107,31 @@ fn write_signing_key(tree: &mut Tree, mode: &Secrets) -> Result<(), Diagnostic> 
         Secrets::Generate => {
             let seed = random_bytes(32);
             let id = random_token(4);
-            format!("ed25519 a_{id} {}\n", base64::engine::general_purpose::STANDARD_NO_PAD.encode(seed))
+            format!(
+                "ed25519 a_{id} {}\n",
+                base64::engine::general_purpose::STANDARD_NO_PAD.encode(seed)
+            )
         }
         // 43 characters of unpadded base64 that decode to 32 bytes: valid in form, clearly fake.
-        Secrets::Placeholders => "ed25519 a_CHANGEME CHANGEMEsigningkeyCHANGEMEsigningkeyCHANGEM\n".to_string(),
+        Secrets::Placeholders => {
+            "ed25519 a_CHANGEME CHANGEMEsigningkeyCHANGEMEsigningkeyCHANGEM\n".to_string()
+        }
     };
-    let loc_frag = Fragment { md_file: loc.file.clone(), md_line: loc.line, out_line: 1, lines: 1 };
+    let loc_frag = Fragment {
+        md_file: loc.file.clone(),
+        md_line: loc.line,
+        out_line: 1,
+        lines: 1,
+    };
     tree.files.insert(
         tree_path.clone(),
-        TreeFile { path: tree_path, content, fragments: vec![loc_frag], secret: true, lang: "text".into() },
+        TreeFile {
+            path: tree_path,
+            content,
+            fragments: vec![loc_frag],
+            secret: true,
+            lang: "text".into(),
+        },
     );
     Ok(())
 }
@@ -123,7 +151,12 @@ pub fn container_to_tree(tree: &Tree, container_path: &str) -> Option<String> {
         };
         if let Some(rest) = rest {
             if best.as_ref().is_none_or(|(len, _)| target.len() > *len) {
-                let p = [host, rest].iter().filter(|s| !s.is_empty()).copied().collect::<Vec<_>>().join("/");
+                let p = [host, rest]
+                    .iter()
+                    .filter(|s| !s.is_empty())
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join("/");
                 best = Some((target.len(), p));
             }
         }
@@ -160,7 +193,12 @@ mod tests {
         TreeFile {
             path: path.into(),
             content: content.into(),
-            fragments: vec![Fragment { md_file: "src/a.md".into(), md_line: 10, out_line: 1, lines: 50 }],
+            fragments: vec![Fragment {
+                md_file: "src/a.md".into(),
+                md_line: 10,
+                out_line: 1,
+                lines: 50,
+            }],
             secret: false,
             lang: "yaml".into(),
         }
@@ -169,8 +207,14 @@ mod tests {
     fn tree() -> Tree {
         let mut t = Tree::default();
         for f in [
-            file("docker-compose.yml", "services:\n  synapse:\n    volumes:\n      - ./synapse:/data\n      - sockets:/sockets\n"),
-            file("synapse/homeserver.yaml", "server_name: x\nsigning_key_path: \"/data/keys/example.com.signing.key\"\ndatabase:\n  args:\n    password: CHANGEME_pg\n"),
+            file(
+                "docker-compose.yml",
+                "services:\n  synapse:\n    volumes:\n      - ./synapse:/data\n      - sockets:/sockets\n",
+            ),
+            file(
+                "synapse/homeserver.yaml",
+                "server_name: x\nsigning_key_path: \"/data/keys/example.com.signing.key\"\ndatabase:\n  args:\n    password: CHANGEME_pg\n",
+            ),
             file(".postgres.env", "POSTGRES_PASSWORD=CHANGEME_pg\n"),
         ] {
             t.files.insert(f.path.clone(), f);
@@ -185,14 +229,24 @@ mod tests {
         let env = &t.files[".postgres.env"].content;
         let pw = env.trim().strip_prefix("POSTGRES_PASSWORD=").unwrap();
         assert_eq!(pw.len(), 32);
-        assert!(t.files["synapse/homeserver.yaml"].content.contains(&format!("password: {pw}")));
-        assert!(t.files.values().all(|f| !f.content.contains(PLACEHOLDER_MARK)));
+        assert!(
+            t.files["synapse/homeserver.yaml"]
+                .content
+                .contains(&format!("password: {pw}"))
+        );
+        assert!(
+            t.files
+                .values()
+                .all(|f| !f.content.contains(PLACEHOLDER_MARK))
+        );
         let key = &t.files["synapse/keys/example.com.signing.key"];
         assert!(key.secret);
         let parts: Vec<&str> = key.content.trim().split(' ').collect();
         assert_eq!(parts[0], "ed25519");
         assert!(parts[1].starts_with("a_"));
-        let seed = base64::engine::general_purpose::STANDARD_NO_PAD.decode(parts[2]).unwrap();
+        let seed = base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode(parts[2])
+            .unwrap();
         assert_eq!(seed.len(), 32);
         assert!(t.files[".postgres.env"].secret && !t.files["docker-compose.yml"].secret);
         // the key's Markdown location is the signing_key_path line
@@ -204,10 +258,18 @@ mod tests {
         let mut t = tree();
         apply(&mut t, &Secrets::Placeholders).unwrap();
         assert!(t.files[".postgres.env"].content.contains("CHANGEME_pg"));
-        let key = t.files["synapse/keys/example.com.signing.key"].content.clone();
+        let key = t.files["synapse/keys/example.com.signing.key"]
+            .content
+            .clone();
         let seed = key.trim().split(' ').nth(2).unwrap();
         assert_eq!(seed.len(), 43);
-        assert_eq!(base64::engine::general_purpose::STANDARD_NO_PAD.decode(seed).map(|s| s.len()).ok(), Some(32));
+        assert_eq!(
+            base64::engine::general_purpose::STANDARD_NO_PAD
+                .decode(seed)
+                .map(|s| s.len())
+                .ok(),
+            Some(32)
+        );
     }
 
     #[test]

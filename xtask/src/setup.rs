@@ -32,7 +32,10 @@ const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 
 fn run(cmd: &mut Command) -> anyhow::Result<()> {
     let shown = format!("{cmd:?}");
-    let st = cmd.stdin(Stdio::null()).status().with_context(|| format!("cannot run {shown}"))?;
+    let st = cmd
+        .stdin(Stdio::null())
+        .status()
+        .with_context(|| format!("cannot run {shown}"))?;
     if !st.success() {
         bail!("{shown} failed ({st})");
     }
@@ -47,7 +50,10 @@ pub fn debian_packages() -> anyhow::Result<Vec<String>> {
         .and_then(|d| d.get("packages"))
         .and_then(|p| p.as_array())
         .context("versions.toml has no [debian] packages")?;
-    Ok(list.iter().filter_map(|p| p.as_str().map(String::from)).collect())
+    Ok(list
+        .iter()
+        .filter_map(|p| p.as_str().map(String::from))
+        .collect())
 }
 
 /// Packages dpkg does not report as installed, either by name or as a virtual package an
@@ -61,7 +67,9 @@ pub fn missing_packages(pkgs: &[String]) -> Vec<String> {
     if let Ok(o) = out {
         for line in String::from_utf8_lossy(&o.stdout).lines() {
             let mut f = line.split('\t');
-            let (Some(status), Some(name)) = (f.next(), f.next()) else { continue };
+            let (Some(status), Some(name)) = (f.next(), f.next()) else {
+                continue;
+            };
             if !status.contains("install ok installed") {
                 continue;
             }
@@ -73,7 +81,10 @@ pub fn missing_packages(pkgs: &[String]) -> Vec<String> {
             }
         }
     }
-    pkgs.iter().filter(|p| !have.contains(p.as_str())).cloned().collect()
+    pkgs.iter()
+        .filter(|p| !have.contains(p.as_str()))
+        .cloned()
+        .collect()
 }
 
 /// Installs the Debian packages that are missing.
@@ -81,7 +92,10 @@ pub fn debian() -> anyhow::Result<Outcome> {
     let pkgs = debian_packages()?;
     let missing = missing_packages(&pkgs);
     if missing.is_empty() {
-        return Ok(Outcome::AlreadyThere(format!("{} Debian packages", pkgs.len())));
+        return Ok(Outcome::AlreadyThere(format!(
+            "{} Debian packages",
+            pkgs.len()
+        )));
     }
     if !Path::new(POLICY_RC_D).exists() {
         std::fs::write(POLICY_RC_D, "#!/bin/sh\n# written by cargo xtask setup: never start services on install\nexit 101\n")
@@ -101,7 +115,10 @@ pub fn debian() -> anyhow::Result<Outcome> {
     apt(&args)?;
     let still = missing_packages(&pkgs);
     if !still.is_empty() {
-        bail!("apt-get install finished but these are still not installed: {}", still.join(" "));
+        bail!(
+            "apt-get install finished but these are still not installed: {}",
+            still.join(" ")
+        );
     }
     Ok(Outcome::Installed(missing.join(" ")))
 }
@@ -110,20 +127,31 @@ pub fn debian() -> anyhow::Result<Outcome> {
 pub fn installed_synapse(venv: &Path) -> Option<String> {
     let py = venv.join("bin/python");
     let out = Command::new(py)
-        .args(["-c", "import importlib.metadata as m; print(m.version('matrix-synapse'))"])
+        .args([
+            "-c",
+            "import importlib.metadata as m; print(m.version('matrix-synapse'))",
+        ])
         .stderr(Stdio::null())
         .output()
         .ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// The pip requirement strings for the pinned Synapse.
 pub fn synapse_requirements() -> anyhow::Result<Vec<String>> {
     let v = crate::tools::versions()?;
     let s = v.get("synapse").context("versions.toml has no [synapse]")?;
-    let version = s.get("version").and_then(|x| x.as_str()).context("[synapse] version")?;
-    let extras: Vec<&str> =
-        s.get("extras").and_then(|x| x.as_array()).map(|a| a.iter().filter_map(|e| e.as_str()).collect()).unwrap_or_default();
+    let version = s
+        .get("version")
+        .and_then(|x| x.as_str())
+        .context("[synapse] version")?;
+    let extras: Vec<&str> = s
+        .get("extras")
+        .and_then(|x| x.as_array())
+        .map(|a| a.iter().filter_map(|e| e.as_str()).collect())
+        .unwrap_or_default();
     let mut reqs = vec![if extras.is_empty() {
         format!("matrix-synapse=={version}")
     } else {
@@ -139,10 +167,14 @@ pub fn synapse_requirements() -> anyhow::Result<Vec<String>> {
 pub fn synapse(venv: &Path) -> anyhow::Result<Outcome> {
     let want = crate::tools::version("synapse", "version")?;
     if installed_synapse(venv).as_deref() == Some(want.as_str()) {
-        return Ok(Outcome::AlreadyThere(format!("matrix-synapse {want} in {}", venv.display())));
+        return Ok(Outcome::AlreadyThere(format!(
+            "matrix-synapse {want} in {}",
+            venv.display()
+        )));
     }
     if !venv.join("bin/python").exists() {
-        let python = crate::tools::which("python3").context("python3 is not installed (run `cargo xtask setup debian`)")?;
+        let python = crate::tools::which("python3")
+            .context("python3 is not installed (run `cargo xtask setup debian`)")?;
         run(Command::new(python).args(["-m", "venv"]).arg(venv))
             .context("cannot create the venv (Debian needs the python3-venv package)")?;
     }
@@ -158,14 +190,24 @@ pub fn synapse(venv: &Path) -> anyhow::Result<Outcome> {
     run(Command::new(&pip).args(&args).env("PIP_NO_INPUT", "1"))?;
     let got = installed_synapse(venv);
     if got.as_deref() != Some(want.as_str()) {
-        bail!("after pip install, {} has matrix-synapse {got:?}, not {want}", venv.display());
+        bail!(
+            "after pip install, {} has matrix-synapse {got:?}, not {want}",
+            venv.display()
+        );
     }
-    Ok(Outcome::Installed(format!("matrix-synapse {want} into {}", venv.display())))
+    Ok(Outcome::Installed(format!(
+        "matrix-synapse {want} into {}",
+        venv.display()
+    )))
 }
 
 /// Runs the parts asked for (all when empty).
 pub fn run_parts(parts: &[String]) -> anyhow::Result<Vec<(String, Outcome)>> {
-    let chosen: Vec<&str> = if parts.is_empty() { PARTS.to_vec() } else { parts.iter().map(String::as_str).collect() };
+    let chosen: Vec<&str> = if parts.is_empty() {
+        PARTS.to_vec()
+    } else {
+        parts.iter().map(String::as_str).collect()
+    };
     for p in &chosen {
         if !PARTS.contains(p) {
             bail!("unknown setup part `{p}` (known: {})", PARTS.join(", "));
@@ -178,7 +220,11 @@ pub fn run_parts(parts: &[String]) -> anyhow::Result<Vec<(String, Outcome)>> {
             "synapse" => synapse(&crate::tools::synapse_venv())?,
             "mdbook" => {
                 let t = crate::site::ensure_tools()?;
-                Outcome::Ensured(format!("{} and {}", t.mdbook.display(), t.mermaid.display()))
+                Outcome::Ensured(format!(
+                    "{} and {}",
+                    t.mdbook.display(),
+                    t.mermaid.display()
+                ))
             }
             "npm" => {
                 let d = crate::site::node_tools(&crate::project_root())?;
@@ -199,7 +245,10 @@ mod tests {
     fn requirements_come_from_versions_toml() {
         let reqs = synapse_requirements().unwrap();
         let v = crate::tools::version("synapse", "version").unwrap();
-        assert!(reqs[0].starts_with("matrix-synapse[") && reqs[0].ends_with(&format!("=={v}")), "{reqs:?}");
+        assert!(
+            reqs[0].starts_with("matrix-synapse[") && reqs[0].ends_with(&format!("=={v}")),
+            "{reqs:?}"
+        );
         assert!(reqs.iter().any(|r| r.starts_with("psycopg2-binary==")));
     }
 
@@ -224,7 +273,10 @@ mod tests {
         let m = missing_packages(&["dpkg".into(), "surely-not-a-package-xtask".into()]);
         assert_eq!(m, ["surely-not-a-package-xtask"]);
         if missing_packages(&["postgresql-15".into()]).is_empty() {
-            assert!(missing_packages(&["postgresql-contrib-15".into()]).is_empty(), "virtual package provided by postgresql-15");
+            assert!(
+                missing_packages(&["postgresql-contrib-15".into()]).is_empty(),
+                "virtual package provided by postgresql-15"
+            );
         }
     }
 }

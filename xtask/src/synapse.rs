@@ -18,7 +18,13 @@ use std::collections::BTreeMap;
 pub const MAIN: &str = "main";
 
 /// Streams that accept exactly one writer (synapse/config/workers.py).
-pub const SINGLE_WRITER_STREAMS: &[&str] = &["typing", "to_device", "account_data", "presence", "push_rules"];
+pub const SINGLE_WRITER_STREAMS: &[&str] = &[
+    "typing",
+    "to_device",
+    "account_data",
+    "presence",
+    "push_rules",
+];
 
 /// Every stream `stream_writers` accepts.
 pub const STREAMS: &[&str] = &[
@@ -43,7 +49,10 @@ pub struct At {
 
 impl At {
     pub fn md(&self, tree: &Tree) -> MdLoc {
-        tree.get(&self.file).map_or_else(|| MdLoc::new(self.file.clone(), self.line), |f| f.md_loc(self.line))
+        tree.get(&self.file).map_or_else(
+            || MdLoc::new(self.file.clone(), self.line),
+            |f| f.md_loc(self.line),
+        )
     }
 }
 
@@ -85,11 +94,15 @@ impl Process {
 
     /// The listener bound to a Unix socket path.
     pub fn listener_at(&self, path: &str) -> Option<&Listener> {
-        self.listeners.iter().find(|l| l.path.as_deref() == Some(path))
+        self.listeners
+            .iter()
+            .find(|l| l.path.as_deref() == Some(path))
     }
 
     pub fn has_resource(&self, resource: &str) -> bool {
-        self.listeners.iter().any(|l| l.resources.iter().any(|r| r == resource))
+        self.listeners
+            .iter()
+            .any(|l| l.resources.iter().any(|r| r == resource))
     }
 }
 
@@ -139,7 +152,9 @@ impl Deployment {
 
     /// The process with a listener on this Unix socket path.
     pub fn process_by_socket(&self, path: &str) -> Option<&Process> {
-        self.processes.iter().find(|p| p.listener_at(path).is_some())
+        self.processes
+            .iter()
+            .find(|p| p.listener_at(path).is_some())
     }
 
     /// The writers of a stream (main when not configured).
@@ -156,7 +171,11 @@ impl Deployment {
 
     /// The streams a process writes.
     pub fn streams_of(&self, process: &str) -> Vec<&'static str> {
-        STREAMS.iter().copied().filter(|s| self.is_writer(process, s)).collect()
+        STREAMS
+            .iter()
+            .copied()
+            .filter(|s| self.is_writer(process, s))
+            .collect()
     }
 
     /// Loads the deployment from the tree's YAML files. Without a shared config (no YAML file
@@ -174,20 +193,31 @@ impl Deployment {
                         docs.push((f.path.clone(), doc));
                     }
                 }
-                Err(e) => diags.push(Diagnostic::error(e.code, format!("{}: {}", f.path, e.message), &f.md_loc(e.line))),
+                Err(e) => diags.push(Diagnostic::error(
+                    e.code,
+                    format!("{}: {}", f.path, e.message),
+                    &f.md_loc(e.line),
+                )),
             }
         }
         if !diags.is_empty() {
             return Err(diags);
         }
-        let Some((shared_file, shared)) =
-            docs.iter().find(|(_, d)| d.get("server_name").is_some() && d.get("worker_app").is_none()).cloned()
+        let Some((shared_file, shared)) = docs
+            .iter()
+            .find(|(_, d)| d.get("server_name").is_some() && d.get("worker_app").is_none())
+            .cloned()
         else {
             return Ok(None);
         };
-        let at = |file: &str, node: &Node| At { file: file.to_string(), line: node.line() };
+        let at = |file: &str, node: &Node| At {
+            file: file.to_string(),
+            line: node.line(),
+        };
 
-        let shared_media = shared.get("enable_media_repo").map(|n| (n.yaml11_bool().unwrap_or(true), at(&shared_file, n)));
+        let shared_media = shared
+            .get("enable_media_repo")
+            .map(|n| (n.yaml11_bool().unwrap_or(true), at(&shared_file, n)));
         let mut processes = vec![Process {
             name: MAIN.to_string(),
             file: shared_file.clone(),
@@ -195,17 +225,31 @@ impl Deployment {
             listeners: listeners(&shared_file, shared.get("listeners")),
             media_repo: shared_media.as_ref().is_none_or(|(b, _)| *b),
             media_repo_at: shared_media.as_ref().map(|(_, a)| a.clone()),
-            log_config: shared.get("log_config").and_then(|n| Some((n.as_str()?.to_string(), at(&shared_file, n)))),
-            at: At { file: shared_file.clone(), line: shared.get_key("server_name").map_or(1, Node::line) },
+            log_config: shared
+                .get("log_config")
+                .and_then(|n| Some((n.as_str()?.to_string(), at(&shared_file, n)))),
+            at: At {
+                file: shared_file.clone(),
+                line: shared.get_key("server_name").map_or(1, Node::line),
+            },
         }];
         for (file, doc) in &docs {
             if doc.get("worker_app").is_none() && doc.get("worker_name").is_none() {
                 continue;
             }
-            let app = doc.get("worker_app").and_then(Node::as_str).unwrap_or("synapse.app.generic_worker").to_string();
+            let app = doc
+                .get("worker_app")
+                .and_then(Node::as_str)
+                .unwrap_or("synapse.app.generic_worker")
+                .to_string();
             let name_node = doc.get("worker_name");
-            let name = name_node.and_then(Node::as_str).unwrap_or_default().to_string();
-            let own_media = doc.get("enable_media_repo").map(|n| (n.yaml11_bool().unwrap_or(true), at(file, n)));
+            let name = name_node
+                .and_then(Node::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let own_media = doc
+                .get("enable_media_repo")
+                .map(|n| (n.yaml11_bool().unwrap_or(true), at(file, n)));
             let (enabled, media_at) = match (&own_media, &shared_media) {
                 (Some((b, a)), _) | (None, Some((b, a))) => (*b, Some(a.clone())),
                 (None, None) => (true, None),
@@ -216,8 +260,13 @@ impl Deployment {
                 listeners: listeners(file, doc.get("worker_listeners")),
                 media_repo: enabled || app == "synapse.app.media_repository",
                 media_repo_at: media_at,
-                log_config: doc.get("worker_log_config").and_then(|n| Some((n.as_str()?.to_string(), at(file, n)))),
-                at: At { file: file.clone(), line: name_node.or(doc.get("worker_app")).map_or(1, Node::line) },
+                log_config: doc
+                    .get("worker_log_config")
+                    .and_then(|n| Some((n.as_str()?.to_string(), at(file, n)))),
+                at: At {
+                    file: file.clone(),
+                    line: name_node.or(doc.get("worker_app")).map_or(1, Node::line),
+                },
                 app,
             });
         }
@@ -227,7 +276,13 @@ impl Deployment {
             for (k, v) in sw {
                 if let Some(stream) = k.as_str() {
                     let names = v.str_list().into_iter().map(String::from).collect();
-                    stream_writers.insert(stream.to_string(), Named { names, at: at(&shared_file, k) });
+                    stream_writers.insert(
+                        stream.to_string(),
+                        Named {
+                            names,
+                            at: at(&shared_file, k),
+                        },
+                    );
                 }
             }
         }
@@ -235,9 +290,14 @@ impl Deployment {
         if let Some(im) = shared.get("instance_map").and_then(Node::as_map) {
             for (k, v) in im {
                 let Some(name) = k.as_str() else { continue };
-                let loc = match (v.get("path").and_then(Node::as_str), v.get("host").and_then(Node::as_str)) {
+                let loc = match (
+                    v.get("path").and_then(Node::as_str),
+                    v.get("host").and_then(Node::as_str),
+                ) {
                     (Some(p), _) => p.to_string(),
-                    (None, Some(h)) => format!("{h}:{}", v.get("port").and_then(Node::as_i64).unwrap_or(0)),
+                    (None, Some(h)) => {
+                        format!("{h}:{}", v.get("port").and_then(Node::as_i64).unwrap_or(0))
+                    }
                     _ => String::new(),
                 };
                 instance_map.insert(name.to_string(), (loc, at(&shared_file, k)));
@@ -250,21 +310,40 @@ impl Deployment {
                     continue;
                 }
                 let names = n.str_list().into_iter().map(String::from).collect();
-                roles.insert(key.to_string(), Named { names, at: at(&shared_file, n) });
+                roles.insert(
+                    key.to_string(),
+                    Named {
+                        names,
+                        at: at(&shared_file, n),
+                    },
+                );
             }
         }
-        Ok(Some(Deployment { shared_file, shared, processes, stream_writers, instance_map, roles }))
+        Ok(Some(Deployment {
+            shared_file,
+            shared,
+            processes,
+            stream_writers,
+            instance_map,
+            roles,
+        }))
     }
 }
 
 fn listeners(file: &str, node: Option<&Node>) -> Vec<Listener> {
-    let Some(items) = node.and_then(Node::as_seq) else { return Vec::new() };
+    let Some(items) = node.and_then(Node::as_seq) else {
+        return Vec::new();
+    };
     items
         .iter()
         .map(|l| Listener {
             path: l.get("path").and_then(Node::as_str).map(String::from),
             port: l.get("port").and_then(Node::as_i64),
-            kind: l.get("type").and_then(Node::as_str).unwrap_or("http").to_string(),
+            kind: l
+                .get("type")
+                .and_then(Node::as_str)
+                .unwrap_or("http")
+                .to_string(),
             resources: l
                 .get("resources")
                 .and_then(Node::as_seq)
@@ -273,7 +352,10 @@ fn listeners(file: &str, node: Option<&Node>) -> Vec<Listener> {
                 .flat_map(|r| r.get("names").map(Node::str_list).unwrap_or_default())
                 .map(String::from)
                 .collect(),
-            at: At { file: file.to_string(), line: l.line() },
+            at: At {
+                file: file.to_string(),
+                line: l.line(),
+            },
         })
         .collect()
 }
@@ -291,7 +373,12 @@ mod tests {
                 TreeFile {
                     path: p.to_string(),
                     content: c.to_string(),
-                    fragments: vec![Fragment { md_file: format!("src/{p}.md"), md_line: 100, out_line: 1, lines: 100 }],
+                    fragments: vec![Fragment {
+                        md_file: format!("src/{p}.md"),
+                        md_line: 100,
+                        out_line: 1,
+                        lines: 100,
+                    }],
                     secret: false,
                     lang: "yaml".into(),
                 },
@@ -323,8 +410,14 @@ federation_sender_instances: [sender1, sender2]
     fn model_from_yaml() {
         let t = tree(&[
             ("synapse/homeserver.yaml", SHARED),
-            ("synapse/workers/media1.yaml", "worker_app: synapse.app.generic_worker\nworker_name: media1\nenable_media_repo: true\nworker_listeners:\n  - path: /sockets/media1_http.sock\n    resources: [{names: [media]}]\n"),
-            ("synapse/workers/client_sync1.yaml", "worker_app: synapse.app.generic_worker\nworker_name: client_sync1\nworker_listeners:\n  - path: /sockets/client_sync1_http.sock\n    resources: [{names: [client]}]\n"),
+            (
+                "synapse/workers/media1.yaml",
+                "worker_app: synapse.app.generic_worker\nworker_name: media1\nenable_media_repo: true\nworker_listeners:\n  - path: /sockets/media1_http.sock\n    resources: [{names: [media]}]\n",
+            ),
+            (
+                "synapse/workers/client_sync1.yaml",
+                "worker_app: synapse.app.generic_worker\nworker_name: client_sync1\nworker_listeners:\n  - path: /sockets/client_sync1_http.sock\n    resources: [{names: [client]}]\n",
+            ),
         ]);
         let d = Deployment::from_tree(&t).unwrap().unwrap();
         assert_eq!(d.processes.len(), 3);
@@ -336,18 +429,31 @@ federation_sender_instances: [sender1, sender2]
         assert!(media.media_repo);
         let sync = d.process("client_sync1").unwrap();
         assert!(!sync.media_repo, "inherits enable_media_repo: false");
-        assert_eq!(sync.media_repo_at.as_ref().unwrap().file, "synapse/homeserver.yaml");
+        assert_eq!(
+            sync.media_repo_at.as_ref().unwrap().file,
+            "synapse/homeserver.yaml"
+        );
         assert!(d.is_writer("client_sync1", "typing"));
         assert!(d.is_writer("main", "push_rules"));
         assert_eq!(d.streams_of("client_sync1"), vec!["typing", "receipts"]);
-        assert_eq!(d.roles["federation_sender_instances"].names, vec!["sender1", "sender2"]);
+        assert_eq!(
+            d.roles["federation_sender_instances"].names,
+            vec!["sender1", "sender2"]
+        );
         assert_eq!(d.instance_map["main"].0, "/sockets/main_replication.sock");
-        assert_eq!(d.instance_map["client_sync1"].1.md(&t), MdLoc::new("src/synapse/homeserver.yaml.md", 112));
+        assert_eq!(
+            d.instance_map["client_sync1"].1.md(&t),
+            MdLoc::new("src/synapse/homeserver.yaml.md", 112)
+        );
     }
 
     #[test]
     fn no_shared_config_means_no_deployment() {
-        assert!(Deployment::from_tree(&tree(&[("a.yaml", "x: 1\n")])).unwrap().is_none());
+        assert!(
+            Deployment::from_tree(&tree(&[("a.yaml", "x: 1\n")]))
+                .unwrap()
+                .is_none()
+        );
         let err = Deployment::from_tree(&tree(&[("a.yaml", "x: [1\n")])).unwrap_err();
         assert_eq!(err[0].code, "yaml::syntax");
         assert_eq!(err[0].file, "src/a.yaml.md");

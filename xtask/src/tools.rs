@@ -9,8 +9,10 @@ use std::path::PathBuf;
 /// `versions.toml` at the repository root, parsed.
 pub fn versions() -> anyhow::Result<toml::Table> {
     let p = crate::project_root().join("versions.toml");
-    let text = std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?;
-    text.parse().with_context(|| format!("{} is not valid TOML", p.display()))
+    let text =
+        std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?;
+    text.parse()
+        .with_context(|| format!("{} is not valid TOML", p.display()))
 }
 
 /// A string from versions.toml, e.g. `version("synapse", "version")`.
@@ -45,7 +47,10 @@ pub fn tools_bin() -> PathBuf {
 
 /// The directory of the PostgreSQL server binaries (Debian: /usr/lib/postgresql/15/bin).
 pub fn pg_bindir() -> Option<PathBuf> {
-    let out = std::process::Command::new("pg_config").arg("--bindir").output().ok()?;
+    let out = std::process::Command::new("pg_config")
+        .arg("--bindir")
+        .output()
+        .ok()?;
     let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     if dir.join("postgres").exists() {
         return Some(dir);
@@ -63,5 +68,7 @@ pub fn pg_bindir() -> Option<PathBuf> {
 /// Finds a program on PATH.
 pub fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }

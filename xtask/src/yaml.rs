@@ -35,7 +35,11 @@ pub enum Style {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Kind {
-    Scalar { value: String, style: Style, tag: Option<String> },
+    Scalar {
+        value: String,
+        style: Style,
+        tag: Option<String>,
+    },
     Seq(Vec<Node>),
     /// Entries in document order, merge keys already applied (own keys first, then merged ones
     /// not overridden, in merge order). `<<` entries themselves are removed.
@@ -83,18 +87,38 @@ impl Node {
     }
 
     pub fn is_plain(&self) -> bool {
-        matches!(&self.kind, Kind::Scalar { style: Style::Plain, .. })
+        matches!(
+            &self.kind,
+            Kind::Scalar {
+                style: Style::Plain,
+                ..
+            }
+        )
     }
 
     /// The boolean a YAML 1.1 reader (PyYAML, so Synapse) sees in a plain scalar.
     pub fn yaml11_bool(&self) -> Option<bool> {
-        let Kind::Scalar { value, style: Style::Plain, .. } = &self.kind else { return None };
+        let Kind::Scalar {
+            value,
+            style: Style::Plain,
+            ..
+        } = &self.kind
+        else {
+            return None;
+        };
         yaml11_bool(value)
     }
 
     /// The boolean a YAML 1.2 core-schema reader sees (true/false only).
     pub fn yaml12_bool(&self) -> Option<bool> {
-        let Kind::Scalar { value, style: Style::Plain, .. } = &self.kind else { return None };
+        let Kind::Scalar {
+            value,
+            style: Style::Plain,
+            ..
+        } = &self.kind
+        else {
+            return None;
+        };
         match value.as_str() {
             "true" | "True" | "TRUE" => Some(true),
             "false" | "False" | "FALSE" => Some(false),
@@ -103,7 +127,14 @@ impl Node {
     }
 
     pub fn as_i64(&self) -> Option<i64> {
-        let Kind::Scalar { value, style: Style::Plain, .. } = &self.kind else { return None };
+        let Kind::Scalar {
+            value,
+            style: Style::Plain,
+            ..
+        } = &self.kind
+        else {
+            return None;
+        };
         value.replace('_', "").parse().ok()
     }
 
@@ -123,12 +154,18 @@ impl Node {
 
     /// The value of `key` in a mapping.
     pub fn get(&self, key: &str) -> Option<&Node> {
-        self.as_map()?.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v)
+        self.as_map()?
+            .iter()
+            .find(|(k, _)| k.as_str() == Some(key))
+            .map(|(_, v)| v)
     }
 
     /// The key node of `key` in a mapping (for pointing at the key's line).
     pub fn get_key(&self, key: &str) -> Option<&Node> {
-        self.as_map()?.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(k, _)| k)
+        self.as_map()?
+            .iter()
+            .find(|(k, _)| k.as_str() == Some(key))
+            .map(|(k, _)| k)
     }
 
     /// Follows a path of mapping keys: `node.path(&["database", "args", "host"])`.
@@ -147,9 +184,15 @@ impl Node {
     /// Converts to JSON (for schema validation). Plain scalars are resolved with `resolve`.
     pub fn to_json(&self, resolve: fn(&str) -> serde_json::Value) -> serde_json::Value {
         match &self.kind {
-            Kind::Scalar { value, style: Style::Plain, .. } => resolve(value),
+            Kind::Scalar {
+                value,
+                style: Style::Plain,
+                ..
+            } => resolve(value),
             Kind::Scalar { value, .. } => serde_json::Value::String(value.clone()),
-            Kind::Seq(items) => serde_json::Value::Array(items.iter().map(|n| n.to_json(resolve)).collect()),
+            Kind::Seq(items) => {
+                serde_json::Value::Array(items.iter().map(|n| n.to_json(resolve)).collect())
+            }
             Kind::Map(entries) => serde_json::Value::Object(
                 entries
                     .iter()
@@ -167,8 +210,12 @@ pub fn is_null(s: &str) -> bool {
 /// YAML 1.1 booleans (what PyYAML resolves).
 pub fn yaml11_bool(s: &str) -> Option<bool> {
     match s {
-        "y" | "Y" | "yes" | "Yes" | "YES" | "true" | "True" | "TRUE" | "on" | "On" | "ON" => Some(true),
-        "n" | "N" | "no" | "No" | "NO" | "false" | "False" | "FALSE" | "off" | "Off" | "OFF" => Some(false),
+        "y" | "Y" | "yes" | "Yes" | "YES" | "true" | "True" | "TRUE" | "on" | "On" | "ON" => {
+            Some(true)
+        }
+        "n" | "N" | "no" | "No" | "NO" | "false" | "False" | "FALSE" | "off" | "Off" | "OFF" => {
+            Some(false)
+        }
         _ => None,
     }
 }
@@ -226,16 +273,33 @@ pub fn load(text: &str) -> Result<Loaded, Issue> {
             message: format!("YAML syntax error: {}", e.info()),
             line: e.marker().line().max(1),
         })?;
-        let pos = Pos { line: span.start.line(), col: span.start.col() };
-        let end = Pos { line: span.end.line(), col: span.end.col() };
+        let pos = Pos {
+            line: span.start.line(),
+            col: span.start.col(),
+        };
+        let end = Pos {
+            line: span.end.line(),
+            col: span.end.col(),
+        };
         b.event(event, pos, end);
     }
-    Ok(Loaded { docs: b.docs, issues: b.issues })
+    Ok(Loaded {
+        docs: b.docs,
+        issues: b.issues,
+    })
 }
 
 enum Frame {
-    Seq { start: Pos, anchor: usize, items: Vec<Node> },
-    Map { start: Pos, anchor: usize, entries: Vec<Node> },
+    Seq {
+        start: Pos,
+        anchor: usize,
+        items: Vec<Node>,
+    },
+    Map {
+        start: Pos,
+        anchor: usize,
+        entries: Vec<Node>,
+    },
 }
 
 #[derive(Default)]
@@ -259,7 +323,16 @@ impl Builder {
                     ScalarStyle::Folded => Style::Folded,
                 };
                 let tag = tag.map(|t| format!("{}{}", t.handle, t.suffix));
-                let node = Node { start: pos, end, kind: Kind::Scalar { value: value.into_owned(), style, tag }, anchor: None };
+                let node = Node {
+                    start: pos,
+                    end,
+                    kind: Kind::Scalar {
+                        value: value.into_owned(),
+                        style,
+                        tag,
+                    },
+                    anchor: None,
+                };
                 self.push(node, anchor);
             }
             Event::Alias(id) => {
@@ -270,24 +343,68 @@ impl Builder {
                         n
                     }
                     None => {
-                        self.issues.push(Issue { code: "yaml::unknown-alias", message: "alias to an unknown anchor".into(), line: pos.line });
-                        Node { start: pos, end, kind: Kind::Scalar { value: String::new(), style: Style::Plain, tag: None }, anchor: None }
+                        self.issues.push(Issue {
+                            code: "yaml::unknown-alias",
+                            message: "alias to an unknown anchor".into(),
+                            line: pos.line,
+                        });
+                        Node {
+                            start: pos,
+                            end,
+                            kind: Kind::Scalar {
+                                value: String::new(),
+                                style: Style::Plain,
+                                tag: None,
+                            },
+                            anchor: None,
+                        }
                     }
                 };
                 self.push_node(node);
             }
-            Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq { start: pos, anchor, items: Vec::new() }),
-            Event::MappingStart(anchor, _) => self.stack.push(Frame::Map { start: pos, anchor, entries: Vec::new() }),
+            Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq {
+                start: pos,
+                anchor,
+                items: Vec::new(),
+            }),
+            Event::MappingStart(anchor, _) => self.stack.push(Frame::Map {
+                start: pos,
+                anchor,
+                entries: Vec::new(),
+            }),
             Event::SequenceEnd => {
-                if let Some(Frame::Seq { start, anchor, items }) = self.stack.pop() {
-                    let node = Node { start, end, kind: Kind::Seq(items), anchor: None };
+                if let Some(Frame::Seq {
+                    start,
+                    anchor,
+                    items,
+                }) = self.stack.pop()
+                {
+                    let node = Node {
+                        start,
+                        end,
+                        kind: Kind::Seq(items),
+                        anchor: None,
+                    };
                     self.push(node, anchor);
                 }
             }
             Event::MappingEnd => {
-                if let Some(Frame::Map { start, anchor, entries }) = self.stack.pop() {
+                if let Some(Frame::Map {
+                    start,
+                    anchor,
+                    entries,
+                }) = self.stack.pop()
+                {
                     let kind = Kind::Map(self.finish_map(entries));
-                    self.push(Node { start, end, kind, anchor: None }, anchor);
+                    self.push(
+                        Node {
+                            start,
+                            end,
+                            kind,
+                            anchor: None,
+                        },
+                        anchor,
+                    );
                 }
             }
             _ => {}
@@ -296,7 +413,9 @@ impl Builder {
 
     fn push(&mut self, mut node: Node, anchor: usize) {
         if anchor != 0 {
-            self.anchor_names.entry(anchor).or_insert_with(|| format!("&{anchor}"));
+            self.anchor_names
+                .entry(anchor)
+                .or_insert_with(|| format!("&{anchor}"));
             node.anchor = self.anchor_names.get(&anchor).cloned();
             self.anchors.insert(anchor, node.clone());
         }
@@ -320,7 +439,11 @@ impl Builder {
             let v = it.next().unwrap_or_else(|| Node {
                 start: k.end,
                 end: k.end,
-                kind: Kind::Scalar { value: String::new(), style: Style::Plain, tag: None },
+                kind: Kind::Scalar {
+                    value: String::new(),
+                    style: Style::Plain,
+                    tag: None,
+                },
                 anchor: None,
             });
             if k.is_plain() && k.as_str() == Some("<<") {
@@ -331,7 +454,10 @@ impl Builder {
                 if let Some((first, _)) = own.iter().find(|(ek, _)| ek.as_str() == Some(name)) {
                     self.issues.push(Issue {
                         code: "yaml::duplicate-key",
-                        message: format!("duplicate key `{name}` (first defined on line {})", first.line()),
+                        message: format!(
+                            "duplicate key `{name}` (first defined on line {})",
+                            first.line()
+                        ),
                         line: k.line(),
                     });
                     continue;
@@ -354,12 +480,19 @@ impl Builder {
             };
             for src in sources {
                 let Kind::Map(entries) = src.kind else {
-                    self.issues.push(Issue { code: "yaml::bad-merge", message: "`<<` list items must be mappings".into(), line: src.start.line });
+                    self.issues.push(Issue {
+                        code: "yaml::bad-merge",
+                        message: "`<<` list items must be mappings".into(),
+                        line: src.start.line,
+                    });
                     continue;
                 };
                 for (k, v) in entries {
                     let name = k.as_str().map(String::from);
-                    if own.iter().any(|(ek, _)| ek.as_str().map(String::from) == name) {
+                    if own
+                        .iter()
+                        .any(|(ek, _)| ek.as_str().map(String::from) == name)
+                    {
                         continue;
                     }
                     own.push((k, v));
@@ -417,7 +550,11 @@ mod tests {
         assert!(l.issues.is_empty(), "{:?}", l.issues);
         let main = l.docs[0].path(&["services", "main"]).unwrap();
         assert_eq!(main.get("image").unwrap().as_str(), Some("synapse"));
-        assert_eq!(main.get("image").unwrap().line(), 2, "merged values keep their own line");
+        assert_eq!(
+            main.get("image").unwrap().line(),
+            2,
+            "merged values keep their own line"
+        );
         let restart = main.get("restart").unwrap();
         assert_eq!(restart.as_str(), Some("no"));
         assert_eq!(restart.line(), 7);
@@ -458,6 +595,9 @@ mod tests {
     fn json_conversion() {
         let l = load("a: 1\nb: \"1\"\nc: true\nd: ~\ne: [x, 2.5]\n").unwrap();
         let j = l.docs[0].to_json(resolve_core);
-        assert_eq!(j, serde_json::json!({"a": 1, "b": "1", "c": true, "d": null, "e": ["x", 2.5]}));
+        assert_eq!(
+            j,
+            serde_json::json!({"a": 1, "b": "1", "c": true, "d": null, "e": ["x", 2.5]})
+        );
     }
 }

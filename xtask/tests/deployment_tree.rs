@@ -32,14 +32,21 @@ const WORKERS: [&str; 12] = [
 ];
 
 fn tree(variant: Option<&str>) -> Tree {
-    let book = xtask::book::load(&xtask::project_root()).unwrap_or_else(|d| panic!("book does not load: {d:#?}"));
-    let opts = Options { variant: variant.map(String::from), ..Options::default() };
+    let book = xtask::book::load(&xtask::project_root())
+        .unwrap_or_else(|d| panic!("book does not load: {d:#?}"));
+    let opts = Options {
+        variant: variant.map(String::from),
+        ..Options::default()
+    };
     extract::assemble(&book, &opts).unwrap_or_else(|d| panic!("book does not extract: {d:#?}"))
 }
 
 fn yaml(tree: &Tree, path: &str) -> YamlOwned {
-    let f = tree.get(path).unwrap_or_else(|| panic!("{path} is missing from the tree"));
-    let loaded = xtask::yaml::load(&f.content).unwrap_or_else(|e| panic!("{path} is not YAML: {e:?}"));
+    let f = tree
+        .get(path)
+        .unwrap_or_else(|| panic!("{path} is missing from the tree"));
+    let loaded =
+        xtask::yaml::load(&f.content).unwrap_or_else(|e| panic!("{path} is not YAML: {e:?}"));
     assert!(loaded.issues.is_empty(), "{path}: {:?}", loaded.issues);
     let mut docs = loaded.docs;
     assert_eq!(docs.len(), 1, "{path} must hold exactly one YAML document");
@@ -56,12 +63,15 @@ fn str_of(y: &YamlOwned) -> Option<String> {
 
 /// Every string in a scalar-or-sequence value.
 fn names(y: Option<&YamlOwned>) -> Vec<String> {
-    y.map(|v| v.str_list().into_iter().map(String::from).collect()).unwrap_or_default()
+    y.map(|v| v.str_list().into_iter().map(String::from).collect())
+        .unwrap_or_default()
 }
 
 /// The Unix socket paths of a `listeners`/`worker_listeners` list, with their resource names.
 fn listeners(y: Option<&YamlOwned>) -> Vec<(String, Vec<String>)> {
-    let Some(seq) = y.and_then(YamlOwned::as_seq) else { return vec![] };
+    let Some(seq) = y.and_then(YamlOwned::as_seq) else {
+        return vec![];
+    };
     seq.iter()
         .map(|l| {
             let path = get(l, "path").and_then(str_of).unwrap_or_default();
@@ -76,7 +86,11 @@ fn listeners(y: Option<&YamlOwned>) -> Vec<(String, Vec<String>)> {
 
 /// Container path under /data → tree path (`./synapse` is mounted at `/data`).
 fn data_path(p: &str) -> String {
-    format!("synapse/{}", p.strip_prefix("/data/").unwrap_or_else(|| panic!("{p} is not under /data")))
+    format!(
+        "synapse/{}",
+        p.strip_prefix("/data/")
+            .unwrap_or_else(|| panic!("{p} is not under /data"))
+    )
 }
 
 #[test]
@@ -101,23 +115,50 @@ fn tree_is_complete() {
     let worker_files: BTreeSet<String> = t
         .files
         .keys()
-        .filter_map(|k| k.strip_prefix("synapse/workers/")?.strip_suffix(".yaml").map(String::from))
+        .filter_map(|k| {
+            k.strip_prefix("synapse/workers/")?
+                .strip_suffix(".yaml")
+                .map(String::from)
+        })
         .collect();
-    assert_eq!(worker_files, WORKERS.iter().map(|s| s.to_string()).collect(), "worker files");
+    assert_eq!(
+        worker_files,
+        WORKERS.iter().map(|s| s.to_string()).collect(),
+        "worker files"
+    );
 
     // Secrets stay placeholders and the files holding them are marked secret.
     for f in [".postgres.env", "synapse/homeserver.yaml"] {
-        assert!(t.files[f].secret, "{f} holds a secret and must be written 0600");
+        assert!(
+            t.files[f].secret,
+            "{f} holds a secret and must be written 0600"
+        );
     }
-    let pg_pw = t.files[".postgres.env"].content.lines().find_map(|l| l.strip_prefix("POSTGRES_PASSWORD=")).unwrap();
-    assert!(t.files["synapse/homeserver.yaml"].content.contains(pg_pw), "the database password must be shared");
+    let pg_pw = t.files[".postgres.env"]
+        .content
+        .lines()
+        .find_map(|l| l.strip_prefix("POSTGRES_PASSWORD="))
+        .unwrap();
+    assert!(
+        t.files["synapse/homeserver.yaml"].content.contains(pg_pw),
+        "the database password must be shared"
+    );
 
     let hs = yaml(&t, "synapse/homeserver.yaml");
     let compose = yaml(&t, "docker-compose.yml");
-    assert!(get(&compose, "version").is_none(), "the Compose spec has no `version:`");
+    assert!(
+        get(&compose, "version").is_none(),
+        "the Compose spec has no `version:`"
+    );
     let services = get(&compose, "services").expect("compose has services");
-    let restart = get(services, "init-sockets").and_then(|s| get(s, "restart")).and_then(str_of);
-    assert_eq!(restart.as_deref(), Some("no"), "restart must be the quoted string \"no\"");
+    let restart = get(services, "init-sockets")
+        .and_then(|s| get(s, "restart"))
+        .and_then(str_of);
+    assert_eq!(
+        restart.as_deref(),
+        Some("no"),
+        "restart must be the quoted string \"no\""
+    );
 
     // Every worker named anywhere in the shared config.
     let mut named: BTreeSet<String> = BTreeSet::new();
@@ -125,7 +166,14 @@ fn tree_is_complete() {
         .and_then(YamlOwned::as_map)
         .expect("instance_map")
         .iter()
-        .map(|(k, v)| (str_of(k).unwrap(), get(v, "path").and_then(str_of).expect("instance_map entries are sockets")))
+        .map(|(k, v)| {
+            (
+                str_of(k).unwrap(),
+                get(v, "path")
+                    .and_then(str_of)
+                    .expect("instance_map entries are sockets"),
+            )
+        })
         .collect();
     named.extend(instance_map.keys().filter(|k| *k != "main").cloned());
     if let Some(w) = get(&hs, "stream_writers").and_then(YamlOwned::as_map) {
@@ -143,60 +191,134 @@ fn tree_is_complete() {
     ] {
         named.extend(names(get(&hs, key)));
     }
-    assert!(instance_map.contains_key("main"), "main must be in instance_map");
+    assert!(
+        instance_map.contains_key("main"),
+        "main must be in instance_map"
+    );
     for n in &named {
-        assert!(worker_files.contains(n), "{n} is named in homeserver.yaml but has no synapse/workers/{n}.yaml");
+        assert!(
+            worker_files.contains(n),
+            "{n} is named in homeserver.yaml but has no synapse/workers/{n}.yaml"
+        );
     }
 
     // main: its healthcheck uses a socket it listens on.
-    let main_socks: Vec<String> = listeners(get(&hs, "listeners")).into_iter().map(|(p, _)| p).collect();
+    let main_socks: Vec<String> = listeners(get(&hs, "listeners"))
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
     let main_svc = get(services, "synapse").expect("service synapse");
     check_health(main_svc, "synapse", &main_socks);
-    assert!(main_socks.contains(&instance_map["main"]), "main's instance_map socket must be one of its listeners");
+    assert!(
+        main_socks.contains(&instance_map["main"]),
+        "main's instance_map socket must be one of its listeners"
+    );
 
     for w in WORKERS {
         let y = yaml(&t, &format!("synapse/workers/{w}.yaml"));
-        assert_eq!(get(&y, "worker_name").and_then(str_of).as_deref(), Some(w), "worker_name of {w}");
-        assert_eq!(get(&y, "worker_app").and_then(str_of).as_deref(), Some("synapse.app.generic_worker"));
+        assert_eq!(
+            get(&y, "worker_name").and_then(str_of).as_deref(),
+            Some(w),
+            "worker_name of {w}"
+        );
+        assert_eq!(
+            get(&y, "worker_app").and_then(str_of).as_deref(),
+            Some("synapse.app.generic_worker")
+        );
         let ls = listeners(get(&y, "worker_listeners"));
         let socks: Vec<String> = ls.iter().map(|(p, _)| p.clone()).collect();
         for s in &socks {
-            assert!(s.starts_with(&format!("/sockets/{w}_")), "{w} listens on {s}: sockets are named after the worker");
+            assert!(
+                s.starts_with(&format!("/sockets/{w}_")),
+                "{w} listens on {s}: sockets are named after the worker"
+            );
         }
         if let Some(repl) = instance_map.get(w) {
             assert!(
-                ls.iter().any(|(p, r)| p == repl && r.iter().any(|n| n == "replication")),
+                ls.iter()
+                    .any(|(p, r)| p == repl && r.iter().any(|n| n == "replication")),
                 "{w} is in instance_map at {repl} but has no replication listener there"
             );
         }
         let svc = get(services, w).unwrap_or_else(|| panic!("no compose service {w}"));
         check_health(svc, w, &socks);
         // the template arrives through the merge keys: image, volumes, and waiting for main
-        assert_eq!(get(svc, "image").and_then(str_of), get(main_svc, "image").and_then(str_of), "{w}'s image");
-        let waits = svc.path(&["depends_on", "synapse", "condition"]).and_then(str_of);
-        assert_eq!(waits.as_deref(), Some("service_healthy"), "{w} must wait for a healthy main process");
+        assert_eq!(
+            get(svc, "image").and_then(str_of),
+            get(main_svc, "image").and_then(str_of),
+            "{w}'s image"
+        );
+        let waits = svc
+            .path(&["depends_on", "synapse", "condition"])
+            .and_then(str_of);
+        assert_eq!(
+            waits.as_deref(),
+            Some("service_healthy"),
+            "{w} must wait for a healthy main process"
+        );
         let cmd: Vec<String> = names(get(svc, "command"));
-        assert!(cmd.contains(&format!("/data/workers/{w}.yaml")), "service {w} must load its worker file: {cmd:?}");
+        assert!(
+            cmd.contains(&format!("/data/workers/{w}.yaml")),
+            "service {w} must load its worker file: {cmd:?}"
+        );
         // log config exists, and writes under /data/logs (mounted from ./synapse)
-        let log = get(&y, "worker_log_config").and_then(str_of).unwrap_or_else(|| panic!("{w} has no worker_log_config"));
+        let log = get(&y, "worker_log_config")
+            .and_then(str_of)
+            .unwrap_or_else(|| panic!("{w} has no worker_log_config"));
         let log_yaml = yaml(&t, &data_path(&log));
-        let file = get(&log_yaml, "handlers").and_then(|h| get(h, "file")).and_then(|f| get(f, "filename")).and_then(str_of);
+        let file = get(&log_yaml, "handlers")
+            .and_then(|h| get(h, "file"))
+            .and_then(|f| get(f, "filename"))
+            .and_then(str_of);
         assert_eq!(file, Some(format!("/data/logs/{w}.log")), "{w}'s log file");
     }
     let media = yaml(&t, "synapse/workers/media1.yaml");
-    assert_eq!(get(&media, "enable_media_repo").and_then(YamlOwned::yaml11_bool), Some(true), "media1 enables the media repo");
-    assert_eq!(get(&hs, "enable_media_repo").and_then(YamlOwned::yaml11_bool), Some(false), "shared config disables it");
+    assert_eq!(
+        get(&media, "enable_media_repo").and_then(YamlOwned::yaml11_bool),
+        Some(true),
+        "media1 enables the media repo"
+    );
+    assert_eq!(
+        get(&hs, "enable_media_repo").and_then(YamlOwned::yaml11_bool),
+        Some(false),
+        "shared config disables it"
+    );
 
     // nginx: every upstream used by proxy_pass is defined, and no proxy_pass has a URI part.
     let ups = &t.files["nginx/conf.d/upstreams.conf"].content;
-    let defined: BTreeSet<&str> = ups.lines().filter_map(|l| l.trim().strip_prefix("upstream ")?.split_whitespace().next()).collect();
+    let defined: BTreeSet<&str> = ups
+        .lines()
+        .filter_map(|l| {
+            l.trim()
+                .strip_prefix("upstream ")?
+                .split_whitespace()
+                .next()
+        })
+        .collect();
     let locs = &t.files["nginx/snippets/locations.conf"].content;
-    for l in locs.lines().filter_map(|l| l.trim().strip_prefix("proxy_pass ")) {
-        let target = l.trim_end_matches(';').strip_prefix("http://").expect("proxy_pass http://");
-        assert!(defined.contains(target), "proxy_pass to undefined upstream {target}");
-        assert!(!target.contains('/'), "proxy_pass http://{target} has a URI part");
+    for l in locs
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("proxy_pass "))
+    {
+        let target = l
+            .trim_end_matches(';')
+            .strip_prefix("http://")
+            .expect("proxy_pass http://");
+        assert!(
+            defined.contains(target),
+            "proxy_pass to undefined upstream {target}"
+        );
+        assert!(
+            !target.contains('/'),
+            "proxy_pass http://{target} has a URI part"
+        );
     }
-    assert!(t.files["nginx/nginx.conf"].content.contains("$upstream_addr"), "the access log shows the upstream");
+    assert!(
+        t.files["nginx/nginx.conf"]
+            .content
+            .contains("$upstream_addr"),
+        "the access log shows the upstream"
+    );
 }
 
 fn check_health(svc: &YamlOwned, name: &str, socks: &[String]) {
@@ -226,8 +348,14 @@ fn write(t: &Tree) -> tempfile::TempDir {
 }
 
 fn run(cmd: &mut Command) -> (bool, String) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), text)
 }
 
@@ -240,14 +368,31 @@ fn nginx_t(nginx: &Path, t: &Tree, certs: bool) -> (bool, String) {
     let log_dir = format!("{}/log/", root.display());
     for f in ["nginx/nginx.conf"] {
         let p = root.join(f);
-        let text = std::fs::read_to_string(&p).unwrap().replace("/var/log/nginx/", &log_dir);
+        let text = std::fs::read_to_string(&p)
+            .unwrap()
+            .replace("/var/log/nginx/", &log_dir);
         let text = text.replace("/etc/nginx/tls/", &format!("{}/nginx/tls/", root.display()));
         std::fs::write(&p, text).unwrap();
     }
     if certs {
         let tls = root.join("nginx/tls");
         std::fs::create_dir_all(&tls).unwrap();
-        let (ok, out) = run(Command::new("openssl").args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=matrix.example.com", "-keyout"]).arg(tls.join("privkey.pem")).arg("-out").arg(tls.join("fullchain.pem")));
+        let (ok, out) = run(Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=matrix.example.com",
+                "-keyout",
+            ])
+            .arg(tls.join("privkey.pem"))
+            .arg("-out")
+            .arg(tls.join("fullchain.pem")));
         assert!(ok, "openssl: {out}");
     }
     run(Command::new(nginx)
@@ -260,24 +405,54 @@ fn nginx_t(nginx: &Path, t: &Tree, certs: bool) -> (bool, String) {
 
 #[test]
 fn nginx_accepts_the_configuration() {
-    let Some(nginx) = require(xtask::tools::which("nginx").or_else(|| Some(PathBuf::from("/usr/sbin/nginx")).filter(|p| p.exists())), "nginx") else { return };
+    let Some(nginx) = require(
+        xtask::tools::which("nginx")
+            .or_else(|| Some(PathBuf::from("/usr/sbin/nginx")).filter(|p| p.exists())),
+        "nginx",
+    ) else {
+        return;
+    };
     let (ok, out) = nginx_t(&nginx, &tree(None), false);
-    assert!(ok && out.contains("test is successful"), "nginx -t failed on the main tree:\n{out}");
-    if require(xtask::tools::which("openssl"), "openssl (for the HTTPS variant's test certificate)").is_some() {
+    assert!(
+        ok && out.contains("test is successful"),
+        "nginx -t failed on the main tree:\n{out}"
+    );
+    if require(
+        xtask::tools::which("openssl"),
+        "openssl (for the HTTPS variant's test certificate)",
+    )
+    .is_some()
+    {
         let (ok, out) = nginx_t(&nginx, &tree(Some("https")), true);
-        assert!(ok && out.contains("test is successful"), "nginx -t failed on the https variant:\n{out}");
+        assert!(
+            ok && out.contains("test is successful"),
+            "nginx -t failed on the https variant:\n{out}"
+        );
     }
 }
 
 #[test]
 fn nginx_test_can_fail() {
     // The check above is only worth something if a broken file makes it fail.
-    let Some(nginx) = require(xtask::tools::which("nginx").or_else(|| Some(PathBuf::from("/usr/sbin/nginx")).filter(|p| p.exists())), "nginx") else { return };
+    let Some(nginx) = require(
+        xtask::tools::which("nginx")
+            .or_else(|| Some(PathBuf::from("/usr/sbin/nginx")).filter(|p| p.exists())),
+        "nginx",
+    ) else {
+        return;
+    };
     let mut t = tree(None);
     let f = t.files.get_mut("nginx/snippets/locations.conf").unwrap();
-    f.content = f.content.replacen("proxy_pass http://media1;", "proxy_pass http://media_typo;", 1);
+    f.content = f.content.replacen(
+        "proxy_pass http://media1;",
+        "proxy_pass http://media_typo;",
+        1,
+    );
     let (ok, out) = nginx_t(&nginx, &t, false);
-    assert!(!ok && out.contains("media_typo"), "nginx -t should reject an unknown upstream:\n{out}");
+    assert!(
+        !ok && out.contains("media_typo"),
+        "nginx -t should reject an unknown upstream:\n{out}"
+    );
 }
 
 /// `python -m synapse.config` for main and every worker. The container paths under `/data` are
@@ -288,14 +463,19 @@ fn synapse_config(python: &Path, t: &Tree) -> Vec<(String, bool, String)> {
     let data_s = format!("{}/", data.display());
     for entry in walk(&data) {
         if entry.extension().is_some_and(|e| e == "yaml") {
-            let text = std::fs::read_to_string(&entry).unwrap().replace("/data/", &data_s);
+            let text = std::fs::read_to_string(&entry)
+                .unwrap()
+                .replace("/data/", &data_s);
             std::fs::write(&entry, text).unwrap();
         }
     }
     let hs = data.join("homeserver.yaml");
     let mut jobs: Vec<(String, Vec<PathBuf>)> = vec![("main".into(), vec![hs.clone()])];
     for w in WORKERS {
-        jobs.push((w.into(), vec![hs.clone(), data.join(format!("workers/{w}.yaml"))]));
+        jobs.push((
+            w.into(),
+            vec![hs.clone(), data.join(format!("workers/{w}.yaml"))],
+        ));
     }
     let handles: Vec<_> = jobs
         .into_iter()
@@ -337,23 +517,43 @@ fn pinned_python() -> Option<PathBuf> {
 
 #[test]
 fn synapse_accepts_every_process() {
-    let Some(python) = require(pinned_python(), "the pinned Synapse venv (target/synapse-venv)") else { return };
+    let Some(python) = require(
+        pinned_python(),
+        "the pinned Synapse venv (target/synapse-venv)",
+    ) else {
+        return;
+    };
     let res = synapse_config(&python, &tree(None));
     assert_eq!(res.len(), 13);
     let failed: Vec<_> = res.iter().filter(|(_, ok, _)| !ok).collect();
-    assert!(failed.is_empty(), "python -m synapse.config failed:\n{failed:#?}");
+    assert!(
+        failed.is_empty(),
+        "python -m synapse.config failed:\n{failed:#?}"
+    );
 }
 
 #[test]
 fn synapse_config_check_can_fail() {
-    let Some(python) = require(pinned_python(), "the pinned Synapse venv (target/synapse-venv)") else { return };
+    let Some(python) = require(
+        pinned_python(),
+        "the pinned Synapse venv (target/synapse-venv)",
+    ) else {
+        return;
+    };
     // client_sync1 writes typing; without its instance_map entry Synapse must refuse.
     let mut t = tree(None);
     let f = t.files.get_mut("synapse/homeserver.yaml").unwrap();
-    f.content = f.content.replacen("  client_sync1:\n    path: /sockets/client_sync1_replication.sock\n", "", 1);
+    f.content = f.content.replacen(
+        "  client_sync1:\n    path: /sockets/client_sync1_replication.sock\n",
+        "",
+        1,
+    );
     let res = synapse_config(&python, &t);
     let (_, ok, out) = res.iter().find(|(n, _, _)| n == "client_sync1").unwrap();
-    assert!(!ok && out.contains("instance_map"), "synapse.config should reject a writer missing from instance_map:\n{out}");
+    assert!(
+        !ok && out.contains("instance_map"),
+        "synapse.config should reject a writer missing from instance_map:\n{out}"
+    );
 }
 
 /// `postgres -C` loads the whole file and fails on any unknown setting or bad value.
@@ -377,12 +577,18 @@ fn postgres_check(conf_text: &str) -> (bool, String) {
     } else {
         Command::new(&postgres)
     };
-    cmd.arg("-D").arg(&data).args(["-C", "shared_buffers", "-c"]).arg(format!("config_file={}", conf.display()));
+    cmd.arg("-D")
+        .arg(&data)
+        .args(["-C", "shared_buffers", "-c"])
+        .arg(format!("config_file={}", conf.display()));
     run(&mut cmd)
 }
 
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
 #[test]
@@ -393,8 +599,14 @@ fn postgres_accepts_both_variants() {
     for (variant, want) in [(None, "524288"), (Some("small"), "32768")] {
         let t = tree(variant);
         let (ok, out) = postgres_check(&t.files["postgres/postgresql.conf"].content);
-        assert!(ok && out.lines().any(|l| l.trim() == want), "postgres -C failed for variant {variant:?}:\n{out}");
+        assert!(
+            ok && out.lines().any(|l| l.trim() == want),
+            "postgres -C failed for variant {variant:?}:\n{out}"
+        );
     }
     let (ok, out) = postgres_check("shared_buffers = 1GB\nno_such_setting = 1\n");
-    assert!(!ok && out.contains("no_such_setting"), "postgres -C should reject an unknown setting:\n{out}");
+    assert!(
+        !ok && out.contains("no_such_setting"),
+        "postgres -C should reject an unknown setting:\n{out}"
+    );
 }

@@ -2,14 +2,13 @@
 //! human text) and exit statuses (0 clean, 1 findings, 2 unreadable input).
 
 mod common;
-use common::copy_dir;
 use assert_cmd::Command;
+use common::copy_dir;
 use std::path::{Path, PathBuf};
 
 fn ok_book() -> PathBuf {
     xtask::project_root().join("tests/fixtures/lint/ok")
 }
-
 
 /// The ok book with `restart: "no"` unquoted (src/compose.md line 26).
 fn broken_book() -> tempfile::TempDir {
@@ -22,15 +21,31 @@ fn broken_book() -> tempfile::TempDir {
 }
 
 fn lint(book: &Path, format: &str) -> std::process::Output {
-    Command::cargo_bin("xtask").unwrap().args(["lint", "--format", format, "--book"]).arg(book).output().unwrap()
+    Command::cargo_bin("xtask")
+        .unwrap()
+        .args(["lint", "--format", format, "--book"])
+        .arg(book)
+        .output()
+        .unwrap()
 }
 
 #[test]
 fn clean_book_exits_0() {
     let out = lint(&ok_book(), "json");
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(v.as_array().unwrap().iter().all(|d| d["severity"] == "warning"), "{v}");
+    assert!(
+        v.as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["severity"] == "warning"),
+        "{v}"
+    );
 }
 
 #[test]
@@ -48,7 +63,16 @@ fn json_has_the_contract_fields() {
     assert_eq!(found["severity"], "error");
     assert_eq!(found["file"], "src/compose.md");
     assert_eq!(found["line"], 26);
-    assert!(found["message"].as_str().unwrap().contains("restart: \\\"no\\\"") || found["message"].as_str().unwrap().contains("restart: \"no\""));
+    assert!(
+        found["message"]
+            .as_str()
+            .unwrap()
+            .contains("restart: \\\"no\\\"")
+            || found["message"]
+                .as_str()
+                .unwrap()
+                .contains("restart: \"no\"")
+    );
     let keys: Vec<&String> = found.as_object().unwrap().keys().collect();
     assert_eq!(keys, ["code", "file", "line", "message", "severity"]);
 }
@@ -59,7 +83,10 @@ fn github_annotations_point_at_the_markdown() {
     let out = lint(book.path(), "github");
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("::error file=src/compose.md,line=26,title=yaml%3A%3Ayaml11-boolean::"), "{text}");
+    assert!(
+        text.contains("::error file=src/compose.md,line=26,title=yaml%3A%3Ayaml11-boolean::"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -64,7 +64,6 @@ fn fixtures() -> PathBuf {
     xtask::project_root().join("tests/fixtures/lint")
 }
 
-
 fn lint(root: &Path, synapse_config: bool) -> Vec<Diagnostic> {
     match xtask::book::load(root) {
         Ok(b) => xtask::lint::run_with(&b, xtask::lint::Options { synapse_config }),
@@ -74,7 +73,8 @@ fn lint(root: &Path, synapse_config: bool) -> Vec<Diagnostic> {
 
 fn ensure_schema() {
     if xtask::lint::compose::schema_path().is_none() {
-        xtask::lint::compose::install_schema().expect("install the Compose schema (pip install check-jsonschema)");
+        xtask::lint::compose::install_schema()
+            .expect("install the Compose schema (pip install check-jsonschema)");
     }
 }
 
@@ -82,7 +82,10 @@ fn ensure_schema() {
 fn ok_book_lints_clean() {
     ensure_schema();
     let diags = lint(&fixtures().join("ok"), true);
-    let errors: Vec<_> = diags.iter().filter(|d| d.severity == Severity::Error).collect();
+    let errors: Vec<_> = diags
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .collect();
     assert!(errors.is_empty(), "{errors:#?}");
     // Without warnings too: every tool the checks use is there (schema, shellcheck, postgres).
     assert!(diags.is_empty(), "{diags:#?}");
@@ -98,21 +101,36 @@ fn every_broken_case_is_reported_where_it_is() {
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
         .collect();
     cases.sort();
-    assert!(cases.len() >= 30, "the corpus has {} cases; it must keep at least 30", cases.len());
+    assert!(
+        cases.len() >= 30,
+        "the corpus has {} cases; it must keep at least 30",
+        cases.len()
+    );
     let mut failures = Vec::new();
     for path in &cases {
         let name = path.file_stem().unwrap().to_string_lossy().to_string();
         if only.as_ref().is_some_and(|o| o != &name) {
             continue;
         }
-        let case: Case = toml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert!(!case.description.is_empty() && !case.expect.is_empty(), "{name}: needs a description and expectations");
+        let case: Case = toml::from_str(&std::fs::read_to_string(path).unwrap())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(
+            !case.description.is_empty() && !case.expect.is_empty(),
+            "{name}: needs a description and expectations"
+        );
         let tmp = tempfile::tempdir().unwrap();
         copy_dir(&fixtures().join(&case.base), tmp.path());
         for e in &case.edit {
             let p = tmp.path().join(&e.file);
-            let text = std::fs::read_to_string(&p).unwrap_or_else(|err| panic!("{name}: {}: {err}", e.file));
-            assert_eq!(text.matches(&e.find).count(), 1, "{name}: `{}` must occur exactly once in {}", e.find, e.file);
+            let text = std::fs::read_to_string(&p)
+                .unwrap_or_else(|err| panic!("{name}: {}: {err}", e.file));
+            assert_eq!(
+                text.matches(&e.find).count(),
+                1,
+                "{name}: `{}` must occur exactly once in {}",
+                e.find,
+                e.file
+            );
             std::fs::write(&p, text.replacen(&e.find, &e.replace, 1)).unwrap();
         }
         for a in &case.add {
@@ -121,15 +139,33 @@ fn every_broken_case_is_reported_where_it_is() {
             std::fs::write(p, &a.text).unwrap();
         }
         // Synapse's own check imports Synapse (seconds per uncached tree): only where expected.
-        let synapse_config = case.expect.iter().any(|e| e.code.starts_with("synapse::config"));
+        let synapse_config = case
+            .expect
+            .iter()
+            .any(|e| e.code.starts_with("synapse::config"));
         let diags = lint(tmp.path(), synapse_config);
         if only.is_some() {
-            eprintln!("{name}:\n{}", xtask::diagnostics::render_human(&diags, tmp.path()));
+            eprintln!(
+                "{name}:\n{}",
+                xtask::diagnostics::render_human(&diags, tmp.path())
+            );
         }
         for ex in &case.expect {
-            if !diags.iter().any(|d| d.code == ex.code && d.file == ex.file && d.line == ex.line) {
-                let got: Vec<String> = diags.iter().map(|d| format!("{} {}:{} {}", d.code, d.file, d.line, d.message)).collect();
-                failures.push(format!("{name}: expected {} at {}:{}, got:\n    {}", ex.code, ex.file, ex.line, got.join("\n    ")));
+            if !diags
+                .iter()
+                .any(|d| d.code == ex.code && d.file == ex.file && d.line == ex.line)
+            {
+                let got: Vec<String> = diags
+                    .iter()
+                    .map(|d| format!("{} {}:{} {}", d.code, d.file, d.line, d.message))
+                    .collect();
+                failures.push(format!(
+                    "{name}: expected {} at {}:{}, got:\n    {}",
+                    ex.code,
+                    ex.file,
+                    ex.line,
+                    got.join("\n    ")
+                ));
             }
         }
         // A broken case must fail lint: at least one error.

@@ -29,9 +29,58 @@ impl Rng {
 }
 
 const PIECES: &[&str] = &[
-    "a", "key", "services", "<<", "&x", "*x", "&y", "*y", "!reset", "!!str", "!override", ":", ": ", "-", "- ", "[", "]",
-    "{", "}", ",", "?", "|", ">", "|-", ">+", "\"", "'", "#", "\n", "\n  ", "\n    ", " ", "\t", "---", "...", "%YAML 1.2",
-    "no", "yes", "on", "0660", "~", "null", "true", "1.5e3", "0x1f", "\\", "é", "\u{feff}", "\r\n", "%", "@", "`",
+    "a",
+    "key",
+    "services",
+    "<<",
+    "&x",
+    "*x",
+    "&y",
+    "*y",
+    "!reset",
+    "!!str",
+    "!override",
+    ":",
+    ": ",
+    "-",
+    "- ",
+    "[",
+    "]",
+    "{",
+    "}",
+    ",",
+    "?",
+    "|",
+    ">",
+    "|-",
+    ">+",
+    "\"",
+    "'",
+    "#",
+    "\n",
+    "\n  ",
+    "\n    ",
+    " ",
+    "\t",
+    "---",
+    "...",
+    "%YAML 1.2",
+    "no",
+    "yes",
+    "on",
+    "0660",
+    "~",
+    "null",
+    "true",
+    "1.5e3",
+    "0x1f",
+    "\\",
+    "é",
+    "\u{feff}",
+    "\r\n",
+    "%",
+    "@",
+    "`",
 ];
 
 fn soup(r: &mut Rng) -> String {
@@ -85,7 +134,12 @@ fn check_one(input: &str) {
     let lines = input.lines().count() + 1;
     let loaded = yaml::load(input);
     for i in &loaded.issues {
-        assert!(i.line >= 1 && i.line <= lines + 1, "issue line {} outside 1..={}: {i:?}", i.line, lines + 1);
+        assert!(
+            i.line >= 1 && i.line <= lines + 1,
+            "issue line {} outside 1..={}: {i:?}",
+            i.line,
+            lines + 1
+        );
     }
     for doc in &loaded.docs {
         let _ = doc.json();
@@ -96,8 +150,14 @@ fn check_one(input: &str) {
 
 #[test]
 fn parsers_never_panic() {
-    let iters: usize = std::env::var("LINT_FUZZ_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(3000);
-    let seed: u64 = std::env::var("LINT_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x5EED_CAFE);
+    let iters: usize = std::env::var("LINT_FUZZ_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3000);
+    let seed: u64 = std::env::var("LINT_FUZZ_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x5EED_CAFE);
     let corpus = corpus();
     assert!(!corpus.is_empty());
     let mut r = Rng(seed | 1);
@@ -111,36 +171,86 @@ fn parsers_never_panic() {
             }
         };
         let res = std::panic::catch_unwind(|| check_one(&input));
-        assert!(res.is_ok(), "panic on iteration {i} (seed {seed}) with input {input:?}");
+        assert!(
+            res.is_ok(),
+            "panic on iteration {i} (seed {seed}) with input {input:?}"
+        );
     }
 }
 
 const MD_PIECES: &[&str] = &[
-    "# ", "## ", "Title", " {#id}", "[a](", "b.md", "#x", "../", "%20", "%", "%e2%82", ")", "](", "<a id=\"", "\">", "\n", "\n\n",
-    "```yaml\n", "```\n", "`", "*", "é", "[", "]", "(#", "?q", "/", "http://x", "README.md", "index.html",
+    "# ",
+    "## ",
+    "Title",
+    " {#id}",
+    "[a](",
+    "b.md",
+    "#x",
+    "../",
+    "%20",
+    "%",
+    "%e2%82",
+    ")",
+    "](",
+    "<a id=\"",
+    "\">",
+    "\n",
+    "\n\n",
+    "```yaml\n",
+    "```\n",
+    "`",
+    "*",
+    "é",
+    "[",
+    "]",
+    "(#",
+    "?q",
+    "/",
+    "http://x",
+    "README.md",
+    "index.html",
 ];
 
 /// The Markdown side (headings, ids, links) never panics either.
 #[test]
 fn link_checker_never_panics() {
-    let iters: usize = std::env::var("LINT_FUZZ_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(3000) / 3;
+    let iters: usize = std::env::var("LINT_FUZZ_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3000)
+        / 3;
     let mut r = Rng(0xB00C | 1);
     for i in 0..iters {
-        let text: String = (0..r.below(40)).map(|_| MD_PIECES[r.below(MD_PIECES.len())]).collect();
+        let text: String = (0..r.below(40))
+            .map(|_| MD_PIECES[r.below(MD_PIECES.len())])
+            .collect();
         let book = xtask::book::Book {
             root: std::env::temp_dir(),
             src: "src".into(),
             title: None,
             chapters: vec![
-                xtask::book::Chapter { name: "a".into(), path: "src/a.md".into(), text: text.clone(), blocks: Vec::new() },
-                xtask::book::Chapter { name: "b".into(), path: "src/sub/b.md".into(), text: text.clone(), blocks: Vec::new() },
+                xtask::book::Chapter {
+                    name: "a".into(),
+                    path: "src/a.md".into(),
+                    text: text.clone(),
+                    blocks: Vec::new(),
+                },
+                xtask::book::Chapter {
+                    name: "b".into(),
+                    path: "src/sub/b.md".into(),
+                    text: text.clone(),
+                    blocks: Vec::new(),
+                },
             ],
         };
         let res = std::panic::catch_unwind(|| xtask::lint::links::check(&book));
         assert!(res.is_ok(), "panic on iteration {i} with {text:?}");
         let lines = text.lines().count() + 1;
         for d in res.unwrap() {
-            assert!(d.line >= 1 && d.line <= lines, "{d:?} outside {lines} lines of {text:?}");
+            assert!(
+                d.line >= 1 && d.line <= lines,
+                "{d:?} outside {lines} lines of {text:?}"
+            );
         }
     }
 }
@@ -149,14 +259,22 @@ fn link_checker_never_panics() {
 fn pathological_inputs_are_refused_not_crashed() {
     let deep = "[".repeat(100_000);
     assert!(!yaml::load(&deep).ok());
-    let deep_map = (0..5_000).map(|i| format!("{}k:\n", " ".repeat(i))).collect::<String>();
+    let deep_map = (0..5_000)
+        .map(|i| format!("{}k:\n", " ".repeat(i)))
+        .collect::<String>();
     let _ = yaml::load(&deep_map);
     // Alias bomb: 9 levels of 9 aliases each = 9^9 nodes if expanded naively.
     let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x]\n");
     for i in 1..10 {
         let p = i - 1;
-        bomb.push_str(&format!("a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"));
+        bomb.push_str(&format!(
+            "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+        ));
     }
     let l = yaml::load(&bomb);
-    assert!(l.issues.iter().any(|i| i.code == "yaml::too-complex"), "{:?}", l.issues);
+    assert!(
+        l.issues.iter().any(|i| i.code == "yaml::too-complex"),
+        "{:?}",
+        l.issues
+    );
 }

@@ -37,7 +37,6 @@ fn dir() -> PathBuf {
     xtask::project_root().join("tests/fixtures/nginx")
 }
 
-
 fn lint(book_dir: &Path) -> Vec<(String, String, usize, String)> {
     let book = xtask::book::load(book_dir).expect("book loads");
     let tree = extract::assemble(&book, &Options::default()).expect("tree assembles");

@@ -21,14 +21,21 @@ use xtask::pgcheck::{compose, conf, migrate, replica, sql};
 use xtask::{book, extract, secrets, tools};
 
 fn prerequisites() -> Option<(PathBuf, PathBuf)> {
-    let root = Command::new("id").arg("-u").output().ok().is_some_and(|o| o.stdout.starts_with(b"0\n"));
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .ok()
+        .is_some_and(|o| o.stdout.starts_with(b"0\n"));
     let bindir = tools::pg_bindir();
     let python = tools::synapse_python();
     match (root, bindir, python.exists()) {
         (true, Some(b), true) => Some((b, python)),
         (root, b, py) => {
             let why = format!("root={root} postgres={b:?} synapse venv={py}");
-            assert!(std::env::var("CI").as_deref() != Ok("true"), "pgcheck cannot run under CI: {why}");
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "pgcheck cannot run under CI: {why}"
+            );
             eprintln!("skipping pgcheck: {why}");
             None
         }
@@ -36,11 +43,19 @@ fn prerequisites() -> Option<(PathBuf, PathBuf)> {
 }
 
 /// One HTTP/1.1 request over a Unix socket; gives the status and the JSON body.
-fn http(sock: &Path, method: &str, path: &str, body: Option<&serde_json::Value>, token: Option<&str>) -> (u16, serde_json::Value) {
+fn http(
+    sock: &Path,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+    token: Option<&str>,
+) -> (u16, serde_json::Value) {
     let mut s = UnixStream::connect(sock).expect("connect to Synapse");
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write!(
         s,
         "{method} {path} HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-For: 127.0.0.1\r\nX-Forwarded-Proto: http\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -51,8 +66,15 @@ fn http(sock: &Path, method: &str, path: &str, body: Option<&serde_json::Value>,
     s.read_to_end(&mut raw).unwrap();
     let text = String::from_utf8_lossy(&raw).to_string();
     let (head, rest) = text.split_once("\r\n\r\n").expect("an HTTP response");
-    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("a status");
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status");
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         let mut out = String::new();
         let mut r = rest;
         while let Some((size, tail)) = r.split_once("\r\n") {
@@ -67,7 +89,10 @@ fn http(sock: &Path, method: &str, path: &str, body: Option<&serde_json::Value>,
     } else {
         rest.to_string()
     };
-    (status, serde_json::from_str(&body).unwrap_or(serde_json::Value::Null))
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 struct Synapse {
@@ -159,7 +184,10 @@ database:
     }
 
     fn stop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let _ = self.child.wait();
     }
 }
@@ -177,19 +205,34 @@ impl Writer {
         if self.token.is_none() {
             let body = serde_json::json!({"username": "alice", "password": "wonderland-7",
                 "auth": {"type": "m.login.dummy"}});
-            let (st, r) = http(&self.sock, "POST", "/_matrix/client/v3/register", Some(&body), None);
+            let (st, r) = http(
+                &self.sock,
+                "POST",
+                "/_matrix/client/v3/register",
+                Some(&body),
+                None,
+            );
             anyhow::ensure!(st == 200, "register: {st} {r}");
             self.token = r["access_token"].as_str().map(String::from);
-            let (st, r) = http(&self.sock, "POST", "/_matrix/client/v3/createRoom",
-                Some(&serde_json::json!({"name": "backups"})), self.token.as_deref());
+            let (st, r) = http(
+                &self.sock,
+                "POST",
+                "/_matrix/client/v3/createRoom",
+                Some(&serde_json::json!({"name": "backups"})),
+                self.token.as_deref(),
+            );
             anyhow::ensure!(st == 200, "createRoom: {st} {r}");
             self.room = r["room_id"].as_str().map(String::from);
         }
         let room = self.room.clone().unwrap_or_default();
         for _ in 0..3 {
             self.sent += 1;
-            let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/t{}", self.sent);
-            let body = serde_json::json!({"msgtype": "m.text", "body": format!("message {}", self.sent)});
+            let path = format!(
+                "/_matrix/client/v3/rooms/{room}/send/m.room.message/t{}",
+                self.sent
+            );
+            let body =
+                serde_json::json!({"msgtype": "m.text", "body": format!("message {}", self.sent)});
             let (st, r) = http(&self.sock, "PUT", &path, Some(&body), self.token.as_deref());
             anyhow::ensure!(st == 200, "send: {st} {r}");
         }
@@ -199,25 +242,39 @@ impl Writer {
 
 #[test]
 fn postgres_chapters_run_for_real() {
-    let Some((bindir, python)) = prerequisites() else { return };
-    let scratch = tempfile::Builder::new().prefix("pgcheck-").tempdir_in("/tmp").unwrap();
+    let Some((bindir, python)) = prerequisites() else {
+        return;
+    };
+    let scratch = tempfile::Builder::new()
+        .prefix("pgcheck-")
+        .tempdir_in("/tmp")
+        .unwrap();
     let s = scratch.path();
     std::fs::set_permissions(s, std::fs::Permissions::from_mode(0o755)).unwrap();
 
     // The book, extracted with fresh secrets.
     let root = xtask::project_root();
     let book = book::load(&root).expect("the book loads");
-    let opts = extract::Options { secrets: secrets::Secrets::Generate, ..Default::default() };
+    let opts = extract::Options {
+        secrets: secrets::Secrets::Generate,
+        ..Default::default()
+    };
     let tree = extract::assemble(&book, &opts).expect("the book extracts");
     let tree_dir = s.join("tree");
     extract::write_tree(&tree, &tree_dir, false).expect("the tree is written");
     let env = compose::read_env_file(&tree_dir.join(".postgres.env")).expect(".postgres.env");
     let user = env["POSTGRES_USER"].clone();
-    let dbname = env.get("POSTGRES_DB").cloned().unwrap_or_else(|| user.clone());
+    let dbname = env
+        .get("POSTGRES_DB")
+        .cloned()
+        .unwrap_or_else(|| user.clone());
     let image = migrate::Image {
         user: user.clone(),
         dbname: dbname.clone(),
-        initdb_args: env.get("POSTGRES_INITDB_ARGS").map(|a| a.split_whitespace().map(String::from).collect()).unwrap_or_default(),
+        initdb_args: env
+            .get("POSTGRES_INITDB_ARGS")
+            .map(|a| a.split_whitespace().map(String::from).collect())
+            .unwrap_or_default(),
     };
     let config = tree_dir.join(conf::CONF);
 
@@ -225,19 +282,40 @@ fn postgres_chapters_run_for_real() {
     let sockets = s.join("sockets");
     std::fs::create_dir_all(&sockets).unwrap();
     std::fs::set_permissions(&sockets, std::fs::Permissions::from_mode(0o1777)).unwrap();
-    let primary = Server { bindir: bindir.clone(), data: s.join("primary"), socket_dir: sockets.clone(), port: 5432, log: s.join("logs/primary.log") };
+    let primary = Server {
+        bindir: bindir.clone(),
+        data: s.join("primary"),
+        socket_dir: sockets.clone(),
+        port: 5432,
+        log: s.join("logs/primary.log"),
+    };
     let extra: Vec<(String, String)> = Vec::new();
     let password = env.get("POSTGRES_PASSWORD").cloned();
-    primary.initdb(&user, password.as_deref(), &image.initdb_args).unwrap();
+    primary
+        .initdb(&user, password.as_deref(), &image.initdb_args)
+        .unwrap();
     primary.start(Some(&config), &extra).unwrap();
-    let admin = Conn { password: password.clone(), ..primary.conn(&user, "postgres") };
+    let admin = Conn {
+        password: password.clone(),
+        ..primary.conn(&user, "postgres")
+    };
     if dbname != "postgres" {
-        admin.query(&format!("CREATE DATABASE \"{dbname}\"")).unwrap();
+        admin
+            .query(&format!("CREATE DATABASE \"{dbname}\""))
+            .unwrap();
     }
-    let db = Conn { password, ..primary.conn(&user, &dbname) };
+    let db = Conn {
+        password,
+        ..primary.conn(&user, &dbname)
+    };
 
     let mut synapse = Synapse::start(&python, &s.join("synapse"), &sockets, &db);
-    let mut writer = Writer { sock: synapse.sock.clone(), token: None, room: None, sent: 0 };
+    let mut writer = Writer {
+        sock: synapse.sock.clone(),
+        token: None,
+        room: None,
+        sent: 0,
+    };
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         writer.write().expect("first writes through Synapse");
 
@@ -245,7 +323,11 @@ fn postgres_chapters_run_for_real() {
         sql::enable_extensions(&db).unwrap();
         let (runs, diags) = sql::run_blocks(&book, &db);
         assert!(diags.is_empty(), "sql blocks failed: {diags:#?}");
-        assert!(runs.len() >= 20, "only {} sql blocks in the book", runs.len());
+        assert!(
+            runs.len() >= 20,
+            "only {} sql blocks in the book",
+            runs.len()
+        );
         eprintln!("sql blocks: {} run, all passed", runs.len());
 
         // The replica, the backup job and the restore.
@@ -257,16 +339,27 @@ fn postgres_chapters_run_for_real() {
             extra_settings: extra.clone(),
         };
         let report = replica::check(&renv, &mut || writer.write()).unwrap_or_else(|e| {
-            panic!("{e:#}\nreplica log:\n{}", cluster::tail(&s.join("replica-check/db-replica.log"), 30))
+            panic!(
+                "{e:#}\nreplica log:\n{}",
+                cluster::tail(&s.join("replica-check/db-replica.log"), 30)
+            )
         });
-        eprintln!("replica report: {}", serde_json::to_string_pretty(&report).unwrap());
+        eprintln!(
+            "replica report: {}",
+            serde_json::to_string_pretty(&report).unwrap()
+        );
         assert!(report.started_replica);
         assert_eq!(report.state, "streaming");
         assert_eq!(report.replay_bytes_behind, 0);
         assert_eq!(report.archives_left, 1);
         assert!(report.backup_refuses_primary);
         assert!(report.tables_compared >= 10);
-        assert!(report.tables.iter().any(|t| t.table == "events" && t.rows > 0));
+        assert!(
+            report
+                .tables
+                .iter()
+                .any(|t| t.table == "events" && t.rows > 0)
+        );
     }));
     synapse.stop();
     if let Err(p) = outcome {
@@ -276,14 +369,27 @@ fn postgres_chapters_run_for_real() {
     }
 
     // Major-version migration procedure (15 -> 15 here), then Synapse on the result.
-    let new = Server { bindir: bindir.clone(), data: s.join("new-major"), socket_dir: s.join("new-sockets"), port: 5440, log: s.join("logs/new-major.log") };
+    let new = Server {
+        bindir: bindir.clone(),
+        data: s.join("new-major"),
+        socket_dir: s.join("new-sockets"),
+        port: 5440,
+        log: s.join("logs/new-major.log"),
+    };
     let migrated = migrate::check(&db, &new, &image, Some(&config), &extra, &s.join("migrate"));
     // The comparison can fail: change one row of the copy and it must notice.
-    let new_db = Conn { password: db.password.clone(), ..new.conn(&user, &dbname) };
+    let new_db = Conn {
+        password: db.password.clone(),
+        ..new.conn(&user, &dbname)
+    };
     let tampered = migrated.as_ref().ok().map(|_| {
-        new_db.query("UPDATE rooms SET is_public = NOT is_public").unwrap();
+        new_db
+            .query("UPDATE rooms SET is_public = NOT is_public")
+            .unwrap();
         let e = replica::compare_tables(&db, &new_db).expect_err("a changed row must be found");
-        new_db.query("UPDATE rooms SET is_public = NOT is_public").unwrap();
+        new_db
+            .query("UPDATE rooms SET is_public = NOT is_public")
+            .unwrap();
         replica::compare_tables(&db, &new_db).unwrap();
         e.to_string()
     });
@@ -291,11 +397,20 @@ fn postgres_chapters_run_for_real() {
     let report = migrated.unwrap();
     let tampered = tampered.unwrap();
     assert!(tampered.contains("rooms differs"), "{tampered}");
-    eprintln!("migration report: {}", serde_json::to_string_pretty(&report).unwrap());
+    eprintln!(
+        "migration report: {}",
+        serde_json::to_string_pretty(&report).unwrap()
+    );
     assert!(report.tables_compared >= 10);
     let mut synapse = Synapse::start(&python, &s.join("synapse"), &new.socket_dir, &new_db);
     let body = serde_json::json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"}, "password": "wonderland-7"});
-    let (st, r) = http(&synapse.sock, "POST", "/_matrix/client/v3/login", Some(&body), None);
+    let (st, r) = http(
+        &synapse.sock,
+        "POST",
+        "/_matrix/client/v3/login",
+        Some(&body),
+        None,
+    );
     synapse.stop();
     let _ = new.stop();
     assert_eq!(st, 200, "login on the migrated database: {r}");

@@ -14,7 +14,14 @@ fn prerequisites() -> Result<(), String> {
     if !root {
         return Err("not root".into());
     }
-    for tool in ["unshare", "nsenter", "setpriv", "nginx", "redis-server", "curl"] {
+    for tool in [
+        "unshare",
+        "nsenter",
+        "setpriv",
+        "nginx",
+        "redis-server",
+        "curl",
+    ] {
         if xtask::tools::which(tool).is_none() {
             return Err(format!("{tool} is not installed"));
         }
@@ -31,7 +38,11 @@ fn prerequisites() -> Result<(), String> {
 fn rustix_uid_is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
         .unwrap_or(false)
 }
 
@@ -39,7 +50,8 @@ fn run_once(book: &Path, base: &Path, n: usize) {
     let report = base.join(format!("report{n}.json"));
     let paths = xtask::stack::Paths::new(base);
     let _ = xtask::stack::run::test(book, &paths, Some(&report)).expect("the stack test runs");
-    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     let failed: Vec<String> = r["steps"]
         .as_array()
         .unwrap()
@@ -47,9 +59,16 @@ fn run_once(book: &Path, base: &Path, n: usize) {
         .filter(|s| s["ok"] != true)
         .map(|s| format!("{}: {}", s["name"], s["detail"]))
         .collect();
-    assert!(failed.is_empty(), "run {n}: failed steps:\n{}", failed.join("\n"));
+    assert!(
+        failed.is_empty(),
+        "run {n}: failed steps:\n{}",
+        failed.join("\n")
+    );
     assert_eq!(r["ok"], true);
-    let (m, t) = (r["upstreams"]["matched"].as_u64().unwrap(), r["upstreams"]["total"].as_u64().unwrap());
+    let (m, t) = (
+        r["upstreams"]["matched"].as_u64().unwrap(),
+        r["upstreams"]["total"].as_u64().unwrap(),
+    );
     assert!(t >= 40 && m == t, "run {n}: upstreams {m}/{t}");
     assert_eq!(r["sql_blocks_run"], 1);
     assert!(r["steps"].as_array().unwrap().len() >= 25);
@@ -60,7 +79,10 @@ fn run_once(book: &Path, base: &Path, n: usize) {
 #[test]
 fn fixture_stack_runs_twice_and_leaves_nothing() {
     if let Err(why) = prerequisites() {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true but {why}");
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but {why}"
+        );
         eprintln!("skipped: {why}");
         return;
     }

@@ -14,7 +14,13 @@ pub(crate) fn run(f: flags::Check) -> anyhow::Result<ExitCode> {
     let mut diags = Vec::new();
     let mut trees = Vec::new();
     for variant in std::iter::once(None).chain(extract::variants(&book).into_iter().map(Some)) {
-        match extract::assemble(&book, &Options { variant, ..Options::default() }) {
+        match extract::assemble(
+            &book,
+            &Options {
+                variant,
+                ..Options::default()
+            },
+        ) {
             Ok(t) => trees.push(t),
             Err(mut d) => diags.append(&mut d),
         }

@@ -8,12 +8,31 @@ pub(crate) fn run(f: flags::Ci) -> anyhow::Result<ExitCode> {
     let root = crate::project_root();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut steps: Vec<(&str, Vec<&str>)> = vec![
-        ("cargo xtask setup", vec!["run", "--quiet", "--package", "xtask", "--", "setup"]),
+        (
+            "cargo xtask setup",
+            vec!["run", "--quiet", "--package", "xtask", "--", "setup"],
+        ),
         ("cargo test", vec!["test", "--workspace", "--quiet"]),
-        ("cargo xtask check", vec!["run", "--quiet", "--package", "xtask", "--", "check"]),
+        (
+            "cargo xtask check",
+            vec!["run", "--quiet", "--package", "xtask", "--", "check"],
+        ),
     ];
     if !f.no_stack {
-        steps.push(("cargo xtask stack test", vec!["run", "--quiet", "--package", "xtask", "--", "stack", "test", "--report", "target/stack/report.json"]));
+        steps.push((
+            "cargo xtask stack test",
+            vec![
+                "run",
+                "--quiet",
+                "--package",
+                "xtask",
+                "--",
+                "stack",
+                "test",
+                "--report",
+                "target/stack/report.json",
+            ],
+        ));
     }
     for (name, args) in steps {
         eprintln!("==> {name}");

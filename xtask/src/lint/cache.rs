@@ -56,21 +56,28 @@ pub fn tool_id(path: &std::path::Path) -> Vec<u8> {
 }
 
 /// Returns the cached value for `key`, or computes, stores and returns it. Errors are not cached.
-pub fn memo<T: Serialize + DeserializeOwned>(key: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+pub fn memo<T: Serialize + DeserializeOwned>(
+    key: &str,
+    f: impl FnOnce() -> Result<T, String>,
+) -> Result<T, String> {
     let path = dir().join(format!("{key}.json"));
     if enabled()
-        && let Some(v) = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
-            return Ok(v);
-        }
+        && let Some(v) = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+    {
+        return Ok(v);
+    }
     let v = f()?;
     if enabled()
-        && let Ok(bytes) = serde_json::to_vec(&v) {
-            let _ = std::fs::create_dir_all(dir());
-            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-            if std::fs::write(&tmp, bytes).is_ok() {
-                let _ = std::fs::rename(&tmp, &path);
-            }
+        && let Ok(bytes) = serde_json::to_vec(&v)
+    {
+        let _ = std::fs::create_dir_all(dir());
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        if std::fs::write(&tmp, bytes).is_ok() {
+            let _ = std::fs::rename(&tmp, &path);
         }
+    }
     Ok(v)
 }
 
@@ -83,7 +90,8 @@ pub struct Output {
 
 /// Runs `program args` with `stdin`, through the cache. Err when the program cannot be run.
 pub fn run_cached(program: &str, args: &[&str], stdin: &[u8]) -> Result<Output, String> {
-    let exe = crate::tools::which(program).ok_or_else(|| format!("`{program}` is not installed"))?;
+    let exe =
+        crate::tools::which(program).ok_or_else(|| format!("`{program}` is not installed"))?;
     let mut parts: Vec<&[u8]> = Vec::new();
     let id = tool_id(&exe);
     parts.push(&id);
@@ -102,7 +110,13 @@ pub fn run_cached(program: &str, args: &[&str], stdin: &[u8]) -> Result<Output, 
         if let Some(mut si) = child.stdin.take() {
             let _ = si.write_all(stdin);
         }
-        let out = child.wait_with_output().map_err(|e| format!("{program} failed: {e}"))?;
-        Ok(Output { status: out.status.code(), stdout: out.stdout, stderr: out.stderr })
+        let out = child
+            .wait_with_output()
+            .map_err(|e| format!("{program} failed: {e}"))?;
+        Ok(Output {
+            status: out.status.code(),
+            stdout: out.stdout,
+            stderr: out.stderr,
+        })
     })
 }

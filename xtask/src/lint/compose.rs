@@ -11,8 +11,11 @@
 //! Markdown line.
 
 use super::TreeView;
+use super::model::{
+    Compose, MountKind, Resolved, Service, Synapse, Word, service_of, synapse_config_args,
+    word_value,
+};
 use super::yaml::NodeExt;
-use super::model::{Compose, MountKind, Resolved, Service, Synapse, Word, service_of, synapse_config_args, word_value};
 use crate::diagnostics::Diagnostic;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -39,11 +42,24 @@ pub fn schema_path() -> Option<PathBuf> {
 pub fn install_schema() -> anyhow::Result<()> {
     let version = crate::tools::version("lint", "check-jsonschema")?;
     let status = std::process::Command::new("python3")
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--root-user-action=ignore", "--no-deps", "--upgrade", "--target"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--root-user-action=ignore",
+            "--no-deps",
+            "--upgrade",
+            "--target",
+        ])
         .arg(tools_dir())
         .arg(format!("check-jsonschema=={version}"))
         .status()?;
-    anyhow::ensure!(status.success(), "pip install check-jsonschema=={version} failed");
+    anyhow::ensure!(
+        status.success(),
+        "pip install check-jsonschema=={version} failed"
+    );
     Ok(())
 }
 
@@ -54,7 +70,10 @@ fn validator() -> Option<&'static Compiled> {
     V.get_or_init(|| {
         if schema_path().is_none() {
             // First use on this machine: fetch the pinned package (PyPI) rather than skip the check.
-            eprintln!("lint: installing check-jsonschema (for the Compose schema) into {}", tools_dir().display());
+            eprintln!(
+                "lint: installing check-jsonschema (for the Compose schema) into {}",
+                tools_dir().display()
+            );
             if let Err(e) = install_schema() {
                 eprintln!("lint: {e:#}");
             }
@@ -62,15 +81,22 @@ fn validator() -> Option<&'static Compiled> {
         let path = schema_path()?;
         let compiled = std::fs::read(&path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).map_err(|e| format!("{}: {e}", path.display())))
-            .and_then(|s| jsonschema::validator_for(&s).map_err(|e| format!("{}: {e}", path.display())));
+            .and_then(|b| {
+                serde_json::from_slice::<serde_json::Value>(&b)
+                    .map_err(|e| format!("{}: {e}", path.display()))
+            })
+            .and_then(|s| {
+                jsonschema::validator_for(&s).map_err(|e| format!("{}: {e}", path.display()))
+            });
         Some(compiled)
     })
     .as_ref()
 }
 
 pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
-    let Some(compose) = Compose::find(view) else { return Vec::new() };
+    let Some(compose) = Compose::find(view) else {
+        return Vec::new();
+    };
     let mut diags = Vec::new();
     let at = |line: usize| view.loc(&compose.path, line);
     schema(view, &compose, &mut diags);
@@ -83,33 +109,61 @@ pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
         ));
     }
 
-    let declared_volumes: BTreeSet<&str> =
-        compose.root.get("volumes").map(|v| v.entries().iter().filter_map(|(k, _)| k.as_str()).collect()).unwrap_or_default();
+    let declared_volumes: BTreeSet<&str> = compose
+        .root
+        .get("volumes")
+        .map(|v| v.entries().iter().filter_map(|(k, _)| k.as_str()).collect())
+        .unwrap_or_default();
     // Findings from a template merged into several services are reported once, naming them all.
     let mut dep_findings: BTreeMap<(usize, &'static str, String), Vec<String>> = BTreeMap::new();
     for svc in &compose.services {
         // depends_on: a list of names or a map name -> condition
         if let Some(dep) = svc.node.get("depends_on") {
             let names: Vec<(&str, usize)> = if dep.is_map() {
-                dep.entries().iter().filter_map(|(k, _)| k.as_str().map(|s| (s, k.line()))).collect()
+                dep.entries()
+                    .iter()
+                    .filter_map(|(k, _)| k.as_str().map(|s| (s, k.line())))
+                    .collect()
             } else {
-                dep.str_nodes().into_iter().map(|(s, n)| (s, n.line())).collect()
+                dep.str_nodes()
+                    .into_iter()
+                    .map(|(s, n)| (s, n.line()))
+                    .collect()
             };
             for (name, line) in names {
                 let Some(target) = compose.service(name) else {
-                    dep_findings.entry((line, "compose::unknown-service", name.to_string())).or_default().push(svc.name.clone());
+                    dep_findings
+                        .entry((line, "compose::unknown-service", name.to_string()))
+                        .or_default()
+                        .push(svc.name.clone());
                     continue;
                 };
-                let healthy = dep.get(name).and_then(|d| d.get("condition")).and_then(|c| c.as_str()) == Some("service_healthy");
-                let has_check = target.node.get("healthcheck").is_some_and(|h| h.get("disable").and_then(|d| d.yaml11_bool()) != Some(true) && h.get("test").is_some());
+                let healthy = dep
+                    .get(name)
+                    .and_then(|d| d.get("condition"))
+                    .and_then(|c| c.as_str())
+                    == Some("service_healthy");
+                let has_check = target.node.get("healthcheck").is_some_and(|h| {
+                    h.get("disable").and_then(|d| d.yaml11_bool()) != Some(true)
+                        && h.get("test").is_some()
+                });
                 if healthy && !has_check {
-                    dep_findings.entry((line, "compose::dependency-without-healthcheck", name.to_string())).or_default().push(svc.name.clone());
+                    dep_findings
+                        .entry((
+                            line,
+                            "compose::dependency-without-healthcheck",
+                            name.to_string(),
+                        ))
+                        .or_default()
+                        .push(svc.name.clone());
                 }
             }
         }
         for m in &svc.mounts {
             match m.kind {
-                MountKind::Volume if !m.source.is_empty() && !declared_volumes.contains(m.source.as_str()) => {
+                MountKind::Volume
+                    if !m.source.is_empty() && !declared_volumes.contains(m.source.as_str()) =>
+                {
                     diags.push(Diagnostic::error(
                         "compose::undeclared-volume",
                         format!("service `{}` mounts the volume `{}`, which the top-level `volumes:` does not declare", svc.name, m.source),
@@ -118,7 +172,11 @@ pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
                 }
                 // A missing bind source is created by Docker as an empty directory: fine for
                 // state (a data directory), wrong for anything the container must read.
-                MountKind::Bind if !m.source.starts_with('/') && !m.source.starts_with('~') && (m.read_only || looks_like_file(&m.source)) => {
+                MountKind::Bind
+                    if !m.source.starts_with('/')
+                        && !m.source.starts_with('~')
+                        && (m.read_only || looks_like_file(&m.source)) =>
+                {
                     let rel = clean(&m.source);
                     if !exists_in_tree(view, &rel) {
                         diags.push(Diagnostic::error(
@@ -142,14 +200,21 @@ pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
             } else {
                 ef.items()
                     .iter()
-                    .filter_map(|i| i.as_str().or_else(|| i.get("path").and_then(|p| p.as_str())).map(|s| (s, i.line())))
+                    .filter_map(|i| {
+                        i.as_str()
+                            .or_else(|| i.get("path").and_then(|p| p.as_str()))
+                            .map(|s| (s, i.line()))
+                    })
                     .collect()
             };
             for (f, line) in files {
                 if view.file(&clean(f)).is_none() {
                     diags.push(Diagnostic::error(
                         "compose::missing-env-file",
-                        format!("service `{}` reads env_file `{f}`, which the book does not write", svc.name),
+                        format!(
+                            "service `{}` reads env_file `{f}`, which the book does not write",
+                            svc.name
+                        ),
                         &at(line),
                     ));
                 }
@@ -179,11 +244,17 @@ pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
         }
     }
     for ((line, code, name), services) in dep_findings {
-        let who = services.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ");
+        let who = services
+            .iter()
+            .map(|s| format!("`{s}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
         let msg = if code == "compose::unknown-service" {
             format!("{who} depend(s) on `{name}`, which is not a service of this file")
         } else {
-            format!("{who} wait(s) for `{name}` to be healthy, but `{name}` has no healthcheck: Compose refuses to start them")
+            format!(
+                "{who} wait(s) for `{name}` to be healthy, but `{name}` has no healthcheck: Compose refuses to start them"
+            )
         };
         diags.push(Diagnostic::error(code, msg, &at(line)));
     }
@@ -193,7 +264,8 @@ pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
 }
 
 static INTERPOLATION: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-    regex::Regex::new(r"\$(\$|\{([A-Za-z_][A-Za-z0-9_]*)([^}]*)\}|([A-Za-z_][A-Za-z0-9_]*))").expect("valid regex")
+    regex::Regex::new(r"\$(\$|\{([A-Za-z_][A-Za-z0-9_]*)([^}]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+        .expect("valid regex")
 });
 
 /// `${NAME}` in the Compose file is filled from the shell environment or the project's `.env`:
@@ -201,13 +273,21 @@ static INTERPOLATION: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::n
 /// a warning from Compose (the old guide's replica healthcheck used such a `${SYNAPSE_PASSWORD}`).
 /// `$$` is a literal `$` (for the container's own shell) and is left alone.
 fn interpolation(view: &TreeView<'_>, compose: &Compose<'_>, diags: &mut Vec<Diagnostic>) {
-    let Some(f) = view.file(&compose.path) else { return };
+    let Some(f) = view.file(&compose.path) else {
+        return;
+    };
     let defined: BTreeSet<String> = view
         .file(".env")
         .map(|e| {
             e.content
                 .lines()
-                .filter_map(|l| l.trim().strip_prefix("export ").unwrap_or(l.trim()).split_once('=').map(|(k, _)| k.trim().to_string()))
+                .filter_map(|l| {
+                    l.trim()
+                        .strip_prefix("export ")
+                        .unwrap_or(l.trim())
+                        .split_once('=')
+                        .map(|(k, _)| k.trim().to_string())
+                })
                 .filter(|k| !k.starts_with('#'))
                 .collect()
         })
@@ -222,7 +302,10 @@ fn interpolation(view: &TreeView<'_>, compose: &Compose<'_>, diags: &mut Vec<Dia
             }
             let name = c.get(2).or(c.get(4)).map_or("", |m| m.as_str());
             let modifier = c.get(3).map_or("", |m| m.as_str());
-            let has_default = modifier.starts_with(":-") || modifier.starts_with('-') || modifier.starts_with(":+") || modifier.starts_with('+');
+            let has_default = modifier.starts_with(":-")
+                || modifier.starts_with('-')
+                || modifier.starts_with(":+")
+                || modifier.starts_with('+');
             if !has_default && !defined.contains(name) {
                 diags.push(Diagnostic::error(
                     "compose::undefined-variable",
@@ -240,19 +323,39 @@ fn interpolation(view: &TreeView<'_>, compose: &Compose<'_>, diags: &mut Vec<Dia
 
 /// A path whose last component has an extension (`nginx.conf`, `homeserver.yaml`).
 fn looks_like_file(p: &str) -> bool {
-    p.trim_end_matches('/').rsplit('/').next().is_some_and(|last| last.contains('.') && !last.starts_with('.') || last.starts_with('.') && last[1..].contains('.'))
+    p.trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .is_some_and(|last| {
+            last.contains('.') && !last.starts_with('.')
+                || last.starts_with('.') && last[1..].contains('.')
+        })
 }
 
 fn clean(p: &str) -> String {
-    p.trim_start_matches("./").trim_end_matches('/').split('/').filter(|c| !c.is_empty() && *c != ".").collect::<Vec<_>>().join("/")
+    p.trim_start_matches("./")
+        .trim_end_matches('/')
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 fn exists_in_tree(view: &TreeView<'_>, rel: &str) -> bool {
-    rel.is_empty() || view.file(rel).is_some() || view.tree.files.keys().any(|k| k.starts_with(&format!("{rel}/")))
+    rel.is_empty()
+        || view.file(rel).is_some()
+        || view
+            .tree
+            .files
+            .keys()
+            .any(|k| k.starts_with(&format!("{rel}/")))
 }
 
 fn schema(view: &TreeView<'_>, compose: &Compose<'_>, diags: &mut Vec<Diagnostic>) {
-    let first = view.file(&compose.path).map(|f| f.first_loc()).unwrap_or_else(|| view.loc(&compose.path, 1));
+    let first = view
+        .file(&compose.path)
+        .map(|f| f.first_loc())
+        .unwrap_or_else(|| view.loc(&compose.path, 1));
     let v = match validator() {
         None => {
             diags.push(Diagnostic::warning(
@@ -264,39 +367,58 @@ fn schema(view: &TreeView<'_>, compose: &Compose<'_>, diags: &mut Vec<Diagnostic
             return;
         }
         Some(Err(e)) => {
-            diags.push(Diagnostic::warning("compose::no-schema", format!("the Compose schema cannot be used: {e}"), &first));
+            diags.push(Diagnostic::warning(
+                "compose::no-schema",
+                format!("the Compose schema cannot be used: {e}"),
+                &first,
+            ));
             return;
         }
         Some(Ok(v)) => v,
     };
     let json = compose.root.json();
     let errors: Vec<_> = v.iter_errors(&json).collect();
-    let paths: Vec<String> = errors.iter().map(|e| e.instance_path().as_str().to_string()).collect();
+    let paths: Vec<String> = errors
+        .iter()
+        .map(|e| e.instance_path().as_str().to_string())
+        .collect();
     for err in &errors {
         let pointer = err.instance_path().as_str().to_string();
         // When a property fails its own schema, the validator also reports the whole object's
         // properties as "unevaluated": a cascade, not a second problem.
-        if matches!(err.kind(), jsonschema::error::ValidationErrorKind::UnevaluatedProperties { .. })
-            && paths.iter().any(|p| p.starts_with(&format!("{pointer}/")))
+        if matches!(
+            err.kind(),
+            jsonschema::error::ValidationErrorKind::UnevaluatedProperties { .. }
+        ) && paths.iter().any(|p| p.starts_with(&format!("{pointer}/")))
         {
             continue;
         }
         let node = compose.root.at_pointer(&pointer).unwrap_or(compose.root);
         let mut line = node.line();
         use jsonschema::error::ValidationErrorKind as K;
-        if let K::AdditionalProperties { unexpected } | K::UnevaluatedProperties { unexpected } = err.kind()
-            && let Some(k) = unexpected.first().and_then(|u| node.key_node(u)) {
-                line = k.line();
-            }
+        if let K::AdditionalProperties { unexpected } | K::UnevaluatedProperties { unexpected } =
+            err.kind()
+            && let Some(k) = unexpected.first().and_then(|u| node.key_node(u))
+        {
+            line = k.line();
+        }
         let mut msg = err.to_string();
         if msg.len() > 300 {
             msg.truncate(300);
             msg.push('…');
         }
-        let path = if pointer.is_empty() { "the file".to_string() } else { format!("`{}`", pointer.trim_start_matches('/').replace('/', ".")) };
+        let path = if pointer.is_empty() {
+            "the file".to_string()
+        } else {
+            format!("`{}`", pointer.trim_start_matches('/').replace('/', "."))
+        };
         diags.push(
-            Diagnostic::error("compose::schema", format!("{path} does not follow the Compose specification: {msg}"), &view.loc(&compose.path, line))
-                .with_note(format!("schema rule {}", err.schema_path().as_str())),
+            Diagnostic::error(
+                "compose::schema",
+                format!("{path} does not follow the Compose specification: {msg}"),
+                &view.loc(&compose.path, line),
+            )
+            .with_note(format!("schema rule {}", err.schema_path().as_str())),
         );
     }
 }
@@ -324,13 +446,14 @@ pub fn served(view: &TreeView<'_>, compose: &Compose<'_>) -> BTreeMap<String, Ve
         for w in &svc.words {
             if w.text.ends_with("redis.conf")
                 && let Resolved::Tree(t) = svc.resolve(&w.text)
-                    && let Some(f) = view.file(&t) {
-                        for l in f.content.lines() {
-                            if let Some(rest) = l.trim().strip_prefix("unixsocket ") {
-                                socks.push(rest.trim().trim_matches('"').to_string());
-                            }
-                        }
+                && let Some(f) = view.file(&t)
+            {
+                for l in f.content.lines() {
+                    if let Some(rest) = l.trim().strip_prefix("unixsocket ") {
+                        socks.push(rest.trim().trim_matches('"').to_string());
                     }
+                }
+            }
         }
         out.insert(svc.name.clone(), socks);
     }
@@ -345,7 +468,10 @@ pub fn pg_socket_dirs(view: &TreeView<'_>, svc: &Service<'_>) -> Vec<String> {
     for w in svc.flag_values(&["-c"]) {
         let v = &w.text;
         if let Some(d) = v.strip_prefix("unix_socket_directories=") {
-            dirs.extend(d.split(',').map(|s| s.trim().trim_matches('\'').to_string()));
+            dirs.extend(
+                d.split(',')
+                    .map(|s| s.trim().trim_matches('\'').to_string()),
+            );
         }
         if let Some(c) = v.strip_prefix("config_file=") {
             conf_files.push(c.to_string());
@@ -353,15 +479,20 @@ pub fn pg_socket_dirs(view: &TreeView<'_>, svc: &Service<'_>) -> Vec<String> {
     }
     for c in conf_files {
         if let Resolved::Tree(t) = svc.resolve(&c)
-            && let Some(f) = view.file(&t) {
-                for l in f.content.lines() {
-                    let l = l.split('#').next().unwrap_or("").trim();
-                    if let Some(rest) = l.strip_prefix("unix_socket_directories") {
-                        let v = rest.trim_start().trim_start_matches('=').trim().trim_matches('\'');
-                        dirs.extend(v.split(',').map(|s| s.trim().to_string()));
-                    }
+            && let Some(f) = view.file(&t)
+        {
+            for l in f.content.lines() {
+                let l = l.split('#').next().unwrap_or("").trim();
+                if let Some(rest) = l.strip_prefix("unix_socket_directories") {
+                    let v = rest
+                        .trim_start()
+                        .trim_start_matches('=')
+                        .trim()
+                        .trim_matches('\'');
+                    dirs.extend(v.split(',').map(|s| s.trim().to_string()));
                 }
             }
+        }
     }
     dirs
 }
@@ -376,11 +507,14 @@ pub fn health_sockets(svc: &Service<'_>) -> Vec<(String, usize)> {
         let t = word.text.as_str();
         if let Some(v) = t.strip_prefix("--unix-socket=") {
             out.push((v.to_string(), word.line));
-        } else if matches!(t, "--unix-socket" | "-s" | "--socket") || (t == "-h" && w.iter().any(|x| x.text.ends_with("pg_isready"))) {
+        } else if matches!(t, "--unix-socket" | "-s" | "--socket")
+            || (t == "-h" && w.iter().any(|x| x.text.ends_with("pg_isready")))
+        {
             if let Some(n) = next
-                && n.text.starts_with('/') {
-                    out.push((n.text.clone(), n.line));
-                }
+                && n.text.starts_with('/')
+            {
+                out.push((n.text.clone(), n.line));
+            }
         } else if t.starts_with('/') && t.ends_with(".sock") && !out.iter().any(|(p, _)| p == t) {
             out.push((t.to_string(), word.line));
         }
@@ -397,17 +531,29 @@ fn healthchecks(view: &TreeView<'_>, compose: &Compose<'_>, diags: &mut Vec<Diag
     for svc in &compose.services {
         let mine = served.get(&svc.name).cloned().unwrap_or_default();
         for (sock, line) in health_sockets(svc) {
-            let ok = mine.iter().any(|s| s.trim_end_matches('/') == sock.trim_end_matches('/'));
+            let ok = mine
+                .iter()
+                .any(|s| s.trim_end_matches('/') == sock.trim_end_matches('/'));
             if !ok {
-                let owner = served.iter().find(|(_, v)| v.iter().any(|s| s == &sock)).map(|(k, _)| k.clone());
+                let owner = served
+                    .iter()
+                    .find(|(_, v)| v.iter().any(|s| s == &sock))
+                    .map(|(k, _)| k.clone());
                 if mine.is_empty() && owner.is_none() {
                     continue; // what this service listens on is unknown (e.g. its config is missing, reported elsewhere)
                 }
                 let why = match owner {
-                    Some(o) => format!("that socket belongs to `{o}`, so the check says nothing about `{}`", svc.name),
+                    Some(o) => format!(
+                        "that socket belongs to `{o}`, so the check says nothing about `{}`",
+                        svc.name
+                    ),
                     None => "no process of the deployment listens there".into(),
                 };
-                let listens = if mine.is_empty() { "nothing the linter knows of".to_string() } else { mine.join(", ") };
+                let listens = if mine.is_empty() {
+                    "nothing the linter knows of".to_string()
+                } else {
+                    mine.join(", ")
+                };
                 diags.push(Diagnostic::error(
                     "compose::healthcheck-socket",
                     format!("the healthcheck of `{}` probes `{sock}`: {why} (`{}` listens on {listens})", svc.name, svc.name),

@@ -45,7 +45,9 @@ fn scan(text: &str) -> Page {
     let mut heading: Option<(Option<String>, String)> = None;
     for (ev, range) in new_cmark_parser(text, &MarkdownOptions::default()).into_offset_iter() {
         match ev {
-            Event::Start(Tag::Heading { id, .. }) => heading = Some((id.map(|i| i.to_string()), String::new())),
+            Event::Start(Tag::Heading { id, .. }) => {
+                heading = Some((id.map(|i| i.to_string()), String::new()))
+            }
             Event::End(TagEnd::Heading(_)) => {
                 if let Some((explicit, content)) = heading.take() {
                     let id = explicit.unwrap_or_else(|| id_from_content(&content));
@@ -67,7 +69,8 @@ fn scan(text: &str) -> Page {
                     ids.insert(c[1].to_string());
                 }
             }
-            Event::Start(Tag::Link { dest_url, .. }) | Event::Start(Tag::Image { dest_url, .. }) => {
+            Event::Start(Tag::Link { dest_url, .. })
+            | Event::Start(Tag::Image { dest_url, .. }) => {
                 links.push((dest_url.to_string(), line_of(text, range.start)));
             }
             _ => {}
@@ -97,12 +100,16 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len()
-            && let Some(b) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Some(b) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
         out.push(bytes[i]);
         i += 1;
     }
@@ -110,12 +117,20 @@ fn percent_decode(s: &str) -> String {
 }
 
 pub fn check(book: &Book) -> Vec<Diagnostic> {
-    let pages: BTreeMap<&str, Page> = book.chapters.iter().map(|c| (c.path.as_str(), scan(&c.text))).collect();
+    let pages: BTreeMap<&str, Page> = book
+        .chapters
+        .iter()
+        .map(|c| (c.path.as_str(), scan(&c.text)))
+        .collect();
     let mut diags = Vec::new();
     for (from, page) in &pages {
         for (dest, line) in &page.links {
             let at = MdLoc::new(*from, *line);
-            if dest.contains("://") || dest.starts_with("mailto:") || dest.starts_with("//") || dest.is_empty() {
+            if dest.contains("://")
+                || dest.starts_with("mailto:")
+                || dest.starts_with("//")
+                || dest.is_empty()
+            {
                 continue;
             }
             let (path, frag) = match dest.split_once('#') {
@@ -132,7 +147,11 @@ pub fn check(book: &Book) -> Vec<Diagnostic> {
                 resolve(from, &percent_decode(path))
             };
             let Some(mut target) = target else {
-                diags.push(Diagnostic::error("links::broken", format!("link `{dest}` climbs above the book root"), &at));
+                diags.push(Diagnostic::error(
+                    "links::broken",
+                    format!("link `{dest}` climbs above the book root"),
+                    &at,
+                ));
                 continue;
             };
             if let Some(stem) = target.strip_suffix(".html") {
@@ -148,26 +167,47 @@ pub fn check(book: &Book) -> Vec<Diagnostic> {
                     } else {
                         "does not exist"
                     };
-                    diags.push(Diagnostic::error("links::broken", format!("link `{dest}`: `{target}` {why}"), &at));
+                    diags.push(Diagnostic::error(
+                        "links::broken",
+                        format!("link `{dest}`: `{target}` {why}"),
+                        &at,
+                    ));
                     continue;
                 };
                 if let Some(frag) = frag
-                    && !frag.is_empty() && !to.ids.contains(&frag) {
-                        let mut known: Vec<&String> = to.ids.iter().collect();
-                        known.sort();
-                        let close: Vec<&&String> = known.iter().filter(|k| k.contains(&frag) || frag.contains(k.as_str())).take(3).collect();
-                        let mut d = Diagnostic::error(
-                            "links::broken-anchor",
-                            format!("link `{dest}`: `{target}` has no heading with id `{frag}`"),
-                            &at,
-                        );
-                        if !close.is_empty() {
-                            d = d.with_note(format!("similar ids: {}", close.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")));
-                        }
-                        diags.push(d);
+                    && !frag.is_empty()
+                    && !to.ids.contains(&frag)
+                {
+                    let mut known: Vec<&String> = to.ids.iter().collect();
+                    known.sort();
+                    let close: Vec<&&String> = known
+                        .iter()
+                        .filter(|k| k.contains(&frag) || frag.contains(k.as_str()))
+                        .take(3)
+                        .collect();
+                    let mut d = Diagnostic::error(
+                        "links::broken-anchor",
+                        format!("link `{dest}`: `{target}` has no heading with id `{frag}`"),
+                        &at,
+                    );
+                    if !close.is_empty() {
+                        d = d.with_note(format!(
+                            "similar ids: {}",
+                            close
+                                .iter()
+                                .map(|s| s.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ));
                     }
+                    diags.push(d);
+                }
             } else if !book.root.join(&target).exists() {
-                diags.push(Diagnostic::error("links::broken", format!("link `{dest}`: `{target}` does not exist"), &at));
+                diags.push(Diagnostic::error(
+                    "links::broken",
+                    format!("link `{dest}`: `{target}` does not exist"),
+                    &at,
+                ));
             }
         }
     }
@@ -180,9 +220,14 @@ mod tests {
 
     #[test]
     fn ids_like_mdbook() {
-        assert_eq!(id_from_content("`--passes`: add more rustdoc passes"), "--passes-add-more-rustdoc-passes");
+        assert_eq!(
+            id_from_content("`--passes`: add more rustdoc passes"),
+            "--passes-add-more-rustdoc-passes"
+        );
         assert_eq!(id_from_content("Why `x_forwarded`?"), "why-x_forwarded");
-        let p = scan("# A b\n\n## A b\n\n### Custom {#mine}\n\n<a id=\"raw\"></a>\n\n[x](other.md#a-b)\n");
+        let p = scan(
+            "# A b\n\n## A b\n\n### Custom {#mine}\n\n<a id=\"raw\"></a>\n\n[x](other.md#a-b)\n",
+        );
         for id in ["a-b", "a-b-1", "mine", "raw"] {
             assert!(p.ids.contains(id), "{id} in {:?}", p.ids);
         }
@@ -191,8 +236,14 @@ mod tests {
 
     #[test]
     fn resolve_paths() {
-        assert_eq!(resolve("src/a/b.md", "../c.md").as_deref(), Some("src/c.md"));
-        assert_eq!(resolve("src/a/b.md", "./d/e.md").as_deref(), Some("src/a/d/e.md"));
+        assert_eq!(
+            resolve("src/a/b.md", "../c.md").as_deref(),
+            Some("src/c.md")
+        );
+        assert_eq!(
+            resolve("src/a/b.md", "./d/e.md").as_deref(),
+            Some("src/a/d/e.md")
+        );
         assert_eq!(percent_decode("a%20b"), "a b");
     }
 }

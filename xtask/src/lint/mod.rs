@@ -69,13 +69,16 @@ impl<'a> TreeView<'a> {
 
     /// Markdown location of line `line` (1-based) of the tree file `path`.
     pub fn loc(&self, path: &str, line: usize) -> MdLoc {
-        self.file(path).map_or_else(|| MdLoc::new("book.toml", 1), |f| f.md_loc(line))
+        self.file(path)
+            .map_or_else(|| MdLoc::new("book.toml", 1), |f| f.md_loc(line))
     }
 }
 
 /// Whether a tree file is YAML (by language or extension).
 pub fn is_yaml(f: &TreeFile) -> bool {
-    matches!(f.lang.as_str(), "yaml" | "yml") || f.path.ends_with(".yaml") || f.path.ends_with(".yml")
+    matches!(f.lang.as_str(), "yaml" | "yml")
+        || f.path.ends_with(".yaml")
+        || f.path.ends_with(".yml")
 }
 
 /// Which of the slower checks run.
@@ -87,7 +90,9 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { synapse_config: true }
+        Options {
+            synapse_config: true,
+        }
     }
 }
 
@@ -101,7 +106,13 @@ pub fn run_with(book: &Book, opts: Options) -> Vec<Diagnostic> {
     let mut diags = Vec::new();
     let mut trees = Vec::new();
     for variant in std::iter::once(None).chain(extract::variants(book).into_iter().map(Some)) {
-        match extract::assemble(book, &extract::Options { variant, ..extract::Options::default() }) {
+        match extract::assemble(
+            book,
+            &extract::Options {
+                variant,
+                ..extract::Options::default()
+            },
+        ) {
             Ok(t) => trees.push(t),
             Err(mut d) => diags.append(&mut d),
         }
@@ -112,8 +123,12 @@ pub fn run_with(book: &Book, opts: Options) -> Vec<Diagnostic> {
     diags.append(&mut check_examples(book));
     diags.append(&mut links::check(book));
     diags.append(&mut security::check_generated_secrets(book));
-    diags.sort_by(|a, b| (&a.file, a.line, &a.code, &a.message).cmp(&(&b.file, b.line, &b.code, &b.message)));
-    diags.dedup_by(|a, b| a.file == b.file && a.line == b.line && a.code == b.code && a.message == b.message);
+    diags.sort_by(|a, b| {
+        (&a.file, a.line, &a.code, &a.message).cmp(&(&b.file, b.line, &b.code, &b.message))
+    });
+    diags.dedup_by(|a, b| {
+        a.file == b.file && a.line == b.line && a.code == b.code && a.message == b.message
+    });
     diags
 }
 
@@ -137,7 +152,11 @@ pub fn check_tree(tree: &Tree, opts: Options) -> Vec<Diagnostic> {
     diags.append(&mut security::check_tree(&view));
     // The nginx checks read the Synapse model through `crate::yaml`, which has no alias
     // expansion guard: never hand them a file the YAML checks refused as too complex.
-    if !view.yaml.values().any(|l| l.issues.iter().any(|i| i.code == "yaml::too-complex")) {
+    if !view
+        .yaml
+        .values()
+        .any(|l| l.issues.iter().any(|i| i.code == "yaml::too-complex"))
+    {
         diags.append(&mut crate::nginx::lint::check(tree));
     }
     diags
@@ -164,7 +183,12 @@ fn check_examples(book: &Book) -> Vec<Diagnostic> {
                 let last = b.text.lines().count().max(1) - 1;
                 for issue in yaml::load(&b.text).issues {
                     let line = (issue.line.max(1) - 1).min(last);
-                    diags.push(issue_diag(&issue, &b.line_loc(line), "an example block", issue.line));
+                    diags.push(issue_diag(
+                        &issue,
+                        &b.line_loc(line),
+                        "an example block",
+                        issue.line,
+                    ));
                 }
             }
             "sh" | "bash" | "shell" => diags.append(&mut shell::check_example(b)),

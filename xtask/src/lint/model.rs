@@ -9,7 +9,12 @@ use super::TreeView;
 use super::yaml::{Node, NodeExt};
 use std::collections::BTreeMap;
 
-pub const COMPOSE_FILES: &[&str] = &["docker-compose.yml", "docker-compose.yaml", "compose.yml", "compose.yaml"];
+pub const COMPOSE_FILES: &[&str] = &[
+    "docker-compose.yml",
+    "docker-compose.yaml",
+    "compose.yml",
+    "compose.yaml",
+];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MountKind {
@@ -90,7 +95,8 @@ impl Service<'_> {
                 if path == t {
                     Some((m, String::new()))
                 } else {
-                    path.strip_prefix(&format!("{t}/")).map(|rest| (m, rest.to_string()))
+                    path.strip_prefix(&format!("{t}/"))
+                        .map(|rest| (m, rest.to_string()))
                 }
             })
             .max_by_key(|(m, _)| m.target.len())
@@ -120,9 +126,10 @@ impl Service<'_> {
                     out.push(*v);
                 }
             } else if let Some((f, _)) = w.text.split_once('=')
-                && flags.contains(&f) {
-                    out.push(w);
-                }
+                && flags.contains(&f)
+            {
+                out.push(w);
+            }
         }
         out
     }
@@ -130,7 +137,11 @@ impl Service<'_> {
 
 /// The value part of a `--flag=value` word, or the word itself.
 pub fn word_value(w: &Word) -> &str {
-    if w.text.starts_with('-') { w.text.split_once('=').map_or(w.text.as_str(), |(_, v)| v) } else { &w.text }
+    if w.text.starts_with('-') {
+        w.text.split_once('=').map_or(w.text.as_str(), |(_, v)| v)
+    } else {
+        &w.text
+    }
 }
 
 #[derive(Debug)]
@@ -151,7 +162,11 @@ impl<'a> Compose<'a> {
                 services.push(service(name, k.line(), v));
             }
         }
-        Some(Compose { path: path.to_string(), root, services })
+        Some(Compose {
+            path: path.to_string(),
+            root,
+            services,
+        })
     }
 
     pub fn service(&self, name: &str) -> Option<&Service<'a>> {
@@ -161,8 +176,23 @@ impl<'a> Compose<'a> {
 
 fn split_words(n: &Node) -> Vec<Word> {
     match n.as_str() {
-        Some(s) => shell_words(s).into_iter().map(|text| Word { text, line: n.line() }).collect(),
-        None => n.items().iter().filter_map(|i| i.as_str().map(|s| Word { text: s.to_string(), line: i.line() })).collect(),
+        Some(s) => shell_words(s)
+            .into_iter()
+            .map(|text| Word {
+                text,
+                line: n.line(),
+            })
+            .collect(),
+        None => n
+            .items()
+            .iter()
+            .filter_map(|i| {
+                i.as_str().map(|s| Word {
+                    text: s.to_string(),
+                    line: i.line(),
+                })
+            })
+            .collect(),
     }
 }
 
@@ -224,24 +254,52 @@ fn service<'a>(name: &str, line: usize, n: &'a Node) -> Service<'a> {
             } else {
                 MountKind::Volume
             };
-            let read_only = parts.get(2).is_some_and(|o| o.split(',').any(|o| o == "ro"));
-            mounts.push(Mount { kind, source: src.to_string(), target: dst.to_string(), read_only, line: v.line() });
+            let read_only = parts
+                .get(2)
+                .is_some_and(|o| o.split(',').any(|o| o == "ro"));
+            mounts.push(Mount {
+                kind,
+                source: src.to_string(),
+                target: dst.to_string(),
+                read_only,
+                line: v.line(),
+            });
         } else {
             let kind = match v.get("type").and_then(Node::as_str) {
                 Some("bind") => MountKind::Bind,
                 Some("tmpfs") => MountKind::Tmpfs,
                 _ => MountKind::Volume,
             };
-            let source = v.get("source").and_then(Node::as_str).unwrap_or("").to_string();
-            let target = v.get("target").and_then(Node::as_str).unwrap_or("").to_string();
+            let source = v
+                .get("source")
+                .and_then(Node::as_str)
+                .unwrap_or("")
+                .to_string();
+            let target = v
+                .get("target")
+                .and_then(Node::as_str)
+                .unwrap_or("")
+                .to_string();
             let read_only = v.get("read_only").and_then(Node::yaml11_bool) == Some(true);
-            mounts.push(Mount { kind, source, target, read_only, line: v.line() });
+            mounts.push(Mount {
+                kind,
+                source,
+                target,
+                read_only,
+                line: v.line(),
+            });
         }
     }
     if let Some(t) = n.get("tmpfs") {
         for (p, pn) in t.str_nodes() {
             let target = p.split(':').next().unwrap_or(p).to_string();
-            mounts.push(Mount { kind: MountKind::Tmpfs, source: String::new(), target, read_only: false, line: pn.line() });
+            mounts.push(Mount {
+                kind: MountKind::Tmpfs,
+                source: String::new(),
+                target,
+                read_only: false,
+                line: pn.line(),
+            });
         }
     }
     let mut words = Vec::new();
@@ -255,13 +313,25 @@ fn service<'a>(name: &str, line: usize, n: &'a Node) -> Service<'a> {
         if e.is_map() {
             for (k, v) in e.entries() {
                 if let Some(k) = k.as_str() {
-                    env.insert(k.to_string(), Word { text: v.as_str().unwrap_or("").to_string(), line: v.line() });
+                    env.insert(
+                        k.to_string(),
+                        Word {
+                            text: v.as_str().unwrap_or("").to_string(),
+                            line: v.line(),
+                        },
+                    );
                 }
             }
         } else {
             for (s, i) in e.str_nodes() {
                 let (k, v) = s.split_once('=').unwrap_or((s, ""));
-                env.insert(k.to_string(), Word { text: v.to_string(), line: i.line() });
+                env.insert(
+                    k.to_string(),
+                    Word {
+                        text: v.to_string(),
+                        line: i.line(),
+                    },
+                );
             }
         }
     }
@@ -277,7 +347,10 @@ fn service<'a>(name: &str, line: usize, n: &'a Node) -> Service<'a> {
                 Some("CMD-SHELL") => {
                     let line = w[0].line;
                     let rest: Vec<String> = w[1..].iter().map(|x| x.text.clone()).collect();
-                    w = shell_words(&rest.join(" ")).into_iter().map(|text| Word { text, line }).collect();
+                    w = shell_words(&rest.join(" "))
+                        .into_iter()
+                        .map(|text| Word { text, line })
+                        .collect();
                 }
                 _ => {}
             }
@@ -350,7 +423,11 @@ impl<'a> Synapse<'a> {
     pub fn find(view: &'a TreeView<'_>) -> Option<Synapse<'a>> {
         // A YAML file that did not load (syntax, alias bomb) is reported by the YAML checks; the
         // deployment model would parse it again without the size guard.
-        if view.yaml.values().any(|l| l.issues.iter().any(|i| i.code == "yaml::too-complex")) {
+        if view
+            .yaml
+            .values()
+            .any(|l| l.issues.iter().any(|i| i.code == "yaml::too-complex"))
+        {
             return None;
         }
         let d = crate::synapse::Deployment::from_tree(view.tree).ok()??;
@@ -371,7 +448,13 @@ impl<'a> Synapse<'a> {
                 workers.push(proc_);
             }
         }
-        Some(Synapse { shared: d.shared_file.clone(), root, main: main?, workers, worker_roots })
+        Some(Synapse {
+            shared: d.shared_file.clone(),
+            root,
+            main: main?,
+            workers,
+            worker_roots,
+        })
     }
 
     pub fn process(&self, name: &str) -> Option<&Process> {
@@ -393,10 +476,13 @@ impl<'a> Synapse<'a> {
     /// Where a setting of a process comes from (file, line), for reporting.
     pub fn effective_at(&self, p: &Process, key: &str) -> Option<(String, usize)> {
         if let Some(f) = &p.worker_file
-            && let Some(k) = self.worker_roots.get(f).and_then(|r| r.key_node(key)) {
-                return Some((f.clone(), k.line()));
-            }
-        self.root.key_node(key).map(|k| (self.shared.clone(), k.line()))
+            && let Some(k) = self.worker_roots.get(f).and_then(|r| r.key_node(key))
+        {
+            return Some((f.clone(), k.line()));
+        }
+        self.root
+            .key_node(key)
+            .map(|k| (self.shared.clone(), k.line()))
     }
 }
 
@@ -404,22 +490,32 @@ impl<'a> Synapse<'a> {
 pub fn synapse_config_args<'s>(svc: &'s Service<'_>) -> Vec<&'s Word> {
     let mut out = svc.flag_values(&["--config-path", "-c"]);
     if out.is_empty()
-        && let Some(w) = svc.env.get("SYNAPSE_CONFIG_PATH") {
-            out.push(w);
-        }
+        && let Some(w) = svc.env.get("SYNAPSE_CONFIG_PATH")
+    {
+        out.push(w);
+    }
     out
 }
 
 /// The compose service running a Synapse process: the one whose config arguments resolve to
 /// the worker's file (main: the shared file and no worker file).
-pub fn service_of<'c, 'a>(compose: &'c Compose<'a>, syn: &Synapse<'_>, p: &Process) -> Option<&'c Service<'a>> {
+pub fn service_of<'c, 'a>(
+    compose: &'c Compose<'a>,
+    syn: &Synapse<'_>,
+    p: &Process,
+) -> Option<&'c Service<'a>> {
     compose.services.iter().find(|s| {
-        let files: Vec<Resolved> = synapse_config_args(s).iter().map(|w| s.resolve(word_value(w))).collect();
+        let files: Vec<Resolved> = synapse_config_args(s)
+            .iter()
+            .map(|w| s.resolve(word_value(w)))
+            .collect();
         match &p.worker_file {
             Some(f) => files.contains(&Resolved::Tree(f.clone())),
             None => {
                 files.contains(&Resolved::Tree(syn.shared.clone()))
-                    && !files.iter().any(|r| matches!(r, Resolved::Tree(t) if syn.worker_roots.contains_key(t)))
+                    && !files
+                        .iter()
+                        .any(|r| matches!(r, Resolved::Tree(t) if syn.worker_roots.contains_key(t)))
             }
         }
     })
@@ -431,7 +527,13 @@ mod tests {
 
     #[test]
     fn words() {
-        assert_eq!(shell_words(r#"a "b c" 'd e' f\ g"#), vec!["a", "b c", "d e", "f g"]);
-        assert_eq!(shell_words("redis-server --unixsocket /sockets/redis.sock"), vec!["redis-server", "--unixsocket", "/sockets/redis.sock"]);
+        assert_eq!(
+            shell_words(r#"a "b c" 'd e' f\ g"#),
+            vec!["a", "b c", "d e", "f g"]
+        );
+        assert_eq!(
+            shell_words("redis-server --unixsocket /sockets/redis.sock"),
+            vec!["redis-server", "--unixsocket", "/sockets/redis.sock"]
+        );
     }
 }

@@ -16,13 +16,15 @@ use std::sync::LazyLock;
 
 static AT_LINE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r#"in file "[^"]*" line (\d+)"#).expect("valid regex"));
-static PARAM: LazyLock<Regex> = LazyLock::new(|| Regex::new(r#"parameter "([^"]+)""#).expect("valid regex"));
+static PARAM: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r#"parameter "([^"]+)""#).expect("valid regex"));
 static OPEN_FILE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r#"configuration file "[^"]*/([^"/]+)""#).expect("valid regex"));
 
 /// Whether a tree file is a PostgreSQL server config.
 pub fn is_pg_conf(f: &TreeFile) -> bool {
-    f.path.ends_with("postgresql.conf") || f.path.ends_with(".conf") && f.path.starts_with("postgres/")
+    f.path.ends_with("postgresql.conf")
+        || f.path.ends_with(".conf") && f.path.starts_with("postgres/")
 }
 
 /// The 1-based line that last sets `name` (names are case-insensitive), if any.
@@ -30,7 +32,10 @@ fn line_setting(content: &str, name: &str) -> Option<usize> {
     let mut found = None;
     for (i, line) in content.lines().enumerate() {
         let l = line.trim_start();
-        let key: String = l.chars().take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '.').collect();
+        let key: String = l
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '.')
+            .collect();
         if !key.is_empty() && key.eq_ignore_ascii_case(name) {
             found = Some(i + 1);
         }
@@ -39,7 +44,10 @@ fn line_setting(content: &str, name: &str) -> Option<usize> {
 }
 
 fn line_mentioning(content: &str, needle: &str) -> Option<usize> {
-    content.lines().position(|l| !l.trim_start().starts_with('#') && l.contains(needle)).map(|i| i + 1)
+    content
+        .lines()
+        .position(|l| !l.trim_start().starts_with('#') && l.contains(needle))
+        .map(|i| i + 1)
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -52,12 +60,19 @@ struct Finding {
 /// The postgres binary, or None when PostgreSQL is not installed.
 fn postgres_bin() -> Option<std::path::PathBuf> {
     static BIN: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| crate::tools::pg_bindir().map(|d| d.join("postgres")).filter(|p| p.exists())).clone()
+    BIN.get_or_init(|| {
+        crate::tools::pg_bindir()
+            .map(|d| d.join("postgres"))
+            .filter(|p| p.exists())
+    })
+    .clone()
 }
 
 fn running_as_root() -> bool {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
 }
 
 /// One pass of the server over `content`: its complaints, in order.
@@ -66,10 +81,12 @@ fn server_pass(bin: &std::path::Path, content: &str) -> Result<Vec<Finding>, Str
     let dir = cache::scratch_dir("pg");
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let _cleanup = Cleanup(dir.clone());
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| e.to_string())?;
     let conf = dir.join("postgresql.conf");
     std::fs::write(&conf, content).map_err(|e| e.to_string())?;
-    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o644)).map_err(|e| e.to_string())?;
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o644))
+        .map_err(|e| e.to_string())?;
     let dir_s = dir.to_string_lossy().into_owned();
     let mut cmd = if running_as_root() {
         // The server refuses to run as root.
@@ -89,7 +106,9 @@ fn server_pass(bin: &std::path::Path, content: &str) -> Result<Vec<Finding>, Str
     let stderr = String::from_utf8_lossy(&out.stderr);
     let mut findings: Vec<Finding> = Vec::new();
     for line in stderr.lines() {
-        let Some((_, msg)) = line.split_once(":  ") else { continue };
+        let Some((_, msg)) = line.split_once(":  ") else {
+            continue;
+        };
         let level = line.split(":  ").next().unwrap_or("");
         if level.ends_with("HINT") {
             if let Some(last) = findings.last_mut() {
@@ -106,14 +125,32 @@ fn server_pass(bin: &std::path::Path, content: &str) -> Result<Vec<Finding>, Str
         let line_no = AT_LINE
             .captures(msg)
             .and_then(|c| c[1].parse().ok())
-            .or_else(|| PARAM.captures(msg).and_then(|c| line_setting(content, &c[1])))
-            .or_else(|| OPEN_FILE.captures(msg).and_then(|c| line_mentioning(content, &c[1])))
+            .or_else(|| {
+                PARAM
+                    .captures(msg)
+                    .and_then(|c| line_setting(content, &c[1]))
+            })
+            .or_else(|| {
+                OPEN_FILE
+                    .captures(msg)
+                    .and_then(|c| line_mentioning(content, &c[1]))
+            })
             .unwrap_or(1);
-        let message = AT_LINE.replace_all(msg, "on line $1").replace(&format!("{dir_s}/"), "");
-        findings.push(Finding { line: line_no, message, hint: None });
+        let message = AT_LINE
+            .replace_all(msg, "on line $1")
+            .replace(&format!("{dir_s}/"), "");
+        findings.push(Finding {
+            line: line_no,
+            message,
+            hint: None,
+        });
     }
     if findings.is_empty() {
-        findings.push(Finding { line: 1, message: stderr.trim().to_string(), hint: None });
+        findings.push(Finding {
+            line: 1,
+            message: stderr.trim().to_string(),
+            hint: None,
+        });
     }
     Ok(findings)
 }
@@ -127,7 +164,11 @@ impl Drop for Cleanup {
 
 /// Every complaint of the server about `content`, over several passes.
 fn findings(bin: &std::path::Path, content: &str) -> Result<Vec<Finding>, String> {
-    let key = cache::key(&[b"postgres-conf-v1", &cache::tool_id(bin), content.as_bytes()]);
+    let key = cache::key(&[
+        b"postgres-conf-v1",
+        &cache::tool_id(bin),
+        content.as_bytes(),
+    ]);
     cache::memo(&key, || {
         let mut all: Vec<Finding> = Vec::new();
         let mut text = content.to_string();
@@ -150,7 +191,13 @@ fn findings(bin: &std::path::Path, content: &str) -> Result<Vec<Finding>, String
             text = text
                 .lines()
                 .enumerate()
-                .map(|(i, l)| if lines.contains(&(i + 1)) { format!("# {l}\n") } else { format!("{l}\n") })
+                .map(|(i, l)| {
+                    if lines.contains(&(i + 1)) {
+                        format!("# {l}\n")
+                    } else {
+                        format!("{l}\n")
+                    }
+                })
                 .collect();
         }
         Ok(all)
@@ -180,14 +227,23 @@ pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
                         format!("PostgreSQL rejects this: {}", fd.message),
                         &f.md_loc(fd.line),
                     )
-                    .with_note(format!("in {}, line {}; checked with {}", f.path, fd.line, bin.display()));
+                    .with_note(format!(
+                        "in {}, line {}; checked with {}",
+                        f.path,
+                        fd.line,
+                        bin.display()
+                    ));
                     if let Some(h) = fd.hint {
                         d = d.with_note(h);
                     }
                     diags.push(d);
                 }
             }
-            Err(why) => diags.push(Diagnostic::warning("postgres::not-checked", why, &f.first_loc())),
+            Err(why) => diags.push(Diagnostic::warning(
+                "postgres::not-checked",
+                why,
+                &f.first_loc(),
+            )),
         }
     }
     diags
@@ -208,9 +264,20 @@ mod tests {
     #[test]
     fn the_server_rejects_bad_settings() {
         let Some(bin) = postgres_bin() else { return };
-        let f = findings(&bin, "shared_buffers = 128MB\nno_such_thing = 1\nwal_level = replicaa\nfsync = maybe\n").unwrap();
+        let f = findings(
+            &bin,
+            "shared_buffers = 128MB\nno_such_thing = 1\nwal_level = replicaa\nfsync = maybe\n",
+        )
+        .unwrap();
         let lines: Vec<usize> = f.iter().map(|f| f.line).collect();
-        assert!(lines.contains(&2) && lines.contains(&3) && lines.contains(&4), "{f:?}");
-        assert!(findings(&bin, "shared_buffers = 128MB\nwal_level = replica\n").unwrap().is_empty());
+        assert!(
+            lines.contains(&2) && lines.contains(&3) && lines.contains(&4),
+            "{f:?}"
+        );
+        assert!(
+            findings(&bin, "shared_buffers = 128MB\nwal_level = replica\n")
+                .unwrap()
+                .is_empty()
+        );
     }
 }

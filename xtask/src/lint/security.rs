@@ -30,7 +30,11 @@ pub const REQUIRED_RANGES: &[&str] = &[
     "fc00::/7",
 ];
 
-const BLACKLIST_KEYS: &[&str] = &["ip_range_blacklist", "federation_ip_range_blacklist", "url_preview_ip_range_blacklist"];
+const BLACKLIST_KEYS: &[&str] = &[
+    "ip_range_blacklist",
+    "federation_ip_range_blacklist",
+    "url_preview_ip_range_blacklist",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Cidr {
@@ -65,13 +69,20 @@ impl Cidr {
         if self.prefix == 0 {
             0
         } else {
-            (!0u128 << (self.bits() - self.prefix)) & if self.v6 { !0u128 } else { u128::from(u32::MAX) }
+            (!0u128 << (self.bits() - self.prefix))
+                & if self.v6 {
+                    !0u128
+                } else {
+                    u128::from(u32::MAX)
+                }
         }
     }
 
     /// Whether `self` contains all of `other`.
     fn covers(self, other: Cidr) -> bool {
-        self.v6 == other.v6 && self.prefix <= other.prefix && (self.addr & self.mask()) == (other.addr & self.mask())
+        self.v6 == other.v6
+            && self.prefix <= other.prefix
+            && (self.addr & self.mask()) == (other.addr & self.mask())
     }
 }
 
@@ -92,7 +103,9 @@ pub fn uncovered(list: &[&str]) -> Vec<&'static str> {
 pub fn check_tree(view: &TreeView<'_>) -> Vec<Diagnostic> {
     let mut diags = Vec::new();
     for path in view.yaml.keys() {
-        let Some(root) = view.yaml_root(path) else { continue };
+        let Some(root) = view.yaml_root(path) else {
+            continue;
+        };
         for key in BLACKLIST_KEYS {
             let Some(node) = root.get(key) else { continue };
             let list: Vec<&str> = node.str_nodes().into_iter().map(|(s, _)| s).collect();
@@ -118,7 +131,10 @@ pub fn check_tree(view: &TreeView<'_>) -> Vec<Diagnostic> {
                 ));
             }
         }
-        let previews = root.get("url_preview_enabled").and_then(|n| n.yaml11_bool()) == Some(true);
+        let previews = root
+            .get("url_preview_enabled")
+            .and_then(|n| n.yaml11_bool())
+            == Some(true);
         if previews && root.get("url_preview_ip_range_blacklist").is_none() {
             let line = root.key_node("url_preview_enabled").map_or(1, |k| k.line());
             diags.push(Diagnostic::error(
@@ -136,7 +152,14 @@ pub fn check_tree(view: &TreeView<'_>) -> Vec<Diagnostic> {
 pub fn check_generated_secrets(book: &Book) -> Vec<Diagnostic> {
     let mut diags = Vec::new();
     for variant in std::iter::once(None).chain(extract::variants(book).into_iter().map(Some)) {
-        let Ok(tree) = extract::assemble(book, &Options { variant, secrets: Secrets::Generate, ..Options::default() }) else {
+        let Ok(tree) = extract::assemble(
+            book,
+            &Options {
+                variant,
+                secrets: Secrets::Generate,
+                ..Options::default()
+            },
+        ) else {
             continue; // assembly errors are reported by the main run
         };
         for f in tree.files.values() {
@@ -169,7 +192,9 @@ mod tests {
         assert!(uncovered(REQUIRED_RANGES).is_empty());
         assert!(uncovered(&["0.0.0.0/0", "::/0"]).is_empty());
         let m = uncovered(&["127.0.0.0/8", "10.0.0.0/8", "192.168.0.0/16", "::1"]);
-        assert!(m.contains(&"172.16.0.0/12") && m.contains(&"fc00::/7") && !m.contains(&"10.0.0.0/8"));
+        assert!(
+            m.contains(&"172.16.0.0/12") && m.contains(&"fc00::/7") && !m.contains(&"10.0.0.0/8")
+        );
         assert!(!uncovered(&["127.0.0.1/32"]).is_empty());
     }
 }

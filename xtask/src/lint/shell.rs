@@ -34,8 +34,12 @@ pub fn is_script(path: &str, lang: &str, content: &str) -> bool {
 fn shellcheck(text: &str, dialect: &str) -> Result<Vec<Comment>, String> {
     let args = ["-f", "json1", "-s", dialect, "-"];
     let out = cache::run_cached("shellcheck", &args, text.as_bytes())?;
-    let parsed: Output = serde_json::from_slice(&out.stdout)
-        .map_err(|e| format!("shellcheck printed something that is not its JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)))?;
+    let parsed: Output = serde_json::from_slice(&out.stdout).map_err(|e| {
+        format!(
+            "shellcheck printed something that is not its JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
     Ok(parsed.comments)
 }
 
@@ -52,7 +56,10 @@ fn dialect(text: &str, lang: &str) -> &'static str {
 
 fn to_diag(c: &Comment, at: &MdLoc, note: String) -> Diagnostic {
     let code = format!("shell::SC{}", c.code);
-    let msg = format!("{} (https://www.shellcheck.net/wiki/SC{})", c.message, c.code);
+    let msg = format!(
+        "{} (https://www.shellcheck.net/wiki/SC{})",
+        c.message, c.code
+    );
     let d = match c.level.as_str() {
         "error" | "warning" => Diagnostic::error(&code, msg, at),
         _ => Diagnostic::warning(&code, msg, at),
@@ -61,7 +68,11 @@ fn to_diag(c: &Comment, at: &MdLoc, note: String) -> Diagnostic {
 }
 
 fn missing(at: &MdLoc, why: String) -> Diagnostic {
-    Diagnostic::warning("shell::no-shellcheck", format!("shell scripts were not checked: {why}"), at)
+    Diagnostic::warning(
+        "shell::no-shellcheck",
+        format!("shell scripts were not checked: {why}"),
+        at,
+    )
 }
 
 pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
@@ -73,7 +84,11 @@ pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
         match shellcheck(&f.content, dialect(&f.content, &f.lang)) {
             Ok(comments) => {
                 for c in comments {
-                    diags.push(to_diag(&c, &f.md_loc(c.line), format!("in {}, line {}", f.path, c.line)));
+                    diags.push(to_diag(
+                        &c,
+                        &f.md_loc(c.line),
+                        format!("in {}, line {}", f.path, c.line),
+                    ));
                 }
             }
             Err(why) => {
@@ -90,7 +105,13 @@ pub fn check_example(b: &Block) -> Vec<Diagnostic> {
     match shellcheck(&b.text, dialect(&b.text, &b.lang)) {
         Ok(comments) => comments
             .iter()
-            .map(|c| to_diag(c, &b.line_loc(c.line.max(1) - 1), "in an example block".into()))
+            .map(|c| {
+                to_diag(
+                    c,
+                    &b.line_loc(c.line.max(1) - 1),
+                    "in an example block".into(),
+                )
+            })
             .collect(),
         Err(why) => vec![missing(&b.fence_loc(), why)],
     }

@@ -15,7 +15,9 @@
 
 use super::TreeView;
 use super::compose::pg_socket_dirs;
-use super::model::{Compose, MountKind, Process, Resolved, Service, Synapse, service_of, word_value};
+use super::model::{
+    Compose, MountKind, Process, Resolved, Service, Synapse, service_of, word_value,
+};
 use super::yaml::{Node, NodeExt};
 use crate::diagnostics::{Diagnostic, MdLoc};
 use std::collections::BTreeMap;
@@ -23,9 +25,16 @@ use std::collections::BTreeMap;
 use crate::synapse::{ROLE_KEYS, SINGLE_WRITER_STREAMS as SINGLE_WRITER, STREAMS};
 
 pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
-    let Some(syn) = Synapse::find(view) else { return Vec::new() };
+    let Some(syn) = Synapse::find(view) else {
+        return Vec::new();
+    };
     let compose = Compose::find(view);
-    let mut c = Checker { view, syn: &syn, compose: compose.as_ref(), diags: Vec::new() };
+    let mut c = Checker {
+        view,
+        syn: &syn,
+        compose: compose.as_ref(),
+        diags: Vec::new(),
+    };
     c.worker_names();
     c.streams();
     c.roles();
@@ -69,16 +78,30 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
             let root = self.syn.worker_roots[&file];
             let line = root.key_node("worker_name").map_or(1, |k| k.line());
             if w.name.is_empty() {
-                self.err("synapse::no-worker-name", format!("worker file `{file}` has no `worker_name`"), self.at(&file, 1));
+                self.err(
+                    "synapse::no-worker-name",
+                    format!("worker file `{file}` has no `worker_name`"),
+                    self.at(&file, 1),
+                );
                 continue;
             }
             if w.name == "main" || w.name == "master" {
-                self.err("synapse::reserved-worker-name", format!("`{}` is the main process's name; a worker cannot use it", w.name), self.at(&file, line));
+                self.err(
+                    "synapse::reserved-worker-name",
+                    format!(
+                        "`{}` is the main process's name; a worker cannot use it",
+                        w.name
+                    ),
+                    self.at(&file, line),
+                );
             }
             if let Some(other) = seen.insert(w.name.clone(), file.clone()) {
                 self.err(
                     "synapse::duplicate-worker-name",
-                    format!("worker name `{}` is used by both `{other}` and `{file}`", w.name),
+                    format!(
+                        "worker name `{}` is used by both `{other}` and `{file}`",
+                        w.name
+                    ),
                     self.at(&file, line),
                 );
             }
@@ -97,33 +120,51 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
         if self.syn.process(name).is_some() {
             return true;
         }
-        let files: Vec<String> = self.syn.workers.iter().map(|w| format!("{} ({})", w.name, w.worker_file.as_deref().unwrap_or(""))).collect();
+        let files: Vec<String> = self
+            .syn
+            .workers
+            .iter()
+            .map(|w| format!("{} ({})", w.name, w.worker_file.as_deref().unwrap_or("")))
+            .collect();
         self.diags.push(
             Diagnostic::error(
                 "synapse::unknown-instance",
                 format!("`{key}` names `{name}`, but no worker file has `worker_name: {name}`"),
                 &self.shared_at(node.line()),
             )
-            .with_note(if files.is_empty() { "the book defines no worker".into() } else { format!("workers: {}", files.join(", ")) }),
+            .with_note(if files.is_empty() {
+                "the book defines no worker".into()
+            } else {
+                format!("workers: {}", files.join(", "))
+            }),
         );
         false
     }
 
     fn streams(&mut self) {
-        let Some(sw) = self.syn.root.get("stream_writers") else { return };
+        let Some(sw) = self.syn.root.get("stream_writers") else {
+            return;
+        };
         for (k, v) in sw.entries() {
             let stream = k.as_str().unwrap_or("");
             if !STREAMS.contains(&stream) {
                 self.err(
                     "synapse::unknown-stream",
-                    format!("`{stream}` is not a stream Synapse knows (known: {})", STREAMS.join(", ")),
+                    format!(
+                        "`{stream}` is not a stream Synapse knows (known: {})",
+                        STREAMS.join(", ")
+                    ),
                     self.shared_at(k.line()),
                 );
                 continue;
             }
             let writers = v.str_nodes();
             if writers.is_empty() {
-                self.err("synapse::no-writer", format!("stream `{stream}` lists no writer"), self.shared_at(k.line()));
+                self.err(
+                    "synapse::no-writer",
+                    format!("stream `{stream}` lists no writer"),
+                    self.shared_at(k.line()),
+                );
             }
             if SINGLE_WRITER.contains(&stream) && writers.len() > 1 {
                 self.err(
@@ -143,7 +184,9 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
 
     fn roles(&mut self) {
         for key in ROLE_KEYS {
-            let Some(n) = self.syn.root.get(key) else { continue };
+            let Some(n) = self.syn.root.get(key) else {
+                continue;
+            };
             for (name, node) in n.str_nodes() {
                 self.known_instance(name, key, node);
             }
@@ -159,8 +202,22 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
 
     fn instance_map(&mut self) {
         let im = self.syn.root.get("instance_map");
-        let entry = |name: &str| im.and_then(|m| m.get(name).or_else(|| if name == "main" { m.get("master") } else { None }));
-        let im_line = self.syn.root.key_node("instance_map").map_or(1, |k| k.line());
+        let entry = |name: &str| {
+            im.and_then(|m| {
+                m.get(name).or_else(|| {
+                    if name == "main" {
+                        m.get("master")
+                    } else {
+                        None
+                    }
+                })
+            })
+        };
+        let im_line = self
+            .syn
+            .root
+            .key_node("instance_map")
+            .map_or(1, |k| k.line());
         if !self.syn.workers.is_empty() && entry("main").is_none() {
             self.err(
                 "synapse::main-not-in-instance-map",
@@ -187,7 +244,8 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
             }
         }
         for (w, line) in &writers {
-            if (w == "main" || w == "master") || entry(w).is_some() || self.syn.process(w).is_none() {
+            if (w == "main" || w == "master") || entry(w).is_some() || self.syn.process(w).is_none()
+            {
                 continue;
             }
             self.err(
@@ -200,15 +258,33 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
         let Some(im) = im else { return };
         for (k, v) in im.entries() {
             let Some(name) = k.as_str() else { continue };
-            let Some(p) = self.syn.process(name) else { continue };
+            let Some(p) = self.syn.process(name) else {
+                continue;
+            };
             let path = v.get("path").and_then(Node::as_str);
             let port = v.get("port").and_then(Node::as_str);
-            let repl: Vec<_> = p.listeners.iter().filter(|l| l.resources.iter().any(|r| r == "replication")).collect();
-            let ok = repl.iter().any(|l| (path.is_some() && l.path.as_deref() == path) || (port.is_some() && l.port.as_deref() == port));
+            let repl: Vec<_> = p
+                .listeners
+                .iter()
+                .filter(|l| l.resources.iter().any(|r| r == "replication"))
+                .collect();
+            let ok = repl.iter().any(|l| {
+                (path.is_some() && l.path.as_deref() == path)
+                    || (port.is_some() && l.port.as_deref() == port)
+            });
             if !ok {
-                let where_ = path.map_or_else(|| format!("port {}", port.unwrap_or("?")), |p| format!("`{p}`"));
-                let have: Vec<String> = repl.iter().map(|l| l.path.clone().or(l.port.clone()).unwrap_or_default()).collect();
-                let file = p.worker_file.clone().unwrap_or_else(|| self.syn.shared.clone());
+                let where_ = path.map_or_else(
+                    || format!("port {}", port.unwrap_or("?")),
+                    |p| format!("`{p}`"),
+                );
+                let have: Vec<String> = repl
+                    .iter()
+                    .map(|l| l.path.clone().or(l.port.clone()).unwrap_or_default())
+                    .collect();
+                let file = p
+                    .worker_file
+                    .clone()
+                    .unwrap_or_else(|| self.syn.shared.clone());
                 self.diags.push(
                     Diagnostic::error(
                         "synapse::no-replication-listener",
@@ -226,12 +302,17 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
 
     fn sockets(&mut self) {
         let mut seen: BTreeMap<String, (String, String)> = BTreeMap::new();
-        let procs: Vec<&Process> = std::iter::once(&self.syn.main).chain(self.syn.workers.iter()).collect();
+        let procs: Vec<&Process> = std::iter::once(&self.syn.main)
+            .chain(self.syn.workers.iter())
+            .collect();
         for p in procs {
             for l in &p.listeners {
                 let Some(path) = &l.path else { continue };
                 if let Some((other, _)) = seen.get(path) {
-                    let msg = format!("socket `{path}` is used by listeners of both `{other}` and `{}`: only one can bind it", p.name);
+                    let msg = format!(
+                        "socket `{path}` is used by listeners of both `{other}` and `{}`: only one can bind it",
+                        p.name
+                    );
                     self.err("synapse::duplicate-socket", msg, self.at(&l.file, l.line));
                 } else {
                     seen.insert(path.clone(), (p.name.clone(), l.file.clone()));
@@ -243,38 +324,52 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
     fn media_enabled(&self, p: &Process) -> bool {
         let worker_app = self.syn.effective(p, "worker_app").and_then(Node::as_str);
         worker_app == Some("synapse.app.media_repository")
-            || self.syn.effective(p, "enable_media_repo").and_then(Node::yaml11_bool) != Some(false)
+            || self
+                .syn
+                .effective(p, "enable_media_repo")
+                .and_then(Node::yaml11_bool)
+                != Some(false)
     }
 
     fn media(&mut self) {
-        let procs: Vec<Process> = std::iter::once(self.syn.main.clone()).chain(self.syn.workers.iter().cloned()).collect();
+        let procs: Vec<Process> = std::iter::once(self.syn.main.clone())
+            .chain(self.syn.workers.iter().cloned())
+            .collect();
         for p in &procs {
-            let serves = p.listeners.iter().find(|l| l.resources.iter().any(|r| r == "media"));
+            let serves = p
+                .listeners
+                .iter()
+                .find(|l| l.resources.iter().any(|r| r == "media"));
             if let Some(l) = serves
-                && !self.media_enabled(p) {
-                    let (f, line) = self.syn.effective_at(p, "enable_media_repo").unwrap_or((l.file.clone(), l.line));
-                    let msg = format!(
-                        "`{}` serves the `media` resource but `enable_media_repo` is false for it{}",
-                        p.name,
-                        if p.worker_file.is_some() {
-                            ": the worker ignores its media listener (set `enable_media_repo: true` in its own file)"
-                        } else {
-                            ": main refuses to start (\"'media' resource conflicts with enable_media_repo=False\")"
-                        }
-                    );
-                    self.err("synapse::media-disabled", msg, self.at(&f, line));
-                }
+                && !self.media_enabled(p)
+            {
+                let (f, line) = self
+                    .syn
+                    .effective_at(p, "enable_media_repo")
+                    .unwrap_or((l.file.clone(), l.line));
+                let msg = format!(
+                    "`{}` serves the `media` resource but `enable_media_repo` is false for it{}",
+                    p.name,
+                    if p.worker_file.is_some() {
+                        ": the worker ignores its media listener (set `enable_media_repo: true` in its own file)"
+                    } else {
+                        ": main refuses to start (\"'media' resource conflicts with enable_media_repo=False\")"
+                    }
+                );
+                self.err("synapse::media-disabled", msg, self.at(&f, line));
+            }
         }
         if let Some(n) = self.syn.root.get("media_instance_running_background_jobs")
             && let Some(name) = n.as_str()
-                && let Some(p) = self.syn.process(name).cloned()
-                    && !self.media_enabled(&p) {
-                        self.err(
+            && let Some(p) = self.syn.process(name).cloned()
+            && !self.media_enabled(&p)
+        {
+            self.err(
                             "synapse::media-disabled",
                             format!("`media_instance_running_background_jobs` is `{name}`, but the media repository is disabled there"),
                             self.shared_at(n.line()),
                         );
-                    }
+        }
     }
 
     /// Where a path seen by one service lands, for comparing paths across containers.
@@ -296,7 +391,10 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
         }
         let enabled = self.syn.root.get("redis").and_then(|r| r.get("enabled"));
         if enabled.and_then(|e| e.yaml11_bool()) != Some(true) {
-            let line = enabled.map(|e| e.line()).or_else(|| self.syn.root.key_node("redis").map(|k| k.line())).unwrap_or(1);
+            let line = enabled
+                .map(|e| e.line())
+                .or_else(|| self.syn.root.key_node("redis").map(|k| k.line()))
+                .unwrap_or(1);
             self.err(
                 "synapse::redis-disabled",
                 "there are workers but `redis.enabled` is not true: workers would not hear about each other's writes (replication goes through Redis)".into(),
@@ -309,7 +407,12 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
         let Some(compose) = self.compose else { return };
         let main_svc = self.service_of(&self.syn.main);
         // Database
-        let host = self.syn.root.get("database").and_then(|d| d.get("args")).and_then(|a| a.get("host"));
+        let host = self
+            .syn
+            .root
+            .get("database")
+            .and_then(|d| d.get("args"))
+            .and_then(|a| a.get("host"));
         if let Some(h) = host.filter(|h| h.as_str().is_some_and(|s| s.starts_with('/'))) {
             let hp = h.as_str().unwrap_or("");
             let mine = Self::landing(main_svc, hp);
@@ -355,7 +458,11 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
             if !told.is_empty() && !matched {
                 self.err(
                     "synapse::redis-socket-mismatch",
-                    format!("Synapse connects to Redis at `{}`, but Redis listens on {}", rp.0, told.join(", ")),
+                    format!(
+                        "Synapse connects to Redis at `{}`, but Redis listens on {}",
+                        rp.0,
+                        told.join(", ")
+                    ),
                     self.shared_at(rp.1),
                 );
             }
@@ -363,13 +470,31 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
     }
 
     fn logs(&mut self) {
-        let procs: Vec<Process> = std::iter::once(self.syn.main.clone()).chain(self.syn.workers.iter().cloned()).collect();
+        let procs: Vec<Process> = std::iter::once(self.syn.main.clone())
+            .chain(self.syn.workers.iter().cloned())
+            .collect();
         for p in &procs {
-            let key = if p.worker_file.is_some() { "worker_log_config" } else { "log_config" };
-            let Some(node) = self.syn.effective(p, key).or_else(|| self.syn.effective(p, "log_config")) else { continue };
+            let key = if p.worker_file.is_some() {
+                "worker_log_config"
+            } else {
+                "log_config"
+            };
+            let Some(node) = self
+                .syn
+                .effective(p, key)
+                .or_else(|| self.syn.effective(p, "log_config"))
+            else {
+                continue;
+            };
             let Some(path) = node.as_str() else { continue };
-            let (file, line) = self.syn.effective_at(p, key).or_else(|| self.syn.effective_at(p, "log_config")).unwrap_or((self.syn.shared.clone(), node.line()));
-            let Some(svc) = self.service_of(p) else { continue };
+            let (file, line) = self
+                .syn
+                .effective_at(p, key)
+                .or_else(|| self.syn.effective_at(p, "log_config"))
+                .unwrap_or((self.syn.shared.clone(), node.line()));
+            let Some(svc) = self.service_of(p) else {
+                continue;
+            };
             let tree_path = match svc.resolve(path) {
                 Resolved::Tree(t) => t,
                 Resolved::Unmounted => {
@@ -394,10 +519,16 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
             };
             if lc.get("version").and_then(Node::as_str) != Some("1") {
                 let l = lc.key_node("version").map_or(1, |k| k.line());
-                self.err("synapse::bad-log-config", "a Python logging dictConfig needs `version: 1`".into(), self.at(&tree_path, l));
+                self.err(
+                    "synapse::bad-log-config",
+                    "a Python logging dictConfig needs `version: 1`".into(),
+                    self.at(&tree_path, l),
+                );
             }
             for (hname, h) in lc.get("handlers").map(NodeExt::entries).unwrap_or_default() {
-                let Some(fname) = h.get("filename") else { continue };
+                let Some(fname) = h.get("filename") else {
+                    continue;
+                };
                 let Some(fp) = fname.as_str() else { continue };
                 if let Some((m, _)) = svc.mount_for(fp).filter(|(m, _)| m.read_only) {
                     self.err(

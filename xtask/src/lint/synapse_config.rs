@@ -12,7 +12,10 @@
 //!
 //! Results are cached (see [`super::cache`]): an unchanged tree does not start Python again.
 
-use super::model::{Compose, MountKind, Process, Resolved, Service, Synapse, service_of, synapse_config_args, word_value};
+use super::model::{
+    Compose, MountKind, Process, Resolved, Service, Synapse, service_of, synapse_config_args,
+    word_value,
+};
 use super::yaml::{Node, NodeExt};
 use super::{TreeView, cache};
 use crate::diagnostics::Diagnostic;
@@ -69,7 +72,11 @@ fn rewrite_prefix(text: &str, target: &str, to: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(i) = rest.find(target) {
-        let prev = if i > 0 { rest[..i].chars().last() } else { out.chars().last() };
+        let prev = if i > 0 {
+            rest[..i].chars().last()
+        } else {
+            out.chars().last()
+        };
         let before_ok = prev.is_none_or(|c| c.is_whitespace() || "\"'[,:{=".contains(c));
         let after = rest[i + target.len()..].chars().next();
         let after_ok = after.is_none_or(|c| c == '/' || c.is_whitespace() || "\"']},".contains(c));
@@ -113,7 +120,9 @@ fn plan(view: &TreeView<'_>, syn: &Synapse<'_>, compose: Option<&Compose<'_>>) -
                     _ => None,
                 })
                 .collect(),
-            None => std::iter::once(syn.shared.clone()).chain(p.worker_file.clone()).collect(),
+            None => std::iter::once(syn.shared.clone())
+                .chain(p.worker_file.clone())
+                .collect(),
         };
         if files.is_empty() {
             continue;
@@ -135,16 +144,31 @@ fn plan(view: &TreeView<'_>, syn: &Synapse<'_>, compose: Option<&Compose<'_>>) -
     plan
 }
 
-fn run_python(view: &TreeView<'_>, plan: &Plan, visible: &[String]) -> Result<BTreeMap<String, Option<Failure>>, String> {
+fn run_python(
+    view: &TreeView<'_>,
+    plan: &Plan,
+    visible: &[String],
+) -> Result<BTreeMap<String, Option<Failure>>, String> {
     let python = crate::tools::synapse_python();
     let plan_json = serde_json::to_string(plan).map_err(|e| e.to_string())?;
     // Only the files Synapse can see (under its services' bind mounts) go to the scratch copy and
     // into the cache key: an edit to nginx or PostgreSQL files does not rerun Synapse.
-    let seen = |path: &str| visible.iter().any(|v| v.is_empty() || path == v || path.starts_with(&format!("{v}/")));
-    let files: Vec<&crate::extract::TreeFile> = view.tree.files.values().filter(|f| seen(&f.path)).collect();
+    let seen = |path: &str| {
+        visible
+            .iter()
+            .any(|v| v.is_empty() || path == v || path.starts_with(&format!("{v}/")))
+    };
+    let files: Vec<&crate::extract::TreeFile> =
+        view.tree.files.values().filter(|f| seen(&f.path)).collect();
     let tree_json: Vec<(&String, &String)> = files.iter().map(|f| (&f.path, &f.content)).collect();
     let tree_json = serde_json::to_string(&tree_json).map_err(|e| e.to_string())?;
-    let key = cache::key(&[b"synapse-config-v1", &cache::tool_id(&python), plan_json.as_bytes(), tree_json.as_bytes(), SCRIPT.as_bytes()]);
+    let key = cache::key(&[
+        b"synapse-config-v1",
+        &cache::tool_id(&python),
+        plan_json.as_bytes(),
+        tree_json.as_bytes(),
+        SCRIPT.as_bytes(),
+    ]);
     cache::memo(&key, || {
         let dir = cache::scratch_dir("synapse");
         let _ = std::fs::remove_dir_all(&dir);
@@ -152,7 +176,8 @@ fn run_python(view: &TreeView<'_>, plan: &Plan, visible: &[String]) -> Result<BT
         let res = (|| {
             for f in &files {
                 let p = dir.join("tree").join(&f.path);
-                std::fs::create_dir_all(p.parent().expect("tree paths have a parent")).map_err(|e| e.to_string())?;
+                std::fs::create_dir_all(p.parent().expect("tree paths have a parent"))
+                    .map_err(|e| e.to_string())?;
                 std::fs::write(&p, &f.content).map_err(|e| e.to_string())?;
             }
             let mut real: Vec<(String, Vec<String>)> = Vec::new();
@@ -160,7 +185,8 @@ fn run_python(view: &TreeView<'_>, plan: &Plan, visible: &[String]) -> Result<BT
                 let mut paths = Vec::new();
                 for (i, (_, text)) in files.iter().enumerate() {
                     let p = dir.join("proc").join(name).join(format!("{i}.yaml"));
-                    std::fs::create_dir_all(p.parent().expect("has a parent")).map_err(|e| e.to_string())?;
+                    std::fs::create_dir_all(p.parent().expect("has a parent"))
+                        .map_err(|e| e.to_string())?;
                     std::fs::write(&p, text.replace(ROOT, &root)).map_err(|e| e.to_string())?;
                     paths.push(p.to_string_lossy().into_owned());
                 }
@@ -186,12 +212,22 @@ fn run_python(view: &TreeView<'_>, plan: &Plan, visible: &[String]) -> Result<BT
             let out = child.wait_with_output().map_err(|e| e.to_string())?;
             let stdout = String::from_utf8_lossy(&out.stdout);
             let last = stdout.lines().last().unwrap_or("");
-            let mut parsed: BTreeMap<String, Option<Failure>> = serde_json::from_str(last).map_err(|_| {
-                format!("Synapse's config check did not answer: {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or(""))
-            })?;
+            let mut parsed: BTreeMap<String, Option<Failure>> = serde_json::from_str(last)
+                .map_err(|_| {
+                    format!(
+                        "Synapse's config check did not answer: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                            .lines()
+                            .last()
+                            .unwrap_or("")
+                    )
+                })?;
             // Scratch paths back to tree paths in messages.
             for f in parsed.values_mut().flatten() {
-                f.msg = f.msg.replace(&format!("{root}/tree/"), "").replace(&root, "<scratch>");
+                f.msg = f
+                    .msg
+                    .replace(&format!("{root}/tree/"), "")
+                    .replace(&root, "<scratch>");
             }
             Ok(parsed)
         })();
@@ -205,7 +241,11 @@ fn line_of_path(root: &Node, path: &[String]) -> Option<usize> {
     let mut node = root;
     let mut line = None;
     for part in path {
-        let next = if let Ok(i) = part.parse::<usize>() { node.items().get(i) } else { node.get(part) };
+        let next = if let Ok(i) = part.parse::<usize>() {
+            node.items().get(i)
+        } else {
+            node.get(part)
+        };
         match next {
             Some(n) => {
                 line = Some(node.key_node(part).map_or(n.line(), |k| k.line()));
@@ -218,7 +258,9 @@ fn line_of_path(root: &Node, path: &[String]) -> Option<usize> {
 }
 
 pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
-    let Some(syn) = Synapse::find(view) else { return Vec::new() };
+    let Some(syn) = Synapse::find(view) else {
+        return Vec::new();
+    };
     if !crate::tools::synapse_python().exists() {
         return vec![Diagnostic::warning(
             "synapse::config-not-checked",
@@ -235,9 +277,10 @@ pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
                 if let Some(s) = service_of(c, &syn, p) {
                     for m in &s.mounts {
                         if let Resolved::Tree(t) = s.resolve(&m.target)
-                            && !visible.contains(&t) {
-                                visible.push(t);
-                            }
+                            && !visible.contains(&t)
+                        {
+                            visible.push(t);
+                        }
                     }
                 }
             }
@@ -246,13 +289,21 @@ pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
     }
     let results = match run_python(view, &plan, &visible) {
         Ok(r) => r,
-        Err(e) => return vec![Diagnostic::warning("synapse::config-not-checked", e, &view.loc(&syn.shared, 1))],
+        Err(e) => {
+            return vec![Diagnostic::warning(
+                "synapse::config-not-checked",
+                e,
+                &view.loc(&syn.shared, 1),
+            )];
+        }
     };
     // Group identical complaints at the same place (e.g. a shared-file error every process hits).
     let mut grouped: BTreeMap<(String, usize, String), Vec<String>> = BTreeMap::new();
     for (name, failure) in results {
         let Some(f) = failure else { continue };
-        let Some(p): Option<&Process> = syn.process(&name) else { continue };
+        let Some(p): Option<&Process> = syn.process(&name) else {
+            continue;
+        };
         let roots: Vec<(String, &Node)> = p
             .worker_file
             .iter()
@@ -262,23 +313,44 @@ pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
         let at = roots
             .iter()
             .find_map(|(file, root)| line_of_path(root, &f.path).map(|l| (file.clone(), l)))
-            .or_else(|| roots.iter().find_map(|(file, root)| guess_line(root, &f.msg).map(|l| (file.clone(), l))))
+            .or_else(|| {
+                roots
+                    .iter()
+                    .find_map(|(file, root)| guess_line(root, &f.msg).map(|l| (file.clone(), l)))
+            })
             .unwrap_or_else(|| (roots[0].0.clone(), 1));
-        let path = if f.path.is_empty() { String::new() } else { format!(" at `{}`", f.path.join(".")) };
-        grouped.entry((at.0, at.1, format!("{path}: {}", f.msg.trim()))).or_default().push(format!("`{name}`"));
+        let path = if f.path.is_empty() {
+            String::new()
+        } else {
+            format!(" at `{}`", f.path.join("."))
+        };
+        grouped
+            .entry((at.0, at.1, format!("{path}: {}", f.msg.trim())))
+            .or_default()
+            .push(format!("`{name}`"));
     }
     grouped
         .into_iter()
         .map(|((file, line, msg), names)| {
-            Diagnostic::error("synapse::config-error", format!("Synapse refuses the config of {}{msg}", names.join(", ")), &view.loc(&file, line))
-                .with_note(format!("checked with {} (python -m synapse.config)", crate::tools::synapse_python().display()))
+            Diagnostic::error(
+                "synapse::config-error",
+                format!("Synapse refuses the config of {}{msg}", names.join(", ")),
+                &view.loc(&file, line),
+            )
+            .with_note(format!(
+                "checked with {} (python -m synapse.config)",
+                crate::tools::synapse_python().display()
+            ))
         })
         .collect()
 }
 
 /// Without a key path: a top-level key the message names, or a value it quotes.
 fn guess_line(root: &Node, msg: &str) -> Option<usize> {
-    let words: Vec<&str> = msg.split(|c: char| !(c.is_alphanumeric() || c == '_')).filter(|w| !w.is_empty()).collect();
+    let words: Vec<&str> = msg
+        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+        .collect();
     let key = root
         .entries()
         .iter()

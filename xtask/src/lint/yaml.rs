@@ -59,7 +59,10 @@ impl NodeExt for Node {
 
     fn str_nodes(&self) -> Vec<(&str, &Node)> {
         match &self.kind {
-            Kind::Seq(items) => items.iter().filter_map(|n| n.as_str().map(|s| (s, n))).collect(),
+            Kind::Seq(items) => items
+                .iter()
+                .filter_map(|n| n.as_str().map(|s| (s, n)))
+                .collect(),
             _ => self.as_str().map(|s| (s, self)).into_iter().collect(),
         }
     }
@@ -110,24 +113,43 @@ pub fn load(text: &str) -> Loaded {
         out.issues.push(Issue {
             line,
             code: "yaml::too-complex",
-            message: format!("aliases here expand to more than {} nodes", crate::yaml::MAX_NODES),
+            message: format!(
+                "aliases here expand to more than {} nodes",
+                crate::yaml::MAX_NODES
+            ),
             error: true,
         });
     } else {
         match crate::yaml::load(text) {
             Ok(l) => {
                 out.docs = l.docs;
-                out.issues.extend(l.issues.into_iter().map(|i| Issue { line: i.line, code: i.code, message: i.message, error: true }));
+                out.issues.extend(l.issues.into_iter().map(|i| Issue {
+                    line: i.line,
+                    code: i.code,
+                    message: i.message,
+                    error: true,
+                }));
             }
-            Err(i) => out.issues.push(Issue { line: i.line, code: i.code, message: i.message, error: true }),
+            Err(i) => out.issues.push(Issue {
+                line: i.line,
+                code: i.code,
+                message: i.message,
+                error: true,
+            }),
         }
     }
     for doc in &out.docs {
         yaml11_traps(doc, &mut out.issues);
     }
     // A tab makes the parser fail on the same line: the tab message says what to fix.
-    let tab_lines: Vec<usize> = out.issues.iter().filter(|i| i.code == "yaml::tab-indent").map(|i| i.line).collect();
-    out.issues.retain(|i| i.code != "yaml::syntax" || !tab_lines.contains(&i.line));
+    let tab_lines: Vec<usize> = out
+        .issues
+        .iter()
+        .filter(|i| i.code == "yaml::tab-indent")
+        .map(|i| i.line)
+        .collect();
+    out.issues
+        .retain(|i| i.code != "yaml::syntax" || !tab_lines.contains(&i.line));
     // YAML counts a lone CR as a line break, the book does not: keep lines inside the text.
     let last = text.lines().count().max(1);
     for i in &mut out.issues {
@@ -141,7 +163,10 @@ pub fn load(text: &str) -> Loaded {
 fn tab_indentation(text: &str, issues: &mut Vec<Issue>) {
     let mut in_block_scalar: Option<usize> = None;
     for (i, line) in text.lines().enumerate() {
-        let indent: String = line.chars().take_while(|c| *c == ' ' || *c == '\t').collect();
+        let indent: String = line
+            .chars()
+            .take_while(|c| *c == ' ' || *c == '\t')
+            .collect();
         let content = &line[indent.len()..];
         if let Some(ind) = in_block_scalar {
             if content.is_empty() || indent.len() > ind {
@@ -158,7 +183,11 @@ fn tab_indentation(text: &str, issues: &mut Vec<Issue>) {
             });
         }
         let trimmed = content.split(" #").next().unwrap_or("").trim_end();
-        if trimmed.ends_with('|') || trimmed.ends_with('>') || trimmed.ends_with("|-") || trimmed.ends_with(">-") {
+        if trimmed.ends_with('|')
+            || trimmed.ends_with('>')
+            || trimmed.ends_with("|-")
+            || trimmed.ends_with(">-")
+        {
             in_block_scalar = Some(indent.len());
         }
     }
@@ -174,9 +203,15 @@ fn yaml11_traps(node: &Node, issues: &mut Vec<Issue>) {
     let mut seen = std::collections::HashSet::new();
     while let Some(n) = stack.pop() {
         match &n.kind {
-            Kind::Scalar { value, style: Style::Plain, tag: None } => {
+            Kind::Scalar {
+                value,
+                style: Style::Plain,
+                tag: None,
+            } => {
                 let lower = value.to_ascii_lowercase();
-                if YAML11_BOOLS.contains(&lower.as_str()) && seen.insert((n.start.line, n.start.col)) {
+                if YAML11_BOOLS.contains(&lower.as_str())
+                    && seen.insert((n.start.line, n.start.col))
+                {
                     let truthy = matches!(lower.as_str(), "y" | "yes" | "on");
                     issues.push(Issue {
                         line: n.line(),
@@ -189,7 +224,11 @@ fn yaml11_traps(node: &Node, issues: &mut Vec<Issue>) {
                         error: true,
                     });
                 }
-                if value.len() > 1 && value.starts_with('0') && value.bytes().all(|b| b.is_ascii_digit()) && seen.insert((n.start.line, n.start.col)) {
+                if value.len() > 1
+                    && value.starts_with('0')
+                    && value.bytes().all(|b| b.is_ascii_digit())
+                    && seen.insert((n.start.line, n.start.col))
+                {
                     issues.push(Issue {
                         line: n.line(),
                         code: "yaml::yaml11-octal",
@@ -233,7 +272,11 @@ mod tests {
         assert_eq!(l.issues[0].code, "yaml::duplicate-key");
         assert_eq!(l.issues[0].line, 4);
         let l = load("x:\n\ty: 1\n");
-        assert!(l.issues.iter().any(|i| i.code == "yaml::tab-indent" && i.line == 2));
+        assert!(
+            l.issues
+                .iter()
+                .any(|i| i.code == "yaml::tab-indent" && i.line == 2)
+        );
         let l = load("services:\n  s:\n    restart: no\n");
         assert_eq!(l.issues[0].code, "yaml::yaml11-boolean");
         assert_eq!(l.issues[0].line, 3);
@@ -242,7 +285,11 @@ mod tests {
         let l = load("a: *nope\n");
         assert!(!l.ok());
         let l = load("a: \"no\"\nb: |\n  no\n");
-        assert!(l.issues.iter().all(|i| i.code != "yaml::yaml11-boolean"), "{:?}", l.issues);
+        assert!(
+            l.issues.iter().all(|i| i.code != "yaml::yaml11-boolean"),
+            "{:?}",
+            l.issues
+        );
     }
 
     #[test]
@@ -250,7 +297,9 @@ mod tests {
         let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x]\n");
         for i in 1..10 {
             let p = i - 1;
-            bomb.push_str(&format!("a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"));
+            bomb.push_str(&format!(
+                "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+            ));
         }
         let l = load(&bomb);
         assert_eq!(l.issues[0].code, "yaml::too-complex");

@@ -203,7 +203,9 @@ fn run(
     skip: &[String],
 ) -> anyhow::Result<Vec<serde_json::Value>> {
     let etc_s = format!("{}/", etc.display());
-    config::write_scratch_etc(tree, dir, etc, |text| text.replace(CONTAINER_PREFIX, &etc_s))?;
+    config::write_scratch_etc(tree, dir, etc, |text| {
+        text.replace(CONTAINER_PREFIX, &etc_s)
+    })?;
     let mut cmd = Command::new(python(&venv()));
     cmd.args(["-m", "gixy", "-f", "json"]);
     if !skip.is_empty() {

@@ -28,7 +28,11 @@ pub fn as_postgres(cmd: &mut Command) -> anyhow::Result<&mut Command> {
 
 /// Gives `path` (recursively) to the `postgres` user, like the images' `chown`.
 pub fn chown_postgres(path: &Path) -> anyhow::Result<()> {
-    let st = Command::new("chown").arg("-R").arg("postgres:postgres").arg(path).status()?;
+    let st = Command::new("chown")
+        .arg("-R")
+        .arg("postgres:postgres")
+        .arg(path)
+        .status()?;
     if !st.success() {
         bail!("chown -R postgres:postgres {} failed", path.display());
     }
@@ -37,7 +41,10 @@ pub fn chown_postgres(path: &Path) -> anyhow::Result<()> {
 
 /// Runs a command, failing with its output when it fails.
 pub fn run(cmd: &mut Command) -> anyhow::Result<Output> {
-    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("cannot run {cmd:?}"))?;
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
     if !out.status.success() {
         bail!(
             "{cmd:?} failed ({}):\n{}{}",
@@ -71,7 +78,9 @@ pub fn wait_for<T>(
             Err(e) => last_err = Some(e),
         }
         if start.elapsed() > timeout {
-            let why = last_err.map(|e| format!(": last error: {e:#}")).unwrap_or_default();
+            let why = last_err
+                .map(|e| format!(": last error: {e:#}"))
+                .unwrap_or_default();
             bail!("timed out after {timeout:?} waiting for {what}{why}");
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -95,11 +104,17 @@ const SEP: char = '\u{1f}';
 
 impl Conn {
     pub fn with_port(&self, port: u16) -> Conn {
-        Conn { port, ..self.clone() }
+        Conn {
+            port,
+            ..self.clone()
+        }
     }
 
     pub fn with_db(&self, dbname: &str) -> Conn {
-        Conn { dbname: dbname.to_string(), ..self.clone() }
+        Conn {
+            dbname: dbname.to_string(),
+            ..self.clone()
+        }
     }
 
     /// A `psql` command for this target, reading nothing from `~/.psqlrc`.
@@ -123,11 +138,18 @@ impl Conn {
     pub fn query(&self, sql: &str) -> anyhow::Result<String> {
         let out = run(self
             .psql()
-            .args(["--tuples-only", "--no-align", "--quiet", "--set=ON_ERROR_STOP=1"])
+            .args([
+                "--tuples-only",
+                "--no-align",
+                "--quiet",
+                "--set=ON_ERROR_STOP=1",
+            ])
             .arg(format!("--field-separator={SEP}"))
             .arg("--command")
             .arg(sql))?;
-        Ok(String::from_utf8_lossy(&out.stdout).trim_end_matches('\n').to_string())
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .trim_end_matches('\n')
+            .to_string())
     }
 
     /// Runs a script given on standard input (`psql -f -`), stopping at the first error.
@@ -135,13 +157,23 @@ impl Conn {
         use std::io::Write as _;
         let mut child = self
             .psql()
-            .args(["--tuples-only", "--no-align", "--quiet", "--set=ON_ERROR_STOP=1", "--file=-"])
+            .args([
+                "--tuples-only",
+                "--no-align",
+                "--quiet",
+                "--set=ON_ERROR_STOP=1",
+                "--file=-",
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .context("cannot run psql")?;
-        child.stdin.take().context("psql has no stdin")?.write_all(sql.as_bytes())?;
+        child
+            .stdin
+            .take()
+            .context("psql has no stdin")?
+            .write_all(sql.as_bytes())?;
         let out = child.wait_with_output()?;
         if !out.status.success() {
             bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
@@ -152,7 +184,11 @@ impl Conn {
     /// The rows of a query, each split into its columns.
     pub fn rows(&self, sql: &str) -> anyhow::Result<Vec<Vec<String>>> {
         let text = self.query(sql)?;
-        Ok(text.lines().filter(|l| !l.is_empty()).map(|l| l.split(SEP).map(String::from).collect()).collect())
+        Ok(text
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| l.split(SEP).map(String::from).collect())
+            .collect())
     }
 
     /// True when a server answers on this socket.
@@ -184,11 +220,19 @@ impl Server {
     /// `initdb` as the postgres image does it: `superuser` is the bootstrap superuser
     /// (`POSTGRES_USER`) with `password` (`POSTGRES_PASSWORD`, given through `--pwfile`),
     /// `extra` are `POSTGRES_INITDB_ARGS`.
-    pub fn initdb(&self, superuser: &str, password: Option<&str>, extra: &[String]) -> anyhow::Result<()> {
+    pub fn initdb(
+        &self,
+        superuser: &str,
+        password: Option<&str>,
+        extra: &[String],
+    ) -> anyhow::Result<()> {
         std::fs::create_dir_all(&self.data)?;
         chown_postgres(&self.data)?;
         let mut cmd = Command::new(self.bindir.join("initdb"));
-        cmd.arg("--pgdata").arg(&self.data).arg(format!("--username={superuser}")).args(extra);
+        cmd.arg("--pgdata")
+            .arg(&self.data)
+            .arg(format!("--username={superuser}"))
+            .args(extra);
         let pwfile = self.data.with_extension("pwfile");
         if let Some(p) = password {
             std::fs::write(&pwfile, format!("{p}\n"))?;
@@ -203,7 +247,11 @@ impl Server {
 
     /// Starts the server with `pg_ctl -w`. `config_file` is the book's postgresql.conf (None:
     /// the data directory's own); `settings` are `-c name=value` overrides for running natively.
-    pub fn start(&self, config_file: Option<&Path>, settings: &[(String, String)]) -> anyhow::Result<()> {
+    pub fn start(
+        &self,
+        config_file: Option<&Path>,
+        settings: &[(String, String)],
+    ) -> anyhow::Result<()> {
         if let Some(dir) = self.log.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -216,10 +264,16 @@ impl Server {
             let copy = self.log.with_file_name("postgresql.conf");
             std::fs::copy(c, &copy).with_context(|| format!("cannot copy {}", c.display()))?;
             chown_postgres(&copy)?;
-            opts.push(format!("-c config_file={}", shell_quote(&copy.display().to_string())));
+            opts.push(format!(
+                "-c config_file={}",
+                shell_quote(&copy.display().to_string())
+            ));
         }
         opts.push(format!("-c port={}", self.port));
-        opts.push(format!("-c unix_socket_directories={}", shell_quote(&self.socket_dir.display().to_string())));
+        opts.push(format!(
+            "-c unix_socket_directories={}",
+            shell_quote(&self.socket_dir.display().to_string())
+        ));
         opts.push("-c listen_addresses=''".to_string());
         for (k, v) in settings {
             opts.push(format!("-c {}", shell_quote(&format!("{k}={v}"))));
@@ -234,8 +288,12 @@ impl Server {
             .arg("--options")
             .arg(opts.join(" "))
             .arg("start");
-        run(as_postgres(&mut cmd)?)
-            .with_context(|| format!("the server did not start; its log ends:\n{}", tail(&self.log, 20)))?;
+        run(as_postgres(&mut cmd)?).with_context(|| {
+            format!(
+                "the server did not start; its log ends:\n{}",
+                tail(&self.log, 20)
+            )
+        })?;
         Ok(())
     }
 
@@ -262,7 +320,9 @@ pub fn stop_data_dir(bindir: &Path, data: &Path) -> anyhow::Result<()> {
         return Ok(());
     }
     let mut cmd = Command::new(bindir.join("pg_ctl"));
-    cmd.arg("--pgdata").arg(data).args(["--mode=fast", "--wait", "--timeout=120", "stop"]);
+    cmd.arg("--pgdata")
+        .arg(data)
+        .args(["--mode=fast", "--wait", "--timeout=120", "stop"]);
     run(as_postgres(&mut cmd)?)?;
     Ok(())
 }

@@ -21,7 +21,11 @@ pub struct Service {
 
 fn scalar(y: &Node) -> Option<String> {
     match &y.kind {
-        Kind::Scalar { value, .. } => Some(if y.is_null() { String::new() } else { value.clone() }),
+        Kind::Scalar { value, .. } => Some(if y.is_null() {
+            String::new()
+        } else {
+            value.clone()
+        }),
         _ => None,
     }
 }
@@ -29,21 +33,27 @@ fn scalar(y: &Node) -> Option<String> {
 fn words(y: Option<&Node>) -> Vec<String> {
     match y.map(|n| &n.kind) {
         Some(Kind::Seq(items)) => items.iter().filter_map(scalar).collect(),
-        Some(_) => y.and_then(scalar).map(|s| s.split_whitespace().map(String::from).collect()).unwrap_or_default(),
+        Some(_) => y
+            .and_then(scalar)
+            .map(|s| s.split_whitespace().map(String::from).collect())
+            .unwrap_or_default(),
         None => Vec::new(),
     }
 }
 
 /// Reads a `.env`-style file: `KEY=VALUE` lines, `#` comments, optional quotes around values.
 pub fn read_env_file(path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read env_file {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read env_file {}", path.display()))?;
     let mut env = BTreeMap::new();
     for line in text.lines() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let Some((k, v)) = line.split_once('=') else { continue };
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
         let v = v.trim();
         let v = v
             .strip_prefix('"')
@@ -58,10 +68,17 @@ pub fn read_env_file(path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
 /// Reads service `name` of `tree/docker-compose.yml`.
 pub fn service(tree: &Path, name: &str) -> anyhow::Result<Service> {
     let path = tree.join("docker-compose.yml");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let loaded = yaml::load(&text).map_err(|e| anyhow::anyhow!("{}:{}: {}", path.display(), e.line, e.message))?;
-    let doc = loaded.docs.first().with_context(|| format!("{} is empty", path.display()))?;
-    let svc = doc.path(&["services", name]).with_context(|| format!("{} has no service `{name}`", path.display()))?;
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let loaded = yaml::load(&text)
+        .map_err(|e| anyhow::anyhow!("{}:{}: {}", path.display(), e.line, e.message))?;
+    let doc = loaded
+        .docs
+        .first()
+        .with_context(|| format!("{} is empty", path.display()))?;
+    let svc = doc
+        .path(&["services", name])
+        .with_context(|| format!("{} has no service `{name}`", path.display()))?;
     let mut env = BTreeMap::new();
     for f in words(svc.get("env_file")) {
         env.extend(read_env_file(&tree.join(&f))?);
@@ -86,7 +103,9 @@ pub fn service(tree: &Path, name: &str) -> anyhow::Result<Service> {
     let mut volumes = Vec::new();
     if let Some(Kind::Seq(items)) = svc.get("volumes").map(|n| &n.kind) {
         for v in items {
-            let Some(s) = scalar(v) else { bail!("service `{name}`: only short-syntax volumes are supported") };
+            let Some(s) = scalar(v) else {
+                bail!("service `{name}`: only short-syntax volumes are supported")
+            };
             let mut parts = s.split(':');
             let (Some(src), Some(dst)) = (parts.next(), parts.next()) else {
                 bail!("service `{name}`: volume `{s}` has no container path")
@@ -114,7 +133,11 @@ pub struct Mounts {
 impl Mounts {
     /// Bind mounts (`./x`) map into `tree`; named volumes through `named`, anything else is
     /// an error (the checks must know where every mount of the service is).
-    pub fn of(svc: &Service, tree: &Path, named: &BTreeMap<&str, PathBuf>) -> anyhow::Result<Mounts> {
+    pub fn of(
+        svc: &Service,
+        tree: &Path,
+        named: &BTreeMap<&str, PathBuf>,
+    ) -> anyhow::Result<Mounts> {
         let mut map = Vec::new();
         for (src, dst) in &svc.volumes {
             let host = if let Some(rel) = src.strip_prefix("./") {
@@ -124,7 +147,10 @@ impl Mounts {
             } else if let Some(p) = named.get(src.as_str()) {
                 p.clone()
             } else {
-                bail!("service `{}`: no host directory for volume `{src}`", svc.name)
+                bail!(
+                    "service `{}`: no host directory for volume `{src}`",
+                    svc.name
+                )
             };
             map.push((dst.trim_end_matches('/').to_string(), host));
         }
@@ -134,18 +160,23 @@ impl Mounts {
 
     /// Adds a mapping (e.g. a path the image declares, like its PGDATA).
     pub fn add(&mut self, container: &str, host: PathBuf) {
-        self.map.push((container.trim_end_matches('/').to_string(), host));
+        self.map
+            .push((container.trim_end_matches('/').to_string(), host));
         self.map.sort_by_key(|m| std::cmp::Reverse(m.0.len()));
     }
 
     /// Rewrites every container path inside `s` (at its start or after `=`) to the host path.
     pub fn rewrite(&self, s: &str) -> String {
-        let starts: Vec<usize> =
-            std::iter::once(0).chain(s.match_indices('=').map(|(i, _)| i + 1)).collect();
+        let starts: Vec<usize> = std::iter::once(0)
+            .chain(s.match_indices('=').map(|(i, _)| i + 1))
+            .collect();
         for &at in starts.iter().rev() {
             let rest = &s[at..];
             for (c, h) in &self.map {
-                let hit = rest == c || rest.strip_prefix(c.as_str()).is_some_and(|r| r.starts_with('/'));
+                let hit = rest == c
+                    || rest
+                        .strip_prefix(c.as_str())
+                        .is_some_and(|r| r.starts_with('/'));
                 if hit {
                     return format!("{}{}{}", &s[..at], h.display(), &rest[c.len()..]);
                 }
@@ -163,7 +194,10 @@ mod tests {
     fn rewrites_paths_at_start_and_after_equals() {
         let mut m = Mounts::default();
         m.add("/sockets", PathBuf::from("/tmp/s"));
-        m.add("/etc/postgresql/postgresql.conf", PathBuf::from("/t/postgres/postgresql.conf"));
+        m.add(
+            "/etc/postgresql/postgresql.conf",
+            PathBuf::from("/t/postgres/postgresql.conf"),
+        );
         assert_eq!(m.rewrite("/sockets"), "/tmp/s");
         assert_eq!(m.rewrite("/sockets/x.sock"), "/tmp/s/x.sock");
         assert_eq!(m.rewrite("/socketsx"), "/socketsx");
@@ -190,7 +224,10 @@ mod tests {
         assert_eq!(s.command, ["postgres", "-c", "port=5433"]);
         let named = BTreeMap::from([("sockets", PathBuf::from("/tmp/sk"))]);
         let m = Mounts::of(&s, dir.path(), &named).unwrap();
-        assert_eq!(m.rewrite("/i.sh"), dir.path().join("p/i.sh").display().to_string());
+        assert_eq!(
+            m.rewrite("/i.sh"),
+            dir.path().join("p/i.sh").display().to_string()
+        );
         assert!(service(dir.path(), "nope").is_err());
     }
 }

@@ -12,7 +12,11 @@ pub const CONF: &str = "postgres/postgresql.conf";
 
 /// Starts and stops a scratch server with each variant of the file; gives the variants that
 /// started (`"main"` for the main tree) and a diagnostic for each that did not.
-pub fn check(book: &Book, bindir: &Path, work: &Path) -> anyhow::Result<(Vec<String>, Vec<Diagnostic>)> {
+pub fn check(
+    book: &Book,
+    bindir: &Path,
+    work: &Path,
+) -> anyhow::Result<(Vec<String>, Vec<Diagnostic>)> {
     std::fs::create_dir_all(work)?;
     let server = Server {
         bindir: bindir.to_path_buf(),
@@ -22,7 +26,11 @@ pub fn check(book: &Book, bindir: &Path, work: &Path) -> anyhow::Result<(Vec<Str
         log: work.join("logs").join("postgres.log"),
     };
     if !server.data.join("PG_VERSION").exists() {
-        server.initdb("postgres", None, &["--encoding=UTF8".into(), "--locale=C".into()])?;
+        server.initdb(
+            "postgres",
+            None,
+            &["--encoding=UTF8".into(), "--locale=C".into()],
+        )?;
     }
     std::fs::create_dir_all(&server.socket_dir)?;
     cluster::chown_postgres(&server.socket_dir)?;
@@ -32,7 +40,13 @@ pub fn check(book: &Book, bindir: &Path, work: &Path) -> anyhow::Result<(Vec<Str
     let mut seen: Vec<String> = Vec::new();
     let names = std::iter::once(None).chain(extract::variants(book).into_iter().map(Some));
     for variant in names {
-        let tree = match extract::assemble(book, &Options { variant: variant.clone(), ..Options::default() }) {
+        let tree = match extract::assemble(
+            book,
+            &Options {
+                variant: variant.clone(),
+                ..Options::default()
+            },
+        ) {
             Ok(t) => t,
             Err(mut d) => {
                 diags.append(&mut d);
@@ -62,7 +76,10 @@ pub fn check(book: &Book, bindir: &Path, work: &Path) -> anyhow::Result<(Vec<Str
                 let loc = line.map_or_else(|| file.first_loc(), |n| file.md_loc(n));
                 let first_error = log
                     .lines()
-                    .find(|l| l.contains("LOG:") && !l.contains("starting PostgreSQL") || l.contains("FATAL"))
+                    .find(|l| {
+                        l.contains("LOG:") && !l.contains("starting PostgreSQL")
+                            || l.contains("FATAL")
+                    })
                     .unwrap_or("")
                     .to_string();
                 diags.push(

@@ -63,11 +63,20 @@ pub fn check(
     std::fs::create_dir_all(&new.socket_dir)?;
     cluster::chown_postgres(&new.socket_dir)?;
     new.start(config, settings)?;
-    let admin = Conn { password: old.password.clone(), ..new.conn(&image.user, "postgres") };
+    let admin = Conn {
+        password: old.password.clone(),
+        ..new.conn(&image.user, "postgres")
+    };
     if image.dbname != "postgres" {
-        admin.query(&format!("CREATE DATABASE \"{}\"", image.dbname.replace('"', "\"\"")))?;
+        admin.query(&format!(
+            "CREATE DATABASE \"{}\"",
+            image.dbname.replace('"', "\"\"")
+        ))?;
     }
-    let target = Conn { password: old.password.clone(), ..new.conn(&image.user, &image.dbname) };
+    let target = Conn {
+        password: old.password.clone(),
+        ..new.conn(&image.user, &image.dbname)
+    };
 
     // Step 4: restore, stopping at the first error, then statistics.
     let mut cmd = Command::new(old.bindir.join("pg_restore"));

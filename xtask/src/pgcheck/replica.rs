@@ -95,7 +95,10 @@ const BACKUP: &str = "db-backup";
 
 /// Runs the whole check. `write` must write to the primary through Synapse (each call makes
 /// new rows, e.g. a message); it is called once after the replica streams.
-pub fn check(env: &ReplicaEnv, write: &mut dyn FnMut() -> anyhow::Result<()>) -> anyhow::Result<ReplicaReport> {
+pub fn check(
+    env: &ReplicaEnv,
+    write: &mut dyn FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<ReplicaReport> {
     let t0 = Instant::now();
     std::fs::create_dir_all(&env.work)?;
     std::fs::set_permissions(&env.work, std::fs::Permissions::from_mode(0o755))?;
@@ -104,12 +107,29 @@ pub fn check(env: &ReplicaEnv, write: &mut dyn FnMut() -> anyhow::Result<()>) ->
     let named = BTreeMap::from([("sockets", env.sockets.clone())]);
     let mut replica_mounts = Mounts::of(&replica_svc, &env.tree, &named)?;
 
-    let user = replica_svc.env.get("POSTGRES_USER").context("db-replica has no POSTGRES_USER")?.clone();
-    let dbname = replica_svc.env.get("POSTGRES_DB").cloned().unwrap_or_else(|| user.clone());
-    let primary_port: u16 = replica_svc.env.get("PRIMARY_PORT").map_or(Ok(5432), |p| p.parse())?;
-    let replica_port: u16 = setting_in(&replica_svc.command, "port").map_or(Ok(5432), |p| p.parse())?;
-    let app_name = setting_in(&replica_svc.command, "cluster_name").unwrap_or_else(|| "walreceiver".into());
-    let slot = replica_svc.env.get("REPLICA_SLOT").cloned().unwrap_or_else(|| "db_replica".into());
+    let user = replica_svc
+        .env
+        .get("POSTGRES_USER")
+        .context("db-replica has no POSTGRES_USER")?
+        .clone();
+    let dbname = replica_svc
+        .env
+        .get("POSTGRES_DB")
+        .cloned()
+        .unwrap_or_else(|| user.clone());
+    let primary_port: u16 = replica_svc
+        .env
+        .get("PRIMARY_PORT")
+        .map_or(Ok(5432), |p| p.parse())?;
+    let replica_port: u16 =
+        setting_in(&replica_svc.command, "port").map_or(Ok(5432), |p| p.parse())?;
+    let app_name =
+        setting_in(&replica_svc.command, "cluster_name").unwrap_or_else(|| "walreceiver".into());
+    let slot = replica_svc
+        .env
+        .get("REPLICA_SLOT")
+        .cloned()
+        .unwrap_or_else(|| "db_replica".into());
     let primary = Conn {
         bindir: env.bindir.clone(),
         host: env.sockets.clone(),
@@ -118,7 +138,11 @@ pub fn check(env: &ReplicaEnv, write: &mut dyn FnMut() -> anyhow::Result<()>) ->
         dbname,
         password: replica_svc.env.get("POSTGRES_PASSWORD").cloned(),
     };
-    ensure!(primary.is_ready(), "no primary answers on {} port {primary_port}", env.sockets.display());
+    ensure!(
+        primary.is_ready(),
+        "no primary answers on {} port {primary_port}",
+        env.sockets.display()
+    );
     let replica = primary.with_port(replica_port);
 
     // The image declares PGDATA; the data directory is the volume mounted there.
@@ -126,9 +150,23 @@ pub fn check(env: &ReplicaEnv, write: &mut dyn FnMut() -> anyhow::Result<()>) ->
     replica_mounts.add("/var/lib/postgresql/data", PathBuf::from(&pgdata));
     let mut started: Option<Child> = None;
     if !replica.is_ready() {
-        started = Some(start_replica(env, &replica_svc, &replica_mounts, Path::new(&pgdata))?);
+        started = Some(start_replica(
+            env,
+            &replica_svc,
+            &replica_mounts,
+            Path::new(&pgdata),
+        )?);
     }
-    let result = run_checks(env, &primary, &replica, &app_name, &backup_svc, &replica_mounts, write, &mut started);
+    let result = run_checks(
+        env,
+        &primary,
+        &replica,
+        &app_name,
+        &backup_svc,
+        &replica_mounts,
+        write,
+        &mut started,
+    );
     let cleanup = match started.take() {
         Some(child) => stop_replica(env, child, Path::new(&pgdata), &primary, &slot),
         None => Ok(()),
@@ -141,22 +179,32 @@ pub fn check(env: &ReplicaEnv, write: &mut dyn FnMut() -> anyhow::Result<()>) ->
 
 /// `value` of a `-c name=value` (or `name=value`) argument.
 fn setting_in(args: &[String], name: &str) -> Option<String> {
-    args.iter().find_map(|a| a.strip_prefix(&format!("{name}=")).map(String::from))
+    args.iter()
+        .find_map(|a| a.strip_prefix(&format!("{name}=")).map(String::from))
 }
 
 /// A `PATH` with this machine's PostgreSQL binaries first, as the image's PATH has its own.
 fn path_env(bindir: &Path) -> String {
-    format!("{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", bindir.display())
+    format!(
+        "{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        bindir.display()
+    )
 }
 
 /// The service's own command line (entrypoint + command), container paths mapped.
-fn command_of(svc: &Service, mounts: &Mounts, args_override: Option<&[String]>) -> anyhow::Result<Command> {
+fn command_of(
+    svc: &Service,
+    mounts: &Mounts,
+    args_override: Option<&[String]>,
+) -> anyhow::Result<Command> {
     let mut argv: Vec<String> = svc.entrypoint.iter().map(|a| mounts.rewrite(a)).collect();
     match args_override {
         Some(a) => argv.extend(a.iter().map(|a| mounts.rewrite(a))),
         None => argv.extend(svc.command.iter().map(|a| mounts.rewrite(a))),
     }
-    let Some((prog, args)) = argv.split_first() else { bail!("service `{}` has no command", svc.name) };
+    let Some((prog, args)) = argv.split_first() else {
+        bail!("service `{}` has no command", svc.name)
+    };
     let mut cmd = Command::new(prog);
     cmd.args(args).env_clear().current_dir("/");
     for (k, v) in &svc.env {
@@ -172,8 +220,17 @@ fn command_of(svc: &Service, mounts: &Mounts, args_override: Option<&[String]>) 
     Ok(cmd)
 }
 
-fn start_replica(env: &ReplicaEnv, svc: &Service, mounts: &Mounts, pgdata: &Path) -> anyhow::Result<Child> {
-    ensure!(pgdata.starts_with(&env.tree), "the replica's data directory {} is outside the tree", pgdata.display());
+fn start_replica(
+    env: &ReplicaEnv,
+    svc: &Service,
+    mounts: &Mounts,
+    pgdata: &Path,
+) -> anyhow::Result<Child> {
+    ensure!(
+        pgdata.starts_with(&env.tree),
+        "the replica's data directory {} is outside the tree",
+        pgdata.display()
+    );
     // A directory left by an earlier run of this check in the same tree is ours to replace.
     if pgdata.exists() {
         std::fs::remove_dir_all(pgdata)?;
@@ -207,11 +264,19 @@ fn start_replica(env: &ReplicaEnv, svc: &Service, mounts: &Mounts, pgdata: &Path
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
         .stderr(out);
-    let child = cmd.spawn().with_context(|| format!("cannot start db-replica: {cmd:?}"))?;
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start db-replica: {cmd:?}"))?;
     Ok(child)
 }
 
-fn stop_replica(env: &ReplicaEnv, mut child: Child, pgdata: &Path, primary: &Conn, slot: &str) -> anyhow::Result<()> {
+fn stop_replica(
+    env: &ReplicaEnv,
+    mut child: Child,
+    pgdata: &Path,
+    primary: &Conn,
+    slot: &str,
+) -> anyhow::Result<()> {
     let stopped = cluster::stop_data_dir(&env.bindir, pgdata);
     if stopped.is_err() {
         let _ = child.kill();
@@ -219,16 +284,20 @@ fn stop_replica(env: &ReplicaEnv, mut child: Child, pgdata: &Path, primary: &Con
     let _ = child.wait();
     stopped?;
     // The slot would keep WAL on the primary forever once its replica is gone.
-    wait_for(Duration::from_secs(30), "the replica's slot to be released", || {
-        let rows = primary.rows(&format!(
-            "SELECT active FROM pg_replication_slots WHERE slot_name = {}",
-            sql_literal(slot)
-        ))?;
-        Ok(match rows.first().and_then(|r| r.first()) {
-            Some(a) if a == "t" => None,
-            _ => Some(()),
-        })
-    })?;
+    wait_for(
+        Duration::from_secs(30),
+        "the replica's slot to be released",
+        || {
+            let rows = primary.rows(&format!(
+                "SELECT active FROM pg_replication_slots WHERE slot_name = {}",
+                sql_literal(slot)
+            ))?;
+            Ok(match rows.first().and_then(|r| r.first()) {
+                Some(a) if a == "t" => None,
+                _ => Some(()),
+            })
+        },
+    )?;
     primary.query(&format!(
         "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = {}",
         sql_literal(slot)
@@ -254,20 +323,30 @@ fn run_checks(
 ) -> anyhow::Result<ReplicaReport> {
     let log = env.work.join("db-replica.log");
     // 1. The replica is up and streaming.
-    wait_for(Duration::from_secs(600), "db-replica to stream from the primary", || {
-        if let Some(child) = started.as_mut()
-            && let Some(st) = child.try_wait()?
-        {
-            bail!("db-replica exited ({st}); its log ends:\n{}", cluster::tail(&log, 20));
-        }
-        if !replica.is_ready() {
-            return Ok(None);
-        }
-        let status = replica.query("SELECT status FROM pg_stat_wal_receiver")?;
-        Ok((status == "streaming").then_some(()))
-    })?;
+    wait_for(
+        Duration::from_secs(600),
+        "db-replica to stream from the primary",
+        || {
+            if let Some(child) = started.as_mut()
+                && let Some(st) = child.try_wait()?
+            {
+                bail!(
+                    "db-replica exited ({st}); its log ends:\n{}",
+                    cluster::tail(&log, 20)
+                );
+            }
+            if !replica.is_ready() {
+                return Ok(None);
+            }
+            let status = replica.query("SELECT status FROM pg_stat_wal_receiver")?;
+            Ok((status == "streaming").then_some(()))
+        },
+    )?;
     let in_recovery = replica.query("SELECT pg_is_in_recovery()")?;
-    ensure!(in_recovery == "t", "db-replica answers but is not a standby (pg_is_in_recovery = {in_recovery})");
+    ensure!(
+        in_recovery == "t",
+        "db-replica answers but is not a standby (pg_is_in_recovery = {in_recovery})"
+    );
 
     // 2. Write through Synapse, then see the replica replay it, nothing behind.
     write().context("writing through Synapse failed")?;
@@ -278,16 +357,30 @@ fn run_checks(
         sql_literal(&target),
         sql_literal(app_name)
     );
-    let (state, behind) = wait_for(Duration::from_secs(120), "the replica to replay every write", || {
-        let rows = primary.rows(&q)?;
-        let Some(r) = rows.first() else { return Ok(None) };
-        let behind: i64 = r.get(1).and_then(|b| b.parse().ok()).unwrap_or(i64::MAX);
-        let caught_up = r.get(2).is_some_and(|c| c == "t");
-        Ok((r[0] == "streaming" && caught_up && behind == 0).then(|| (r[0].clone(), behind)))
-    })
-    .with_context(|| format!("pg_stat_replication on the primary: {:?}", primary.rows(&q).unwrap_or_default()))?;
+    let (state, behind) = wait_for(
+        Duration::from_secs(120),
+        "the replica to replay every write",
+        || {
+            let rows = primary.rows(&q)?;
+            let Some(r) = rows.first() else {
+                return Ok(None);
+            };
+            let behind: i64 = r.get(1).and_then(|b| b.parse().ok()).unwrap_or(i64::MAX);
+            let caught_up = r.get(2).is_some_and(|c| c == "t");
+            Ok((r[0] == "streaming" && caught_up && behind == 0).then(|| (r[0].clone(), behind)))
+        },
+    )
+    .with_context(|| {
+        format!(
+            "pg_stat_replication on the primary: {:?}",
+            primary.rows(&q).unwrap_or_default()
+        )
+    })?;
     let receiver = replica.query("SELECT status FROM pg_stat_wal_receiver")?;
-    ensure!(receiver == "streaming", "the replica's WAL receiver is `{receiver}`, not streaming");
+    ensure!(
+        receiver == "streaming",
+        "the replica's WAL receiver is `{receiver}`, not streaming"
+    );
 
     // 3. The book's backup job, twice, keeping one archive.
     let named = BTreeMap::from([("sockets", env.sockets.clone())]);
@@ -300,16 +393,23 @@ fn run_checks(
             }
         }
     }
-    let backup_dir = PathBuf::from(backup_mounts.rewrite(
-        backup_svc.env.get("BACKUP_DIR").map(String::as_str).unwrap_or("/backups"),
-    ));
+    let backup_dir = PathBuf::from(
+        backup_mounts.rewrite(
+            backup_svc
+                .env
+                .get("BACKUP_DIR")
+                .map(String::as_str)
+                .unwrap_or("/backups"),
+        ),
+    );
     let mut names = Vec::new();
     for run in 0..2 {
         if run > 0 {
             std::thread::sleep(Duration::from_millis(1100)); // archive names have 1 s resolution
         }
         let mut cmd = command_of(backup_svc, &backup_mounts, None)?;
-        cmd.env("PATH", path_env(&env.bindir)).env("BACKUP_KEEP", "1");
+        cmd.env("PATH", path_env(&env.bindir))
+            .env("BACKUP_KEEP", "1");
         let out = cluster::run(&mut cmd).context("the book's backup job failed")?;
         let text = String::from_utf8_lossy(&out.stderr).to_string();
         let name = text
@@ -322,13 +422,16 @@ fn run_checks(
     let archives: Vec<PathBuf> = std::fs::read_dir(&backup_dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
-            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("synapse-db-") && n.ends_with(".tar.gz"))
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("synapse-db-") && n.ends_with(".tar.gz"))
         })
         .collect();
     let newest = names.last().cloned().context("no backup ran")?;
     // The job pointed at the primary by mistake must fail and leave the archives alone.
     let mut cmd = command_of(backup_svc, &backup_mounts, None)?;
-    cmd.env("PATH", path_env(&env.bindir)).env("REPLICA_PORT", primary.port.to_string());
+    cmd.env("PATH", path_env(&env.bindir))
+        .env("REPLICA_PORT", primary.port.to_string());
     let refused = cmd.stdin(Stdio::null()).output()?;
     let after: usize = std::fs::read_dir(&backup_dir)?
         .filter_map(|e| e.ok())
@@ -355,7 +458,11 @@ fn run_checks(
     std::fs::create_dir_all(&restored)?;
     std::fs::set_permissions(&restored, std::fs::Permissions::from_mode(0o755))?;
     let data = restored.join("data");
-    let args = vec!["/usr/local/bin/restore.sh".to_string(), newest.display().to_string(), data.display().to_string()];
+    let args = vec![
+        "/usr/local/bin/restore.sh".to_string(),
+        newest.display().to_string(),
+        data.display().to_string(),
+    ];
     let mut cmd = command_of(backup_svc, &backup_mounts, Some(&args))?;
     cmd.env("PATH", path_env(&env.bindir));
     cluster::run(&mut cmd).context("the book's restore script failed")?;
@@ -372,10 +479,17 @@ fn run_checks(
     let config = PathBuf::from(replica_mounts.rewrite("/etc/postgresql/postgresql.conf"));
     let config = config.exists().then_some(config);
     server.start(config.as_deref(), &env.extra_settings)?;
-    let copy = Conn { host: server.socket_dir.clone(), port: server.port, ..primary.clone() };
+    let copy = Conn {
+        host: server.socket_dir.clone(),
+        port: server.port,
+        ..primary.clone()
+    };
     let compared = (|| {
         let rec = copy.query("SELECT pg_is_in_recovery()")?;
-        ensure!(rec == "f", "the restored copy is still in recovery: it would not accept writes");
+        ensure!(
+            rec == "f",
+            "the restored copy is still in recovery: it would not accept writes"
+        );
         compare_tables(primary, &copy)
     })();
     let stopped = server.stop();
@@ -404,7 +518,10 @@ fn run_checks(
 pub fn compare_tables(a: &Conn, b: &Conn) -> anyhow::Result<Vec<TableCompare>> {
     let mut out = Vec::new();
     for t in MAIN_TABLES {
-        let exists = a.query(&format!("SELECT to_regclass({}) IS NOT NULL", sql_literal(&format!("public.{t}"))))?;
+        let exists = a.query(&format!(
+            "SELECT to_regclass({}) IS NOT NULL",
+            sql_literal(&format!("public.{t}"))
+        ))?;
         if exists != "t" {
             continue;
         }
@@ -412,11 +529,29 @@ pub fn compare_tables(a: &Conn, b: &Conn) -> anyhow::Result<Vec<TableCompare>> {
             "SELECT count(*), coalesce(md5(string_agg(md5(r::text), '' ORDER BY md5(r::text))), '-') FROM public.{t} AS r"
         );
         let x = a.rows(&q)?;
-        let y = b.rows(&q).with_context(|| format!("table {t} is missing from the copy"))?;
-        ensure!(x == y, "table {t} differs: primary has {:?}, the copy {:?} (rows, digest)", x, y);
-        let rows = x.first().and_then(|r| r.first()).and_then(|n| n.parse().ok()).unwrap_or(0);
-        out.push(TableCompare { table: t.to_string(), rows });
+        let y = b
+            .rows(&q)
+            .with_context(|| format!("table {t} is missing from the copy"))?;
+        ensure!(
+            x == y,
+            "table {t} differs: primary has {:?}, the copy {:?} (rows, digest)",
+            x,
+            y
+        );
+        let rows = x
+            .first()
+            .and_then(|r| r.first())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        out.push(TableCompare {
+            table: t.to_string(),
+            rows,
+        });
     }
-    ensure!(out.len() >= 10, "only {} of Synapse's main tables exist: is this a Synapse database?", out.len());
+    ensure!(
+        out.len() >= 10,
+        "only {} of Synapse's main tables exist: is this a Synapse database?",
+        out.len()
+    );
     Ok(out)
 }

@@ -14,14 +14,25 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 /// Runs `argv` inside the root of service `svc`, with its environment; (success, output).
-pub fn run_in(runner: &Runner, svc: &str, argv: &[String], stdin: Option<&str>) -> anyhow::Result<(bool, String)> {
-    let pid = runner.pid(svc).ok_or_else(|| anyhow::anyhow!("service {svc} is not running"))?;
+pub fn run_in(
+    runner: &Runner,
+    svc: &str,
+    argv: &[String],
+    stdin: Option<&str>,
+) -> anyhow::Result<(bool, String)> {
+    let pid = runner
+        .pid(svc)
+        .ok_or_else(|| anyhow::anyhow!("service {svc} is not running"))?;
     let full = super::ns::enter(pid, argv);
     let mut child = Command::new(&full[0])
         .args(&full[1..])
         .env_clear()
         .envs(&runner.launches[svc].env)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
@@ -35,7 +46,12 @@ pub fn run_in(runner: &Runner, svc: &str, argv: &[String], stdin: Option<&str>) 
 }
 
 fn services_with(runner: &Runner, emulation: &str) -> Vec<String> {
-    runner.launches.iter().filter(|(_, l)| l.emulation == emulation).map(|(n, _)| n.clone()).collect()
+    runner
+        .launches
+        .iter()
+        .filter(|(_, l)| l.emulation == emulation)
+        .map(|(n, _)| n.clone())
+        .collect()
 }
 
 /// `nginx -t` inside the nginx service's root (its own config at the image's path).
@@ -53,9 +69,15 @@ pub fn nginx_t(p: &Prepared, report: &mut Report) {
                 argv.push(v.clone());
             }
         }
-        let (ok, out) = run_in(&p.runner, &svc, &argv, None).unwrap_or_else(|e| (false, format!("{e:#}")));
+        let (ok, out) =
+            run_in(&p.runner, &svc, &argv, None).unwrap_or_else(|e| (false, format!("{e:#}")));
         let ok = ok && out.contains("test is successful");
-        report.push(Step::new(format!("nginx -t ({svc})"), ok, out.trim().to_string(), t.elapsed()));
+        report.push(Step::new(
+            format!("nginx -t ({svc})"),
+            ok,
+            out.trim().to_string(),
+            t.elapsed(),
+        ));
     }
 }
 
@@ -65,7 +87,12 @@ pub fn synapse_config(p: &Prepared, report: &mut Report) {
     let mut jobs = Vec::new();
     for svc in services_with(&p.runner, "synapse") {
         let argv = &p.runner.launches[&svc].argv;
-        let Some(py) = argv.iter().position(|a| a.ends_with("/python") || a.ends_with("/python3")) else { continue };
+        let Some(py) = argv
+            .iter()
+            .position(|a| a.ends_with("/python") || a.ends_with("/python3"))
+        else {
+            continue;
+        };
         let mut cmd: Vec<String> = argv[..=py].to_vec();
         cmd.extend(["-m".to_string(), "synapse.config".to_string()]);
         for c in super::emulate::synapse_config_paths(argv) {
@@ -81,7 +108,16 @@ pub fn synapse_config(p: &Prepared, report: &mut Report) {
             .iter()
             .map(|(svc, cmd)| (svc.clone(), s.spawn(|| run_in(&p.runner, svc, cmd, None))))
             .collect();
-        handles.into_iter().map(|(svc, h)| (svc, h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("panicked"))))).collect()
+        handles
+            .into_iter()
+            .map(|(svc, h)| {
+                (
+                    svc,
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("panicked"))),
+                )
+            })
+            .collect()
     });
     let mut failures = Vec::new();
     for (svc, r) in results {
@@ -94,7 +130,11 @@ pub fn synapse_config(p: &Prepared, report: &mut Report) {
     report.push(Step::new(
         format!("python -m synapse.config on main and every worker ({n})"),
         failures.is_empty() && n > 0,
-        if failures.is_empty() { format!("{n} configs parse") } else { failures.join("\n") },
+        if failures.is_empty() {
+            format!("{n} configs parse")
+        } else {
+            failures.join("\n")
+        },
         t.elapsed(),
     ));
 }
@@ -112,23 +152,58 @@ pub fn sql_blocks(p: &Prepared, report: &mut Report) {
     let mut dbs = services_with(&p.runner, "postgres");
     dbs.sort_by_key(|d| !synapse_deps.contains(d));
     let Some(db) = dbs.into_iter().find(|s| p.runner.pid(s).is_some()) else {
-        report.push(Step::new("every sql block runs on the live database", false, "no running postgres service", t.elapsed()));
+        report.push(Step::new(
+            "every sql block runs on the live database",
+            false,
+            "no running postgres service",
+            t.elapsed(),
+        ));
         return;
     };
     let env = &p.runner.launches[&db].env;
-    let user = env.get("POSTGRES_USER").cloned().unwrap_or_else(|| "postgres".into());
-    let dbname = env.get("POSTGRES_DB").cloned().unwrap_or_else(|| user.clone());
+    let user = env
+        .get("POSTGRES_USER")
+        .cloned()
+        .unwrap_or_else(|| "postgres".into());
+    let dbname = env
+        .get("POSTGRES_DB")
+        .cloned()
+        .unwrap_or_else(|| user.clone());
     let host = socket_dir(p);
     let mut failures = Vec::new();
     let mut run: usize = 0;
-    let pw = format!("PGPASSWORD={}", env.get("POSTGRES_PASSWORD").cloned().unwrap_or_default());
-    let psql: Vec<String> = ["env", &pw, "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", &host, "-U", &user, "-d", &dbname, "-f", "-"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let pw = format!(
+        "PGPASSWORD={}",
+        env.get("POSTGRES_PASSWORD").cloned().unwrap_or_default()
+    );
+    let psql: Vec<String> = [
+        "env",
+        &pw,
+        "psql",
+        "-X",
+        "-q",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-h",
+        &host,
+        "-U",
+        &user,
+        "-d",
+        &dbname,
+        "-f",
+        "-",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     // First what the PostgreSQL chapters tell the reader to do once (a console step): create
     // the statistics extensions the queries read.
-    match run_in(&p.runner, &db, &psql, Some(crate::pgcheck::sql::ENABLE_EXTENSIONS)) {
+    match run_in(
+        &p.runner,
+        &db,
+        &psql,
+        Some(crate::pgcheck::sql::ENABLE_EXTENSIONS),
+    ) {
         Ok((true, _)) => {}
         Ok((false, out)) => failures.push(format!("creating the extensions: {}", out.trim())),
         Err(e) => failures.push(format!("creating the extensions: {e:#}")),
@@ -149,14 +224,19 @@ pub fn sql_blocks(p: &Prepared, report: &mut Report) {
     report.push(Step::new(
         format!("every sql block runs on the live database ({run})"),
         failures.is_empty(),
-        if failures.is_empty() { format!("{run} blocks ran without error") } else { failures.join("\n") },
+        if failures.is_empty() {
+            format!("{run} blocks ran without error")
+        } else {
+            failures.join("\n")
+        },
         t.elapsed(),
     ));
 }
 
 /// The first `unix_socket_directories` entry of the tree's postgresql.conf files.
 fn socket_dir(p: &Prepared) -> String {
-    let re = regex::Regex::new(r#"(?m)^\s*unix_socket_directories\s*=\s*'([^',]+)"#).expect("valid regex");
+    let re = regex::Regex::new(r#"(?m)^\s*unix_socket_directories\s*=\s*'([^',]+)"#)
+        .expect("valid regex");
     p.tree
         .files
         .values()
@@ -171,10 +251,16 @@ const BENIGN: &[(&str, &str)] = &[
     // deadlocks (synapse/storage/database.py: `engine.is_deadlock` -> "[TXN DEADLOCK]" warning,
     // retry); PostgreSQL still logs each one as an ERROR.
     // ("... due to concurrent update" or "... due to concurrent delete": both SQLSTATE 40001)
-    ("could not serialize access due to concurrent ", "SQLSTATE 40001, retried by Synapse"),
+    (
+        "could not serialize access due to concurrent ",
+        "SQLSTATE 40001, retried by Synapse",
+    ),
     ("deadlock detected", "SQLSTATE 40P01, retried by Synapse"),
     // A client (a healthcheck) connecting while a server starts or recovers: SQLSTATE 57P03.
-    ("the database system is starting up", "a connection attempt during start-up, refused as expected"),
+    (
+        "the database system is starting up",
+        "a connection attempt during start-up, refused as expected",
+    ),
 ];
 
 /// Lines that mean something went wrong, in any of the processes' logs.
@@ -183,8 +269,17 @@ fn is_finding(line: &str) -> bool {
         return false;
     }
     const MARKS: &[&str] = &[
-        " ERROR ", "- ERROR -", "ERROR:", "Traceback (most recent call last)", "CRITICAL", "FATAL:", "PANIC:",
-        "[emerg]", "[alert]", "[crit]", "[error]",
+        " ERROR ",
+        "- ERROR -",
+        "ERROR:",
+        "Traceback (most recent call last)",
+        "CRITICAL",
+        "FATAL:",
+        "PANIC:",
+        "[emerg]",
+        "[alert]",
+        "[crit]",
+        "[error]",
     ];
     MARKS.iter().any(|m| line.contains(m))
 }
@@ -196,12 +291,17 @@ pub type Exclusions = BTreeMap<String, (u64, u64)>;
 pub fn scan_logs(runner: &Runner, exclude: &Exclusions) -> Vec<String> {
     let mut out = Vec::new();
     for name in runner.launches.keys() {
-        let Ok(bytes) = std::fs::read(runner.log_path(name)) else { continue };
+        let Ok(bytes) = std::fs::read(runner.log_path(name)) else {
+            continue;
+        };
         let mut offset = 0u64;
         for line in String::from_utf8_lossy(&bytes).split_inclusive('\n') {
             let start = offset;
             offset += line.len() as u64;
-            if exclude.get(name).is_some_and(|(a, b)| start >= *a && start < *b) {
+            if exclude
+                .get(name)
+                .is_some_and(|(a, b)| start >= *a && start < *b)
+            {
                 continue;
             }
             if is_finding(line) {
@@ -219,12 +319,22 @@ mod tests {
 
     #[test]
     fn findings() {
-        assert!(is_finding("2026-11-27 15:00:00,000 - synapse.app - 10 - ERROR - main - boom"));
+        assert!(is_finding(
+            "2026-11-27 15:00:00,000 - synapse.app - 10 - ERROR - main - boom"
+        ));
         assert!(is_finding("Traceback (most recent call last):"));
         assert!(is_finding("2026/11/27 15:00:00 [emerg] 1#1: bad"));
-        assert!(is_finding("2026-11-27 15:00:00.000 UTC [42] ERROR:  relation \"x\" does not exist"));
-        assert!(!is_finding("2026-11-27 15:00:00,000 - synapse.app - 10 - INFO - main - Synapse now listening"));
-        assert!(!is_finding("2026-11-27 15:30:35.644 GMT [20280] ERROR:  could not serialize access due to concurrent update"));
-        assert!(!is_finding("2026-11-27 17:20:11.932 UTC [21483] ERROR:  could not serialize access due to concurrent delete"));
+        assert!(is_finding(
+            "2026-11-27 15:00:00.000 UTC [42] ERROR:  relation \"x\" does not exist"
+        ));
+        assert!(!is_finding(
+            "2026-11-27 15:00:00,000 - synapse.app - 10 - INFO - main - Synapse now listening"
+        ));
+        assert!(!is_finding(
+            "2026-11-27 15:30:35.644 GMT [20280] ERROR:  could not serialize access due to concurrent update"
+        ));
+        assert!(!is_finding(
+            "2026-11-27 17:20:11.932 UTC [21483] ERROR:  could not serialize access due to concurrent delete"
+        ));
     }
 }

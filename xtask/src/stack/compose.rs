@@ -94,7 +94,8 @@ pub struct Service {
 /// Reads and interpolates `<dir>/<file>` with `<dir>/.env`.
 pub fn load(dir: &Path, file: &str) -> anyhow::Result<Project> {
     let path = dir.join(file);
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
     let dotenv = match std::fs::read_to_string(dir.join(".env")) {
         Ok(t) => parse_env_file(&t),
         Err(_) => BTreeMap::new(),
@@ -104,11 +105,17 @@ pub fn load(dir: &Path, file: &str) -> anyhow::Result<Project> {
 
 /// Parses Compose text. `vars` is what `${...}` interpolation sees (the `.env` file).
 pub fn parse(dir: &Path, text: &str, vars: &BTreeMap<String, String>) -> anyhow::Result<Project> {
-    let docs = YamlOwned::load_from_str(text).map_err(|e| anyhow::anyhow!("docker-compose.yml: {e}"))?;
-    let doc = docs.into_iter().next().context("docker-compose.yml is empty")?;
+    let docs =
+        YamlOwned::load_from_str(text).map_err(|e| anyhow::anyhow!("docker-compose.yml: {e}"))?;
+    let doc = docs
+        .into_iter()
+        .next()
+        .context("docker-compose.yml is empty")?;
     let mut root = to_json(&doc)?;
     interpolate_value(&mut root, vars)?;
-    let Value::Object(root) = root else { bail!("docker-compose.yml is not a mapping") };
+    let Value::Object(root) = root else {
+        bail!("docker-compose.yml is not a mapping")
+    };
 
     let mut volumes = BTreeMap::new();
     if let Some(Value::Object(vs)) = root.get("volumes") {
@@ -121,12 +128,18 @@ pub fn parse(dir: &Path, text: &str, vars: &BTreeMap<String, String>) -> anyhow:
             volumes.insert(name.clone(), tmpfs);
         }
     }
-    let Some(Value::Object(svcs)) = root.get("services") else { bail!("docker-compose.yml has no services") };
+    let Some(Value::Object(svcs)) = root.get("services") else {
+        bail!("docker-compose.yml has no services")
+    };
     let mut services = Vec::new();
     for (name, spec) in svcs {
         services.push(service(dir, name, spec).with_context(|| format!("service `{name}`"))?);
     }
-    Ok(Project { dir: dir.to_path_buf(), services, volumes })
+    Ok(Project {
+        dir: dir.to_path_buf(),
+        services,
+        volumes,
+    })
 }
 
 fn service(dir: &Path, name: &str, spec: &Value) -> anyhow::Result<Service> {
@@ -177,11 +190,19 @@ fn service(dir: &Path, name: &str, spec: &Value) -> anyhow::Result<Service> {
     let mut depends_on = Vec::new();
     match spec.get("depends_on") {
         Some(Value::Array(a)) => {
-            depends_on.extend(a.iter().filter_map(Value::as_str).map(|n| (n.to_string(), Condition::Started)));
+            depends_on.extend(
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(|n| (n.to_string(), Condition::Started)),
+            );
         }
         Some(Value::Object(m)) => {
             for (dep, d) in m {
-                let cond = match d.get("condition").and_then(Value::as_str).unwrap_or("service_started") {
+                let cond = match d
+                    .get("condition")
+                    .and_then(Value::as_str)
+                    .unwrap_or("service_started")
+                {
                     "service_started" => Condition::Started,
                     "service_healthy" => Condition::Healthy,
                     "service_completed_successfully" => Condition::CompletedSuccessfully,
@@ -201,14 +222,19 @@ fn service(dir: &Path, name: &str, spec: &Value) -> anyhow::Result<Service> {
                     let parts: Vec<String> = a.iter().filter_map(scalar_string).collect();
                     match parts.first().map(String::as_str) {
                         Some("CMD") => Some(parts[1..].to_vec()),
-                        Some("CMD-SHELL") => Some(vec!["/bin/sh".into(), "-c".into(), parts[1..].join(" ")]),
+                        Some("CMD-SHELL") => {
+                            Some(vec!["/bin/sh".into(), "-c".into(), parts[1..].join(" ")])
+                        }
                         Some("NONE") => None,
                         _ => bail!("healthcheck test must start with CMD, CMD-SHELL or NONE"),
                     }
                 }
                 _ => None,
             };
-            let timeout_s = h.get("timeout").and_then(Value::as_str).map_or(Ok(30.0), duration)?;
+            let timeout_s = h
+                .get("timeout")
+                .and_then(Value::as_str)
+                .map_or(Ok(30.0), duration)?;
             argv.map(|argv| Healthcheck { argv, timeout_s })
         }
         _ => None,
@@ -250,7 +276,11 @@ fn service(dir: &Path, name: &str, spec: &Value) -> anyhow::Result<Service> {
         working_dir: s("working_dir"),
         has_profiles: spec.get("profiles").is_some(),
         ports: match spec.get("ports") {
-            Some(Value::Array(a)) => a.iter().filter_map(scalar_string).map(|p| port(&p)).collect::<anyhow::Result<_>>()?,
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(scalar_string)
+                .map(|p| port(&p))
+                .collect::<anyhow::Result<_>>()?,
             _ => vec![],
         },
     })
@@ -264,21 +294,33 @@ fn port(p: &str) -> anyhow::Result<(String, u16, u16)> {
     Ok(match parts.as_slice() {
         [c] => ("0.0.0.0".into(), num(c)?, num(c)?),
         [c, h] => ("0.0.0.0".into(), num(h)?, num(c)?),
-        [c, h, a] => (a.trim_matches(|ch| ch == '[' || ch == ']').to_string(), num(h)?, num(c)?),
+        [c, h, a] => (
+            a.trim_matches(|ch| ch == '[' || ch == ']').to_string(),
+            num(h)?,
+            num(c)?,
+        ),
         _ => bail!("bad port `{p}`"),
     })
 }
 
 fn tmpfs_mount(t: &str) -> Mount {
     let target = t.split(':').next().unwrap_or(t).to_string();
-    Mount { source: MountSource::Tmpfs, target, read_only: false }
+    Mount {
+        source: MountSource::Tmpfs,
+        target,
+        read_only: false,
+    }
 }
 
 fn volume(dir: &Path, v: &Value) -> anyhow::Result<Mount> {
     let resolve = |src: &str| -> MountSource {
         if src.starts_with('.') || src.starts_with('/') || src.starts_with('~') {
             let p = Path::new(src);
-            let abs = if p.is_absolute() { p.to_path_buf() } else { dir.join(p) };
+            let abs = if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                dir.join(p)
+            };
             MountSource::Bind(normalize(&abs))
         } else {
             MountSource::Volume(src.to_string())
@@ -288,9 +330,20 @@ fn volume(dir: &Path, v: &Value) -> anyhow::Result<Mount> {
         Value::String(short) => {
             let parts: Vec<&str> = short.split(':').collect();
             match parts.as_slice() {
-                [target] => Ok(Mount { source: MountSource::Tmpfs, target: (*target).into(), read_only: false })
-                    .map(|m| Mount { source: MountSource::Volume(format!("anon{}", m.target.replace('/', "_"))), ..m }),
-                [src, target] => Ok(Mount { source: resolve(src), target: (*target).into(), read_only: false }),
+                [target] => Ok(Mount {
+                    source: MountSource::Tmpfs,
+                    target: (*target).into(),
+                    read_only: false,
+                })
+                .map(|m| Mount {
+                    source: MountSource::Volume(format!("anon{}", m.target.replace('/', "_"))),
+                    ..m
+                }),
+                [src, target] => Ok(Mount {
+                    source: resolve(src),
+                    target: (*target).into(),
+                    read_only: false,
+                }),
                 [src, target, mode] => Ok(Mount {
                     source: resolve(src),
                     target: (*target).into(),
@@ -301,7 +354,11 @@ fn volume(dir: &Path, v: &Value) -> anyhow::Result<Mount> {
         }
         Value::Object(o) => {
             let ty = o.get("type").and_then(Value::as_str).unwrap_or("volume");
-            let target = o.get("target").and_then(Value::as_str).context("volume without target")?.to_string();
+            let target = o
+                .get("target")
+                .and_then(Value::as_str)
+                .context("volume without target")?
+                .to_string();
             let read_only = o.get("read_only").and_then(Value::as_bool).unwrap_or(false);
             let src = o.get("source").and_then(Value::as_str).unwrap_or("");
             let source = match ty {
@@ -313,7 +370,11 @@ fn volume(dir: &Path, v: &Value) -> anyhow::Result<Mount> {
                 "tmpfs" => MountSource::Tmpfs,
                 other => bail!("volume type `{other}` is not supported by the native runner"),
             };
-            Ok(Mount { source, target, read_only })
+            Ok(Mount {
+                source,
+                target,
+                read_only,
+            })
         }
         _ => bail!("cannot read a volume entry"),
     }
@@ -443,7 +504,9 @@ pub fn duration(s: &str) -> anyhow::Result<f64> {
         };
     }
     if !num.is_empty() {
-        total += num.parse::<f64>().with_context(|| format!("bad duration `{s}`"))?;
+        total += num
+            .parse::<f64>()
+            .with_context(|| format!("bad duration `{s}`"))?;
     }
     Ok(total)
 }
@@ -460,7 +523,8 @@ pub fn parse_env_file(text: &str) -> BTreeMap<String, String> {
         if let Some((k, v)) = line.split_once('=') {
             let v = v.trim();
             let v = if v.len() >= 2
-                && ((v.starts_with('"') && v.ends_with('"')) || (v.starts_with('\'') && v.ends_with('\'')))
+                && ((v.starts_with('"') && v.ends_with('"'))
+                    || (v.starts_with('\'') && v.ends_with('\'')))
             {
                 &v[1..v.len() - 1]
             } else {
@@ -488,13 +552,20 @@ pub fn interpolate(s: &str, vars: &BTreeMap<String, String>) -> anyhow::Result<S
             out.push('$');
             i += 2;
         } else if b.get(i + 1) == Some(&b'{') {
-            let end = s[i..].find('}').with_context(|| format!("unterminated ${{ in `{s}`"))? + i;
+            let end = s[i..]
+                .find('}')
+                .with_context(|| format!("unterminated ${{ in `{s}`"))?
+                + i;
             let inner = &s[i + 2..end];
-            let name_end = inner.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(inner.len());
+            let name_end = inner
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(inner.len());
             let (name, rest) = inner.split_at(name_end);
             let val = vars.get(name);
             let v = if let Some(d) = rest.strip_prefix(":-") {
-                val.filter(|v| !v.is_empty()).cloned().unwrap_or_else(|| d.to_string())
+                val.filter(|v| !v.is_empty())
+                    .cloned()
+                    .unwrap_or_else(|| d.to_string())
             } else if let Some(d) = rest.strip_prefix('-') {
                 val.cloned().unwrap_or_else(|| d.to_string())
             } else if let Some(m) = rest.strip_prefix(":?").or_else(|| rest.strip_prefix('?')) {
@@ -550,7 +621,9 @@ fn to_json(y: &YamlOwned) -> anyhow::Result<Value> {
     Ok(match y {
         YamlOwned::Value(s) => scalar(s),
         YamlOwned::Representation(s, _, _) => Value::String(s.clone()),
-        YamlOwned::Sequence(seq) => Value::Array(seq.iter().map(to_json).collect::<Result<_, _>>()?),
+        YamlOwned::Sequence(seq) => {
+            Value::Array(seq.iter().map(to_json).collect::<Result<_, _>>()?)
+        }
         YamlOwned::Mapping(m) => {
             let mut out = Map::new();
             let mut merged: Vec<Map<String, Value>> = Vec::new();
@@ -592,7 +665,9 @@ fn scalar(s: &ScalarOwned) -> Value {
         ScalarOwned::Null => Value::Null,
         ScalarOwned::Boolean(b) => Value::Bool(*b),
         ScalarOwned::Integer(i) => Value::from(*i),
-        ScalarOwned::FloatingPoint(f) => serde_json::Number::from_f64(f.0).map_or(Value::Null, Value::Number),
+        ScalarOwned::FloatingPoint(f) => {
+            serde_json::Number::from_f64(f.0).map_or(Value::Null, Value::Number)
+        }
         ScalarOwned::String(s) => Value::String(s.clone()),
     }
 }
@@ -645,41 +720,68 @@ volumes:
         assert_eq!(p.services.len(), 3);
         let db = p.service("db").unwrap();
         assert_eq!(db.env["POSTGRES_PASSWORD"], "s3cret");
-        assert_eq!(db.healthcheck.as_ref().unwrap().argv[2], "pg_isready -h /sockets -U synapse");
+        assert_eq!(
+            db.healthcheck.as_ref().unwrap().argv[2],
+            "pg_isready -h /sockets -U synapse"
+        );
         assert!((db.healthcheck.as_ref().unwrap().timeout_s - 5.0).abs() < 1e-9);
         let main = p.service("synapse").unwrap();
         assert_eq!(main.restart, Restart::UnlessStopped);
-        assert_eq!(main.command.as_deref().unwrap(), ["run", "--config-path=/data/homeserver.yaml"]);
+        assert_eq!(
+            main.command.as_deref().unwrap(),
+            ["run", "--config-path=/data/homeserver.yaml"]
+        );
         assert_eq!(main.env["B"], "two");
-        assert_eq!(main.depends_on, vec![("db".to_string(), Condition::Healthy)]);
-        assert_eq!(main.mounts[0].source, MountSource::Bind(dir.path().join("synapse")));
+        assert_eq!(
+            main.depends_on,
+            vec![("db".to_string(), Condition::Healthy)]
+        );
+        assert_eq!(
+            main.mounts[0].source,
+            MountSource::Bind(dir.path().join("synapse"))
+        );
         assert!(main.mounts[0].read_only);
         assert_eq!(main.mounts[1].source, MountSource::Volume("sockets".into()));
         let rooms1 = p.service("rooms1").unwrap();
-        assert_eq!(rooms1.restart, Restart::No, "explicit keys win over merged ones");
+        assert_eq!(
+            rooms1.restart,
+            Restart::No,
+            "explicit keys win over merged ones"
+        );
         assert_eq!(rooms1.env["SYNAPSE_WORKER"], "synapse.app.generic_worker");
         assert_eq!(rooms1.env["A"], "1");
         assert_eq!(rooms1.healthcheck.as_ref().unwrap().argv[0], "curl");
         assert_eq!(p.volumes.get("sockets"), Some(&true));
         assert_eq!(p.volumes.get("pgdata"), Some(&false));
-        assert_eq!(port("127.0.0.1:8008:8008").unwrap(), ("127.0.0.1".to_string(), 8008, 8008));
-        assert_eq!(port("8448:8448/tcp").unwrap(), ("0.0.0.0".to_string(), 8448, 8448));
+        assert_eq!(
+            port("127.0.0.1:8008:8008").unwrap(),
+            ("127.0.0.1".to_string(), 8008, 8008)
+        );
+        assert_eq!(
+            port("8448:8448/tcp").unwrap(),
+            ("0.0.0.0".to_string(), 8448, 8448)
+        );
     }
 
     #[test]
     fn interpolation_forms() {
-        let vars = BTreeMap::from([("A".to_string(), "x".to_string()), ("E".to_string(), String::new())]);
-        assert_eq!(interpolate("$A-${A}-${B:-d}-${E:-d}-${E-d}-$$A", &vars).unwrap(), "x-x-d-d--$A");
+        let vars = BTreeMap::from([
+            ("A".to_string(), "x".to_string()),
+            ("E".to_string(), String::new()),
+        ]);
+        assert_eq!(
+            interpolate("$A-${A}-${B:-d}-${E:-d}-${E-d}-$$A", &vars).unwrap(),
+            "x-x-d-d--$A"
+        );
         assert!(interpolate("${B:?need B}", &vars).is_err());
     }
 
     #[test]
     fn shell_words_and_durations() {
-        assert_eq!(shell_words(r#"sh -c "chmod 1777 /sockets && echo 'a b'""#).unwrap(), [
-            "sh",
-            "-c",
-            "chmod 1777 /sockets && echo 'a b'"
-        ]);
+        assert_eq!(
+            shell_words(r#"sh -c "chmod 1777 /sockets && echo 'a b'""#).unwrap(),
+            ["sh", "-c", "chmod 1777 /sockets && echo 'a b'"]
+        );
         assert!((duration("1m30s").unwrap() - 90.0).abs() < 1e-9);
         assert!((duration("500ms").unwrap() - 0.5).abs() < 1e-9);
     }

@@ -70,7 +70,9 @@ pub const EMULATIONS: &[Emulation] = &[
 
 /// The emulation for an image, or None (then the command runs as written).
 pub fn for_image(image: &str) -> Option<&'static Emulation> {
-    let name = image.rsplit_once(':').map_or(image, |(n, tag)| if tag.contains('/') { image } else { n });
+    let name = image
+        .rsplit_once(':')
+        .map_or(image, |(n, tag)| if tag.contains('/') { image } else { n });
     EMULATIONS.iter().find(|e| name.contains(e.image))
 }
 
@@ -101,7 +103,10 @@ const BASE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin
 /// Writes the helper scripts the emulations run into `host.scripts`.
 pub fn write_scripts(host: &Host) -> std::io::Result<()> {
     std::fs::create_dir_all(&host.scripts)?;
-    std::fs::write(host.scripts.join("postgres-entrypoint.sh"), POSTGRES_ENTRYPOINT)?;
+    std::fs::write(
+        host.scripts.join("postgres-entrypoint.sh"),
+        POSTGRES_ENTRYPOINT,
+    )?;
     std::fs::write(host.scripts.join("nginx-entrypoint.sh"), NGINX_ENTRYPOINT)?;
     Ok(())
 }
@@ -110,7 +115,8 @@ pub fn write_scripts(host: &Host) -> std::io::Result<()> {
 pub fn launch(svc: &Service, host: &Host) -> anyhow::Result<Launch> {
     let mut env = svc.env.clone();
     env.entry("PATH".into()).or_insert_with(|| BASE_PATH.into());
-    env.entry("HOSTNAME".into()).or_insert_with(|| svc.name.clone());
+    env.entry("HOSTNAME".into())
+        .or_insert_with(|| svc.name.clone());
     let emu = for_image(&svc.image);
     let script = |name: &str| host.scripts.join(name).to_string_lossy().into_owned();
     let mut stop_signal = libc::SIGTERM;
@@ -121,23 +127,35 @@ pub fn launch(svc: &Service, host: &Host) -> anyhow::Result<Launch> {
             let p = format!("{}:{}", bin.display(), env["PATH"]);
             env.insert("PATH".into(), p);
         }
-        env.entry("PGDATA".into()).or_insert_with(|| "/var/lib/postgresql/data".into());
+        env.entry("PGDATA".into())
+            .or_insert_with(|| "/var/lib/postgresql/data".into());
     }
     let argv: Vec<String> = if let Some(ep) = &svc.entrypoint {
         // An explicit entrypoint replaces the image's: run it as written.
-        ep.iter().chain(svc.command.iter().flatten()).cloned().collect()
+        ep.iter()
+            .chain(svc.command.iter().flatten())
+            .cloned()
+            .collect()
     } else {
         let cmd = svc.command.clone().unwrap_or_default();
         match emu.map(|e| e.name) {
             Some("synapse") => synapse_argv(svc, &cmd, &env, host)?,
             Some("postgres") => {
-                let cmd = if cmd.is_empty() { vec!["postgres".to_string()] } else { cmd };
+                let cmd = if cmd.is_empty() {
+                    vec!["postgres".to_string()]
+                } else {
+                    cmd
+                };
                 let mut a = vec!["/bin/bash".into(), script("postgres-entrypoint.sh")];
                 a.extend(cmd);
                 a
             }
             Some("redis") => {
-                let mut cmd = if cmd.is_empty() { vec!["redis-server".to_string()] } else { cmd };
+                let mut cmd = if cmd.is_empty() {
+                    vec!["redis-server".to_string()]
+                } else {
+                    cmd
+                };
                 if cmd[0].starts_with('-') || cmd[0].ends_with(".conf") {
                     cmd.insert(0, "redis-server".into());
                 }
@@ -151,13 +169,21 @@ pub fn launch(svc: &Service, host: &Host) -> anyhow::Result<Launch> {
             }
             Some("nginx") => {
                 stop_signal = libc::SIGQUIT;
-                let cmd = if cmd.is_empty() { vec!["nginx".into(), "-g".into(), "daemon off;".into()] } else { cmd };
+                let cmd = if cmd.is_empty() {
+                    vec!["nginx".into(), "-g".into(), "daemon off;".into()]
+                } else {
+                    cmd
+                };
                 let mut a = vec!["/bin/bash".into(), script("nginx-entrypoint.sh")];
                 a.extend(cmd);
                 a
             }
             _ => {
-                anyhow::ensure!(!cmd.is_empty(), "service {} has no command and no known image", svc.name);
+                anyhow::ensure!(
+                    !cmd.is_empty(),
+                    "service {} has no command and no known image",
+                    svc.name
+                );
                 cmd
             }
         }
@@ -172,13 +198,26 @@ pub fn launch(svc: &Service, host: &Host) -> anyhow::Result<Launch> {
         }
         _ => argv,
     };
-    Ok(Launch { argv, env, stop_signal, emulation: emu.map_or("none", |e| e.name) })
+    Ok(Launch {
+        argv,
+        env,
+        stop_signal,
+        emulation: emu.map_or("none", |e| e.name),
+    })
 }
 
 fn setpriv(uid: &str, gid: &str) -> Vec<String> {
     let numeric = uid.chars().all(|c| c.is_ascii_digit());
-    let mut a = vec!["setpriv".to_string(), format!("--reuid={uid}"), format!("--regid={gid}")];
-    a.push(if numeric { "--clear-groups".into() } else { "--init-groups".into() });
+    let mut a = vec![
+        "setpriv".to_string(),
+        format!("--reuid={uid}"),
+        format!("--regid={gid}"),
+    ];
+    a.push(if numeric {
+        "--clear-groups".into()
+    } else {
+        "--init-groups".into()
+    });
     a.push("--".into());
     a
 }
@@ -198,12 +237,24 @@ fn synapse_argv(
     );
     let mut args: Vec<String> = cmd.iter().skip(1).cloned().collect();
     if !args.iter().any(|a| a == "-m") {
-        let worker = env.get("SYNAPSE_WORKER").cloned().unwrap_or_else(|| "synapse.app.homeserver".into());
+        let worker = env
+            .get("SYNAPSE_WORKER")
+            .cloned()
+            .unwrap_or_else(|| "synapse.app.homeserver".into());
         args.splice(0..0, ["-m".to_string(), worker]);
     }
-    if !args.iter().any(|a| a.starts_with("--config-path") || a.starts_with("-c")) {
-        let dir = env.get("SYNAPSE_CONFIG_DIR").cloned().unwrap_or_else(|| "/data".into());
-        let path = env.get("SYNAPSE_CONFIG_PATH").cloned().unwrap_or_else(|| format!("{dir}/homeserver.yaml"));
+    if !args
+        .iter()
+        .any(|a| a.starts_with("--config-path") || a.starts_with("-c"))
+    {
+        let dir = env
+            .get("SYNAPSE_CONFIG_DIR")
+            .cloned()
+            .unwrap_or_else(|| "/data".into());
+        let path = env
+            .get("SYNAPSE_CONFIG_PATH")
+            .cloned()
+            .unwrap_or_else(|| format!("{dir}/homeserver.yaml"));
         args.push("--config-path".into());
         args.push(path);
     }
@@ -211,7 +262,10 @@ fn synapse_argv(
     // start.py: UID/GID from the environment; else 991:991 when started as root. A `user:` makes
     // the container start as that user, so start.py does not switch (unless UID is set).
     let ownership = if let Some(uid) = env.get("UID") {
-        Some((uid.clone(), env.get("GID").cloned().unwrap_or_else(|| "991".into())))
+        Some((
+            uid.clone(),
+            env.get("GID").cloned().unwrap_or_else(|| "991".into()),
+        ))
     } else if let Some(u) = &svc.user {
         let (uid, gid) = u.split_once(':').unwrap_or((u, u));
         Some((uid.to_string(), gid.to_string()))
@@ -248,7 +302,10 @@ pub fn synapse_config_paths(argv: &[String]) -> Vec<String> {
 
 /// The Python module a Synapse argv runs (`-m MODULE`).
 pub fn synapse_module(argv: &[String]) -> Option<String> {
-    argv.iter().position(|a| a == "-m").and_then(|i| argv.get(i + 1)).cloned()
+    argv.iter()
+        .position(|a| a == "-m")
+        .and_then(|i| argv.get(i + 1))
+        .cloned()
 }
 
 const POSTGRES_ENTRYPOINT: &str = r#"#!/bin/bash
@@ -333,7 +390,10 @@ mod tests {
             image: image.into(),
             entrypoint: None,
             command: command.map(|c| c.into_iter().map(String::from).collect()),
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             depends_on: vec![],
             healthcheck: None,
             restart: Restart::No,
@@ -346,55 +406,120 @@ mod tests {
     }
 
     fn host() -> Host {
-        Host { synapse_python: "/venv/bin/python".into(), pg_bindir: Some("/pg/bin".into()), scripts: "/s".into() }
+        Host {
+            synapse_python: "/venv/bin/python".into(),
+            pg_bindir: Some("/pg/bin".into()),
+            scripts: "/s".into(),
+        }
     }
 
     #[test]
     fn synapse_run_mode_follows_start_py() {
         let s = svc(
             "ghcr.io/element-hq/synapse:v1.163.2",
-            Some(vec!["run", "--config-path=/data/homeserver.yaml", "--config-path=/data/workers/rooms1.yaml"]),
+            Some(vec![
+                "run",
+                "--config-path=/data/homeserver.yaml",
+                "--config-path=/data/workers/rooms1.yaml",
+            ]),
             &[("SYNAPSE_WORKER", "synapse.app.generic_worker")],
         );
         let l = launch(&s, &host()).unwrap();
-        assert_eq!(l.argv[..5], ["setpriv", "--reuid=991", "--regid=991", "--clear-groups", "--"]);
-        assert_eq!(l.argv[5..8], ["/venv/bin/python", "-m", "synapse.app.generic_worker"]);
-        assert_eq!(synapse_config_paths(&l.argv), ["/data/homeserver.yaml", "/data/workers/rooms1.yaml"]);
+        assert_eq!(
+            l.argv[..5],
+            [
+                "setpriv",
+                "--reuid=991",
+                "--regid=991",
+                "--clear-groups",
+                "--"
+            ]
+        );
+        assert_eq!(
+            l.argv[5..8],
+            ["/venv/bin/python", "-m", "synapse.app.generic_worker"]
+        );
+        assert_eq!(
+            synapse_config_paths(&l.argv),
+            ["/data/homeserver.yaml", "/data/workers/rooms1.yaml"]
+        );
         // no config path given: the default is added; UID from the environment
         let s = svc("ghcr.io/element-hq/synapse:v1.163.2", None, &[("UID", "0")]);
         let l = launch(&s, &host()).unwrap();
-        assert_eq!(l.argv, ["/venv/bin/python", "-m", "synapse.app.homeserver", "--config-path", "/data/homeserver.yaml"]);
-        assert!(launch(&svc("ghcr.io/element-hq/synapse:v1", Some(vec!["generate"]), &[]), &host()).is_err());
+        assert_eq!(
+            l.argv,
+            [
+                "/venv/bin/python",
+                "-m",
+                "synapse.app.homeserver",
+                "--config-path",
+                "/data/homeserver.yaml"
+            ]
+        );
+        assert!(
+            launch(
+                &svc("ghcr.io/element-hq/synapse:v1", Some(vec!["generate"]), &[]),
+                &host()
+            )
+            .is_err()
+        );
     }
 
     /// The book page that lists the emulations names every one of them.
     #[test]
     fn testing_page_lists_every_emulation() {
-        let page = std::fs::read_to_string(crate::project_root().join("src/reference/testing.md")).unwrap();
+        let page = std::fs::read_to_string(crate::project_root().join("src/reference/testing.md"))
+            .unwrap();
         for e in EMULATIONS {
-            assert!(page.contains(&format!("`{}`", e.image)), "testing.md does not mention image `{}`", e.image);
-            assert!(page.contains(&format!("| `{}` |", e.name)), "testing.md has no row for emulation `{}`", e.name);
+            assert!(
+                page.contains(&format!("`{}`", e.image)),
+                "testing.md does not mention image `{}`",
+                e.image
+            );
+            assert!(
+                page.contains(&format!("| `{}` |", e.name)),
+                "testing.md has no row for emulation `{}`",
+                e.name
+            );
         }
     }
 
     #[test]
     fn other_images() {
-        let l = launch(&svc("redis:7.4-alpine", Some(vec!["--port", "0"]), &[]), &host()).unwrap();
+        let l = launch(
+            &svc("redis:7.4-alpine", Some(vec!["--port", "0"]), &[]),
+            &host(),
+        )
+        .unwrap();
         assert_eq!(l.argv[0], "setpriv");
         assert!(l.argv.contains(&"redis-server".to_string()));
         let mut replica = svc("postgres:17-alpine", Some(vec!["postgres"]), &[]);
         replica.entrypoint = Some(vec!["bash".into(), "/replica-init.sh".into()]);
         let l = launch(&replica, &host()).unwrap();
         assert_eq!(l.argv, ["bash", "/replica-init.sh", "postgres"]);
-        assert!(l.env["PATH"].starts_with("/pg/bin:"), "the image's PATH holds with an entrypoint of our own");
+        assert!(
+            l.env["PATH"].starts_with("/pg/bin:"),
+            "the image's PATH holds with an entrypoint of our own"
+        );
         let l = launch(&svc("postgres:17-alpine", None, &[]), &host()).unwrap();
         assert_eq!(l.stop_signal, libc::SIGINT);
         assert!(l.env["PATH"].starts_with("/pg/bin:"));
         assert_eq!(l.argv.last().unwrap(), "postgres");
         let l = launch(&svc("nginx:1.28-alpine", None, &[]), &host()).unwrap();
         assert_eq!(l.argv[2..], ["nginx", "-g", "daemon off;"]);
-        let l = launch(&svc("busybox:1.37", Some(vec!["sh", "-c", "chmod 1777 /sockets"]), &[]), &host()).unwrap();
+        let l = launch(
+            &svc(
+                "busybox:1.37",
+                Some(vec!["sh", "-c", "chmod 1777 /sockets"]),
+                &[],
+            ),
+            &host(),
+        )
+        .unwrap();
         assert_eq!(l.argv, ["sh", "-c", "chmod 1777 /sockets"]);
-        assert_eq!(for_image("localhost:5000/myredis:1").map(|e| e.name), Some("redis"));
+        assert_eq!(
+            for_image("localhost:5000/myredis:1").map(|e| e.name),
+            Some("redis")
+        );
     }
 }

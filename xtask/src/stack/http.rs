@@ -18,7 +18,10 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn json(&self) -> serde_json::Value {
@@ -39,11 +42,14 @@ pub fn request(
     body: Option<&[u8]>,
     timeout: Duration,
 ) -> anyhow::Result<Response> {
-    let mut stream = TcpStream::connect(addr).with_context(|| format!("cannot connect to {addr}"))?;
+    let mut stream =
+        TcpStream::connect(addr).with_context(|| format!("cannot connect to {addr}"))?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     let host = addr.split(':').next().unwrap_or("localhost");
-    let mut req = format!("{method} {uri} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nUser-Agent: xtask-stack\r\n");
+    let mut req = format!(
+        "{method} {uri} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nUser-Agent: xtask-stack\r\n"
+    );
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -58,32 +64,52 @@ pub fn request(
         stream.write_all(b)?;
     }
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).with_context(|| format!("{method} {uri}: reading the response"))?;
+    stream
+        .read_to_end(&mut raw)
+        .with_context(|| format!("{method} {uri}: reading the response"))?;
     parse(&raw).with_context(|| format!("{method} {uri}: bad response"))
 }
 
 fn parse(raw: &[u8]) -> anyhow::Result<Response> {
-    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").context("no end of headers")?;
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("no end of headers")?;
     let head = std::str::from_utf8(&raw[..end])?;
     let mut lines = head.split("\r\n");
     let status_line = lines.next().context("empty response")?;
-    let status: u16 = status_line.split_whitespace().nth(1).context("no status")?.parse()?;
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .context("no status")?
+        .parse()?;
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .collect();
     let rest = &raw[end + 4..];
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked"));
-    let body = if chunked { dechunk(rest)? } else { rest.to_vec() };
-    Ok(Response { status, headers, body })
+    let chunked = headers.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    });
+    let body = if chunked {
+        dechunk(rest)?
+    } else {
+        rest.to_vec()
+    };
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
 }
 
 fn dechunk(mut data: &[u8]) -> anyhow::Result<Vec<u8>> {
     let mut out = Vec::new();
     loop {
-        let nl = data.windows(2).position(|w| w == b"\r\n").context("bad chunk size line")?;
+        let nl = data
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .context("bad chunk size line")?;
         let size_text = std::str::from_utf8(&data[..nl])?;
         let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)?;
         data = &data[nl + 2..];
@@ -118,7 +144,10 @@ mod tests {
     #[test]
     fn parses_plain_and_chunked() {
         let r = parse(b"HTTP/1.1 200 OK\r\nContent-Type: x\r\n\r\nhello").unwrap();
-        assert_eq!((r.status, r.body.as_slice(), r.header("content-type")), (200, &b"hello"[..], Some("x")));
+        assert_eq!(
+            (r.status, r.body.as_slice(), r.header("content-type")),
+            (200, &b"hello"[..], Some("x"))
+        );
         let r = parse(b"HTTP/1.1 404 NF\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n1\r\n!\r\n0\r\n\r\n").unwrap();
         assert_eq!((r.status, r.body.as_slice()), (404, &b"hello!"[..]));
         assert_eq!(enc("!a:b.c/d"), "%21a%3Ab.c%2Fd");

@@ -61,7 +61,9 @@ pub struct Paths {
 
 impl Paths {
     pub fn new(base: &Path) -> Self {
-        Paths { run: base.join("run") }
+        Paths {
+            run: base.join("run"),
+        }
     }
     pub fn default_base() -> PathBuf {
         crate::tools::target_dir().join("stack")
@@ -77,7 +79,11 @@ impl Paths {
     }
     pub fn layout(&self) -> ns::Layout {
         let mut extra_top = BTreeSet::new();
-        for p in [crate::project_root(), crate::tools::synapse_venv(), self.run.clone()] {
+        for p in [
+            crate::project_root(),
+            crate::tools::synapse_venv(),
+            self.run.clone(),
+        ] {
             let real = p.canonicalize().unwrap_or(p);
             if let Some(std::path::Component::Normal(top)) = real.components().nth(1) {
                 extra_top.insert(top.to_string_lossy().into_owned());
@@ -95,12 +101,20 @@ impl Paths {
 /// An error the book caused, located in the Markdown.
 pub fn book_error(code: &str, msg: impl Into<String>, at: &MdLoc) -> anyhow::Error {
     let d = Diagnostic::error(code, msg, at);
-    anyhow::anyhow!("{}:{}: error[{}]: {}", d.loc().file, d.loc().line, code, d.message)
+    anyhow::anyhow!(
+        "{}:{}: error[{}]: {}",
+        d.loc().file,
+        d.loc().line,
+        code,
+        d.message
+    )
 }
 
 /// Markdown location of a service's definition in the Compose file.
 pub fn service_loc(tree: &Tree, service: &str) -> MdLoc {
-    let Some(f) = tree.get(COMPOSE_FILE) else { return MdLoc::new("book.toml", 1) };
+    let Some(f) = tree.get(COMPOSE_FILE) else {
+        return MdLoc::new("book.toml", 1);
+    };
     let needle = format!("\n  {service}:");
     match f.content.find(&needle) {
         Some(pos) => f.md_loc_at(pos + 1),
@@ -110,13 +124,19 @@ pub fn service_loc(tree: &Tree, service: &str) -> MdLoc {
 
 /// Services a plain `docker compose up` starts, in dependency order (file order among equals).
 pub fn start_order(project: &Project) -> Vec<String> {
-    let active: Vec<&compose::Service> = project.services.iter().filter(|s| !s.has_profiles).collect();
+    let active: Vec<&compose::Service> = project
+        .services
+        .iter()
+        .filter(|s| !s.has_profiles)
+        .collect();
     let mut done: Vec<String> = Vec::new();
     while done.len() < active.len() {
         let before = done.len();
         for s in &active {
             if !done.contains(&s.name)
-                && s.depends_on.iter().all(|(d, _)| done.contains(d) || project.service(d).is_none_or(|x| x.has_profiles))
+                && s.depends_on.iter().all(|(d, _)| {
+                    done.contains(d) || project.service(d).is_none_or(|x| x.has_profiles)
+                })
             {
                 done.push(s.name.clone());
             }
@@ -155,10 +175,14 @@ fn clean_run_dir(paths: &Paths) -> anyhow::Result<()> {
     procs::unmount_all(&procs::mounts_under(&layout.volumes));
     let left = procs::processes_rooted_in(&layout.root_mnt);
     if !left.is_empty() {
-        bail!("processes {left:?} from a previous run still use {}: stop them first", paths.run.display());
+        bail!(
+            "processes {left:?} from a previous run still use {}: stop them first",
+            paths.run.display()
+        );
     }
     if paths.run.exists() {
-        std::fs::remove_dir_all(&paths.run).with_context(|| format!("cannot remove {}", paths.run.display()))?;
+        std::fs::remove_dir_all(&paths.run)
+            .with_context(|| format!("cannot remove {}", paths.run.display()))?;
     }
     Ok(())
 }
@@ -167,29 +191,58 @@ fn clean_run_dir(paths: &Paths) -> anyhow::Result<()> {
 /// writes each service's namespace script and mounts the tmpfs volumes.
 pub fn prepare(book_root: &Path, paths: &Paths) -> anyhow::Result<Prepared> {
     let book = book::load(book_root).map_err(|d| diag_error("cannot load the book", &d))?;
-    let opts = extract::Options { secrets: crate::secrets::Secrets::Generate, ..Default::default() };
-    let tree = extract::assemble(&book, &opts).map_err(|d| diag_error("cannot extract the book", &d))?;
+    let opts = extract::Options {
+        secrets: crate::secrets::Secrets::Generate,
+        ..Default::default()
+    };
+    let tree =
+        extract::assemble(&book, &opts).map_err(|d| diag_error("cannot extract the book", &d))?;
     if tree.get(COMPOSE_FILE).is_none() {
         bail!("the book has no `{COMPOSE_FILE}` block: nothing to run");
     }
     clean_run_dir(paths)?;
     std::fs::create_dir_all(&paths.run)?;
-    extract::write_tree(&tree, &paths.tree(), false).map_err(|d| diag_error("cannot write the tree", &d))?;
-    let project = compose::load(&paths.tree(), COMPOSE_FILE)
-        .map_err(|e| book_error("stack::compose", format!("{e:#}"), &tree.get(COMPOSE_FILE).expect("checked").first_loc()))?;
+    extract::write_tree(&tree, &paths.tree(), false)
+        .map_err(|d| diag_error("cannot write the tree", &d))?;
+    let project = compose::load(&paths.tree(), COMPOSE_FILE).map_err(|e| {
+        book_error(
+            "stack::compose",
+            format!("{e:#}"),
+            &tree.get(COMPOSE_FILE).expect("checked").first_loc(),
+        )
+    })?;
 
     // Natively there is no port mapping: each published port is the service's own, on the
     // host's network. Stacks of other checkouts on this machine may want the same port: a
     // machine-wide lock per port makes them take turns; then the port must be free.
     let mut locks = Vec::new();
-    for (svc, addr, host, container) in project.services.iter().flat_map(|s| s.ports.iter().map(|(a, h, c)| (s.name.clone(), a.clone(), *h, *c))) {
+    for (svc, addr, host, container) in project.services.iter().flat_map(|s| {
+        s.ports
+            .iter()
+            .map(|(a, h, c)| (s.name.clone(), a.clone(), *h, *c))
+    }) {
         if host != container {
-            bail!("{}", book_error("stack::port-mapping", format!("service `{svc}` publishes {host}:{container}; the native runner needs the same port on both sides"), &service_loc(&tree, &svc)));
+            bail!(
+                "{}",
+                book_error(
+                    "stack::port-mapping",
+                    format!(
+                        "service `{svc}` publishes {host}:{container}; the native runner needs the same port on both sides"
+                    ),
+                    &service_loc(&tree, &svc)
+                )
+            );
         }
-        let a = if addr == "0.0.0.0" { "127.0.0.1".to_string() } else { addr };
+        let a = if addr == "0.0.0.0" {
+            "127.0.0.1".to_string()
+        } else {
+            addr
+        };
         locks.push(port_lock(host)?);
         if std::net::TcpListener::bind((a.as_str(), host)).is_err() {
-            bail!("{a}:{host} (published by service `{svc}`) is already in use: is another stack running?");
+            bail!(
+                "{a}:{host} (published by service `{svc}`) is already in use: is another stack running?"
+            );
         }
     }
 
@@ -206,8 +259,13 @@ pub fn prepare(book_root: &Path, paths: &Paths) -> anyhow::Result<Prepared> {
     let mut launches = BTreeMap::new();
     let mut scripts = BTreeMap::new();
     for svc in &project.services {
-        let l = emulate::launch(svc, &host)
-            .map_err(|e| book_error("stack::service", format!("{e:#}"), &service_loc(&tree, &svc.name)))?;
+        let l = emulate::launch(svc, &host).map_err(|e| {
+            book_error(
+                "stack::service",
+                format!("{e:#}"),
+                &service_loc(&tree, &svc.name),
+            )
+        })?;
         let p = host.scripts.join(format!("ns-{}.sh", svc.name));
         std::fs::write(&p, ns::script(&layout, svc))?;
         launches.insert(svc.name.clone(), l);
@@ -225,20 +283,33 @@ pub fn prepare(book_root: &Path, paths: &Paths) -> anyhow::Result<Prepared> {
                 .status()
                 .is_ok_and(|s| s.success());
             if !ok {
-                bail!("cannot mount a tmpfs on {} (the stack test needs root)", dir.display());
+                bail!(
+                    "cannot mount a tmpfs on {} (the stack test needs root)",
+                    dir.display()
+                );
             }
             host_mounts.push(dir);
         }
     }
     let runner = Runner::new(project, launches, scripts, &paths.run, host_mounts)?;
-    Ok(Prepared { book, tree, runner, paths: paths.clone(), _port_locks: locks })
+    Ok(Prepared {
+        book,
+        tree,
+        runner,
+        paths: paths.clone(),
+        _port_locks: locks,
+    })
 }
 
 /// Waits (up to 15 minutes) for the machine-wide lock of a published port.
 fn port_lock(port: u16) -> anyhow::Result<std::fs::File> {
     use rustix::fs::{FlockOperation, flock};
     let path = std::env::temp_dir().join(format!("xtask-stack-port-{port}.lock"));
-    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)?;
     let t = Instant::now();
     let mut said = false;
     loop {
@@ -246,11 +317,17 @@ fn port_lock(port: u16) -> anyhow::Result<std::fs::File> {
             Ok(()) => return Ok(f),
             Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
                 if !said {
-                    eprintln!("stack: another stack on this machine holds port {port} ({}): waiting", path.display());
+                    eprintln!(
+                        "stack: another stack on this machine holds port {port} ({}): waiting",
+                        path.display()
+                    );
                     said = true;
                 }
                 if t.elapsed() > Duration::from_secs(900) {
-                    bail!("port {port} stayed locked by another stack for 15 minutes ({})", path.display());
+                    bail!(
+                        "port {port} stayed locked by another stack for 15 minutes ({})",
+                        path.display()
+                    );
                 }
                 std::thread::sleep(Duration::from_millis(500));
             }
@@ -260,8 +337,18 @@ fn port_lock(port: u16) -> anyhow::Result<std::fs::File> {
 }
 
 pub(crate) fn diag_error(what: &str, diags: &[Diagnostic]) -> anyhow::Error {
-    let lines: Vec<String> =
-        diags.iter().map(|d| format!("{}:{}: {}: {}", d.loc().file, d.loc().line, d.code, d.message)).collect();
+    let lines: Vec<String> = diags
+        .iter()
+        .map(|d| {
+            format!(
+                "{}:{}: {}: {}",
+                d.loc().file,
+                d.loc().line,
+                d.code,
+                d.message
+            )
+        })
+        .collect();
     anyhow::anyhow!("{what}:\n{}", lines.join("\n"))
 }
 
@@ -288,14 +375,19 @@ pub fn bring_up(p: &Prepared, verbose: bool) -> anyhow::Result<BringUp> {
                 let svc = runner.project.service(name).expect("known");
                 if code == 0 {
                     if completed.insert(name.clone()) {
-                        ready.entry(name.clone()).or_insert(t0.elapsed().as_secs_f64());
+                        ready
+                            .entry(name.clone())
+                            .or_insert(t0.elapsed().as_secs_f64());
                     }
                 } else if svc.restart == compose::Restart::No {
                     bail!(
                         "{}",
                         book_error(
                             "stack::service-failed",
-                            format!("service `{name}` exited with status {code} during bring-up; see {}", runner.log_path(name).display()),
+                            format!(
+                                "service `{name}` exited with status {code} during bring-up; see {}",
+                                runner.log_path(name).display()
+                            ),
                             &service_loc(&p.tree, name),
                         )
                     );
@@ -316,7 +408,11 @@ pub fn bring_up(p: &Prepared, verbose: bool) -> anyhow::Result<BringUp> {
             if deps_ok {
                 let pid = runner.start(name)?;
                 if verbose {
-                    eprintln!("stack: {:6.2} s  started {name} (pid {pid}, {})", t0.elapsed().as_secs_f64(), runner.launches[name].emulation);
+                    eprintln!(
+                        "stack: {:6.2} s  started {name} (pid {pid}, {})",
+                        t0.elapsed().as_secs_f64(),
+                        runner.launches[name].emulation
+                    );
                 }
             }
         }
@@ -330,20 +426,35 @@ pub fn bring_up(p: &Prepared, verbose: bool) -> anyhow::Result<BringUp> {
         let results: Vec<(String, bool, bool)> = std::thread::scope(|s| {
             let hs: Vec<_> = pending
                 .iter()
-                .map(|svc| (svc.name.clone(), svc.healthcheck.is_some(), s.spawn(|| runner.health(svc))))
+                .map(|svc| {
+                    (
+                        svc.name.clone(),
+                        svc.healthcheck.is_some(),
+                        s.spawn(|| runner.health(svc)),
+                    )
+                })
                 .collect();
-            hs.into_iter().map(|(n, hc, h)| (n, hc, h.join().ok().and_then(|r| r.ok()).unwrap_or(false))).collect()
+            hs.into_iter()
+                .map(|(n, hc, h)| (n, hc, h.join().ok().and_then(|r| r.ok()).unwrap_or(false)))
+                .collect()
         });
         for (name, has_hc, ok) in results {
             if ok {
                 ready.insert(name.clone(), t0.elapsed().as_secs_f64());
                 if verbose {
-                    eprintln!("stack: {:6.2} s  {name} is {}", t0.elapsed().as_secs_f64(), if has_hc { "healthy" } else { "started" });
+                    eprintln!(
+                        "stack: {:6.2} s  {name} is {}",
+                        t0.elapsed().as_secs_f64(),
+                        if has_hc { "healthy" } else { "started" }
+                    );
                 }
             }
         }
         if order.iter().all(|n| ready.contains_key(n)) {
-            return Ok(BringUp { seconds: t0.elapsed().as_secs_f64(), ready_at: ready });
+            return Ok(BringUp {
+                seconds: t0.elapsed().as_secs_f64(),
+                ready_at: ready,
+            });
         }
         if t0.elapsed() > BRING_UP_TIMEOUT {
             let waiting: Vec<&String> = order.iter().filter(|n| !ready.contains_key(*n)).collect();
@@ -370,8 +481,10 @@ mod tests {
     use super::*;
 
     fn fixture() -> (Book, Tree) {
-        let book = book::load(&crate::project_root().join("tests/fixtures/stack")).expect("fixture book loads");
-        let tree = extract::assemble(&book, &extract::Options::default()).expect("fixture extracts");
+        let book = book::load(&crate::project_root().join("tests/fixtures/stack"))
+            .expect("fixture book loads");
+        let tree =
+            extract::assemble(&book, &extract::Options::default()).expect("fixture extracts");
         (book, tree)
     }
 
@@ -388,7 +501,11 @@ mod tests {
         let pos = |n: &str| order.iter().position(|x| x == n).unwrap();
         assert_eq!(order.len(), 7);
         assert!(pos("sockets-init") < pos("db") && pos("db") < pos("synapse"));
-        assert!(pos("synapse") < pos("rooms1") && pos("rooms1") < pos("nginx") && pos("client_sync1") < pos("nginx"));
+        assert!(
+            pos("synapse") < pos("rooms1")
+                && pos("rooms1") < pos("nginx")
+                && pos("client_sync1") < pos("nginx")
+        );
         assert_eq!(client_addr(&p), "127.0.0.1:18008");
     }
 
@@ -397,9 +514,15 @@ mod tests {
         let (_, tree) = fixture();
         let loc = service_loc(&tree, "rooms1");
         assert_eq!(loc.file, "src/deploy.md");
-        let md = std::fs::read_to_string(crate::project_root().join("tests/fixtures/stack/src/deploy.md")).unwrap();
+        let md = std::fs::read_to_string(
+            crate::project_root().join("tests/fixtures/stack/src/deploy.md"),
+        )
+        .unwrap();
         assert_eq!(md.lines().nth(loc.line - 1), Some("  rooms1:"));
         let e = book_error("stack::service", "boom", &loc);
-        assert!(e.to_string().starts_with(&format!("src/deploy.md:{}: error[stack::service]: boom", loc.line)));
+        assert!(e.to_string().starts_with(&format!(
+            "src/deploy.md:{}: error[stack::service]: boom",
+            loc.line
+        )));
     }
 }

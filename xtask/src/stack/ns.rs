@@ -34,8 +34,10 @@ pub struct Layout {
 }
 
 /// Top-level host directories shown through an overlay (when they exist).
-const SYSTEM_DIRS: &[&str] =
-    &["bin", "boot", "etc", "home", "lib", "lib32", "lib64", "libx32", "opt", "root", "run", "sbin", "srv", "usr", "var"];
+const SYSTEM_DIRS: &[&str] = &[
+    "bin", "boot", "etc", "home", "lib", "lib32", "lib64", "libx32", "opt", "root", "run", "sbin",
+    "srv", "usr", "var",
+];
 
 fn q(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
@@ -55,9 +57,15 @@ pub fn script(layout: &Layout, svc: &Service) -> String {
     let r = layout.root_mnt.to_string_lossy();
     let l = layout.layers_mnt.to_string_lossy();
     let mut s = String::new();
-    let _ = writeln!(s, "#!/bin/bash\n# private root for service {}\nset -eu", svc.name);
+    let _ = writeln!(
+        s,
+        "#!/bin/bash\n# private root for service {}\nset -eu",
+        svc.name
+    );
     let _ = writeln!(s, "R={}; L={}", q(&r), q(&l));
-    s.push_str("mount -t tmpfs -o mode=755 nsroot \"$R\"\nmount -t tmpfs -o mode=755 nslayers \"$L\"\n");
+    s.push_str(
+        "mount -t tmpfs -o mode=755 nsroot \"$R\"\nmount -t tmpfs -o mode=755 nslayers \"$L\"\n",
+    );
     let mut dirs: Vec<String> = SYSTEM_DIRS.iter().map(|d| d.to_string()).collect();
     for t in &layout.extra_top {
         if !dirs.contains(t) {
@@ -106,7 +114,11 @@ done
         let _ = writeln!(s, "mount -o remount,bind,ro $R{}", q(&m.target));
     }
     let wd = svc.working_dir.clone().unwrap_or_else(|| "/".into());
-    let _ = writeln!(s, "cd /\nexec chroot \"$R\" /usr/bin/env -C {} \"$@\"", q(&wd));
+    let _ = writeln!(
+        s,
+        "cd /\nexec chroot \"$R\" /usr/bin/env -C {} \"$@\"",
+        q(&wd)
+    );
     s
 }
 
@@ -165,9 +177,21 @@ mod tests {
             healthcheck: None,
             restart: Restart::No,
             mounts: vec![
-                Mount { source: MountSource::Volume("media".into()), target: "/data/media_store".into(), read_only: false },
-                Mount { source: MountSource::Bind("/t/synapse".into()), target: "/data".into(), read_only: true },
-                Mount { source: MountSource::Tmpfs, target: "/scratch".into(), read_only: false },
+                Mount {
+                    source: MountSource::Volume("media".into()),
+                    target: "/data/media_store".into(),
+                    read_only: false,
+                },
+                Mount {
+                    source: MountSource::Bind("/t/synapse".into()),
+                    target: "/data".into(),
+                    read_only: true,
+                },
+                Mount {
+                    source: MountSource::Tmpfs,
+                    target: "/scratch".into(),
+                    read_only: false,
+                },
             ],
             user: None,
             working_dir: None,
@@ -176,7 +200,9 @@ mod tests {
         };
         let s = script(&layout, &svc);
         let data = s.find("mount --bind '/t/synapse' $R'/data'").unwrap();
-        let media = s.find("mount --bind '/run/x/volumes/media' $R'/data/media_store'").unwrap();
+        let media = s
+            .find("mount --bind '/run/x/volumes/media' $R'/data/media_store'")
+            .unwrap();
         let ro = s.find("remount,bind,ro $R'/data'").unwrap();
         assert!(data < media && media < ro);
         assert!(s.contains("mount -t tmpfs tmpfs $R'/scratch'"));

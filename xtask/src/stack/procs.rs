@@ -49,7 +49,9 @@ struct Proc {
 }
 
 fn mnt_ns_of(pid: u32) -> Option<String> {
-    std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok().map(|p| p.to_string_lossy().into_owned())
+    std::fs::read_link(format!("/proc/{pid}/ns/mnt"))
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
 }
 
 /// Kills every process left in a mount namespace: when a container's main process dies, the
@@ -59,7 +61,9 @@ fn kill_namespace(ns: &str) -> usize {
     let mut n = 0;
     if let Ok(rd) = std::fs::read_dir("/proc") {
         for e in rd.flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
             if alive(pid) && mnt_ns_of(pid).as_deref() == Some(ns) {
                 kill(pid as i32, libc::SIGKILL);
                 n += 1;
@@ -85,7 +89,9 @@ pub struct Runner {
 pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(s) => {
-            let state = s.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().next());
+            let state = s
+                .rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().next());
             !matches!(state, Some("Z" | "X") | None)
         }
         Err(_) => false,
@@ -96,8 +102,14 @@ pub fn alive(pid: u32) -> bool {
 /// gone) are ignored.
 fn kill(pid: i32, sig: i32) {
     use rustix::process::{Pid, Signal, kill_process, kill_process_group};
-    let (Some(p), Some(s)) = (Pid::from_raw(pid.abs()), Signal::from_named_raw(sig)) else { return };
-    let _ = if pid < 0 { kill_process_group(p, s) } else { kill_process(p, s) };
+    let (Some(p), Some(s)) = (Pid::from_raw(pid.abs()), Signal::from_named_raw(sig)) else {
+        return;
+    };
+    let _ = if pid < 0 {
+        kill_process_group(p, s)
+    } else {
+        kill_process(p, s)
+    };
 }
 
 impl Runner {
@@ -129,7 +141,10 @@ impl Runner {
     fn spawn(&self, name: &str) -> anyhow::Result<Child> {
         let launch = &self.launches[name];
         let argv = super::ns::command(&self.scripts[name], &launch.argv);
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(name))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(name))?;
         let mut cmd = Command::new(&argv[0]);
         cmd.args(&argv[1..])
             .env_clear()
@@ -138,7 +153,8 @@ impl Runner {
             .stdout(log.try_clone()?)
             .stderr(log)
             .process_group(0);
-        cmd.spawn().with_context(|| format!("cannot start service {name}"))
+        cmd.spawn()
+            .with_context(|| format!("cannot start service {name}"))
     }
 
     /// Starts one service (first start).
@@ -147,14 +163,27 @@ impl Runner {
         let pid = child.id();
         self.procs.lock().expect("lock").insert(
             name.to_string(),
-            Proc { child: Some(child), pid, last_exit: None, exits: 0, restarts: 0, stopped: false, mnt_ns: None },
+            Proc {
+                child: Some(child),
+                pid,
+                last_exit: None,
+                exits: 0,
+                restarts: 0,
+                stopped: false,
+                mnt_ns: None,
+            },
         );
         self.save_state()?;
         Ok(pid)
     }
 
     pub fn pid(&self, name: &str) -> Option<u32> {
-        self.procs.lock().expect("lock").get(name).filter(|p| p.child.is_some()).map(|p| p.pid)
+        self.procs
+            .lock()
+            .expect("lock")
+            .get(name)
+            .filter(|p| p.child.is_some())
+            .map(|p| p.pid)
     }
 
     pub fn started(&self, name: &str) -> bool {
@@ -164,15 +193,26 @@ impl Runner {
     /// Exit code of a process that has exited and is not running again.
     pub fn exit_code(&self, name: &str) -> Option<i32> {
         let procs = self.procs.lock().expect("lock");
-        procs.get(name).filter(|p| p.child.is_none()).and_then(|p| p.last_exit)
+        procs
+            .get(name)
+            .filter(|p| p.child.is_none())
+            .and_then(|p| p.last_exit)
     }
 
     pub fn restarts(&self, name: &str) -> u32 {
-        self.procs.lock().expect("lock").get(name).map_or(0, |p| p.restarts)
+        self.procs
+            .lock()
+            .expect("lock")
+            .get(name)
+            .map_or(0, |p| p.restarts)
     }
 
     pub fn exits(&self, name: &str) -> u32 {
-        self.procs.lock().expect("lock").get(name).map_or(0, |p| p.exits)
+        self.procs
+            .lock()
+            .expect("lock")
+            .get(name)
+            .map_or(0, |p| p.exits)
     }
 
     /// One watcher pass: reap exits and restart per policy. Returns log lines of what happened.
@@ -183,7 +223,9 @@ impl Runner {
             let mut procs = self.procs.lock().expect("lock");
             let own_ns = mnt_ns_of(std::process::id());
             for (name, p) in procs.iter_mut() {
-                let Some(child) = p.child.as_mut() else { continue };
+                let Some(child) = p.child.as_mut() else {
+                    continue;
+                };
                 if p.mnt_ns.is_none() {
                     p.mnt_ns = mnt_ns_of(p.pid).filter(|n| Some(n) != own_ns.as_ref());
                 }
@@ -205,7 +247,9 @@ impl Runner {
                         && match svc.restart {
                             Restart::No => false,
                             Restart::Always | Restart::UnlessStopped => true,
-                            Restart::OnFailure(max) => code != 0 && max.is_none_or(|m| p.restarts < m),
+                            Restart::OnFailure(max) => {
+                                code != 0 && max.is_none_or(|m| p.restarts < m)
+                            }
                         };
                     if again {
                         to_restart.push(name.clone());
@@ -250,8 +294,12 @@ impl Runner {
 
     /// Runs the service's own healthcheck inside its root. Ok(true) when it exits 0.
     pub fn health(&self, svc: &Service) -> anyhow::Result<bool> {
-        let Some(hc) = &svc.healthcheck else { return Ok(true) };
-        let Some(pid) = self.pid(&svc.name) else { return Ok(false) };
+        let Some(hc) = &svc.healthcheck else {
+            return Ok(true);
+        };
+        let Some(pid) = self.pid(&svc.name) else {
+            return Ok(false);
+        };
         let argv = super::ns::enter(pid, &hc.argv);
         let mut child = Command::new(&argv[0])
             .args(&argv[1..])
@@ -311,9 +359,13 @@ impl Runner {
         let mut events = Vec::new();
         for name in self.stop_order() {
             let mut procs = self.procs.lock().expect("lock");
-            let Some(p) = procs.get_mut(&name) else { continue };
+            let Some(p) = procs.get_mut(&name) else {
+                continue;
+            };
             p.stopped = true;
-            let Some(mut child) = p.child.take() else { continue };
+            let Some(mut child) = p.child.take() else {
+                continue;
+            };
             let pid = p.pid;
             let ns = p.mnt_ns.take().or_else(|| mnt_ns_of(pid));
             drop(procs);
@@ -332,14 +384,19 @@ impl Runner {
             if let Some(ns) = ns.filter(|n| Some(n) != mnt_ns_of(std::process::id()).as_ref()) {
                 let n = kill_namespace(&ns);
                 if n > 0 {
-                    events.push(format!("{name}: killed {n} process(es) left in its namespace"));
+                    events.push(format!(
+                        "{name}: killed {n} process(es) left in its namespace"
+                    ));
                 }
             }
             if code.is_none() {
                 let _ = child.wait();
                 events.push(format!("{name} did not stop within 10 s: killed"));
             } else {
-                events.push(format!("{name} stopped in {:.2} s", t.elapsed().as_secs_f64()));
+                events.push(format!(
+                    "{name} stopped in {:.2} s",
+                    t.elapsed().as_secs_f64()
+                ));
             }
         }
         events.extend(unmount_all(&self.host_mounts));
@@ -353,7 +410,10 @@ pub fn unmount_all(mounts: &[PathBuf]) -> Vec<String> {
     let mut events = Vec::new();
     for m in mounts {
         if is_mounted(m) {
-            let ok = Command::new("umount").arg(m).status().is_ok_and(|s| s.success());
+            let ok = Command::new("umount")
+                .arg(m)
+                .status()
+                .is_ok_and(|s| s.success());
             if !ok {
                 let _ = Command::new("umount").arg("-l").arg(m).status();
                 events.push(format!("{} was busy: lazily unmounted", m.display()));
@@ -383,7 +443,9 @@ pub fn processes_rooted_in(dir: &Path) -> Vec<u32> {
     let mut out = Vec::new();
     if let Ok(rd) = std::fs::read_dir("/proc") {
         for e in rd.flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
             if let Ok(root) = std::fs::read_link(e.path().join("root"))
                 && root.starts_with(dir)
                 && alive(pid)
@@ -406,14 +468,20 @@ pub fn stop_from_state(state_file: &Path) -> anyhow::Result<Vec<String>> {
     // A detached supervisor would restart what we stop: ask it to stop everything itself
     // (it polls for the `stop` file), and wait for it.
     let sup = state_file.with_file_name("supervisor.pid");
-    if let Some(pid) = std::fs::read_to_string(&sup).ok().and_then(|s| s.trim().parse::<u32>().ok()) {
+    if let Some(pid) = std::fs::read_to_string(&sup)
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+    {
         if alive(pid) {
             std::fs::write(state_file.with_file_name("stop"), "")?;
             let t = Instant::now();
             while alive(pid) && t.elapsed() < Duration::from_secs(60) {
                 std::thread::sleep(Duration::from_millis(50));
             }
-            events.push(format!("supervisor {pid} stopped the stack in {:.1} s", t.elapsed().as_secs_f64()));
+            events.push(format!(
+                "supervisor {pid} stopped the stack in {:.1} s",
+                t.elapsed().as_secs_f64()
+            ));
         }
         let _ = std::fs::remove_file(&sup);
         if !state_file.exists() {
@@ -422,7 +490,9 @@ pub fn stop_from_state(state_file: &Path) -> anyhow::Result<Vec<String>> {
         }
     }
     for name in &state.stop_order {
-        let Some(&(pid, sig)) = state.pids.get(name) else { continue };
+        let Some(&(pid, sig)) = state.pids.get(name) else {
+            continue;
+        };
         if !alive(pid) {
             continue;
         }
@@ -432,7 +502,10 @@ pub fn stop_from_state(state_file: &Path) -> anyhow::Result<Vec<String>> {
             std::thread::sleep(Duration::from_millis(20));
         }
         kill(-(pid as i32), libc::SIGKILL);
-        events.push(format!("{name} stopped in {:.2} s", t.elapsed().as_secs_f64()));
+        events.push(format!(
+            "{name} stopped in {:.2} s",
+            t.elapsed().as_secs_f64()
+        ));
     }
     events.extend(unmount_all(&state.host_mounts));
     let _ = std::fs::remove_file(state_file);

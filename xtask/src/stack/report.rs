@@ -13,11 +13,26 @@ pub struct Step {
 }
 
 impl Step {
-    pub fn new(name: impl Into<String>, ok: bool, detail: impl Into<String>, took: Duration) -> Self {
-        Step { name: name.into(), ok, detail: detail.into(), seconds: round(took.as_secs_f64()) }
+    pub fn new(
+        name: impl Into<String>,
+        ok: bool,
+        detail: impl Into<String>,
+        took: Duration,
+    ) -> Self {
+        Step {
+            name: name.into(),
+            ok,
+            detail: detail.into(),
+            seconds: round(took.as_secs_f64()),
+        }
     }
     pub fn fail(name: impl Into<String>, detail: impl Into<String>, seconds: f64) -> Self {
-        Step { name: name.into(), ok: false, detail: detail.into(), seconds: round(seconds) }
+        Step {
+            name: name.into(),
+            ok: false,
+            detail: detail.into(),
+            seconds: round(seconds),
+        }
     }
 }
 
@@ -62,8 +77,17 @@ pub struct Report {
 
 impl Report {
     pub fn push(&mut self, step: Step) {
-        eprintln!("stack: [{}] {} ({:.2} s){}", if step.ok { "pass" } else { "FAIL" }, step.name, step.seconds,
-            if step.ok || step.detail.is_empty() { String::new() } else { format!(": {}", step.detail) });
+        eprintln!(
+            "stack: [{}] {} ({:.2} s){}",
+            if step.ok { "pass" } else { "FAIL" },
+            step.name,
+            step.seconds,
+            if step.ok || step.detail.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", step.detail)
+            }
+        );
         self.steps.push(step);
     }
 

@@ -2,10 +2,10 @@
 //! `$upstream_addr` field of the book's access log format) against the server the routing
 //! simulator predicts for the same method and raw URI.
 
-use super::compose::Project;
 use super::client::Sent;
+use super::compose::Project;
 use super::report::{Report, Step};
-use crate::book::{Book, BlockKind};
+use crate::book::{BlockKind, Book};
 use crate::diagnostics::MdLoc;
 use crate::extract::Tree;
 use std::path::Path;
@@ -40,20 +40,39 @@ pub fn parse_line(line: &str) -> Option<LogLine> {
         return None;
     }
     let after = &rest[end + 1..];
-    let status = after.split_whitespace().find_map(|t| t.parse::<u16>().ok().filter(|s| (100..600).contains(s)));
+    let status = after
+        .split_whitespace()
+        .find_map(|t| t.parse::<u16>().ok().filter(|s| (100..600).contains(s)));
     let upstream = after
         .split(|c: char| c.is_whitespace() || c == ',' || c == '"' || c == '=')
-        .filter(|t| t.starts_with("unix:") || (t.contains(':') && t.split(':').next_back().is_some_and(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit())) && t.chars().next().is_some_and(|c| c.is_ascii_digit())))
+        .filter(|t| {
+            t.starts_with("unix:")
+                || (t.contains(':')
+                    && t.split(':')
+                        .next_back()
+                        .is_some_and(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+                    && t.chars().next().is_some_and(|c| c.is_ascii_digit()))
+        })
         .map(|t| t.trim_end_matches(':').to_string())
         .next_back();
-    Some(LogLine { method, uri, status, upstream })
+    Some(LogLine {
+        method,
+        uri,
+        status,
+        upstream,
+    })
 }
 
 /// Access log lines appended to `path` after byte `from`.
 pub fn read_log(path: &Path, from: u64) -> Vec<LogLine> {
-    let Ok(bytes) = std::fs::read(path) else { return vec![] };
+    let Ok(bytes) = std::fs::read(path) else {
+        return vec![];
+    };
     let start = (from as usize).min(bytes.len());
-    String::from_utf8_lossy(&bytes[start..]).lines().filter_map(parse_line).collect()
+    String::from_utf8_lossy(&bytes[start..])
+        .lines()
+        .filter_map(parse_line)
+        .collect()
 }
 
 /// The service whose socket an upstream address names (`unix:/sockets/rooms2_http.sock` ->
@@ -65,8 +84,12 @@ pub fn service_of_upstream(project: &Project, upstream: &str) -> Option<String> 
     if project.service(name).is_some() {
         return Some(name.to_string());
     }
-    let mut found: Vec<&str> =
-        project.services.iter().map(|s| s.name.as_str()).filter(|n| stem.contains(n)).collect();
+    let mut found: Vec<&str> = project
+        .services
+        .iter()
+        .map(|s| s.name.as_str())
+        .filter(|n| stem.contains(n))
+        .collect();
     found.sort_by_key(|n| std::cmp::Reverse(n.len()));
     found.first().map(|s| s.to_string())
 }
@@ -91,7 +114,11 @@ pub fn samples(book: &Book) -> Vec<Sample> {
             let req = line.split("->").next().unwrap_or("").trim();
             let mut w = req.split_whitespace();
             if let (Some(m), Some(u)) = (w.next(), w.next()) {
-                out.push(Sample { method: m.to_string(), uri: u.to_string(), loc: b.line_loc(i) });
+                out.push(Sample {
+                    method: m.to_string(),
+                    uri: u.to_string(),
+                    loc: b.line_loc(i),
+                });
             }
         }
     }
@@ -108,8 +135,14 @@ pub const CLIENT_ADDR: &str = "127.0.0.1";
 /// The routing simulator's prediction function for this tree.
 pub fn predictor(tree: &Tree) -> Result<Box<Predict<'_>>, String> {
     let router = crate::route::Router::from_tree(tree).map_err(|d| {
-        let first = d.first().map(|d| format!("{}:{}: {}", d.loc().file, d.loc().line, d.message)).unwrap_or_default();
-        format!("the routing simulator cannot read the nginx config ({} diagnostics; first: {first})", d.len())
+        let first = d
+            .first()
+            .map(|d| format!("{}:{}: {}", d.loc().file, d.loc().line, d.message))
+            .unwrap_or_default();
+        format!(
+            "the routing simulator cannot read the nginx config ({} diagnostics; first: {first})",
+            d.len()
+        )
     })?;
     Ok(Box::new(move |method: &str, uri: &str| {
         let o = router.route_from(method, uri, CLIENT_ADDR);
@@ -131,7 +164,10 @@ pub fn compare(sent: &[Sent], log: &[LogLine], predict: &Predict<'_>) -> super::
     for s in sent.iter().filter(|s| s.status.is_some()) {
         if s.during_fault {
             // matched to its log line, but only reported: nginx fails over while a worker is down
-            if let Some(off) = log[pos..].iter().position(|l| l.method == s.method && l.uri == s.uri) {
+            if let Some(off) = log[pos..]
+                .iter()
+                .position(|l| l.method == s.method && l.uri == s.uri)
+            {
                 let line = &log[pos + off];
                 pos += off + 1;
                 let pred = predict(&s.method, &s.uri).unwrap_or_default();
@@ -146,13 +182,19 @@ pub fn compare(sent: &[Sent], log: &[LogLine], predict: &Predict<'_>) -> super::
             }
             continue;
         }
-        let Some(off) = log[pos..].iter().position(|l| l.method == s.method && l.uri == s.uri) else {
+        let Some(off) = log[pos..]
+            .iter()
+            .position(|l| l.method == s.method && l.uri == s.uri)
+        else {
             // A location with `access_log off` (a health endpoint): fine only if it does not proxy.
             match predict(&s.method, &s.uri) {
                 Ok(p) if p.is_empty() => up.not_logged.push(format!("{} {}", s.method, s.uri)),
                 _ => {
                     up.total += 1;
-                    up.mismatches.push(format!("{} {}: proxied, but not in nginx's access log", s.method, s.uri));
+                    up.mismatches.push(format!(
+                        "{} {}: proxied, but not in nginx's access log",
+                        s.method, s.uri
+                    ));
                 }
             }
             continue;
@@ -168,9 +210,15 @@ pub fn compare(sent: &[Sent], log: &[LogLine], predict: &Predict<'_>) -> super::
                 s.method,
                 s.uri,
                 line.upstream.as_deref().unwrap_or("no upstream"),
-                if pred.is_empty() { "no upstream".to_string() } else { pred.join(" or ") }
+                if pred.is_empty() {
+                    "no upstream".to_string()
+                } else {
+                    pred.join(" or ")
+                }
             )),
-            Err(e) => up.mismatches.push(format!("{} {}: simulator error: {e:#}", s.method, s.uri)),
+            Err(e) => up
+                .mismatches
+                .push(format!("{} {}: simulator error: {e:#}", s.method, s.uri)),
         }
     }
     up
@@ -188,10 +236,20 @@ pub fn compare_step(tree: &Tree, nginx_log: &Path, from: u64, sent: &[Sent], rep
             let detail = if up.mismatches.is_empty() {
                 format!("{}/{} upstreams as predicted", up.matched, up.total)
             } else {
-                format!("{}/{} matched; {}", up.matched, up.total, up.mismatches.join("; "))
+                format!(
+                    "{}/{} matched; {}",
+                    up.matched,
+                    up.total,
+                    up.mismatches.join("; ")
+                )
             };
             report.upstreams = up;
-            report.push(Step::new("nginx's upstream = simulator's prediction, every request", ok, detail, t.elapsed()));
+            report.push(Step::new(
+                "nginx's upstream = simulator's prediction, every request",
+                ok,
+                detail,
+                t.elapsed(),
+            ));
         }
         Err(why) => {
             report.upstreams.total = sent.len();
@@ -214,10 +272,16 @@ mod tests {
         let l = parse_line(r#"127.0.0.1 "PUT /_matrix/client/v3/rooms/!a:b/send/m.room.message/t1 HTTP/1.1" 200 up=unix:/sockets/rooms2_http.sock rt=0.1"#).unwrap();
         assert_eq!(l.method, "PUT");
         assert_eq!(l.status, Some(200));
-        assert_eq!(l.upstream.as_deref(), Some("unix:/sockets/rooms2_http.sock"));
+        assert_eq!(
+            l.upstream.as_deref(),
+            Some("unix:/sockets/rooms2_http.sock")
+        );
         let l = parse_line(r#"127.0.0.1 - - [27/Nov/2026:15:00:00 +0000] "GET /health HTTP/1.1" 200 3 "-" "curl" upstream="-""#).unwrap();
         assert_eq!((l.uri.as_str(), l.upstream), ("/health", None));
-        let l = parse_line(r#"x "GET /a HTTP/1.1" 502 up="unix:/sockets/a_http.sock, unix:/sockets/b_http.sock""#).unwrap();
+        let l = parse_line(
+            r#"x "GET /a HTTP/1.1" 502 up="unix:/sockets/a_http.sock, unix:/sockets/b_http.sock""#,
+        )
+        .unwrap();
         assert_eq!(l.upstream.as_deref(), Some("unix:/sockets/b_http.sock"));
         assert!(parse_line(r#"2026/11/27 15:19:00 [error] 2009#2009: *116 recv() failed, request: "PUT /x HTTP/1.1", upstream: "http://unix:/s.sock:/x""#).is_none());
         let l = parse_line(r#"x "GET /a HTTP/1.1" 200 up=127.0.0.1:8080"#).unwrap();
@@ -227,15 +291,49 @@ mod tests {
     #[test]
     fn compare_pairs_requests_in_order() {
         let sent = vec![
-            Sent { method: "GET".into(), uri: "/a".into(), status: Some(200), during_fault: false },
-            Sent { method: "GET".into(), uri: "/b".into(), status: Some(404), during_fault: false },
+            Sent {
+                method: "GET".into(),
+                uri: "/a".into(),
+                status: Some(200),
+                during_fault: false,
+            },
+            Sent {
+                method: "GET".into(),
+                uri: "/b".into(),
+                status: Some(404),
+                during_fault: false,
+            },
         ];
         let log = vec![
-            LogLine { method: "GET".into(), uri: "/health".into(), status: Some(200), upstream: None },
-            LogLine { method: "GET".into(), uri: "/a".into(), status: Some(200), upstream: Some("unix:/s/x.sock".into()) },
-            LogLine { method: "GET".into(), uri: "/b".into(), status: Some(404), upstream: Some("unix:/s/y.sock".into()) },
+            LogLine {
+                method: "GET".into(),
+                uri: "/health".into(),
+                status: Some(200),
+                upstream: None,
+            },
+            LogLine {
+                method: "GET".into(),
+                uri: "/a".into(),
+                status: Some(200),
+                upstream: Some("unix:/s/x.sock".into()),
+            },
+            LogLine {
+                method: "GET".into(),
+                uri: "/b".into(),
+                status: Some(404),
+                upstream: Some("unix:/s/y.sock".into()),
+            },
         ];
-        let up = compare(&sent, &log, &|_m: &str, u: &str| Ok(vec![if u == "/a" { "unix:/s/x.sock" } else { "unix:/s/z.sock" }.to_string()]));
+        let up = compare(&sent, &log, &|_m: &str, u: &str| {
+            Ok(vec![
+                if u == "/a" {
+                    "unix:/s/x.sock"
+                } else {
+                    "unix:/s/z.sock"
+                }
+                .to_string(),
+            ])
+        });
         assert_eq!((up.matched, up.total), (1, 2));
         assert!(up.mismatches[0].contains("nginx used unix:/s/y.sock"));
     }

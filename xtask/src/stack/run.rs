@@ -8,7 +8,6 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-
 /// Installs what the stack needs when it is missing (`cargo xtask setup debian synapse`; a
 /// quick check when everything is there).
 fn ensure_installed() -> anyhow::Result<()> {
@@ -25,7 +24,11 @@ fn ensure_installed() -> anyhow::Result<()> {
 #[allow(clippy::print_stdout)] // the status JSON is the command's output
 pub fn up(root: &Path, paths: &Paths, supervisor_env: &str) -> anyhow::Result<ExitCode> {
     ensure_installed()?;
-    let base = paths.run.parent().expect("run dir has a parent").to_path_buf();
+    let base = paths
+        .run
+        .parent()
+        .expect("run dir has a parent")
+        .to_path_buf();
     std::fs::create_dir_all(&base)?;
     let status_file = base.join("up-status.json");
     let _ = std::fs::remove_file(&status_file);
@@ -48,13 +51,23 @@ pub fn up(root: &Path, paths: &Paths, supervisor_env: &str) -> anyhow::Result<Ex
         if let Ok(text) = std::fs::read_to_string(&status_file) {
             println!("{text}");
             let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-            return Ok(if v["ok"].as_bool() == Some(true) { ExitCode::SUCCESS } else { ExitCode::from(1) });
+            return Ok(if v["ok"].as_bool() == Some(true) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            });
         }
         if !procs::alive(pid) {
-            bail!("the stack supervisor exited early; see {}", base.join("supervisor.log").display());
+            bail!(
+                "the stack supervisor exited early; see {}",
+                base.join("supervisor.log").display()
+            );
         }
         if t.elapsed() > Duration::from_secs(300) {
-            bail!("the stack did not come up within 300 s; see {}", base.join("supervisor.log").display());
+            bail!(
+                "the stack did not come up within 300 s; see {}",
+                base.join("supervisor.log").display()
+            );
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -63,20 +76,32 @@ pub fn up(root: &Path, paths: &Paths, supervisor_env: &str) -> anyhow::Result<Ex
 /// The detached supervisor behind `stack up`: brings the stack up, keeps restarting what the
 /// restart policies say, and when `stack down` asks (the `stop` file) stops everything.
 pub fn supervise(root: &Path, paths: &Paths) -> anyhow::Result<ExitCode> {
-    let base = paths.run.parent().expect("run dir has a parent").to_path_buf();
+    let base = paths
+        .run
+        .parent()
+        .expect("run dir has a parent")
+        .to_path_buf();
     let status_file = base.join("up-status.json");
     let p = match prepare(root, paths) {
         Ok(p) => p,
         Err(e) => {
-            std::fs::write(&status_file, serde_json::json!({"ok": false, "error": format!("{e:#}")}).to_string())?;
+            std::fs::write(
+                &status_file,
+                serde_json::json!({"ok": false, "error": format!("{e:#}")}).to_string(),
+            )?;
             return Err(e);
         }
     };
-    std::fs::write(paths.run.join("supervisor.pid"), std::process::id().to_string())?;
+    std::fs::write(
+        paths.run.join("supervisor.pid"),
+        std::process::id().to_string(),
+    )?;
     let watcher = p.runner.watch(true);
     let result = bring_up(&p, true);
     let status = match &result {
-        Ok(b) => serde_json::json!({"ok": true, "bring_up_seconds": b.seconds, "ready_at": b.ready_at, "run_dir": paths.run}),
+        Ok(b) => {
+            serde_json::json!({"ok": true, "bring_up_seconds": b.seconds, "ready_at": b.ready_at, "run_dir": paths.run})
+        }
         Err(e) => serde_json::json!({"ok": false, "error": format!("{e:#}")}),
     };
     std::fs::write(&status_file, serde_json::to_string_pretty(&status)?)?;
@@ -92,7 +117,11 @@ pub fn supervise(root: &Path, paths: &Paths) -> anyhow::Result<ExitCode> {
     }
     let _ = watcher.join();
     let _ = std::fs::remove_file(paths.run.join("supervisor.pid"));
-    Ok(if result.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if result.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// `stack down`: stops what `stack up` started.
@@ -132,7 +161,9 @@ pub fn verify_clean(paths: &Paths) -> Vec<String> {
 
 fn find_sockets(dir: &Path, out: &mut Vec<String>) {
     use std::os::unix::fs::FileTypeExt as _;
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in rd.flatten() {
         let Ok(ft) = e.file_type() else { continue };
         if ft.is_socket() {
@@ -157,7 +188,8 @@ pub fn smoke(root: &Path, paths: &Paths, report_file: Option<&Path>) -> anyhow::
     let tree_dir = external.clone().unwrap_or_else(|| paths.tree());
     let t0 = Instant::now();
     let mut report = Report::default();
-    let book = crate::book::load(root).map_err(|d| super::diag_error("cannot load the book", &d))?;
+    let book =
+        crate::book::load(root).map_err(|d| super::diag_error("cannot load the book", &d))?;
     let tree = crate::extract::assemble(&book, &Default::default())
         .map_err(|d| super::diag_error("cannot extract the book", &d))?;
     let secret = client::shared_secret(&tree_dir)?;
@@ -175,8 +207,16 @@ pub fn smoke(root: &Path, paths: &Paths, report_file: Option<&Path>) -> anyhow::
         report.push(Step::fail("smoke", format!("{e:#}"), 0.0));
     }
     if external.is_some() {
-        let detail = format!("skipped: {} requests went to an external deployment whose nginx log is not ours", c.sent.len());
-        report.push(Step::new("routing compared with nginx's log", true, detail, Default::default()));
+        let detail = format!(
+            "skipped: {} requests went to an external deployment whose nginx log is not ours",
+            c.sent.len()
+        );
+        report.push(Step::new(
+            "routing compared with nginx's log",
+            true,
+            detail,
+            Default::default(),
+        ));
     } else {
         routing::compare_step(&tree, &nginx_log, log_start, &c.sent, &mut report);
     }
@@ -194,7 +234,11 @@ fn finish(mut report: Report, report_file: Option<&Path>) -> anyhow::Result<Exit
         std::fs::write(f, &text).with_context(|| format!("cannot write {}", f.display()))?;
     }
     eprint!("{}", report.summary());
-    Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// `stack test`: up, checks, smoke, fault, routing, sql, log scan, down, in one process.
@@ -215,7 +259,12 @@ pub fn test(root: &Path, paths: &Paths, report_file: Option<&Path>) -> anyhow::R
     // Scan logs before teardown (shutdown noise is not a finding).
     let ts = Instant::now();
     let findings = checks::scan_logs(&p.runner, &exclude);
-    report.push(Step::new("logs have no ERROR or traceback", findings.is_empty(), findings.join("\n"), ts.elapsed()));
+    report.push(Step::new(
+        "logs have no ERROR or traceback",
+        findings.is_empty(),
+        findings.join("\n"),
+        ts.elapsed(),
+    ));
 
     let ts = Instant::now();
     let events = p.runner.stop_all();
@@ -225,7 +274,11 @@ pub fn test(root: &Path, paths: &Paths, report_file: Option<&Path>) -> anyhow::R
     report.push(Step::new(
         "teardown leaves no process, mount or socket",
         left.is_empty(),
-        if left.is_empty() { events.join("; ") } else { left.join("; ") },
+        if left.is_empty() {
+            events.join("; ")
+        } else {
+            left.join("; ")
+        },
         ts.elapsed(),
     ));
     report.timings.total = t0.elapsed().as_secs_f64();
@@ -239,10 +292,19 @@ fn test_inner(p: &Prepared, report: &mut Report) -> anyhow::Result<checks::Exclu
         Ok(b) => {
             report.timings.bring_up = b.seconds;
             report.bring_up = Some(b.clone());
-            report.push(Step::new("bring-up: every healthcheck green", true, format!("{:.1} s", b.seconds), ts.elapsed()));
+            report.push(Step::new(
+                "bring-up: every healthcheck green",
+                true,
+                format!("{:.1} s", b.seconds),
+                ts.elapsed(),
+            ));
         }
         Err(e) => {
-            report.push(Step::fail("bring-up: every healthcheck green", format!("{e:#}"), ts.elapsed().as_secs_f64()));
+            report.push(Step::fail(
+                "bring-up: every healthcheck green",
+                format!("{e:#}"),
+                ts.elapsed().as_secs_f64(),
+            ));
             return Ok(Default::default());
         }
     }
@@ -264,7 +326,11 @@ fn test_inner(p: &Prepared, report: &mut Report) -> anyhow::Result<checks::Exclu
             client::route_samples(&mut c, &p.book, &state, report);
             state_for_replica = Some(state);
         }
-        Err(e) => report.push(Step::fail("smoke", format!("{e:#}"), ts.elapsed().as_secs_f64())),
+        Err(e) => report.push(Step::fail(
+            "smoke",
+            format!("{e:#}"),
+            ts.elapsed().as_secs_f64(),
+        )),
     }
     routing::compare_step(&p.tree, &nginx_log, log_start, &c.sent, report);
     checks::sql_blocks(p, report);
@@ -274,17 +340,30 @@ fn test_inner(p: &Prepared, report: &mut Report) -> anyhow::Result<checks::Exclu
 
 /// The PostgreSQL replica, backup and restore check of the book's backup chapters
 /// ([`crate::pgcheck::replica`]), on the running stack: writes go through Synapse (a message).
-fn replica_check(p: &Prepared, c: &mut client::Client, st: Option<&client::State>, report: &mut Report) {
+fn replica_check(
+    p: &Prepared,
+    c: &mut client::Client,
+    st: Option<&client::State>,
+    report: &mut Report,
+) {
     if p.runner.project.service("db-replica").is_none() {
         return; // the book has no replica
     }
     let t = Instant::now();
     let Some(st) = st else {
-        report.push(Step::fail("replica streams, backup from it restores", "no Synapse users to write with", 0.0));
+        report.push(Step::fail(
+            "replica streams, backup from it restores",
+            "no Synapse users to write with",
+            0.0,
+        ));
         return;
     };
     let Some(bindir) = crate::tools::pg_bindir() else {
-        report.push(Step::fail("replica streams, backup from it restores", "no PostgreSQL binaries", 0.0));
+        report.push(Step::fail(
+            "replica streams, backup from it restores",
+            "no PostgreSQL binaries",
+            0.0,
+        ));
         return;
     };
     let env = crate::pgcheck::replica::ReplicaEnv {
@@ -299,7 +378,13 @@ fn replica_check(p: &Prepared, c: &mut client::Client, st: Option<&client::State
     let mut n = 0;
     let mut write = || -> anyhow::Result<()> {
         n += 1;
-        client::send_text(c, &st.alice, &st.room_id, &format!("written for the replica check {n}")).map(|_| ())
+        client::send_text(
+            c,
+            &st.alice,
+            &st.room_id,
+            &format!("written for the replica check {n}"),
+        )
+        .map(|_| ())
     };
     let result = crate::pgcheck::replica::check(&env, &mut write);
     let _ = std::fs::remove_dir_all(&env.work);
@@ -307,11 +392,26 @@ fn replica_check(p: &Prepared, c: &mut client::Client, st: Option<&client::State
         Ok(r) => {
             let detail = format!(
                 "{} ({}), {} B behind; {} backup(s), {} tables / {} rows compared after restore",
-                r.state, r.wal_receiver_status, r.replay_bytes_behind, r.backups_run, r.tables_compared, r.rows_compared
+                r.state,
+                r.wal_receiver_status,
+                r.replay_bytes_behind,
+                r.backups_run,
+                r.tables_compared,
+                r.rows_compared
             );
             report.replica = serde_json::to_value(&r).ok();
-            report.push(Step::new("replica streams, backup from it restores", true, detail, t.elapsed()));
+            report.push(Step::new(
+                "replica streams, backup from it restores",
+                true,
+                detail,
+                t.elapsed(),
+            ));
         }
-        Err(e) => report.push(Step::new("replica streams, backup from it restores", false, format!("{e:#}"), t.elapsed())),
+        Err(e) => report.push(Step::new(
+            "replica streams, backup from it restores",
+            false,
+            format!("{e:#}"),
+            t.elapsed(),
+        )),
     }
 }
