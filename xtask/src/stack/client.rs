@@ -949,14 +949,14 @@ fn fault_inner(c: &mut Client, p: &Prepared, st: &mut State) -> anyhow::Result<(
     let b = format!("before the fault {}", crate::secrets::random_token(4));
     send_text(c, &st.alice, &st.room_id, &b)?;
     st.sent_bodies.push(b);
-    std::thread::sleep(Duration::from_millis(200));
-    let lines = super::routing::read_log(&nginx_log, before);
-    let up = lines
-        .iter()
-        .rev()
-        .find(|l| l.method == "PUT" && l.uri.contains("/send/"))
-        .and_then(|l| l.upstream.clone())
-        .context("nginx logged no upstream for the send")?;
+    let up = super::routing::wait_for_line(super::routing::LOG_LINE_DEADLINE, || {
+        super::routing::read_log(&nginx_log, before)
+            .into_iter()
+            .rev()
+            .find(|l| l.method == "PUT" && l.uri.contains("/send/"))
+    })
+    .and_then(|l| l.upstream)
+    .context("nginx logged no upstream for the send")?;
     let victim = super::routing::service_of_upstream(&p.runner.project, &up)
         .with_context(|| format!("no service serves {up}"))?;
     let restarts0 = p.runner.restarts(&victim);

@@ -59,6 +59,8 @@ pub struct Upstreams {
     pub during_fault: Vec<String>,
     /// Requests nginx did not log (`access_log off`) to a location that does not proxy.
     pub not_logged: Vec<String>,
+    /// Proxied requests with no access log line (each is also in `mismatches`).
+    pub unlogged: usize,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

@@ -191,6 +191,7 @@ pub fn compare(sent: &[Sent], log: &[LogLine], predict: &Predict<'_>) -> super::
                 Ok(p) if p.is_empty() => up.not_logged.push(format!("{} {}", s.method, s.uri)),
                 _ => {
                     up.total += 1;
+                    up.unlogged += 1;
                     up.mismatches.push(format!(
                         "{} {}: proxied, but not in nginx's access log",
                         s.method, s.uri
@@ -224,14 +225,54 @@ pub fn compare(sent: &[Sent], log: &[LogLine], predict: &Predict<'_>) -> super::
     up
 }
 
+/// How long a proxied request's access log line may take to appear. nginx writes it in the log
+/// phase, after the response went out, so the client can see the response first.
+pub const LOG_LINE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// [`compare`] once every proxied request's line is in the log: reads the log (with `read`)
+/// again while some request that nginx must have logged is still missing, up to
+/// `deadline` ([`LOG_LINE_DEADLINE`] in the stack test). A line still missing after that is reported as a mismatch.
+pub fn compare_when_logged(
+    sent: &[Sent],
+    predict: &Predict<'_>,
+    deadline: std::time::Duration,
+    mut read: impl FnMut() -> Vec<LogLine>,
+) -> super::report::Upstreams {
+    let t = Instant::now();
+    loop {
+        let up = compare(sent, &read(), predict);
+        if up.unlogged == 0 || t.elapsed() > deadline {
+            return up;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// The first line `find` finds in the log, read again until it is there or `deadline` passed.
+pub fn wait_for_line(
+    deadline: std::time::Duration,
+    mut find: impl FnMut() -> Option<LogLine>,
+) -> Option<LogLine> {
+    let t = Instant::now();
+    loop {
+        if let Some(l) = find() {
+            return Some(l);
+        }
+        if t.elapsed() > deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// The report step: read nginx's log from `from`, compare every request the client sent.
 pub fn compare_step(tree: &Tree, nginx_log: &Path, from: u64, sent: &[Sent], report: &mut Report) {
     let t = Instant::now();
-    std::thread::sleep(std::time::Duration::from_millis(300)); // let nginx flush its last lines
-    let log = read_log(nginx_log, from);
     match predictor(tree) {
         Ok(predict) => {
-            let up = compare(sent, &log, &*predict);
+            let up = compare_when_logged(sent, &*predict, LOG_LINE_DEADLINE, || {
+                read_log(nginx_log, from)
+            });
             let ok = up.total > 0 && up.matched == up.total;
             let detail = if up.mismatches.is_empty() {
                 format!("{}/{} upstreams as predicted", up.matched, up.total)
@@ -256,7 +297,10 @@ pub fn compare_step(tree: &Tree, nginx_log: &Path, from: u64, sent: &[Sent], rep
             report.push(Step::new(
                 "nginx's upstream = simulator's prediction, every request",
                 false,
-                format!("{why}; nginx logged {} requests", log.len()),
+                format!(
+                    "{why}; nginx logged {} requests",
+                    read_log(nginx_log, from).len()
+                ),
                 t.elapsed(),
             ));
         }
@@ -336,5 +380,42 @@ mod tests {
         });
         assert_eq!((up.matched, up.total), (1, 2));
         assert!(up.mismatches[0].contains("nginx used unix:/s/y.sock"));
+    }
+
+    /// The access log line of the last request can land after its response: the comparison
+    /// waits for it instead of reporting it missing; a line that never comes is a mismatch.
+    #[test]
+    fn compare_waits_for_late_log_lines() {
+        let sent = vec![Sent {
+            method: "POST".into(),
+            uri: "/x".into(),
+            status: Some(200),
+            during_fault: false,
+        }];
+        let line = LogLine {
+            method: "POST".into(),
+            uri: "/x".into(),
+            status: Some(200),
+            upstream: Some("unix:/s/a.sock".into()),
+        };
+        let predict = |_m: &str, _u: &str| Ok(vec!["unix:/s/a.sock".to_string()]);
+        let mut reads = 0;
+        let up = compare_when_logged(&sent, &predict, LOG_LINE_DEADLINE, || {
+            reads += 1;
+            if reads < 3 {
+                vec![]
+            } else {
+                vec![line.clone()]
+            }
+        });
+        assert_eq!((up.matched, up.total, reads), (1, 1, 3), "{up:?}");
+        let up = compare_when_logged(
+            &sent,
+            &predict,
+            std::time::Duration::from_millis(200),
+            Vec::new,
+        );
+        assert_eq!((up.matched, up.total, up.unlogged), (0, 1, 1), "{up:?}");
+        assert!(up.mismatches[0].contains("not in nginx's access log"));
     }
 }
