@@ -44,7 +44,7 @@ pub enum Command {
     Route(Route),
     /// Extract to a temporary directory, lint, and assert every `routes` block
     Check(Check),
-    /// Run the extracted deployment natively and drive a Matrix client through it
+    /// Run the extracted deployment with docker compose and drive a Matrix client through it
     Stack(Stack),
     /// The mdBook preprocessor (called by mdbook, not by people)
     Mdbook(Mdbook),
@@ -54,6 +54,8 @@ pub enum Command {
     Setup(Setup),
     /// Everything CI runs
     Ci(Ci),
+    /// Run setup and the test suite in a container of the pristine Debian 12 image
+    Pristine(Pristine),
 }
 
 #[derive(Debug, Args)]
@@ -125,6 +127,10 @@ pub struct Stack {
     /// Write a JSON report of the run
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// Which images run: the official ones where the engine has or can pull them, else the
+    /// local stand-ins (auto); or force one
+    #[arg(long, value_enum, default_value_t)]
+    pub images: crate::stack::ImageChoice,
 }
 
 #[derive(Debug, Args)]
@@ -153,7 +159,10 @@ pub struct Setup {
 
 #[derive(Debug, Args)]
 pub struct Ci {
-    /// Skip the native stack test (for machines without root)
+    /// Skip what needs a Docker daemon: the stack test and the pristine-container run
     #[arg(long)]
-    pub no_stack: bool,
+    pub no_docker: bool,
 }
+
+#[derive(Debug, Args)]
+pub struct Pristine {}

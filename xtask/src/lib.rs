@@ -6,10 +6,13 @@ pub mod cmd;
 pub mod diagnostics;
 pub mod extract;
 pub mod flags;
+#[path = "images_shim.rs"]
+pub mod images;
 pub mod lint;
 pub mod nginx;
 pub mod pgcheck;
 pub mod preprocess;
+pub mod pristine;
 pub mod route;
 pub mod secrets;
 pub mod setup;

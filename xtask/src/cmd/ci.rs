@@ -18,7 +18,7 @@ pub(crate) fn run(f: flags::Ci) -> anyhow::Result<ExitCode> {
             vec!["run", "--quiet", "--package", "xtask", "--", "check"],
         ),
     ];
-    if !f.no_stack {
+    if !f.no_docker {
         steps.push((
             "cargo xtask stack test",
             vec![
@@ -32,6 +32,10 @@ pub(crate) fn run(f: flags::Ci) -> anyhow::Result<ExitCode> {
                 "--report",
                 "target/stack/report.json",
             ],
+        ));
+        steps.push((
+            "cargo xtask pristine",
+            vec!["run", "--quiet", "--package", "xtask", "--", "pristine"],
         ));
     }
     for (name, args) in steps {

@@ -6,6 +6,7 @@ mod ci;
 mod extract;
 mod lint;
 mod mdbook;
+mod pristine;
 mod route;
 mod setup;
 mod stack;
@@ -26,6 +27,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Book(f) => book::run(f),
         Command::Setup(f) => setup::run(f),
         Command::Ci(f) => ci::run(f),
+        Command::Pristine(f) => pristine::run(f),
     }
 }
 

@@ -1,77 +1,26 @@
-//! Checks run against the live stack, each inside the service's own private root: real
-//! `nginx -t`, `python -m synapse.config` on main and every worker with the service's own
-//! config paths, every `sql` block of the book against the live database, and the scan of
-//! every process's log for errors and tracebacks (done before teardown: shutdown noise is
-//! not a finding).
+//! Checks run inside the live containers with `docker compose exec`: real `nginx -t`,
+//! `python -m synapse.config` on main and every worker with the service's own config paths,
+//! every `sql` block of the book against the live database, and the scan of every service's
+//! output for errors and tracebacks (done before teardown: shutdown noise is not a finding).
 
-use super::Prepared;
-use super::procs::Runner;
+use super::Stack;
 use super::report::{Report, Step};
 use crate::book::BlockKind;
-use std::collections::BTreeMap;
-use std::io::Write as _;
-use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-/// Runs `argv` inside the root of service `svc`, with its environment; (success, output).
-pub fn run_in(
-    runner: &Runner,
-    svc: &str,
-    argv: &[String],
-    stdin: Option<&str>,
-) -> anyhow::Result<(bool, String)> {
-    let pid = runner
-        .pid(svc)
-        .ok_or_else(|| anyhow::anyhow!("service {svc} is not running"))?;
-    let full = super::ns::enter(pid, argv);
-    let mut child = Command::new(&full[0])
-        .args(&full[1..])
-        .env_clear()
-        .envs(&runner.launches[svc].env)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    if let (Some(text), Some(mut si)) = (stdin, child.stdin.take()) {
-        si.write_all(text.as_bytes())?;
-    }
-    let out = child.wait_with_output()?;
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    Ok((out.status.success(), text))
-}
+const EXEC_TIMEOUT: Duration = Duration::from_secs(120);
 
-fn services_with(runner: &Runner, emulation: &str) -> Vec<String> {
-    runner
-        .launches
-        .iter()
-        .filter(|(_, l)| l.emulation == emulation)
-        .map(|(n, _)| n.clone())
-        .collect()
-}
-
-/// `nginx -t` inside the nginx service's root (its own config at the image's path).
-pub fn nginx_t(p: &Prepared, report: &mut Report) {
-    for svc in services_with(&p.runner, "nginx") {
-        let t = Instant::now();
-        let mut argv = vec!["nginx".to_string(), "-t".into()];
-        // keep a `-c FILE` / `-p DIR` the service's command gives
-        let cmd = &p.runner.launches[&svc].argv;
-        for flag in ["-c", "-p"] {
-            if let Some(i) = cmd.iter().position(|a| a == flag)
-                && let Some(v) = cmd.get(i + 1)
-            {
-                argv.push(flag.into());
-                argv.push(v.clone());
-            }
+/// `nginx -t` in each nginx service (its own config at the image's path).
+pub fn nginx_t(s: &Stack, report: &mut Report) {
+    for svc in s.services_of_image("nginx") {
+        if !s.servers().contains(&svc) {
+            continue;
         }
-        let (ok, out) =
-            run_in(&p.runner, &svc, &argv, None).unwrap_or_else(|e| (false, format!("{e:#}")));
-        let ok = ok && out.contains("test is successful");
+        let t = Instant::now();
+        let (ok, out) = match s.compose.exec(&svc, &["nginx", "-t"], &[], None, EXEC_TIMEOUT) {
+            Ok(r) => (r.ok && r.text().contains("test is successful"), r.text()),
+            Err(e) => (false, format!("{e:#}")),
+        };
         report.push(Step::new(
             format!("nginx -t ({svc})"),
             ok,
@@ -81,32 +30,27 @@ pub fn nginx_t(p: &Prepared, report: &mut Report) {
     }
 }
 
-/// `python -m synapse.config` with each Synapse service's own config paths, as its own user.
-pub fn synapse_config(p: &Prepared, report: &mut Report) {
+/// `python -m synapse.config` with each Synapse service's own config paths, in its container.
+pub fn synapse_config(s: &Stack, report: &mut Report) {
     let t = Instant::now();
-    let mut jobs = Vec::new();
-    for svc in services_with(&p.runner, "synapse") {
-        let argv = &p.runner.launches[&svc].argv;
-        let Some(py) = argv
-            .iter()
-            .position(|a| a.ends_with("/python") || a.ends_with("/python3"))
-        else {
-            continue;
-        };
-        let mut cmd: Vec<String> = argv[..=py].to_vec();
-        cmd.extend(["-m".to_string(), "synapse.config".to_string()]);
-        for c in super::emulate::synapse_config_paths(argv) {
-            cmd.push("-c".into());
-            cmd.push(c);
-        }
-        jobs.push((svc, cmd));
-    }
-    let n = jobs.len();
+    let services = s.synapse_services();
+    let n = services.len();
     // In parallel: each is a Python start-up of about 2 s.
-    let results: Vec<(String, anyhow::Result<(bool, String)>)> = std::thread::scope(|s| {
-        let handles: Vec<_> = jobs
+    let results: Vec<(String, anyhow::Result<super::docker::Ran>)> = std::thread::scope(|sc| {
+        let handles: Vec<_> = services
             .iter()
-            .map(|(svc, cmd)| (svc.clone(), s.spawn(|| run_in(&p.runner, svc, cmd, None))))
+            .map(|svc| {
+                let mut argv = vec!["python".to_string(), "-m".into(), "synapse.config".into()];
+                for c in s.model.services[svc].synapse_config_paths() {
+                    argv.push("-c".into());
+                    argv.push(c);
+                }
+                let h = sc.spawn(move || {
+                    let a: Vec<&str> = argv.iter().map(String::as_str).collect();
+                    s.compose.exec(svc, &a, &[], None, EXEC_TIMEOUT)
+                });
+                (svc.clone(), h)
+            })
             .collect();
         handles
             .into_iter()
@@ -122,8 +66,8 @@ pub fn synapse_config(p: &Prepared, report: &mut Report) {
     let mut failures = Vec::new();
     for (svc, r) in results {
         match r {
-            Ok((true, out)) if out.contains("Config parses OK!") => {}
-            Ok((_, out)) => failures.push(format!("{svc}: {}", out.trim())),
+            Ok(r) if r.ok && r.text().contains("Config parses OK!") => {}
+            Ok(r) => failures.push(format!("{svc}: {}", r.text().trim())),
             Err(e) => failures.push(format!("{svc}: {e:#}")),
         }
     }
@@ -139,83 +83,53 @@ pub fn synapse_config(p: &Prepared, report: &mut Report) {
     ));
 }
 
-/// Every `sql` block of the book, run with psql inside the database service's root, as the
-/// image's `POSTGRES_USER`, on `POSTGRES_DB`, over the server's Unix socket.
-pub fn sql_blocks(p: &Prepared, report: &mut Report) {
+/// psql in the database service as the image's `POSTGRES_USER` on `POSTGRES_DB`, over the
+/// server's socket directory, with the password from the service's environment.
+pub fn psql(s: &Stack, db: &str, port: Option<&str>, sql: &str) -> anyhow::Result<super::docker::Ran> {
+    let env = s.model.services[db].env();
+    let user = env.get("POSTGRES_USER").cloned().unwrap_or_else(|| "postgres".into());
+    let dbname = env.get("POSTGRES_DB").cloned().unwrap_or_else(|| user.clone());
+    let pw = env.get("POSTGRES_PASSWORD").cloned().unwrap_or_default();
+    let host = socket_dir(s);
+    let mut argv = vec![
+        "psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", &host, "-U", &user, "-d",
+        &dbname,
+    ];
+    if let Some(p) = port {
+        argv.extend(["-p", p]);
+    }
+    argv.extend(["-f", "-"]);
+    s.compose.exec(db, &argv, &[("PGPASSWORD", &pw)], Some(sql), EXEC_TIMEOUT)
+}
+
+/// Every `sql` block of the book, run with psql in the database service.
+pub fn sql_blocks(s: &Stack, report: &mut Report) {
     let t = Instant::now();
-    // The database Synapse uses: a postgres service a Synapse service depends on (not a replica).
-    let synapse_deps: Vec<String> = services_with(&p.runner, "synapse")
-        .iter()
-        .filter_map(|s| p.runner.project.service(s))
-        .flat_map(|s| s.depends_on.iter().map(|(d, _)| d.clone()))
-        .collect();
-    let mut dbs = services_with(&p.runner, "postgres");
-    dbs.sort_by_key(|d| !synapse_deps.contains(d));
-    let Some(db) = dbs.into_iter().find(|s| p.runner.pid(s).is_some()) else {
+    let Some(db) = s.primary_db() else {
         report.push(Step::new(
             "every sql block runs on the live database",
             false,
-            "no running postgres service",
+            "no postgres service that Synapse depends on",
             t.elapsed(),
         ));
         return;
     };
-    let env = &p.runner.launches[&db].env;
-    let user = env
-        .get("POSTGRES_USER")
-        .cloned()
-        .unwrap_or_else(|| "postgres".into());
-    let dbname = env
-        .get("POSTGRES_DB")
-        .cloned()
-        .unwrap_or_else(|| user.clone());
-    let host = socket_dir(p);
     let mut failures = Vec::new();
     let mut run: usize = 0;
-    let pw = format!(
-        "PGPASSWORD={}",
-        env.get("POSTGRES_PASSWORD").cloned().unwrap_or_default()
-    );
-    let psql: Vec<String> = [
-        "env",
-        &pw,
-        "psql",
-        "-X",
-        "-q",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-h",
-        &host,
-        "-U",
-        &user,
-        "-d",
-        &dbname,
-        "-f",
-        "-",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
     // First what the PostgreSQL chapters tell the reader to do once (a console step): create
     // the statistics extensions the queries read.
-    match run_in(
-        &p.runner,
-        &db,
-        &psql,
-        Some(crate::pgcheck::sql::ENABLE_EXTENSIONS),
-    ) {
-        Ok((true, _)) => {}
-        Ok((false, out)) => failures.push(format!("creating the extensions: {}", out.trim())),
+    match psql(s, &db, None, crate::pgcheck::sql::ENABLE_EXTENSIONS) {
+        Ok(r) if r.ok => {}
+        Ok(r) => failures.push(format!("creating the extensions: {}", r.text().trim())),
         Err(e) => failures.push(format!("creating the extensions: {e:#}")),
     }
-    for b in p.book.blocks().filter(|b| b.kind == BlockKind::Sql) {
-        let argv = psql.clone();
+    for b in s.book.blocks().filter(|b| b.kind == BlockKind::Sql) {
         run += 1;
-        match run_in(&p.runner, &db, &argv, Some(&b.text)) {
-            Ok((true, _)) => {}
-            Ok((false, out)) => {
+        match psql(s, &db, None, &b.text) {
+            Ok(r) if r.ok => {}
+            Ok(r) => {
                 let loc = b.fence_loc();
-                failures.push(format!("{}:{}: {}", loc.file, loc.line, out.trim()));
+                failures.push(format!("{}:{}: {}", loc.file, loc.line, r.text().trim()));
             }
             Err(e) => failures.push(format!("{e:#}")),
         }
@@ -234,10 +148,10 @@ pub fn sql_blocks(p: &Prepared, report: &mut Report) {
 }
 
 /// The first `unix_socket_directories` entry of the tree's postgresql.conf files.
-fn socket_dir(p: &Prepared) -> String {
+pub fn socket_dir(s: &Stack) -> String {
     let re = regex::Regex::new(r#"(?m)^\s*unix_socket_directories\s*=\s*'([^',]+)"#)
         .expect("valid regex");
-    p.tree
+    s.tree
         .files
         .values()
         .filter(|f| f.path.ends_with(".conf") && f.path.contains("postgres"))
@@ -263,8 +177,8 @@ const BENIGN: &[(&str, &str)] = &[
     ),
 ];
 
-/// Lines that mean something went wrong, in any of the processes' logs.
-fn is_finding(line: &str) -> bool {
+/// Lines that mean something went wrong, in any service's output.
+pub fn is_finding(line: &str) -> bool {
     if BENIGN.iter().any(|(m, _)| line.contains(m)) {
         return false;
     }
@@ -284,33 +198,81 @@ fn is_finding(line: &str) -> bool {
     MARKS.iter().any(|m| line.contains(m))
 }
 
-/// Byte ranges of logs not to scan (service -> (from, to)), e.g. the window of a planned fault.
-pub type Exclusions = BTreeMap<String, (u64, u64)>;
+/// A time window (seconds since the epoch) in which errors are expected: a planned crash.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub from: f64,
+    pub to: f64,
+}
 
-/// Scans every service's log; returns the findings (service, line).
-pub fn scan_logs(runner: &Runner, exclude: &Exclusions) -> Vec<String> {
+impl Window {
+    pub fn contains(&self, t: f64) -> bool {
+        t >= self.from && t <= self.to
+    }
+}
+
+/// One line of `docker compose logs --timestamps`: (seconds since the epoch, text).
+pub fn split_timestamp(line: &str) -> Option<(f64, &str)> {
+    let (ts, rest) = line.split_once(' ')?;
+    Some((parse_rfc3339(ts)?, rest))
+}
+
+/// `2026-12-01T21:00:00.123456789Z` (Docker's log timestamps, UTC) as seconds since the epoch.
+pub fn parse_rfc3339(ts: &str) -> Option<f64> {
+    let ts = ts.strip_suffix('Z')?;
+    let (date, time) = ts.split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>());
+    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.split(':').map(|x| x.parse::<i64>());
+    let (hh, mm, ss) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
+    let frac: f64 = format!("0.{frac}").parse().ok()?;
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    Some((days * 86400 + hh * 3600 + mm * 60 + ss) as f64 + frac)
+}
+
+/// Seconds since the epoch, now.
+pub fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Findings in every service's output (`service: line`), without the lines inside `windows`.
+/// Returns (findings, the lines a window excused, with their times).
+pub fn scan_logs(s: &Stack, windows: &[Window]) -> (Vec<String>, Vec<(f64, String)>) {
     let mut out = Vec::new();
-    for name in runner.launches.keys() {
-        let Ok(bytes) = std::fs::read(runner.log_path(name)) else {
+    let mut excused = Vec::new();
+    for name in s.model.services.keys() {
+        let Ok(r) = s.compose.run(
+            &["logs", "--no-color", "--no-log-prefix", "--timestamps", name],
+            Duration::from_secs(60),
+        ) else {
+            out.push(format!("{name}: cannot read its logs"));
             continue;
         };
-        let mut offset = 0u64;
-        for line in String::from_utf8_lossy(&bytes).split_inclusive('\n') {
-            let start = offset;
-            offset += line.len() as u64;
-            if exclude
-                .get(name)
-                .is_some_and(|(a, b)| start >= *a && start < *b)
-            {
+        for line in r.text().lines() {
+            let (t, text) = split_timestamp(line).unwrap_or((0.0, line));
+            if !is_finding(text) {
                 continue;
             }
-            if is_finding(line) {
-                out.push(format!("{name}: {}", line.trim_end()));
+            let entry = format!("{name}: {}", text.trim_end());
+            if windows.iter().any(|w| w.contains(t)) {
+                excused.push((t, entry));
+            } else {
+                out.push(entry);
             }
         }
     }
     out.truncate(50);
-    out
+    (out, excused)
 }
 
 #[cfg(test)]
@@ -333,8 +295,15 @@ mod tests {
         assert!(!is_finding(
             "2026-11-27 15:30:35.644 GMT [20280] ERROR:  could not serialize access due to concurrent update"
         ));
-        assert!(!is_finding(
-            "2026-11-27 17:20:11.932 UTC [21483] ERROR:  could not serialize access due to concurrent delete"
-        ));
+    }
+
+    #[test]
+    fn docker_timestamps() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0.0));
+        assert_eq!(parse_rfc3339("2000-03-01T00:00:01.5Z"), Some(951868801.5));
+        let (t, rest) = split_timestamp("2026-12-01T21:00:00.123456789Z hello world").unwrap();
+        assert_eq!(rest, "hello world");
+        assert!((t - 1796158800.123456789).abs() < 1e-3, "{t}");
+        assert!(split_timestamp("no timestamp here").is_none());
     }
 }

@@ -1,24 +1,23 @@
-//! `cargo xtask stack`: the book's deployment, run natively and driven by a Matrix client.
+//! `cargo xtask stack`: the book's deployment, run by the real `docker compose` on the Docker
+//! engine, and driven by a Matrix client.
 //!
-//! There is no Docker engine on our machines, so the extracted `docker-compose.yml` is run by a
-//! small native runner: each service's own command in a private mount namespace with its
-//! Compose volumes ([`ns`]), the images' entrypoints emulated ([`emulate`], the only place
-//! that knows images), `depends_on` conditions, the services' own healthchecks and `restart:`
-//! policies ([`procs`]). Then [`client`] drives a Matrix client through nginx, [`routing`]
-//! compares the upstream real nginx picked with the simulator's, [`checks`] runs `nginx -t`,
-//! `python -m synapse.config`, the book's `sql` blocks and the log scan, and [`report`] writes
-//! the JSON report.
-//!
-//! Everything lives under `target/stack/run/` (never `deploy/`): `tree/` is the extracted
-//! deployment, `volumes/` the named volumes, `logs/` one log per service.
+//! [`prepare`] extracts the book with fresh secrets into `target/stack/tree/`, picks the images
+//! (the official ones when the engine has or can pull them, else the local stand-ins of
+//! [`crate::images`], put in place by an override file outside the tree), and [`bring_up`] runs
+//! what a reader runs: `docker compose up -d --wait`. Then [`client`] drives a Matrix client
+//! through nginx's published port, [`routing`] compares the upstream nginx logged with the
+//! simulator's, [`checks`] runs `nginx -t`, `python -m synapse.config`, the book's `sql` blocks
+//! and the log scan inside the containers, [`kills`] crashes each kind of service in turn and
+//! watches the restart policy bring it back, [`replica`] checks the replica, backup and
+//! restore, and [`report`] writes the JSON report. [`docker`] is the only place that runs
+//! `docker`.
 
 pub mod checks;
 pub mod client;
-pub mod compose;
-pub mod emulate;
+pub mod docker;
 pub mod http;
-pub mod ns;
-pub mod procs;
+pub mod kills;
+pub mod replica;
 pub mod report;
 pub mod routing;
 pub mod run;
@@ -27,75 +26,76 @@ use crate::book::{self, Book};
 use crate::diagnostics::{Diagnostic, MdLoc};
 use crate::extract::{self, Tree};
 use anyhow::{Context, bail};
-use compose::{Condition, Project};
-use procs::Runner;
-use std::collections::{BTreeMap, BTreeSet};
+use docker::{Compose, Model};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The address clients use when the nginx service publishes no port.
-pub const NGINX_ADDR: &str = "127.0.0.1:8008";
+/// The Compose file of the tree.
+pub const COMPOSE_FILE: &str = "docker-compose.yml";
+/// `docker compose up --wait` gives up after this long.
+pub const BRING_UP_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// Where the client reaches nginx: the first port the nginx service publishes (the book's
-/// `127.0.0.1:8008:8008`).
-pub fn client_addr(project: &Project) -> String {
-    project
-        .services
-        .iter()
-        .filter(|s| emulate::for_image(&s.image).is_some_and(|e| e.name == "nginx"))
-        .flat_map(|s| s.ports.iter())
-        .next()
-        .map(|(a, h, _)| format!("{}:{h}", if a == "0.0.0.0" { "127.0.0.1" } else { a }))
-        .unwrap_or_else(|| NGINX_ADDR.to_string())
+/// Which images the stack runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageChoice {
+    /// The official images where the engine has them or can pull them, else the stand-ins.
+    #[default]
+    Auto,
+    /// The images the Compose file names (pulled when missing).
+    Official,
+    /// The local stand-ins built from Debian packages (`cargo xtask images`).
+    Standin,
 }
-const COMPOSE_FILE: &str = "docker-compose.yml";
-/// Bring-up gives up after this long.
-const BRING_UP_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// The run directory's layout.
+/// The run directory's layout: everything under `target/stack/`, never `deploy/`.
 #[derive(Debug, Clone)]
 pub struct Paths {
-    pub run: PathBuf,
+    pub base: PathBuf,
 }
 
 impl Paths {
     pub fn new(base: &Path) -> Self {
         Paths {
-            run: base.join("run"),
+            base: base.to_path_buf(),
         }
     }
     pub fn default_base() -> PathBuf {
         crate::tools::target_dir().join("stack")
     }
+    /// The extracted deployment: the Compose project directory.
     pub fn tree(&self) -> PathBuf {
-        self.run.join("tree")
+        self.base.join("tree")
     }
-    pub fn logs(&self) -> PathBuf {
-        self.run.join("logs")
+    /// The override file that puts the stand-ins in place (outside the tree).
+    pub fn standin_override(&self) -> PathBuf {
+        self.base.join("compose.standin.yaml")
     }
+    /// What `stack up` left for `smoke` and `down`: the project and its files.
     pub fn state(&self) -> PathBuf {
-        self.run.join("state.json")
+        self.base.join("state.json")
     }
-    pub fn layout(&self) -> ns::Layout {
-        let mut extra_top = BTreeSet::new();
-        for p in [
-            crate::project_root(),
-            crate::tools::synapse_venv(),
-            self.run.clone(),
-        ] {
-            let real = p.canonicalize().unwrap_or(p);
-            if let Some(std::path::Component::Normal(top)) = real.components().nth(1) {
-                extra_top.insert(top.to_string_lossy().into_owned());
-            }
-        }
-        ns::Layout {
-            root_mnt: self.run.join("nsroot"),
-            layers_mnt: self.run.join("nslayers"),
-            volumes: self.run.join("volumes"),
-            extra_top: extra_top.into_iter().collect(),
+    pub fn compose(&self, files: Vec<PathBuf>) -> Compose {
+        let dir = self.tree();
+        Compose {
+            project: docker::project_name(&dir),
+            dir,
+            files,
         }
     }
+}
+
+/// One image the Compose file names, and what ran in its place.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ImageUse {
+    /// As the Compose file names it.
+    pub official: String,
+    /// What ran: the official name, or the stand-in's tag.
+    pub used: String,
+    /// The stand-in's label, when a stand-in ran.
+    pub standin: Option<String>,
+    pub services: Vec<String>,
 }
 
 /// An error the book caused, located in the Markdown.
@@ -122,183 +122,281 @@ pub fn service_loc(tree: &Tree, service: &str) -> MdLoc {
     }
 }
 
-/// Services a plain `docker compose up` starts, in dependency order (file order among equals).
-pub fn start_order(project: &Project) -> Vec<String> {
-    let active: Vec<&compose::Service> = project
-        .services
+pub(crate) fn diag_error(what: &str, diags: &[Diagnostic]) -> anyhow::Error {
+    let lines: Vec<String> = diags
         .iter()
-        .filter(|s| !s.has_profiles)
+        .map(|d| format!("{}:{}: {}: {}", d.loc().file, d.loc().line, d.code, d.message))
         .collect();
-    let mut done: Vec<String> = Vec::new();
-    while done.len() < active.len() {
-        let before = done.len();
-        for s in &active {
-            if !done.contains(&s.name)
-                && s.depends_on.iter().all(|(d, _)| {
-                    done.contains(d) || project.service(d).is_none_or(|x| x.has_profiles)
-                })
-            {
-                done.push(s.name.clone());
-            }
-        }
-        if done.len() == before {
-            // a cycle: append the rest in file order (bring-up reports it)
-            for s in &active {
-                if !done.contains(&s.name) {
-                    done.push(s.name.clone());
-                }
-            }
-        }
-    }
-    done
+    anyhow::anyhow!("{what}:\n{}", lines.join("\n"))
 }
 
-/// The book, extracted with fresh secrets into the run directory, and ready to start.
-pub struct Prepared {
+/// The book, extracted with fresh secrets, its images chosen, ready for `up`.
+pub struct Stack {
     pub book: Book,
     pub tree: Tree,
-    pub runner: Arc<Runner>,
+    pub compose: Compose,
+    /// What Compose resolved, every profile included (images as they run).
+    pub model: Model,
+    pub images: Vec<ImageUse>,
     pub paths: Paths,
     /// Held until the stack is down: other checkouts' stacks wait for the port.
     _port_locks: Vec<std::fs::File>,
 }
 
-/// Removes a previous run directory (refusing while a stack from it is running).
-fn clean_run_dir(paths: &Paths) -> anyhow::Result<()> {
-    if paths.state().exists() {
-        let events = procs::stop_from_state(&paths.state())?;
-        for e in events {
-            eprintln!("stack: previous run: {e}");
+impl Stack {
+    /// Services running Synapse (`-m synapse.app.*`), by name.
+    pub fn synapse_services(&self) -> Vec<String> {
+        self.model
+            .services
+            .iter()
+            .filter(|(_, s)| s.synapse_module().is_some())
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Services whose image (as the Compose file names it) has `name` as its last path part,
+    /// e.g. `nginx` for `nginx:1.28-alpine`.
+    pub fn services_of_image(&self, name: &str) -> Vec<String> {
+        self.images
+            .iter()
+            .filter(|i| image_name(&i.official) == name)
+            .flat_map(|i| i.services.iter().cloned())
+            .collect()
+    }
+
+    /// Long-running services a plain `docker compose up` starts (no profile, a restart policy).
+    pub fn servers(&self) -> Vec<String> {
+        self.model
+            .services
+            .iter()
+            .filter(|(_, s)| {
+                s.profiles.is_empty() && s.restart.as_deref().is_some_and(|r| r != "no")
+            })
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Where the client reaches nginx: the first port an nginx service publishes.
+    pub fn client_addr(&self) -> anyhow::Result<String> {
+        for svc in self.services_of_image("nginx") {
+            if let Some((ip, port)) = self.model.services[&svc].published().into_iter().next() {
+                let ip = if ip == "0.0.0.0" || ip.is_empty() {
+                    "127.0.0.1".to_string()
+                } else {
+                    ip
+                };
+                return Ok(format!("{ip}:{port}"));
+            }
         }
+        bail!("no nginx service publishes a port: the client has nowhere to connect")
     }
-    let layout = paths.layout();
-    procs::unmount_all(&procs::mounts_under(&layout.volumes));
-    let left = procs::processes_rooted_in(&layout.root_mnt);
-    if !left.is_empty() {
-        bail!(
-            "processes {left:?} from a previous run still use {}: stop them first",
-            paths.run.display()
+
+    /// The database Synapse uses: the postgres service a Synapse service depends on.
+    pub fn primary_db(&self) -> Option<String> {
+        let pg = self.services_of_image("postgres");
+        self.synapse_services()
+            .iter()
+            .flat_map(|s| self.model.services[s].depends_on.keys().cloned())
+            .find(|d| pg.contains(d))
+    }
+}
+
+/// `postgres` for `postgres:17-alpine`, `synapse` for `ghcr.io/element-hq/synapse:v1`.
+pub fn image_name(image: &str) -> &str {
+    let no_digest = image.split('@').next().unwrap_or(image);
+    let last = no_digest.rsplit('/').next().unwrap_or(no_digest);
+    last.split(':').next().unwrap_or(last)
+}
+
+/// Stops a stack a previous run of this checkout left, and removes its directory.
+fn clean_previous(paths: &Paths) -> anyhow::Result<()> {
+    let compose = paths.compose(vec![paths.tree().join(COMPOSE_FILE)]);
+    if !compose.leftovers().is_empty() {
+        eprintln!(
+            "stack: removing what a previous run left (project {})",
+            compose.project
         );
+        if paths.tree().join(COMPOSE_FILE).exists() {
+            let mut c = compose.clone();
+            if paths.standin_override().exists() {
+                c.files.push(paths.standin_override());
+            }
+            let _ = c.down();
+        }
+        remove_project_objects(&compose.project);
     }
-    if paths.run.exists() {
-        std::fs::remove_dir_all(&paths.run)
-            .with_context(|| format!("cannot remove {}", paths.run.display()))?;
+    if paths.base.exists() {
+        remove_dir(&paths.base)?;
     }
     Ok(())
 }
 
-/// Loads the book, extracts it with generated secrets into `run/tree`, reads the Compose file,
-/// writes each service's namespace script and mounts the tmpfs volumes.
-pub fn prepare(book_root: &Path, paths: &Paths) -> anyhow::Result<Prepared> {
+/// Removes containers, volumes and networks labelled with the project, whatever files are left.
+fn remove_project_objects(project: &str) {
+    let label = format!("label=com.docker.compose.project={project}");
+    for (ls, rm) in [
+        (vec!["ps", "-aq", "--filter", &label], vec!["rm", "-f"]),
+        (vec!["volume", "ls", "-q", "--filter", &label], vec!["volume", "rm", "-f"]),
+        (vec!["network", "ls", "-q", "--filter", &label], vec!["network", "rm"]),
+    ] {
+        let mut c = std::process::Command::new("docker");
+        c.args(&ls);
+        let Ok(r) = docker::run_with(c, None, Duration::from_secs(60)) else {
+            continue;
+        };
+        let ids: Vec<&str> = r.stdout.split_whitespace().collect();
+        if !ids.is_empty() {
+            let mut c = std::process::Command::new("docker");
+            c.args(&rm).args(&ids);
+            let _ = docker::run_with(c, None, Duration::from_secs(120));
+        }
+    }
+}
+
+/// Removes a directory that containers wrote into (files of other users: fine as root).
+pub fn remove_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::remove_dir_all(dir).with_context(|| {
+        format!(
+            "cannot remove {} (files written by the containers belong to their users: run as root)",
+            dir.display()
+        )
+    })
+}
+
+/// Loads the book, extracts it with generated secrets into `tree/`, reads what Compose
+/// resolves, and chooses the images.
+pub fn prepare(book_root: &Path, paths: &Paths, choice: ImageChoice) -> anyhow::Result<Stack> {
+    if !docker::daemon_answers() {
+        bail!("no Docker daemon answers (`docker version`): the stack test runs on the Docker engine");
+    }
+    if docker::compose_version().is_none() {
+        bail!("`docker compose` is not installed: run `cargo xtask setup compose`");
+    }
     let book = book::load(book_root).map_err(|d| diag_error("cannot load the book", &d))?;
     let opts = extract::Options {
         secrets: crate::secrets::Secrets::Generate,
         ..Default::default()
     };
-    let tree =
-        extract::assemble(&book, &opts).map_err(|d| diag_error("cannot extract the book", &d))?;
-    if tree.get(COMPOSE_FILE).is_none() {
+    let tree = extract::assemble(&book, &opts)
+        .map_err(|d| diag_error("cannot extract the book", &d))?;
+    let Some(cf) = tree.get(COMPOSE_FILE) else {
         bail!("the book has no `{COMPOSE_FILE}` block: nothing to run");
-    }
-    clean_run_dir(paths)?;
-    std::fs::create_dir_all(&paths.run)?;
+    };
+    let first = cf.first_loc();
+    clean_previous(paths)?;
+    std::fs::create_dir_all(&paths.base)?;
     extract::write_tree(&tree, &paths.tree(), false)
         .map_err(|d| diag_error("cannot write the tree", &d))?;
-    let project = compose::load(&paths.tree(), COMPOSE_FILE).map_err(|e| {
-        book_error(
-            "stack::compose",
-            format!("{e:#}"),
-            &tree.get(COMPOSE_FILE).expect("checked").first_loc(),
-        )
-    })?;
+    let mut compose = paths.compose(vec![paths.tree().join(COMPOSE_FILE)]);
+    let model = compose
+        .model()
+        .map_err(|e| book_error("stack::compose", format!("{e:#}"), &first))?;
 
-    // Natively there is no port mapping: each published port is the service's own, on the
-    // host's network. Stacks of other checkouts on this machine may want the same port: a
-    // machine-wide lock per port makes them take turns; then the port must be free.
-    let mut locks = Vec::new();
-    for (svc, addr, host, container) in project.services.iter().flat_map(|s| {
-        s.ports
-            .iter()
-            .map(|(a, h, c)| (s.name.clone(), a.clone(), *h, *c))
-    }) {
-        if host != container {
+    // The images, each with the services that use it.
+    let mut by_image: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, s) in &model.services {
+        let Some(img) = &s.image else {
             bail!(
                 "{}",
                 book_error(
-                    "stack::port-mapping",
-                    format!(
-                        "service `{svc}` publishes {host}:{container}; the native runner needs the same port on both sides"
-                    ),
-                    &service_loc(&tree, &svc)
+                    "stack::no-image",
+                    format!("service `{name}` names no image"),
+                    &service_loc(&tree, name)
                 )
             );
-        }
-        let a = if addr == "0.0.0.0" {
-            "127.0.0.1".to_string()
-        } else {
-            addr
         };
-        locks.push(port_lock(host)?);
-        if std::net::TcpListener::bind((a.as_str(), host)).is_err() {
-            bail!(
-                "{a}:{host} (published by service `{svc}`) is already in use: is another stack running?"
-            );
-        }
+        by_image.entry(img.clone()).or_default().push(name.clone());
     }
-
-    let layout = paths.layout();
-    for d in [&layout.root_mnt, &layout.layers_mnt, &layout.volumes] {
-        std::fs::create_dir_all(d)?;
-    }
-    let host = emulate::Host {
-        synapse_python: crate::tools::synapse_python(),
-        pg_bindir: crate::tools::pg_bindir(),
-        scripts: paths.run.join("scripts"),
+    let official_ok = || {
+        by_image
+            .keys()
+            .all(|i| docker::image_present(i) || docker::pull(i))
     };
-    emulate::write_scripts(&host)?;
-    let mut launches = BTreeMap::new();
-    let mut scripts = BTreeMap::new();
-    for svc in &project.services {
-        let l = emulate::launch(svc, &host).map_err(|e| {
-            book_error(
-                "stack::service",
-                format!("{e:#}"),
-                &service_loc(&tree, &svc.name),
-            )
-        })?;
-        let p = host.scripts.join(format!("ns-{}.sh", svc.name));
-        std::fs::write(&p, ns::script(&layout, svc))?;
-        launches.insert(svc.name.clone(), l);
-        scripts.insert(svc.name.clone(), p);
-    }
-    // Named volumes: directories; tmpfs volumes: one host tmpfs shared by the services using it.
-    let mut host_mounts = Vec::new();
-    for (name, tmpfs) in &project.volumes {
-        let dir = layout.volumes.join(name);
-        std::fs::create_dir_all(&dir)?;
-        if *tmpfs {
-            let ok = std::process::Command::new("mount")
-                .args(["-t", "tmpfs", "-o", "mode=755", &format!("stack-{name}")])
-                .arg(&dir)
-                .status()
-                .is_ok_and(|s| s.success());
-            if !ok {
-                bail!(
-                    "cannot mount a tmpfs on {} (the stack test needs root)",
-                    dir.display()
-                );
+    let use_standins = match choice {
+        ImageChoice::Standin => true,
+        ImageChoice::Official => {
+            if !official_ok() {
+                bail!("--images official: an image is missing and cannot be pulled");
             }
-            host_mounts.push(dir);
+            false
+        }
+        ImageChoice::Auto => !official_ok(),
+    };
+    let mut images = Vec::new();
+    if use_standins {
+        let official: Vec<String> = by_image.keys().cloned().collect();
+        let built = crate::images::ensure_standins(&official)?;
+        let mut over = Vec::new();
+        for (img, services) in &by_image {
+            let s = built
+                .iter()
+                .find(|s| &s.official == img)
+                .with_context(|| format!("no stand-in was built for {img}"))?;
+            for svc in services {
+                over.push((svc.clone(), s.tag.clone()));
+            }
+            images.push(ImageUse {
+                official: img.clone(),
+                used: s.tag.clone(),
+                standin: Some(s.label.clone()),
+                services: services.clone(),
+            });
+        }
+        std::fs::write(paths.standin_override(), crate::images::override_yaml(&over))?;
+        compose.files.push(paths.standin_override());
+    } else {
+        for (img, services) in &by_image {
+            images.push(ImageUse {
+                official: img.clone(),
+                used: img.clone(),
+                standin: None,
+                services: services.clone(),
+            });
         }
     }
-    let runner = Runner::new(project, launches, scripts, &paths.run, host_mounts)?;
-    Ok(Prepared {
+    let model = compose.model()?;
+    let mut stack = Stack {
         book,
         tree,
-        runner,
+        compose,
+        model,
+        images,
         paths: paths.clone(),
-        _port_locks: locks,
-    })
+        _port_locks: Vec::new(),
+    };
+    // Stacks of other checkouts on this machine publish the same port: take turns.
+    let mut locks = Vec::new();
+    for svc in stack.servers() {
+        for (ip, port) in stack.model.services[&svc].published() {
+            locks.push(port_lock(port)?);
+            let ip = if ip == "0.0.0.0" { "127.0.0.1".to_string() } else { ip };
+            if std::net::TcpListener::bind((ip.as_str(), port)).is_err() {
+                bail!("{ip}:{port} (published by service `{svc}`) is already in use: is another deployment running?");
+            }
+        }
+    }
+    stack._port_locks = locks;
+    std::fs::write(
+        paths.state(),
+        serde_json::to_string_pretty(&serde_json::json!({
+            "project": stack.compose.project,
+            "files": stack.compose.files,
+            "images": stack.images,
+        }))?,
+    )?;
+    Ok(stack)
+}
+
+/// The project `stack up` started, for `smoke` and `down`.
+pub fn running(paths: &Paths) -> anyhow::Result<Compose> {
+    let text = std::fs::read_to_string(paths.state())
+        .context("no running stack: run `cargo xtask stack up` first")?;
+    let v: serde_json::Value = serde_json::from_str(&text)?;
+    let files = v["files"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|f| f.as_str().map(PathBuf::from)).collect())
+        .unwrap_or_default();
+    Ok(paths.compose(files))
 }
 
 /// Waits (up to 15 minutes) for the machine-wide lock of a published port.
@@ -336,182 +434,95 @@ fn port_lock(port: u16) -> anyhow::Result<std::fs::File> {
     }
 }
 
-pub(crate) fn diag_error(what: &str, diags: &[Diagnostic]) -> anyhow::Error {
-    let lines: Vec<String> = diags
-        .iter()
-        .map(|d| {
-            format!(
-                "{}:{}: {}: {}",
-                d.loc().file,
-                d.loc().line,
-                d.code,
-                d.message
-            )
-        })
-        .collect();
-    anyhow::anyhow!("{what}:\n{}", lines.join("\n"))
-}
-
 /// What bring-up measured.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct BringUp {
     pub seconds: f64,
-    /// Seconds from the start of bring-up until each service was ready.
+    /// Seconds from the start of bring-up until each service was healthy (or, for a one-shot
+    /// service, had exited 0; for a service without healthcheck, was running).
     pub ready_at: BTreeMap<String, f64>,
 }
 
-/// Starts every service in dependency order and waits for their conditions; ready when every
-/// service with a healthcheck is healthy and every one-shot service has exited 0.
-pub fn bring_up(p: &Prepared, verbose: bool) -> anyhow::Result<BringUp> {
-    let runner = &p.runner;
-    let order = start_order(&runner.project);
+/// `docker compose up -d --wait`, as a reader runs it, timing each service on the way.
+pub fn bring_up(s: &Stack) -> anyhow::Result<BringUp> {
     let t0 = Instant::now();
-    let mut ready: BTreeMap<String, f64> = BTreeMap::new();
-    let mut completed: BTreeSet<String> = BTreeSet::new();
-    loop {
-        // Reap (one-shot services exit; restarts happen in the watcher).
-        for name in &order {
-            if let Some(code) = runner.exit_code(name) {
-                let svc = runner.project.service(name).expect("known");
-                if code == 0 {
-                    if completed.insert(name.clone()) {
-                        ready
-                            .entry(name.clone())
-                            .or_insert(t0.elapsed().as_secs_f64());
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (result, ready_at) = std::thread::scope(|sc| {
+        let watcher = sc.spawn(|| {
+            let mut ready: BTreeMap<String, f64> = BTreeMap::new();
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(cs) = s.compose.ps() {
+                    for c in cs {
+                        let ok = c.health == "healthy"
+                            || (c.state == "exited" && c.exit_code == 0)
+                            || (c.state == "running" && c.health.is_empty());
+                        if ok {
+                            ready
+                                .entry(c.service)
+                                .or_insert_with(|| t0.elapsed().as_secs_f64());
+                        }
                     }
-                } else if svc.restart == compose::Restart::No {
-                    bail!(
-                        "{}",
-                        book_error(
-                            "stack::service-failed",
-                            format!(
-                                "service `{name}` exited with status {code} during bring-up; see {}",
-                                runner.log_path(name).display()
-                            ),
-                            &service_loc(&p.tree, name),
-                        )
-                    );
                 }
+                std::thread::sleep(Duration::from_millis(500));
             }
-        }
-        // Start what can start.
-        for name in &order {
-            if runner.started(name) {
-                continue;
-            }
-            let svc = runner.project.service(name).expect("known");
-            let deps_ok = svc.depends_on.iter().all(|(d, cond)| match cond {
-                Condition::Started => runner.started(d),
-                Condition::Healthy => ready.contains_key(d) && !completed.contains(d),
-                Condition::CompletedSuccessfully => completed.contains(d),
-            });
-            if deps_ok {
-                let pid = runner.start(name)?;
-                if verbose {
-                    eprintln!(
-                        "stack: {:6.2} s  started {name} (pid {pid}, {})",
-                        t0.elapsed().as_secs_f64(),
-                        runner.launches[name].emulation
-                    );
-                }
-            }
-        }
-        // Health: every pending healthcheck of this round in parallel.
-        let pending: Vec<&compose::Service> = order
-            .iter()
-            .filter(|n| !ready.contains_key(*n) && runner.started(n) && runner.pid(n).is_some())
-            .map(|n| runner.project.service(n).expect("known"))
-            .filter(|svc| !(svc.healthcheck.is_none() && svc.restart == compose::Restart::No)) // one-shot: ready when it exits 0
-            .collect();
-        let results: Vec<(String, bool, bool)> = std::thread::scope(|s| {
-            let hs: Vec<_> = pending
-                .iter()
-                .map(|svc| {
-                    (
-                        svc.name.clone(),
-                        svc.healthcheck.is_some(),
-                        s.spawn(|| runner.health(svc)),
-                    )
-                })
-                .collect();
-            hs.into_iter()
-                .map(|(n, hc, h)| (n, hc, h.join().ok().and_then(|r| r.ok()).unwrap_or(false)))
-                .collect()
+            ready
         });
-        for (name, has_hc, ok) in results {
-            if ok {
-                ready.insert(name.clone(), t0.elapsed().as_secs_f64());
-                if verbose {
-                    eprintln!(
-                        "stack: {:6.2} s  {name} is {}",
-                        t0.elapsed().as_secs_f64(),
-                        if has_hc { "healthy" } else { "started" }
-                    );
-                }
-            }
-        }
-        if order.iter().all(|n| ready.contains_key(n)) {
-            return Ok(BringUp {
-                seconds: t0.elapsed().as_secs_f64(),
-                ready_at: ready,
-            });
-        }
-        if t0.elapsed() > BRING_UP_TIMEOUT {
-            let waiting: Vec<&String> = order.iter().filter(|n| !ready.contains_key(*n)).collect();
-            let first = waiting[0];
-            bail!(
-                "{}",
-                book_error(
-                    "stack::not-healthy",
-                    format!(
-                        "bring-up timed out after {} s; not ready: {waiting:?} (see {})",
-                        BRING_UP_TIMEOUT.as_secs(),
-                        runner.log_path(first).display()
-                    ),
-                    &service_loc(&p.tree, first),
-                )
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
+        let wait = BRING_UP_TIMEOUT.as_secs().to_string();
+        let r = s.compose.run(
+            &["up", "--detach", "--wait", "--wait-timeout", &wait],
+            BRING_UP_TIMEOUT + Duration::from_secs(60),
+        );
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        (r, watcher.join().unwrap_or_default())
+    });
+    let r = result?;
+    if !r.ok {
+        // Name the first service that is not healthy, at its Markdown line.
+        let bad = s
+            .compose
+            .ps()
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| !(c.health == "healthy" || (c.state == "exited" && c.exit_code == 0)));
+        let (svc, state) = bad
+            .map(|c| (c.service, format!("{} {}", c.state, c.health)))
+            .unwrap_or_else(|| ("?".into(), "?".into()));
+        let logs = s.compose.logs(&svc).map(|l| docker::tail(&l, 20)).unwrap_or_default();
+        bail!(
+            "{}",
+            book_error(
+                "stack::not-healthy",
+                format!(
+                    "`docker compose up --wait` failed; service `{svc}` is {state}:\n{}\n--- its last log lines:\n{logs}",
+                    docker::tail(&r.text(), 15)
+                ),
+                &service_loc(&s.tree, &svc),
+            )
+        );
     }
+    Ok(BringUp {
+        seconds: t0.elapsed().as_secs_f64(),
+        ready_at,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn fixture() -> (Book, Tree) {
-        let book = book::load(&crate::project_root().join("tests/fixtures/stack"))
-            .expect("fixture book loads");
-        let tree =
-            extract::assemble(&book, &extract::Options::default()).expect("fixture extracts");
-        (book, tree)
-    }
-
     #[test]
-    fn start_order_follows_depends_on() {
-        let (_, tree) = fixture();
-        let text = &tree.get(COMPOSE_FILE).unwrap().content;
-        let dir = tempfile::tempdir().unwrap();
-        for f in [".synapse.env", ".postgres.env"] {
-            std::fs::write(dir.path().join(f), &tree.get(f).unwrap().content).unwrap();
-        }
-        let p = compose::parse(dir.path(), text, &BTreeMap::new()).unwrap();
-        let order = start_order(&p);
-        let pos = |n: &str| order.iter().position(|x| x == n).unwrap();
-        assert_eq!(order.len(), 7);
-        assert!(pos("sockets-init") < pos("db") && pos("db") < pos("synapse"));
-        assert!(
-            pos("synapse") < pos("rooms1")
-                && pos("rooms1") < pos("nginx")
-                && pos("client_sync1") < pos("nginx")
-        );
-        assert_eq!(client_addr(&p), "127.0.0.1:18008");
+    fn image_names() {
+        assert_eq!(image_name("postgres:17-alpine"), "postgres");
+        assert_eq!(image_name("ghcr.io/element-hq/synapse:v1.163.2"), "synapse");
+        assert_eq!(image_name("nginx"), "nginx");
+        assert_eq!(image_name("synapse-guide-standin/nginx:1.28-alpine"), "nginx");
+        assert_eq!(image_name("redis@sha256:abc"), "redis");
     }
 
     #[test]
     fn errors_about_a_service_point_at_its_markdown_line() {
-        let (_, tree) = fixture();
+        let book = book::load(&crate::project_root().join("tests/fixtures/stack")).unwrap();
+        let tree = extract::assemble(&book, &extract::Options::default()).unwrap();
         let loc = service_loc(&tree, "rooms1");
         assert_eq!(loc.file, "src/deploy.md");
         let md = std::fs::read_to_string(
@@ -520,9 +531,9 @@ mod tests {
         .unwrap();
         assert_eq!(md.lines().nth(loc.line - 1), Some("  rooms1:"));
         let e = book_error("stack::service", "boom", &loc);
-        assert!(e.to_string().starts_with(&format!(
-            "src/deploy.md:{}: error[stack::service]: boom",
-            loc.line
-        )));
+        assert!(
+            e.to_string()
+                .starts_with(&format!("src/deploy.md:{}: error[stack::service]: boom", loc.line))
+        );
     }
 }

@@ -66,13 +66,19 @@ pub struct Upstreams {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
     pub ok: bool,
+    /// `docker` (the only engine).
+    pub engine: String,
+    /// `docker compose version --short`.
+    pub compose_version: String,
+    /// Each image the Compose file names and what ran in its place.
+    pub images: Vec<super::ImageUse>,
     pub steps: Vec<Step>,
     pub upstreams: Upstreams,
     pub sql_blocks_run: usize,
     pub timings: Timings,
     pub bring_up: Option<super::BringUp>,
-    /// What clients saw while a room worker was down, and what the runner did.
-    pub fault: Option<serde_json::Value>,
+    /// Every kind of process killed once, and how it came back.
+    pub kills: Vec<super::kills::Kill>,
     /// The PostgreSQL replica/backup/restore check, when the book has a replica.
     pub replica: Option<serde_json::Value>,
 }

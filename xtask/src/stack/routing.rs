@@ -3,12 +3,11 @@
 //! simulator predicts for the same method and raw URI.
 
 use super::client::Sent;
-use super::compose::Project;
+use super::docker::Compose;
 use super::report::{Report, Step};
 use crate::book::{BlockKind, Book};
 use crate::diagnostics::MdLoc;
 use crate::extract::Tree;
-use std::path::Path;
 use std::time::Instant;
 
 /// One access log line.
@@ -63,35 +62,57 @@ pub fn parse_line(line: &str) -> Option<LogLine> {
     })
 }
 
-/// Access log lines appended to `path` after byte `from`.
-pub fn read_log(path: &Path, from: u64) -> Vec<LogLine> {
-    let Ok(bytes) = std::fs::read(path) else {
-        return vec![];
-    };
-    let start = (from as usize).min(bytes.len());
-    String::from_utf8_lossy(&bytes[start..])
-        .lines()
-        .filter_map(parse_line)
-        .collect()
+/// nginx's access log: what the nginx service wrote to its output (the official image links
+/// `/var/log/nginx/access.log` to stdout), from a mark on.
+pub struct NginxLog<'a> {
+    compose: &'a Compose,
+    service: String,
+    skip: usize,
+}
+
+impl<'a> NginxLog<'a> {
+    /// Marks the current end of the service's output: [`Self::read`] returns what follows.
+    pub fn mark(compose: &'a Compose, service: &str) -> Self {
+        let mut l = NginxLog {
+            compose,
+            service: service.to_string(),
+            skip: 0,
+        };
+        l.skip = l.lines().len();
+        l
+    }
+    fn lines(&self) -> Vec<String> {
+        self.compose
+            .logs(&self.service)
+            .map(|t| t.lines().map(String::from).collect())
+            .unwrap_or_default()
+    }
+    /// The access log lines written since the mark.
+    pub fn read(&self) -> Vec<LogLine> {
+        self.lines()
+            .iter()
+            .skip(self.skip)
+            .filter_map(|l| parse_line(l))
+            .collect()
+    }
 }
 
 /// The service whose socket an upstream address names (`unix:/sockets/rooms2_http.sock` ->
-/// `rooms2`), by the deployment's socket naming convention.
-pub fn service_of_upstream(project: &Project, upstream: &str) -> Option<String> {
+/// `rooms2`, `unix:/sockets/main_http.sock` -> the service running the main process), by the
+/// deployment's socket naming convention.
+pub fn service_of_upstream(s: &super::Stack, upstream: &str) -> Option<String> {
     let base = upstream.rsplit('/').next()?;
     let stem = base.strip_suffix(".sock").unwrap_or(base);
-    let name = stem.strip_suffix("_http").unwrap_or(stem);
-    if project.service(name).is_some() {
-        return Some(name.to_string());
+    let name = stem.split('_').next().unwrap_or(stem);
+    let mut services = s.synapse_services();
+    if name == "main" {
+        return services
+            .into_iter()
+            .find(|n| s.model.services[n].synapse_module().as_deref() == Some("synapse.app.homeserver"));
     }
-    let mut found: Vec<&str> = project
-        .services
-        .iter()
-        .map(|s| s.name.as_str())
-        .filter(|n| stem.contains(n))
-        .collect();
-    found.sort_by_key(|n| std::cmp::Reverse(n.len()));
-    found.first().map(|s| s.to_string())
+    services.retain(|n| stem.starts_with(n.as_str()));
+    services.sort_by_key(|n| std::cmp::Reverse(n.len()));
+    services.into_iter().next()
 }
 
 /// A `routes` sample.
@@ -265,14 +286,12 @@ pub fn wait_for_line(
     }
 }
 
-/// The report step: read nginx's log from `from`, compare every request the client sent.
-pub fn compare_step(tree: &Tree, nginx_log: &Path, from: u64, sent: &[Sent], report: &mut Report) {
+/// The report step: read nginx's log from the mark, compare every request the client sent.
+pub fn compare_step(tree: &Tree, log: &NginxLog<'_>, sent: &[Sent], report: &mut Report) {
     let t = Instant::now();
     match predictor(tree) {
         Ok(predict) => {
-            let up = compare_when_logged(sent, &*predict, LOG_LINE_DEADLINE, || {
-                read_log(nginx_log, from)
-            });
+            let up = compare_when_logged(sent, &*predict, LOG_LINE_DEADLINE, || log.read());
             let ok = up.total > 0 && up.matched == up.total;
             let detail = if up.mismatches.is_empty() {
                 format!("{}/{} upstreams as predicted", up.matched, up.total)
@@ -297,10 +316,7 @@ pub fn compare_step(tree: &Tree, nginx_log: &Path, from: u64, sent: &[Sent], rep
             report.push(Step::new(
                 "nginx's upstream = simulator's prediction, every request",
                 false,
-                format!(
-                    "{why}; nginx logged {} requests",
-                    read_log(nginx_log, from).len()
-                ),
+                format!("{why}; nginx logged {} requests", log.read().len()),
                 t.elapsed(),
             ));
         }

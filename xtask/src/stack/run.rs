@@ -1,137 +1,46 @@
-//! The four actions: `up` (detached, supervised), `smoke`, `down`, and `test` (all of it, in
-//! one process, with a report).
+//! The actions: `up` (the deployment left running), `smoke` (the client on a running stack),
+//! `down`, and `test` (all of it, with a report).
 
 use super::report::{Report, Step};
-use super::{Paths, Prepared, bring_up, checks, client, prepare, procs, routing};
-use anyhow::{Context, bail};
+use super::{ImageChoice, Paths, Stack, bring_up, checks, client, kills, prepare, routing};
+use anyhow::Context;
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-/// Installs what the stack needs when it is missing (`cargo xtask setup debian synapse`; a
-/// quick check when everything is there).
-fn ensure_installed() -> anyhow::Result<()> {
-    for (part, outcome) in crate::setup::run_parts(&["debian".into(), "synapse".into()])? {
-        if let crate::setup::Outcome::Installed(what) = outcome {
-            eprintln!("stack: setup {part}: installed {what}");
-        }
-    }
-    Ok(())
-}
-
-/// `stack up`: starts a detached supervisor (this program again) and waits until it reports the
-/// stack healthy or failed.
+/// `stack up`: extract, choose the images, `docker compose up --wait`; the stack keeps running.
 #[allow(clippy::print_stdout)] // the status JSON is the command's output
-pub fn up(root: &Path, paths: &Paths, supervisor_env: &str) -> anyhow::Result<ExitCode> {
-    ensure_installed()?;
-    let base = paths
-        .run
-        .parent()
-        .expect("run dir has a parent")
-        .to_path_buf();
-    std::fs::create_dir_all(&base)?;
-    let status_file = base.join("up-status.json");
-    let _ = std::fs::remove_file(&status_file);
-    let log = std::fs::File::create(base.join("supervisor.log"))?;
-    let exe = std::env::current_exe()?;
-    use std::os::unix::process::CommandExt as _;
-    let child = std::process::Command::new(exe)
-        .args(["stack", "up", "--book"])
-        .arg(root)
-        .env(supervisor_env, "1")
-        .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .process_group(0)
-        .spawn()?;
-    let pid = child.id();
-    drop(child);
-    let t = Instant::now();
-    loop {
-        if let Ok(text) = std::fs::read_to_string(&status_file) {
-            println!("{text}");
-            let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-            return Ok(if v["ok"].as_bool() == Some(true) {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            });
-        }
-        if !procs::alive(pid) {
-            bail!(
-                "the stack supervisor exited early; see {}",
-                base.join("supervisor.log").display()
-            );
-        }
-        if t.elapsed() > Duration::from_secs(300) {
-            bail!(
-                "the stack did not come up within 300 s; see {}",
-                base.join("supervisor.log").display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+pub fn up(root: &Path, paths: &Paths, images: ImageChoice) -> anyhow::Result<ExitCode> {
+    let s = prepare(root, paths, images)?;
+    let b = bring_up(&s)?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::json!({
+            "ok": true,
+            "project": s.compose.project,
+            "directory": s.compose.dir,
+            "compose_file": s.compose.compose_file_env(),
+            "images": s.images,
+            "bring_up_seconds": b.seconds,
+            "ready_at": b.ready_at,
+        }))?
+    );
+    eprintln!(
+        "stack: up. In {} run `docker compose` with COMPOSE_PROJECT_NAME={} COMPOSE_FILE={}",
+        s.compose.dir.display(),
+        s.compose.project,
+        s.compose.compose_file_env()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
-/// The detached supervisor behind `stack up`: brings the stack up, keeps restarting what the
-/// restart policies say, and when `stack down` asks (the `stop` file) stops everything.
-pub fn supervise(root: &Path, paths: &Paths) -> anyhow::Result<ExitCode> {
-    let base = paths
-        .run
-        .parent()
-        .expect("run dir has a parent")
-        .to_path_buf();
-    let status_file = base.join("up-status.json");
-    let p = match prepare(root, paths) {
-        Ok(p) => p,
-        Err(e) => {
-            std::fs::write(
-                &status_file,
-                serde_json::json!({"ok": false, "error": format!("{e:#}")}).to_string(),
-            )?;
-            return Err(e);
-        }
-    };
-    std::fs::write(
-        paths.run.join("supervisor.pid"),
-        std::process::id().to_string(),
-    )?;
-    let watcher = p.runner.watch(true);
-    let result = bring_up(&p, true);
-    let status = match &result {
-        Ok(b) => {
-            serde_json::json!({"ok": true, "bring_up_seconds": b.seconds, "ready_at": b.ready_at, "run_dir": paths.run})
-        }
-        Err(e) => serde_json::json!({"ok": false, "error": format!("{e:#}")}),
-    };
-    std::fs::write(&status_file, serde_json::to_string_pretty(&status)?)?;
-    if result.is_ok() {
-        // `stack down` writes run/stop (no signal handler needed).
-        let stop = paths.run.join("stop");
-        while !stop.exists() {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-    for e in p.runner.stop_all() {
-        eprintln!("stack: {e}");
-    }
-    let _ = watcher.join();
-    let _ = std::fs::remove_file(paths.run.join("supervisor.pid"));
-    Ok(if result.is_ok() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
-}
-
-/// `stack down`: stops what `stack up` started.
+/// `stack down`: `docker compose down --volumes` on what `stack up` started.
 pub fn down(paths: &Paths) -> anyhow::Result<ExitCode> {
-    for e in procs::stop_from_state(&paths.state())? {
-        eprintln!("stack: {e}");
-    }
-    let left = verify_clean(paths);
+    let compose = super::running(paths)?;
+    let left = compose.down()?;
+    let _ = std::fs::remove_file(paths.state());
     if left.is_empty() {
-        eprintln!("stack: down: no process, mount or socket left");
+        eprintln!("stack: down: no container, volume or network left");
         Ok(ExitCode::SUCCESS)
     } else {
         eprintln!("stack: down: left behind: {}", left.join("; "));
@@ -139,87 +48,49 @@ pub fn down(paths: &Paths) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// What a run left behind (empty when clean).
-pub fn verify_clean(paths: &Paths) -> Vec<String> {
-    let layout = paths.layout();
-    let mut left = Vec::new();
-    let pids = procs::processes_rooted_in(&layout.root_mnt);
-    if !pids.is_empty() {
-        left.push(format!("processes {pids:?}"));
-    }
-    let mounts = procs::mounts_under(&paths.run);
-    if !mounts.is_empty() {
-        left.push(format!("mounts {mounts:?}"));
-    }
-    let mut socks = Vec::new();
-    find_sockets(&paths.run, &mut socks);
-    if !socks.is_empty() {
-        left.push(format!("sockets {socks:?}"));
-    }
-    left
-}
-
-fn find_sockets(dir: &Path, out: &mut Vec<String>) {
-    use std::os::unix::fs::FileTypeExt as _;
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let Ok(ft) = e.file_type() else { continue };
-        if ft.is_socket() {
-            out.push(e.path().display().to_string());
-        } else if ft.is_dir() && !ft.is_symlink() {
-            find_sockets(&e.path(), out);
-        }
-    }
-}
-
-/// `stack smoke`: the Matrix client and the routing comparison against a running stack.
-///
-/// With `XTASK_STACK_EXTERNAL=DIR` (the GitHub Compose workflow), the client drives a deployment
-/// this process did not start: the one extracted into DIR and started by `docker compose`. Its
-/// secrets and published port are read from DIR; the routing comparison needs our own nginx log,
-/// so it is reported as skipped there.
+/// `stack smoke`: the Matrix client and the routing comparison against the stack `stack up`
+/// started (or, with `XTASK_STACK_EXTERNAL=DIR`, a deployment in DIR that a reader's own
+/// `docker compose up` started: the GitHub workflow before it ran the whole test).
 pub fn smoke(root: &Path, paths: &Paths, report_file: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let external = std::env::var_os(EXTERNAL_ENV).map(std::path::PathBuf::from);
-    if external.is_none() && !paths.state().exists() {
-        bail!("no running stack: run `cargo xtask stack up` first");
-    }
-    let tree_dir = external.clone().unwrap_or_else(|| paths.tree());
     let t0 = Instant::now();
     let mut report = Report::default();
-    let book =
-        crate::book::load(root).map_err(|d| super::diag_error("cannot load the book", &d))?;
+    let compose = match std::env::var_os(EXTERNAL_ENV) {
+        Some(dir) => {
+            let dir = std::path::PathBuf::from(dir).canonicalize()?;
+            super::docker::Compose {
+                project: super::docker::project_name(&dir),
+                files: vec![dir.join(super::COMPOSE_FILE)],
+                dir,
+            }
+        }
+        None => super::running(paths)?,
+    };
+    let book = crate::book::load(root).map_err(|d| super::diag_error("cannot load the book", &d))?;
     let tree = crate::extract::assemble(&book, &Default::default())
         .map_err(|d| super::diag_error("cannot extract the book", &d))?;
-    let secret = client::shared_secret(&tree_dir)?;
-    let nginx_log = paths.logs().join("nginx.log");
-    let log_start = std::fs::metadata(&nginx_log).map(|m| m.len()).unwrap_or(0);
-    let project = super::compose::load(&tree_dir, "docker-compose.yml")?;
-    let mut c = client::Client::new(&super::client_addr(&project));
+    let secret = client::shared_secret(&compose.dir)?;
+    let model = compose.model()?;
+    let nginx = model
+        .services
+        .iter()
+        .find(|(_, s)| s.image.as_deref().is_some_and(|i| super::image_name(i) == "nginx"))
+        .map(|(n, _)| n.clone())
+        .context("no nginx service")?;
+    let addr = model.services[&nginx]
+        .published()
+        .first()
+        .map(|(ip, p)| format!("{}:{p}", if ip == "0.0.0.0" { "127.0.0.1" } else { ip }))
+        .context("nginx publishes no port")?;
+    let log = routing::NginxLog::mark(&compose, &nginx);
+    let mut c = client::Client::new(&addr);
     let ts = Instant::now();
     let state = client::smoke(&mut c, &secret, &mut report);
     report.timings.smoke = ts.elapsed().as_secs_f64();
-    if let Ok(state) = &state {
-        client::route_samples(&mut c, &book, state, &mut report);
+    match &state {
+        Ok(state) => client::route_samples(&mut c, &book, state, &mut report),
+        Err(e) => report.push(Step::fail("smoke", format!("{e:#}"), 0.0)),
     }
-    if let Err(e) = &state {
-        report.push(Step::fail("smoke", format!("{e:#}"), 0.0));
-    }
-    if external.is_some() {
-        let detail = format!(
-            "skipped: {} requests went to an external deployment whose nginx log is not ours",
-            c.sent.len()
-        );
-        report.push(Step::new(
-            "routing compared with nginx's log",
-            true,
-            detail,
-            Default::default(),
-        ));
-    } else {
-        routing::compare_step(&tree, &nginx_log, log_start, &c.sent, &mut report);
-    }
+    routing::compare_step(&tree, &log, &c.sent, &mut report);
     report.timings.total = t0.elapsed().as_secs_f64();
     finish(report, report_file)
 }
@@ -228,9 +99,12 @@ pub fn smoke(root: &Path, paths: &Paths, report_file: Option<&Path>) -> anyhow::
 pub const EXTERNAL_ENV: &str = "XTASK_STACK_EXTERNAL";
 
 fn finish(mut report: Report, report_file: Option<&Path>) -> anyhow::Result<ExitCode> {
-    report.ok = report.steps.iter().all(|s| s.ok);
+    report.ok = !report.steps.is_empty() && report.steps.iter().all(|s| s.ok);
     let text = serde_json::to_string_pretty(&report)?;
     if let Some(f) = report_file {
+        if let Some(dir) = f.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
         std::fs::write(f, &text).with_context(|| format!("cannot write {}", f.display()))?;
     }
     eprint!("{}", report.summary());
@@ -241,157 +115,134 @@ fn finish(mut report: Report, report_file: Option<&Path>) -> anyhow::Result<Exit
     })
 }
 
-/// `stack test`: up, checks, smoke, fault, routing, sql, log scan, down, in one process.
-pub fn test(root: &Path, paths: &Paths, report_file: Option<&Path>) -> anyhow::Result<ExitCode> {
+/// `stack test`: up, checks, smoke, kills, routing, sql, replica, log scan, down.
+pub fn test(
+    root: &Path,
+    paths: &Paths,
+    images: ImageChoice,
+    report_file: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
     let t0 = Instant::now();
-    ensure_installed()?;
     let mut report = Report::default();
-    let p = prepare(root, paths)?;
-    let watcher = p.runner.watch(true);
-    let result = test_inner(&p, &mut report);
-    let exclude = match result {
-        Ok(x) => x,
-        Err(e) => {
-            report.push(Step::fail("run", format!("{e:#}"), 0.0));
-            Default::default()
-        }
-    };
+    let s = prepare(root, paths, images)?;
+    report.engine = "docker".into();
+    report.compose_version = super::docker::compose_version().unwrap_or_default();
+    report.images = s.images.clone();
+    for i in &s.images {
+        eprintln!(
+            "stack: image {} -> {}{}",
+            i.official,
+            i.used,
+            i.standin.as_deref().map(|l| format!(" ({l})")).unwrap_or_default()
+        );
+    }
+    let windows = test_inner(&s, &mut report);
     // Scan logs before teardown (shutdown noise is not a finding).
     let ts = Instant::now();
-    let findings = checks::scan_logs(&p.runner, &exclude);
+    let (findings, _) = checks::scan_logs(&s, &windows);
     report.push(Step::new(
         "logs have no ERROR or traceback",
         findings.is_empty(),
         findings.join("\n"),
         ts.elapsed(),
     ));
-
     let ts = Instant::now();
-    let events = p.runner.stop_all();
-    let _ = watcher.join();
-    let left = verify_clean(paths);
+    let left = s.compose.down().unwrap_or_else(|e| vec![format!("{e:#}")]);
+    let _ = std::fs::remove_file(paths.state());
     report.timings.teardown = ts.elapsed().as_secs_f64();
     report.push(Step::new(
-        "teardown leaves no process, mount or socket",
+        "docker compose down -v leaves no container, volume or network",
         left.is_empty(),
-        if left.is_empty() {
-            events.join("; ")
-        } else {
-            left.join("; ")
-        },
+        left.join("; "),
         ts.elapsed(),
     ));
     report.timings.total = t0.elapsed().as_secs_f64();
     finish(report, report_file)
 }
 
-fn test_inner(p: &Prepared, report: &mut Report) -> anyhow::Result<checks::Exclusions> {
+fn test_inner(s: &Stack, report: &mut Report) -> Vec<checks::Window> {
     let ts = Instant::now();
-    let up = bring_up(p, true);
-    match &up {
+    match bring_up(s) {
         Ok(b) => {
             report.timings.bring_up = b.seconds;
-            report.bring_up = Some(b.clone());
             report.push(Step::new(
-                "bring-up: every healthcheck green",
+                "docker compose up --wait: every healthcheck green",
                 true,
                 format!("{:.1} s", b.seconds),
                 ts.elapsed(),
             ));
+            report.bring_up = Some(b);
         }
         Err(e) => {
             report.push(Step::fail(
-                "bring-up: every healthcheck green",
+                "docker compose up --wait: every healthcheck green",
                 format!("{e:#}"),
                 ts.elapsed().as_secs_f64(),
             ));
-            return Ok(Default::default());
+            return vec![];
         }
     }
-    checks::nginx_t(p, report);
-    checks::synapse_config(p, report);
+    checks::nginx_t(s, report);
+    checks::synapse_config(s, report);
 
-    let nginx_log = p.paths.logs().join("nginx.log");
-    let log_start = std::fs::metadata(&nginx_log).map(|m| m.len()).unwrap_or(0);
-    let secret = client::shared_secret(&p.paths.tree())?;
-    let mut c = client::Client::new(&super::client_addr(&p.runner.project));
+    let nginx = s
+        .services_of_image("nginx")
+        .into_iter()
+        .find(|n| s.servers().contains(n))
+        .unwrap_or_else(|| "nginx".into());
+    let log = routing::NginxLog::mark(&s.compose, &nginx);
+    let secret = match client::shared_secret(&s.compose.dir) {
+        Ok(x) => x,
+        Err(e) => {
+            report.push(Step::fail("read the registration secret", format!("{e:#}"), 0.0));
+            return vec![];
+        }
+    };
+    let addr = match s.client_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            report.push(Step::fail("find nginx's published port", format!("{e:#}"), 0.0));
+            return vec![];
+        }
+    };
+    let mut c = client::Client::new(&addr);
     let ts = Instant::now();
     let state = client::smoke(&mut c, &secret, report);
     report.timings.smoke = ts.elapsed().as_secs_f64();
-    let mut exclude = checks::Exclusions::new();
-    let mut state_for_replica = None;
+    let mut windows = Vec::new();
     match state {
         Ok(mut state) => {
-            exclude = client::fault(&mut c, p, &mut state, report);
-            client::route_samples(&mut c, &p.book, &state, report);
-            state_for_replica = Some(state);
+            client::route_samples(&mut c, &s.book, &state, report);
+            routing::compare_step(&s.tree, &log, &c.sent, report);
+            checks::sql_blocks(s, report);
+            replica_check(s, &mut c, &state, report);
+            windows = kills::kill_table(&mut c, s, &mut state, report);
         }
-        Err(e) => report.push(Step::fail(
-            "smoke",
-            format!("{e:#}"),
-            ts.elapsed().as_secs_f64(),
-        )),
+        Err(e) => {
+            report.push(Step::fail("smoke", format!("{e:#}"), ts.elapsed().as_secs_f64()));
+            routing::compare_step(&s.tree, &log, &c.sent, report);
+        }
     }
-    routing::compare_step(&p.tree, &nginx_log, log_start, &c.sent, report);
-    checks::sql_blocks(p, report);
-    replica_check(p, &mut c, state_for_replica.as_ref(), report);
-    Ok(exclude)
+    windows
 }
 
-/// The PostgreSQL replica, backup and restore check of the book's backup chapters
-/// ([`crate::pgcheck::replica`]), on the running stack: writes go through Synapse (a message).
-fn replica_check(
-    p: &Prepared,
-    c: &mut client::Client,
-    st: Option<&client::State>,
-    report: &mut Report,
-) {
-    if p.runner.project.service("db-replica").is_none() {
-        return; // the book has no replica
+/// The replica/backup/restore check of the backup chapters, when the book has a replica.
+fn replica_check(s: &Stack, c: &mut client::Client, st: &client::State, report: &mut Report) {
+    if !s.model.services.contains_key(super::replica::REPLICA) {
+        return;
     }
     let t = Instant::now();
-    let Some(st) = st else {
-        report.push(Step::fail(
-            "replica streams, backup from it restores",
-            "no Synapse users to write with",
-            0.0,
-        ));
-        return;
-    };
-    let Some(bindir) = crate::tools::pg_bindir() else {
-        report.push(Step::fail(
-            "replica streams, backup from it restores",
-            "no PostgreSQL binaries",
-            0.0,
-        ));
-        return;
-    };
-    let env = crate::pgcheck::replica::ReplicaEnv {
-        tree: p.paths.tree(),
-        sockets: p.paths.layout().volumes.join("sockets"),
-        // Under the system's temporary directory, not the run directory: the restored cluster
-        // runs as the postgres user, who may not be able to enter the checkout (under /root).
-        work: std::env::temp_dir().join(format!("xtask-pgcheck-{}", std::process::id())),
-        bindir,
-        extra_settings: vec![("fsync".into(), "off".into())],
-    };
     let mut n = 0;
     let mut write = || -> anyhow::Result<()> {
         n += 1;
-        client::send_text(
-            c,
-            &st.alice,
-            &st.room_id,
-            &format!("written for the replica check {n}"),
-        )
-        .map(|_| ())
+        client::send_text(c, &st.alice, &st.room_id, &format!("written for the replica check {n}"))
+            .map(|_| ())
     };
-    let result = crate::pgcheck::replica::check(&env, &mut write);
-    let _ = std::fs::remove_dir_all(&env.work);
-    match result {
+    let name = "replica streams, backup from it restores";
+    match super::replica::check(s, &mut write) {
         Ok(r) => {
             let detail = format!(
-                "{} ({}), {} B behind; {} backup(s), {} tables / {} rows compared after restore",
+                "{} ({}), {} B behind; {} backup(s); {} tables / {} rows compared after restore",
                 r.state,
                 r.wal_receiver_status,
                 r.replay_bytes_behind,
@@ -400,18 +251,8 @@ fn replica_check(
                 r.rows_compared
             );
             report.replica = serde_json::to_value(&r).ok();
-            report.push(Step::new(
-                "replica streams, backup from it restores",
-                true,
-                detail,
-                t.elapsed(),
-            ));
+            report.push(Step::new(name, true, detail, t.elapsed()));
         }
-        Err(e) => report.push(Step::new(
-            "replica streams, backup from it restores",
-            false,
-            format!("{e:#}"),
-            t.elapsed(),
-        )),
+        Err(e) => report.push(Step::new(name, false, format!("{e:#}"), t.elapsed())),
     }
 }
