@@ -6,8 +6,6 @@ pub mod cmd;
 pub mod diagnostics;
 pub mod extract;
 pub mod flags;
-#[path = "images_shim.rs"]
-pub mod images;
 pub mod lint;
 pub mod nginx;
 pub mod pgcheck;
