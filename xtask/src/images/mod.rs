@@ -258,10 +258,7 @@ pub fn build(s: &Standin) -> anyhow::Result<Built> {
     let base = pristine_debian()?;
     let _lock = BuildLock::acquire()?;
     let before = docker::image_id(&s.image)?;
-    let dir = s.dir();
-    if !dir.join("Dockerfile").is_file() {
-        bail!("{} has no Dockerfile", dir.display());
-    }
+    let dir = context(s)?;
     let mut cmd = docker::cmd();
     cmd.args(["build", "--quiet", "--tag", &s.image]);
     for (k, v) in build_args(s, &base)? {
@@ -287,6 +284,133 @@ pub fn build(s: &Standin) -> anyhow::Result<Built> {
         id,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// The Python of the synapse stand-in (Debian 12's), which the wheels must fit.
+pub const SYNAPSE_PYTHON: &str = "3.11";
+
+/// The build context of a stand-in: its `images/` folder, except for Synapse, whose context is
+/// assembled under `target/standin-context/` from that folder and a wheelhouse (`wheels/`).
+/// PyPI is reached from the host (whose pip trusts the machine's network setup), so the image
+/// is built without network access to PyPI.
+fn context(s: &Standin) -> anyhow::Result<PathBuf> {
+    let dir = s.dir();
+    if !dir.join("Dockerfile").is_file() {
+        bail!("{} has no Dockerfile", dir.display());
+    }
+    if s.contract.name != "synapse" {
+        return Ok(dir);
+    }
+    let wheels = wheelhouse(&crate::setup::synapse_requirements()?)?;
+    let ctx = crate::tools::target_dir()
+        .join("standin-context")
+        .join(s.contract.name);
+    if ctx.exists() {
+        std::fs::remove_dir_all(&ctx).with_context(|| format!("cannot empty {}", ctx.display()))?;
+    }
+    copy_tree(&dir, &ctx)?;
+    let dest = ctx.join("wheels");
+    std::fs::create_dir_all(&dest)?;
+    for e in std::fs::read_dir(&wheels)? {
+        let e = e?;
+        let name = e.file_name();
+        if !name.to_string_lossy().ends_with(".whl") {
+            continue;
+        }
+        let to = dest.join(&name);
+        if std::fs::hard_link(e.path(), &to).is_err() {
+            std::fs::copy(e.path(), &to)
+                .with_context(|| format!("cannot copy {}", e.path().display()))?;
+        }
+    }
+    Ok(ctx)
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let target = to.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_tree(&e.path(), &target)?;
+        } else {
+            // std::fs::copy keeps the mode (start.py stays executable).
+            std::fs::copy(e.path(), &target)
+                .with_context(|| format!("cannot copy {}", e.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Binary wheels of `requirements` and their dependencies for CPython [`SYNAPSE_PYTHON`] on this
+/// architecture, downloaded once into `target/standin-wheels/<hash>/` (keyed by the
+/// requirements) with the host's pip.
+pub fn wheelhouse(requirements: &[String]) -> anyhow::Result<PathBuf> {
+    use sha1::{Digest, Sha1};
+    let key: String = Sha1::digest(requirements.join("\n").as_bytes())
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let dir = crate::tools::target_dir().join("standin-wheels").join(key);
+    let done = dir.join(".complete");
+    if done.is_file() {
+        return Ok(dir);
+    }
+    // The venv `setup synapse` makes has pip; a plain python3 may not.
+    let venv_python = crate::tools::synapse_python();
+    let python = if venv_python.exists() {
+        venv_python
+    } else {
+        crate::tools::which("python3").context("python3 is needed to download Synapse's wheels")?
+    };
+    let version = std::process::Command::new(&python)
+        .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
+        .output()
+        .with_context(|| format!("cannot run {}", python.display()))?;
+    let version = String::from_utf8_lossy(&version.stdout).trim().to_string();
+    if version != SYNAPSE_PYTHON {
+        bail!(
+            "{} is Python {version}: the wheels for the synapse stand-in must be downloaded by a \
+             Python {SYNAPSE_PYTHON} (Debian 12's), the one inside the image",
+            python.display()
+        );
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    eprintln!(
+        "images: downloading wheels for {} into {}",
+        requirements.join(" "),
+        dir.display()
+    );
+    let out = std::process::Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-input",
+            "--only-binary=:all:",
+            "--dest",
+        ])
+        .arg(&dir)
+        .args(requirements)
+        .env("PIP_NO_INPUT", "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("cannot run pip download")?;
+    if !out.status.success() {
+        bail!(
+            "pip download of {} failed: {}",
+            requirements.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    std::fs::write(&done, requirements.join("\n"))?;
+    Ok(dir)
 }
 
 /// Serialises base creation and builds between processes (tests, a command and the stack
