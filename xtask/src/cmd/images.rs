@@ -10,25 +10,6 @@ use std::process::ExitCode;
 
 const COMPOSE_FILE: &str = "docker-compose.yml";
 
-/// The `image:` of every service of the extracted Compose file, in file order.
-pub(crate) fn compose_images(compose_yaml: &str) -> anyhow::Result<Vec<(String, String)>> {
-    let loaded = crate::yaml::load(compose_yaml)
-        .map_err(|e| anyhow::anyhow!("line {}: {}", e.line, e.message))?;
-    let root = loaded.docs.first().context("the file is empty")?;
-    let services = root
-        .get("services")
-        .and_then(|s| s.as_map())
-        .context("it has no `services:` mapping")?;
-    let mut out = Vec::new();
-    for (name, svc) in services {
-        let name = name.as_str().unwrap_or_default().to_string();
-        if let Some(image) = svc.get("image").and_then(|i| i.as_str()) {
-            out.push((name, image.to_string()));
-        }
-    }
-    Ok(out)
-}
-
 pub(crate) fn run(f: flags::Images) -> anyhow::Result<ExitCode> {
     let root = book_root(&f.book);
     let book = match book::load(&root) {
@@ -42,7 +23,7 @@ pub(crate) fn run(f: flags::Images) -> anyhow::Result<ExitCode> {
     let Some(file) = tree.get(COMPOSE_FILE) else {
         bail!("the book extracts no {COMPOSE_FILE}: there is nothing to build stand-ins for");
     };
-    let pairs = compose_images(&file.content).with_context(|| {
+    let pairs = images::compose_services(&file.content).with_context(|| {
         format!(
             "cannot read the services of the extracted {COMPOSE_FILE} (written by {})",
             file.first_loc()
@@ -116,30 +97,4 @@ pub(crate) fn run(f: flags::Images) -> anyhow::Result<ExitCode> {
     }
     eprintln!("every stand-in keeps its contract");
     Ok(ExitCode::SUCCESS)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn images_come_from_the_services_with_aliases_resolved() {
-        let y = "x-s: &s\n  image: &img ghcr.io/element-hq/synapse:v1.163.2\nservices:\n  a:\n    <<: *s\n  b:\n    image: *img\n  db:\n    image: postgres:17-alpine\n  built:\n    build: .\n";
-        let got = compose_images(y).unwrap();
-        assert_eq!(
-            got,
-            [
-                (
-                    "a".to_string(),
-                    "ghcr.io/element-hq/synapse:v1.163.2".to_string()
-                ),
-                (
-                    "b".to_string(),
-                    "ghcr.io/element-hq/synapse:v1.163.2".to_string()
-                ),
-                ("db".to_string(), "postgres:17-alpine".to_string()),
-            ]
-        );
-        assert!(compose_images("version: 1\n").is_err());
-    }
 }

@@ -414,16 +414,13 @@ fn programs_and_user(s: &Standin, out: &mut Vec<ContractResult>) -> anyhow::Resu
     let c = s.contract;
     let mut args: Vec<String> = vec!["--entrypoint".into(), "sleep".into()];
     if let Some(missing) = c.absent.first() {
-        args.extend(
-            [
-                format!("--health-cmd={missing} --version"),
-                "--health-interval=1s".into(),
-                "--health-retries=1".into(),
-                "--health-timeout=10s".into(),
-                "--health-start-period=0s".into(),
-            ]
-            .into_iter(),
-        );
+        args.extend([
+            format!("--health-cmd={missing} --version"),
+            "--health-interval=1s".into(),
+            "--health-retries=1".into(),
+            "--health-timeout=10s".into(),
+            "--health-start-period=0s".into(),
+        ]);
     }
     args.push(s.image.clone());
     args.push("300".into());
@@ -624,15 +621,12 @@ fn server(s: &Standin, out: &mut Vec<ContractResult>) -> anyhow::Result<()> {
         other => anyhow::bail!("no server probe for the {other} stand-in"),
     }
     if let Some(h) = health {
-        args.extend(
-            [
-                format!("--health-cmd={h}"),
-                "--health-interval=1s".into(),
-                "--health-retries=3".into(),
-                "--health-timeout=10s".into(),
-            ]
-            .into_iter(),
-        );
+        args.extend([
+            format!("--health-cmd={h}"),
+            "--health-interval=1s".into(),
+            "--health-retries=3".into(),
+            "--health-timeout=10s".into(),
+        ]);
     }
     args.push(s.image.clone());
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -676,7 +670,10 @@ fn server(s: &Standin, out: &mut Vec<ContractResult>) -> anyhow::Result<()> {
             out.push(ContractResult::new(
                 "redis-protected-mode",
                 pm.lines().nth(1) == Some("no"),
-                format!("protected-mode must be off by default: {}", pm.trim()),
+                format!(
+                    "protected-mode must be off by default: {}",
+                    pm.split_whitespace().collect::<Vec<_>>().join(" ")
+                ),
             ));
         }
         "nginx" => {
@@ -886,6 +883,61 @@ mod tests {
         let e = tag_supported(&NGINX, "1.28-alpine-slim").unwrap_err();
         assert!(e.contains("curl"), "{e}");
         assert_eq!(tag_supported(&NGINX, "1.28-alpine"), Ok(()));
+    }
+
+    /// src/reference/standins.md is the same contract as a table: each image's section names
+    /// every program, the IDs, the stop signal and the sources of the data here.
+    #[test]
+    fn the_reference_page_states_each_contract() {
+        let page = std::fs::read_to_string(crate::project_root().join("src/reference/standins.md"))
+            .unwrap();
+        for c in CONTRACTS {
+            let start = page
+                .find(&format!("\n## {} (`images/{}/`)", c.name, c.name))
+                .unwrap_or_else(|| panic!("no section for {}", c.name));
+            let rest = &page[start + 1..];
+            let section = &rest[..rest[3..].find("\n## ").map_or(rest.len(), |i| i + 3)];
+            let row = |aspect: &str| {
+                section
+                    .lines()
+                    .find(|l| l.starts_with(&format!("| {aspect} |")))
+                    .unwrap_or_else(|| panic!("{}: no `{aspect}` row", c.name))
+                    .to_string()
+            };
+            let present = row("programs present");
+            for p in c.present {
+                assert!(
+                    present.contains(&format!("`{p}`")),
+                    "{}: {p} not in {present}",
+                    c.name
+                );
+            }
+            let absent = row("programs absent");
+            for p in c.absent {
+                assert!(
+                    absent.contains(&format!("`{p}`")),
+                    "{}: {p} not in {absent}",
+                    c.name
+                );
+            }
+            let user = row("user");
+            assert!(
+                user.contains(&format!("{}:{}", c.uid, c.gid)),
+                "{}: {user}",
+                c.name
+            );
+            let sig = row("STOPSIGNAL");
+            assert!(
+                sig.contains(c.stop_signal.unwrap_or("SIGTERM")),
+                "{}: {sig}",
+                c.name
+            );
+            for src in c.source {
+                let path = src.split_once(' ').map_or(*src, |(_, p)| p);
+                let file = path.rsplit('/').next().unwrap_or(path);
+                assert!(section.contains(file), "{}: source {src} not cited", c.name);
+            }
+        }
     }
 
     #[test]

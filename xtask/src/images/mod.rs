@@ -211,6 +211,26 @@ fn yaml_key(s: &str) -> String {
     }
 }
 
+/// The `(service, image)` pairs of a Compose file's text (anchors and merge keys resolved), in
+/// file order; services without `image:` (built ones) are left out.
+pub fn compose_services(compose_yaml: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let loaded = crate::yaml::load(compose_yaml)
+        .map_err(|e| anyhow::anyhow!("line {}: {}", e.line, e.message))?;
+    let root = loaded.docs.first().context("the file is empty")?;
+    let services = root
+        .get("services")
+        .and_then(|s| s.as_map())
+        .context("it has no `services:` mapping")?;
+    let mut out = Vec::new();
+    for (name, svc) in services {
+        let name = name.as_str().unwrap_or_default().to_string();
+        if let Some(image) = svc.get("image").and_then(|i| i.as_str()) {
+            out.push((name, image.to_string()));
+        }
+    }
+    Ok(out)
+}
+
 /// What [`build`] did.
 #[derive(Debug, Clone)]
 pub struct Built {
@@ -457,6 +477,27 @@ impl Drop for BuildLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn images_come_from_the_services_with_aliases_resolved() {
+        let y = "x-s: &s\n  image: &img ghcr.io/element-hq/synapse:v1.163.2\nservices:\n  a:\n    <<: *s\n  b:\n    image: *img\n  db:\n    image: postgres:17-alpine\n  built:\n    build: .\n";
+        let got = compose_services(y).unwrap();
+        assert_eq!(
+            got,
+            [
+                (
+                    "a".to_string(),
+                    "ghcr.io/element-hq/synapse:v1.163.2".to_string()
+                ),
+                (
+                    "b".to_string(),
+                    "ghcr.io/element-hq/synapse:v1.163.2".to_string()
+                ),
+                ("db".to_string(), "postgres:17-alpine".to_string()),
+            ]
+        );
+        assert!(compose_services("version: 1\n").is_err());
+    }
 
     #[test]
     fn references_split_like_docker() {
