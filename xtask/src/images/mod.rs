@@ -434,7 +434,7 @@ pub fn wheelhouse(requirements: &[String]) -> anyhow::Result<PathBuf> {
 }
 
 /// Serialises base creation and builds between processes (tests, a command and the stack
-/// test may all ask for the same image at once).
+/// test, from any checkout, may all ask for the same image at once).
 pub(crate) struct BuildLock {
     /// The locked file; None when this thread already held the lock.
     file: Option<std::fs::File>,
@@ -451,8 +451,9 @@ impl BuildLock {
         if LOCK_HELD.with(std::cell::Cell::get) {
             return Ok(BuildLock { file: None });
         }
-        let path = crate::tools::target_dir().join("standin-images.lock");
-        std::fs::create_dir_all(crate::tools::target_dir())?;
+        // Images belong to the machine's Docker daemon, not to a checkout: one lock per machine
+        // (worktrees and the main checkout build the same tags).
+        let path = std::env::temp_dir().join("synapse-guide-standin-images.lock");
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
