@@ -73,7 +73,7 @@ EOF
 
 run_initdb() {
     # initdb wants the current UID in the passwd database: fake an entry when it is missing.
-    local uid gid fake_passwd= fake_group=
+    local uid gid fake_passwd='' fake_group=''
     uid=$(id -u)
     gid=$(id -g)
     if ! getent passwd "$uid" >/dev/null 2>&1; then
@@ -88,13 +88,15 @@ run_initdb() {
             break
         done
     fi
-    local extra=()
+    # The function's own arguments carry the WAL directory option into the eval.
     if [[ -n "${POSTGRES_INITDB_WALDIR:-}" ]]; then
-        extra=(--waldir "$POSTGRES_INITDB_WALDIR")
+        set -- --waldir "$POSTGRES_INITDB_WALDIR"
+    else
+        set --
     fi
     # POSTGRES_INITDB_ARGS is shell words (quotes allowed), hence eval. The password file holds
     # a newline so that an empty password is still a non-empty file.
-    eval 'initdb --username="$POSTGRES_USER" --pwfile=<(printf "%s\n" "$POSTGRES_PASSWORD") '"$POSTGRES_INITDB_ARGS"' "${extra[@]}"'
+    eval 'initdb --username="$POSTGRES_USER" --pwfile=<(printf "%s\n" "$POSTGRES_PASSWORD") '"$POSTGRES_INITDB_ARGS"' "$@"'
     if [[ -n "$fake_passwd" ]]; then
         rm -f "$fake_passwd" "$fake_group"
         unset LD_PRELOAD NSS_WRAPPER_PASSWD NSS_WRAPPER_GROUP
@@ -110,19 +112,26 @@ allow_host_connections() {
     printf '\nhost all all all %s\n' "$POSTGRES_HOST_AUTH_METHOD" >>"$PGDATA/pg_hba.conf"
 }
 
-# psql against the temporary server, through the default socket directory.
-sql() {
+# psql as the superuser against the temporary server (default socket directory), in database
+# $1 (empty: psql's default).
+psql_in() {
+    local db=$1
+    shift
     local args=(psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --no-password --no-psqlrc)
-    [[ -z "$POSTGRES_DB" ]] || args+=(--dbname "$POSTGRES_DB")
-    PGHOST= PGHOSTADDR= "${args[@]}" "$@"
+    [[ -z "$db" ]] || args+=(--dbname "$db")
+    PGHOST='' PGHOSTADDR='' "${args[@]}" "$@"
 }
+
+# psql in POSTGRES_DB. Sourced init scripts may call it by the official image's name too.
+sql() { psql_in "$POSTGRES_DB" "$@"; }
+docker_process_sql() { sql "$@"; }
 
 temporary_server_start() {
     [[ "${1:-}" != postgres ]] || shift
     # No TCP, and NOTIFY_SOCKET cleared so a supervisor is not told "ready" by this one.
     local opts
     opts=$(printf '%q ' "$@" -c "listen_addresses=" -p "${PGPORT:-5432}")
-    NOTIFY_SOCKET= PGUSER="${PGUSER:-$POSTGRES_USER}" pg_ctl -D "$PGDATA" -o "$opts" -w start
+    NOTIFY_SOCKET='' PGUSER="${PGUSER:-$POSTGRES_USER}" pg_ctl -D "$PGDATA" -o "$opts" -w start
 }
 
 temporary_server_stop() {
@@ -131,10 +140,10 @@ temporary_server_stop() {
 
 create_database() {
     local found
-    found=$(POSTGRES_DB= sql --dbname postgres --set db="$POSTGRES_DB" --tuples-only \
+    found=$(psql_in postgres --set db="$POSTGRES_DB" --tuples-only \
         <<<"SELECT 1 FROM pg_database WHERE datname = :'db';")
     if [[ -z "${found//[[:space:]]/}" ]]; then
-        POSTGRES_DB= sql --dbname postgres --set db="$POSTGRES_DB" <<<'CREATE DATABASE :"db";'
+        psql_in postgres --set db="$POSTGRES_DB" <<<'CREATE DATABASE :"db";'
     fi
 }
 

@@ -574,6 +574,8 @@ fn server(s: &Standin, out: &mut Vec<ContractResult>) -> anyhow::Result<()> {
                     "POSTGRES_DB=probedb",
                     "-e",
                     "POSTGRES_INITDB_ARGS=--auth-local=scram-sha-256 --locale=C",
+                    "-e",
+                    "POSTGRES_INITDB_WALDIR=/var/lib/postgresql/wal",
                     "-v",
                 ]
                 .map(String::from),
@@ -778,6 +780,15 @@ fn postgres_checks(ctr: &Container, out: &mut Vec<ContractResult>) -> anyhow::Re
         !ok && text.contains("password authentication failed"),
         format!(
             "a wrong password over TCP from {addr} must be refused: {}",
+            text.trim()
+        ),
+    ));
+    let (ok, text) = ctr.exec(&["readlink", "/var/lib/postgresql/data/pg_wal"])?;
+    out.push(ContractResult::new(
+        "postgres-waldir",
+        ok && text.trim() == "/var/lib/postgresql/wal",
+        format!(
+            "POSTGRES_INITDB_WALDIR puts the WAL elsewhere (pg_wal a link to it): {}",
             text.trim()
         ),
     ));
