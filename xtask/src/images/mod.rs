@@ -351,6 +351,9 @@ fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> anyhow::Result<()>
     for e in std::fs::read_dir(from)? {
         let e = e?;
         let target = to.join(e.file_name());
+        if e.file_name() == "__pycache__" {
+            continue;
+        }
         if e.file_type()?.is_dir() {
             copy_tree(&e.path(), &target)?;
         } else {
