@@ -46,6 +46,8 @@ pub enum Command {
     Check(Check),
     /// Run the extracted deployment with docker compose and drive a Matrix client through it
     Stack(Stack),
+    /// Build the local stand-ins for the images the Compose file names (no registry here)
+    Images(Images),
     /// The mdBook preprocessor (called by mdbook, not by people)
     Mdbook(Mdbook),
     /// Build the site with the pinned mdBook
@@ -131,6 +133,15 @@ pub struct Stack {
     /// local stand-ins (auto); or force one
     #[arg(long, value_enum, default_value_t)]
     pub images: crate::stack::ImageChoice,
+}
+
+#[derive(Debug, Args)]
+pub struct Images {
+    #[command(flatten)]
+    pub book: BookArg,
+    /// Also run each stand-in and check its contract with the official image
+    #[arg(long)]
+    pub check: bool,
 }
 
 #[derive(Debug, Args)]

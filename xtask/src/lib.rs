@@ -6,6 +6,7 @@ pub mod cmd;
 pub mod diagnostics;
 pub mod extract;
 pub mod flags;
+pub mod images;
 pub mod lint;
 pub mod nginx;
 pub mod pgcheck;

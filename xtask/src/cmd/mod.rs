@@ -4,6 +4,7 @@ mod book;
 mod check;
 mod ci;
 mod extract;
+mod images;
 mod lint;
 mod mdbook;
 mod pristine;
@@ -23,6 +24,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Route(f) => route::run(f),
         Command::Check(f) => check::run(f),
         Command::Stack(f) => stack::run(f),
+        Command::Images(f) => images::run(f),
         Command::Mdbook(f) => mdbook::run(f),
         Command::Book(f) => book::run(f),
         Command::Setup(f) => setup::run(f),
