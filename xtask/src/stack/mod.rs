@@ -201,6 +201,21 @@ impl Stack {
     }
 }
 
+/// The description label of a local image (what a stand-in says of itself).
+fn image_label(image: &str) -> String {
+    let mut c = std::process::Command::new("docker");
+    c.args([
+        "image",
+        "inspect",
+        "--format",
+        "{{index .Config.Labels \"org.opencontainers.image.description\"}}",
+        image,
+    ]);
+    docker::run_with(c, None, Duration::from_secs(30))
+        .map(|r| r.stdout.trim().to_string())
+        .unwrap_or_default()
+}
+
 /// `postgres` for `postgres:17-alpine`, `synapse` for `ghcr.io/element-hq/synapse:v1`.
 pub fn image_name(image: &str) -> &str {
     let no_digest = image.split('@').next().unwrap_or(image);
@@ -325,21 +340,24 @@ pub fn prepare(book_root: &Path, paths: &Paths, choice: ImageChoice) -> anyhow::
     let mut images = Vec::new();
     if use_standins {
         let official: Vec<String> = by_image.keys().cloned().collect();
-        let built = crate::images::ensure_standins(&official)?;
         let mut over = Vec::new();
-        for (img, services) in &by_image {
-            let s = built
-                .iter()
-                .find(|s| &s.official == img)
-                .with_context(|| format!("no stand-in was built for {img}"))?;
-            for svc in services {
-                over.push((svc.clone(), s.tag.clone()));
+        for standin in crate::images::standins_for(&official)? {
+            let built = crate::images::build(&standin)?;
+            let services = by_image[&standin.official].clone();
+            for svc in &services {
+                over.push((svc.clone(), standin.image.clone()));
             }
+            eprintln!(
+                "stack: stand-in {} {} ({:.1} s)",
+                standin.image,
+                if built.built { "built" } else { "reused" },
+                built.seconds
+            );
             images.push(ImageUse {
-                official: img.clone(),
-                used: s.tag.clone(),
-                standin: Some(s.label.clone()),
-                services: services.clone(),
+                official: standin.official.clone(),
+                used: standin.image.clone(),
+                standin: Some(image_label(&standin.image)),
+                services,
             });
         }
         std::fs::write(paths.standin_override(), crate::images::override_yaml(&over))?;
