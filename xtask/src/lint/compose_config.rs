@@ -166,11 +166,12 @@ fn to_diags(
         if ok {
             continue;
         }
-        let (code, line_no) = locate(compose, line);
+        let (code, line_no, found) = locate(compose, line);
+        let found = found.map_or_else(String::new, |v| format!(" (found `{v}`)"));
         errors.push(
             Diagnostic::error(
                 code,
-                format!("docker compose config: {}", shown(line)),
+                format!("docker compose config: {}{found}", shown(line)),
                 &at(line_no.unwrap_or(1)),
             )
             .with_note(format!(
@@ -246,8 +247,10 @@ fn logrus_field(line: &str, key: &str) -> Option<String> {
     }
 }
 
-/// The diagnostic code and the line of the Compose file one line of Compose's error names.
-fn locate(compose: &Compose<'_>, msg: &str) -> (&'static str, Option<usize>) {
+/// The diagnostic code and the line of the Compose file one line of Compose's error names, and
+/// for a schema error about a scalar, that scalar (Compose's `must be a ...` names only one of
+/// the types a key accepts).
+fn locate(compose: &Compose<'_>, msg: &str) -> (&'static str, Option<usize>, Option<String>) {
     let root = compose.root;
     // `validating FILE: services.init-sockets additional properties 'restrat' not allowed`
     if let Some(rest) = msg.strip_prefix("validating ")
@@ -261,19 +264,21 @@ fn locate(compose: &Compose<'_>, msg: &str) -> (&'static str, Option<usize>) {
         {
             line = k.line();
         }
-        return ("compose::schema", Some(line));
+        let found = (detail.contains(" must be ") && node.as_str().is_some())
+            .then(|| node.as_str().unwrap_or_default().to_string());
+        return ("compose::schema", Some(line), found);
     }
     // `error while interpolating services.db.healthcheck.retries: failed to cast ...`
     if let Some(rest) = msg.strip_prefix("error while interpolating ")
         && let Some((path, _)) = rest.split_once(": ")
     {
-        return ("compose::config", Some(path_line(root, path).0));
+        return ("compose::config", Some(path_line(root, path).0), None);
     }
     // `'services[db].healthcheck.interval' time: invalid duration "15 parsecs"`
     if let Some(rest) = msg.strip_prefix('\'')
         && let Some((path, _)) = rest.split_once('\'')
     {
-        return ("compose::config", Some(path_line(root, path).0));
+        return ("compose::config", Some(path_line(root, path).0), None);
     }
     // `failed to parse FILE: line 44: ...`, `yaml: line 40: ...`
     if let Some(i) = msg.find("line ") {
@@ -284,14 +289,14 @@ fn locate(compose: &Compose<'_>, msg: &str) -> (&'static str, Option<usize>) {
         if let Ok(n) = digits.parse::<usize>()
             && (msg.starts_with("yaml:") || msg.starts_with("failed to parse"))
         {
-            return ("compose::config", Some(n));
+            return ("compose::config", Some(n), None);
         }
     }
     // `env file @TREE@/.nope.env not found: stat ...`
     if let Some(rest) = msg.strip_prefix("env file ") {
         let file = rest.split_whitespace().next().unwrap_or("");
         let file = file.strip_prefix(TREE).unwrap_or(file);
-        return ("compose::config", env_file_line(compose, file));
+        return ("compose::config", env_file_line(compose, file), None);
     }
     // `service "synapse" depends on undefined service "dbx": invalid compose project`,
     // `service "init-sockets" refers to undefined volume sockets2: ...`, other service errors.
@@ -308,17 +313,17 @@ fn locate(compose: &Compose<'_>, msg: &str) -> (&'static str, Option<usize>) {
                 .get("depends_on")
                 .and_then(|d| d.key_node(dep).or_else(|| item_with(d, dep)))
         {
-            return ("compose::config", Some(k.line()));
+            return ("compose::config", Some(k.line()), None);
         }
         if let Some((_, r)) = msg.split_once("refers to undefined volume ") {
             let vol = r.split([':', ' ']).next().unwrap_or("");
             if let Some(n) = svc.node.get("volumes").and_then(|v| item_with(v, vol)) {
-                return ("compose::config", Some(n.line()));
+                return ("compose::config", Some(n.line()), None);
             }
         }
-        return ("compose::config", Some(svc.line));
+        return ("compose::config", Some(svc.line), None);
     }
-    ("compose::config", None)
+    ("compose::config", None, None)
 }
 
 /// The first `'...'`/`"..."` quoted word of `s`.
