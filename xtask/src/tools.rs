@@ -201,3 +201,33 @@ pub fn docker_compose() -> anyhow::Result<Command> {
     cmd.arg("compose");
     Ok(cmd)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// After `cargo xtask setup compose`, what `docker compose` runs is the pinned Compose (the
+    /// plugin itself where there is no Docker CLI, as in CI's container).
+    #[test]
+    fn docker_compose_is_the_pinned_version() {
+        let want = version("compose", "version").unwrap();
+        let got = match which("docker") {
+            Some(_) => compose_version_of(&mut docker_compose().unwrap()),
+            None => compose_version_of(&mut Command::new(
+                compose_plugin().expect("run `cargo xtask setup compose`"),
+            )),
+        };
+        assert_eq!(got.as_deref(), Some(want.as_str()));
+    }
+
+    #[test]
+    fn compose_versions_are_read_from_its_banner() {
+        let mut echo = Command::new("echo");
+        echo.arg("Docker Compose");
+        // `echo Docker Compose version` prints the banner without a version number.
+        assert_eq!(compose_version_of(&mut echo), None);
+        let mut banner = Command::new("sh");
+        banner.args(["-c", "echo Docker Compose $0 v2.40.3"]);
+        assert_eq!(compose_version_of(&mut banner).as_deref(), Some("2.40.3"));
+    }
+}
