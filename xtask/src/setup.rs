@@ -524,7 +524,10 @@ mod tests {
         // Made in place: the scripts' `#!` names this venv's Python.
         let script = std::fs::read_to_string(venv.join("bin/check-jsonschema")).unwrap();
         let shebang = script.lines().next().unwrap();
-        assert_eq!(shebang, format!("#!{}", venv.join("bin/python3").display()));
+        assert!(
+            shebang.starts_with(&format!("#!{}", venv.join("bin/python").display())),
+            "{shebang}"
+        );
     }
 
     #[test]
