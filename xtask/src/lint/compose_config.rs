@@ -11,6 +11,10 @@
 //! through anchors and merge keys) to the line of the extracted file, then to the Markdown line.
 //! Errors the linter's own Compose checks already report at that line are not repeated.
 //!
+//! Unlike a JSON-schema validator, Compose reports one error per run, and when a file has
+//! several, which one comes first varies from run to run (Go's map order): fix it and lint again.
+//! For one input the answer is cached, so lint repeats itself; a test case holds one error.
+//!
 //! The Compose binary is the `docker-compose` CLI plugin that `cargo xtask setup compose`
 //! installs (run directly: no Docker CLI or daemon needed); when it is missing the check says so
 //! in a warning. Answers are cached like the other external checkers' ([`super::cache`]).
@@ -191,8 +195,12 @@ fn to_diags(
             &first,
         ));
     }
-    // One finding per line: a template merged into many services fails once per service.
+    // One finding per line: a template merged into many services fails once per service, in an
+    // order that changes from run to run (Go map order): keep the smallest message, so the
+    // answer is the same every time.
+    errors.sort_by(|a, b| (a.line, &a.code, &a.message).cmp(&(b.line, &b.code, &b.message)));
     let mut out: Vec<Diagnostic> = Vec::new();
+    let mut more = 0;
     for d in errors {
         let same_line = |o: &Diagnostic| o.file == d.file && o.line == d.line;
         if own
@@ -201,22 +209,27 @@ fn to_diags(
         {
             continue;
         }
-        match out.iter_mut().find(|o| same_line(o) && o.code == d.code) {
-            Some(o)
-                if !o
-                    .notes
-                    .iter()
-                    .any(|n| n.starts_with("Compose reports the same")) =>
-            {
-                o.notes
-                    .push("Compose reports the same for other services (merged from here)".into());
-            }
-            Some(_) => {}
-            None => out.push(d),
+        if out.last().is_some_and(|o| same_line(o) && o.code == d.code) {
+            more += 1;
+            continue;
         }
+        note_more(out.last_mut(), more);
+        more = 0;
+        out.push(d);
     }
+    note_more(out.last_mut(), more);
     out.extend(warnings);
     out
+}
+
+fn note_more(d: Option<&mut Diagnostic>, more: usize) {
+    if let Some(d) = d
+        && more > 0
+    {
+        d.notes.push(format!(
+            "Compose reports {more} more like it from this line (a template merged into several services)"
+        ));
+    }
 }
 
 /// A message for people: the scratch prefix out.
