@@ -494,7 +494,7 @@ fn inspect(
     }
     facts["page"] = page_path.into();
     facts["status"] = status.into();
-    facts["errors"] = std::mem::take(&mut page.errors).into();
+    facts["errors"] = page.take_errors()?.into();
     Ok(facts)
 }
 

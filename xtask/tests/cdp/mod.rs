@@ -255,8 +255,8 @@ pub struct Page<'b> {
     context: String,
     /// The URL last navigated to.
     url: String,
-    /// What went wrong on the page: `pageerror: …`, `console: …`, `requestfailed: …`.
-    pub errors: Vec<String>,
+    /// What went wrong on the page (see [`Page::take_errors`]).
+    errors: Vec<Vec<Part>>,
     /// Requests in flight, by id, with their URL.
     requests: HashMap<String, String>,
     last_network: Instant,
@@ -285,6 +285,10 @@ impl Page<'_> {
         }
     }
 
+    fn error(&mut self, message: String) {
+        self.errors.push(vec![Part::Text(message)]);
+    }
+
     fn handle(&mut self, e: &Value) {
         if e["sessionId"].as_str() != Some(self.session.as_str()) {
             return;
@@ -294,37 +298,32 @@ impl Page<'_> {
         match e["method"].as_str().unwrap_or_default() {
             "Runtime.exceptionThrown" => {
                 let d = &p["exceptionDetails"];
-                let message = d["exception"]["description"]
-                    .as_str()
-                    .map_or_else(|| text(&d["text"]), str::to_string);
-                self.errors.push(format!("pageerror: {message}"));
+                let mut error = vec![Part::Text("pageerror:".into())];
+                if d["exception"]["subtype"] != "error" {
+                    // "Uncaught (in promise)" and the like: what was thrown is not an Error.
+                    error.push(Part::Text(text(&d["text"])));
+                }
+                error.extend(d.get("exception").map(Part::of));
+                self.errors.push(error);
             }
             "Runtime.consoleAPICalled" if p["type"] == "error" => {
-                let args: Vec<String> = p["args"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|a| match &a["value"] {
-                        Value::String(s) => s.clone(),
-                        Value::Null => text(&a["description"]),
-                        v => v.to_string(),
-                    })
-                    .collect();
-                self.errors.push(format!("console: {}", args.join(" ")));
+                let mut error = vec![Part::Text("console:".into())];
+                error.extend(p["args"].as_array().into_iter().flatten().map(Part::of));
+                self.errors.push(error);
             }
             // The browser's own messages (a resource that did not load, a CSP violation...). The
             // 404 status of a missing page is logged against that page's URL: expected there.
             "Log.entryAdded" if p["entry"]["level"] == "error" => {
                 let entry = &p["entry"];
                 if !(entry["source"] == "network" && entry["url"].as_str() == Some(&self.url)) {
-                    self.errors.push(format!(
+                    self.error(format!(
                         "console: {} ({})",
                         text(&entry["text"]),
                         text(&entry["url"])
                     ));
                 }
             }
-            "Inspector.targetCrashed" => self.errors.push("the page crashed".into()),
+            "Inspector.targetCrashed" => self.error("the page crashed".into()),
             "Network.requestWillBeSent" => {
                 self.last_network = Instant::now();
                 self.requests
@@ -349,7 +348,7 @@ impl Page<'_> {
                     .requests
                     .remove(p["requestId"].as_str().unwrap_or_default())
                     .unwrap_or_default();
-                self.errors.push(format!(
+                self.error(format!(
                     "requestfailed: {url} {}{}",
                     text(&p["errorText"]),
                     if p["canceled"] == true {
@@ -364,11 +363,44 @@ impl Page<'_> {
             {
                 self.loaded = true;
             }
-            "cdp.unreadable" => self
-                .errors
-                .push(format!("unreadable CDP message: {}", text(&p["error"]))),
+            "cdp.unreadable" => {
+                self.error(format!("unreadable CDP message: {}", text(&p["error"])))
+            }
             _ => {}
         }
+    }
+
+    /// What went wrong on the page so far, one line each: `pageerror: …` (an uncaught exception
+    /// or rejected promise), `console: …` (`console.error` or an error the browser logged, such as
+    /// a resource that did not load), `requestfailed: URL REASON`.
+    pub fn take_errors(&mut self) -> Result<Vec<String>, String> {
+        let mut out = Vec::new();
+        for error in std::mem::take(&mut self.errors) {
+            let mut words = Vec::new();
+            for part in error {
+                words.push(match part {
+                    Part::Text(t) => t,
+                    // An object that is not an Error is described only as "Object": ask the page
+                    // what it says.
+                    Part::Object { id, description } => {
+                        let read = self.call(
+                            "Runtime.callFunctionOn",
+                            json!({
+                                "objectId": id,
+                                "returnByValue": true,
+                                "functionDeclaration": "function () { try { return String(this.message ?? this.str ?? JSON.stringify(this)); } catch (e) { return String(this); } }",
+                            }),
+                        )?;
+                        match read["result"]["value"].as_str() {
+                            Some(s) => format!("{description} {s}"),
+                            None => description,
+                        }
+                    }
+                });
+            }
+            out.push(words.join(" "));
+        }
+        Ok(out)
     }
 
     /// Loads `url` and waits for its load event and then for the network to be idle. Returns
@@ -509,6 +541,31 @@ impl Page<'_> {
             .decode(shot["data"].as_str().unwrap_or_default())
             .map_err(|e| format!("screenshot: {e}"))?;
         std::fs::write(path, png).map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+/// A piece of an error message: text, or an object of the page, read when the errors are taken.
+enum Part {
+    Text(String),
+    Object { id: String, description: String },
+}
+
+impl Part {
+    /// A CDP `RemoteObject`: its value, an Error's description (message and stack), or a
+    /// reference to read later.
+    fn of(o: &Value) -> Part {
+        let description = o["description"].as_str().unwrap_or_default().to_string();
+        match (&o["value"], o["objectId"].as_str()) {
+            (Value::String(s), _) => Part::Text(s.clone()),
+            (Value::Null, Some(id)) if o["subtype"] != "error" => Part::Object {
+                id: id.to_string(),
+                description,
+            },
+            (Value::Null, _) if o["type"] == "undefined" => Part::Text("undefined".into()),
+            (Value::Null, _) if o["subtype"] == "null" => Part::Text("null".into()),
+            (Value::Null, _) => Part::Text(description),
+            (v, _) => Part::Text(v.to_string()),
+        }
     }
 }
 
