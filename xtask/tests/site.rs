@@ -503,14 +503,15 @@ fn inspect(
 ///
 /// The browser is driven with the Chrome DevTools Protocol by our own small client
 /// (`tests/cdp/mod.rs`) over `--remote-debugging-pipe`, not by a crate. The check needs about
-/// fifteen CDP methods and events (navigate, evaluate, mouse and key input, screenshots; page
-/// exceptions, console and log entries, network activity to know when the page is idle and which
-/// requests failed), and over the pipe CDP is NUL-separated JSON, so the client is a few hundred
+/// twenty CDP methods and ten events (open a page in a fresh context, navigate, evaluate, mouse
+/// and key input, screenshots; page exceptions, console and log entries, network activity to
+/// know when the page is idle and which requests failed), and over the pipe CDP is NUL-separated
+/// JSON, so the client is a few hundred
 /// lines of `serde_json` with no new dependency: nothing more to compile or keep up to date. The
 /// maintained `headless_chrome` crate (sync; its `fetch` feature, off by default, downloads a
 /// browser) generates the whole protocol at build time and brings a WebSocket stack,
 /// `derive_builder`, `rand` and more; `chromiumoxide` also needs an async runtime. Both would
-/// cost every contributor compile time for the same fifteen calls.
+/// cost every contributor compile time for the same twenty calls.
 #[test]
 fn browser_check() {
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
@@ -600,6 +601,11 @@ fn browser_check() {
         );
         diagrams += n;
         if n > 0 {
+            let classes = r["theme"].as_str().unwrap_or_default();
+            assert!(
+                classes.split(' ').any(|c| c == "coal"),
+                "{page}: the theme menu switched to Coal (<html class=\"{classes}\">)"
+            );
             assert_eq!(
                 r["dark_rerendered"], true,
                 "{page}: the diagrams follow a switch to a dark theme"

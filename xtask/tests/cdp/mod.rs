@@ -2,7 +2,7 @@
 //! headless with `--remote-debugging-pipe` and speaks CDP over that pipe (NUL-terminated JSON
 //! messages: the browser reads commands on its fd 3 and writes answers and events on fd 4).
 //!
-//! Only what a reader does is implemented: open a page in a fresh profile, wait until the network
+//! Only what a reader does is implemented: open a page as a new visitor, wait until the network
 //! is idle, evaluate JavaScript, click, type, press a key, take a full-page screenshot. Every page
 //! records what went wrong while it was open: uncaught exceptions, `console.error` and error log
 //! entries, failed requests.
@@ -264,7 +264,7 @@ pub struct Page<'b> {
     loader: Option<String>,
     loaded: bool,
     /// The HTTP status of the current document.
-    pub status: Option<u64>,
+    status: Option<u64>,
 }
 
 impl Page<'_> {
