@@ -14,6 +14,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 use xtask::site;
 
+mod cdp;
+
 fn root() -> PathBuf {
     xtask::project_root()
 }
@@ -344,6 +346,115 @@ fn serve(dir: PathBuf) -> String {
     format!("http://127.0.0.1:{port}/synapse-guide/")
 }
 
+/// Flags for Chromium as root in a container on a closed network: no sandbox (root), no shared
+/// memory in /dev/shm (containers give it 64 MiB, too little), no GPU, nothing fetched in the
+/// background, and stable rendering for screenshots.
+const CHROMIUM_ARGS: &[&str] = &[
+    "--no-sandbox",
+    "--disable-dev-shm-usage",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--force-color-profile=srgb",
+    "--mute-audio",
+    "--password-store=basic",
+];
+
+/// What a reader sees on one page (`PAGE` or `PAGE=SCREENSHOT.png`), as JSON for the
+/// assertions and for target/browser-check/results.json: errors, document status and title,
+/// diagrams (rendered, re-rendered after a switch to a dark theme with the theme menu, their
+/// text), captions, edit link, stylesheets, and on request the results of a search typed into
+/// the search box.
+fn inspect(
+    browser: &mut cdp::Chromium,
+    base: &str,
+    shots: &Path,
+    spec: &str,
+    search: Option<&str>,
+) -> Result<serde_json::Value, String> {
+    use std::time::Duration;
+    let (page_path, shot) = match spec.split_once('=') {
+        Some((p, s)) => (p, Some(s)),
+        None => (spec, None),
+    };
+    let mut page = browser.new_page(1280, 900)?;
+    let status = page.goto(&format!("{base}{page_path}"))?;
+    let all_svg =
+        "Array.from(document.querySelectorAll('pre.mermaid')).every((e) => e.querySelector('svg'))";
+    if page.eval("document.querySelectorAll('pre.mermaid').length")? != 0 {
+        // The assertions report a diagram that did not render.
+        page.wait_for(all_svg, Duration::from_secs(20))?;
+    }
+    let mut facts = page.eval(
+        "(() => {
+            const visible = (e) => { const r = e.getBoundingClientRect(); return r.width > 0 && r.height > 0; };
+            const edit = document.querySelector('a[rel=\"edit\"]');
+            return {
+                title: document.title,
+                diagrams: document.querySelectorAll('pre.mermaid').length,
+                svg_diagrams: Array.from(document.querySelectorAll('pre.mermaid')).filter((e) => e.querySelector('svg')).length,
+                svg_text: Array.from(document.querySelectorAll('pre.mermaid svg .nodeLabel, pre.mermaid svg .edgeLabel'))
+                    .map((s) => s.textContent.trim()).filter((t) => t).join(' '),
+                captions: Array.from(document.querySelectorAll('.code-title')).filter(visible).map((e) => e.textContent.trim()),
+                edit_link: edit ? edit.href : null,
+                stylesheets: document.styleSheets.length,
+                body_font: getComputedStyle(document.body).fontFamily,
+                highlighted: document.querySelectorAll('pre code.hljs').length,
+            };
+        })()",
+    )?;
+    // Switching to a dark theme the way a reader does (the theme menu, which also swaps the
+    // code highlighting stylesheets) re-renders the diagrams in mermaid's dark palette.
+    if facts["svg_diagrams"].as_u64() > Some(0) {
+        let style = "document.querySelector('pre.mermaid svg style')?.textContent ?? null";
+        let before = page.eval(style)?;
+        page.click("#mdbook-theme-toggle")?;
+        page.click("#mdbook-theme-coal")?;
+        // The menu stays open after a choice: close it as it was opened.
+        page.click("#mdbook-theme-toggle")?;
+        let changed = format!("({style}) !== null && ({style}) !== {before}");
+        facts["dark_rerendered"] = page.wait_for(&changed, Duration::from_secs(10))?.into();
+        facts["theme"] = page.eval("document.documentElement.className")?;
+    }
+    if let Some(term) = search {
+        page.click("#mdbook-search-toggle")?;
+        page.type_text(term)?;
+        page.wait_for(
+            "document.querySelectorAll('#mdbook-searchresults li').length > 0",
+            Duration::from_secs(10),
+        )?;
+        facts["search_results"] = page.eval(
+            "Array.from(document.querySelectorAll('#mdbook-searchresults li a')).map((a) => a.getAttribute('href'))",
+        )?;
+        page.press_escape()?;
+    }
+    if let Some(shot) = shot {
+        page.screenshot_full_page(&shots.join(shot))?;
+    }
+    facts["page"] = page_path.into();
+    facts["status"] = status.into();
+    facts["errors"] = page.take_errors()?.into();
+    Ok(facts)
+}
+
+/// Headless Chromium (Debian's package) loads the pages of the built site and checks what a
+/// reader sees.
+///
+/// The browser is driven with the Chrome DevTools Protocol by our own small client
+/// (`tests/cdp/mod.rs`) over `--remote-debugging-pipe`, not by a crate. The check needs about
+/// twenty CDP methods and ten events (open a page in a fresh context, navigate, evaluate, mouse
+/// and key input, screenshots; page exceptions, console and log entries, network activity to
+/// know when the page is idle and which requests failed), and over the pipe CDP is NUL-separated
+/// JSON, so the client is a few hundred
+/// lines of `serde_json` with no new dependency: nothing more to compile or keep up to date. The
+/// maintained `headless_chrome` crate (sync; its `fetch` feature, off by default, downloads a
+/// browser) generates the whole protocol at build time and brings a WebSocket stack,
+/// `derive_builder`, `rand` and more; `chromiumoxide` also needs an async runtime. Both would
+/// cost every contributor compile time for the same twenty calls.
 #[test]
 fn browser_check() {
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
@@ -385,23 +496,25 @@ fn browser_check() {
     }
     pages.push("no/such/page.html".into());
 
-    let out = Command::new("node")
-        .arg(node_dir().join("browser-check.cjs"))
-        .arg(&base)
-        .arg(&shots)
-        .args(&pages)
-        .env("CHROMIUM", &chromium)
-        .env("SEARCH_TERM", "instance_map")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "browser-check.cjs failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let results: Vec<serde_json::Value> =
-        serde_json::from_slice(&out.stdout).expect("JSON from browser-check.cjs");
-    std::fs::write(shots.join("results.json"), &out.stdout).unwrap();
+    let mut browser = cdp::Chromium::launch(Path::new(&chromium), CHROMIUM_ARGS)
+        .unwrap_or_else(|e| panic!("cannot drive {chromium}: {e}"));
+    eprintln!("browser check with {}", browser.version().unwrap());
+    let results: Vec<serde_json::Value> = pages
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| {
+            // The search box is tried on the first page.
+            let search = (i == 0).then_some("instance_map");
+            inspect(&mut browser, &base, &shots, spec, search)
+                .unwrap_or_else(|e| panic!("{spec}: {e}"))
+        })
+        .collect();
+    drop(browser);
+    std::fs::write(
+        shots.join("results.json"),
+        serde_json::to_string_pretty(&results).unwrap(),
+    )
+    .unwrap();
 
     let book = xtask::book::load(&root()).unwrap();
     let template = {
@@ -431,6 +544,11 @@ fn browser_check() {
         );
         diagrams += n;
         if n > 0 {
+            let classes = r["theme"].as_str().unwrap_or_default();
+            assert!(
+                classes.split(' ').any(|c| c == "coal"),
+                "{page}: the theme menu switched to Coal (<html class=\"{classes}\">)"
+            );
             assert_eq!(
                 r["dark_rerendered"], true,
                 "{page}: the diagrams follow a switch to a dark theme"
