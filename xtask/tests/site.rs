@@ -43,11 +43,6 @@ fn built_site() -> &'static Path {
     })
 }
 
-/// The browser check's Node script (its packages are not installed by `cargo xtask setup`).
-fn node_dir() -> PathBuf {
-    root().join(".ci/node")
-}
-
 fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()))
 }
