@@ -164,7 +164,7 @@ pub struct BookCmd {
 
 #[derive(Debug, Args)]
 pub struct Setup {
-    /// Only these parts (debian, synapse, mdbook, npm); all when empty
+    /// Only these parts (debian, synapse, mdbook, pytools, compose); all when empty
     pub parts: Vec<String>,
 }
 

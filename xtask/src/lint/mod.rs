@@ -6,8 +6,8 @@
 //!
 //! - [`yaml`]: syntax, duplicate keys, tabs, YAML 1.1 traps (and the span-keeping tree the other
 //!   YAML checks read);
-//! - [`compose`]: the Compose specification's JSON schema, and every file, service and socket a
-//!   service refers to;
+//! - [`compose`]: the real Docker Compose v2 on the tree ([`compose_config`]: `docker compose
+//!   config`), and every file, service and socket a service refers to;
 //! - [`synapse`]: consistency between `homeserver.yaml`, the worker files, Compose, PostgreSQL
 //!   and Redis (stream writers, `instance_map`, listeners, sockets, log configs), and the pinned
 //!   Synapse's own config check;
@@ -26,6 +26,7 @@
 
 pub mod cache;
 pub mod compose;
+pub mod compose_config;
 pub mod links;
 pub mod model;
 pub mod postgres;

@@ -1,10 +1,11 @@
 //! gixy-ng, the nginx configuration analyzer, on the tree's nginx configuration.
 //!
-//! gixy-ng is a Python package; [`install`] puts the pinned version (versions.toml `[gixy]`) in
-//! its own venv, `target/gixy-venv` (the first check on a machine does so itself). [`check`] writes the tree's nginx
-//! directory to a scratch directory (container paths rewritten as for `nginx -t`), runs
-//! `gixy -f json` on it and reports every finding as an error at the Markdown line of the
-//! directive gixy names. When gixy-ng cannot be installed (no python3, no PyPI) the check is skipped.
+//! gixy-ng is a Python package, pinned in versions.toml `[pytools]` and installed by
+//! `cargo xtask setup pytools` into `target/py-tools`; this module only looks for it. [`check`]
+//! writes the tree's nginx directory to a scratch directory (container paths rewritten as for
+//! `nginx -t`), runs `gixy -f json` on it and reports every finding as an error at the Markdown
+//! line of the directive gixy names. When the pinned gixy-ng is not installed, the check reports
+//! a warning saying so (and which setup part installs it) instead of passing in silence.
 //!
 //! A book silences a gixy check only by saying why, in the configuration itself, with a comment
 //! line `# gixy-skip: PLUGIN -- reason` (the reason is required); the skip is passed to gixy as
@@ -16,100 +17,27 @@ use crate::extract::Tree;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The pinned version: `[gixy] version` of versions.toml.
+/// The distribution name in versions.toml `[pytools]`.
+const DIST: &str = "gixy-ng";
+
+/// The pinned version: `[pytools] gixy-ng` of versions.toml.
 pub fn version() -> anyhow::Result<String> {
-    crate::tools::version("gixy", "version")
+    crate::tools::version("pytools", DIST)
 }
 
+/// The venv gixy-ng runs from (`target/py-tools`).
 pub fn venv() -> PathBuf {
-    crate::tools::target_dir().join("gixy-venv")
+    crate::tools::py_tools()
 }
 
 fn python(venv: &Path) -> PathBuf {
     venv.join("bin").join("python")
 }
 
-/// The gixy-ng version installed in `venv`, if any.
-fn installed(venv: &Path) -> Option<String> {
-    let o = Command::new(python(venv))
-        .args(["-m", "gixy", "--version"])
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&o.stdout).into_owned();
-    text.split_whitespace()
-        .find_map(|w| w.strip_prefix('v').map(String::from))
-}
-
-/// Creates `target/gixy-venv` with the pinned gixy-ng, unless it is there already. The venv is
-/// built beside it and moved into place, so a concurrent lint never sees half of it; gixy runs
-/// as `python -m gixy`, which does not mind the move.
-pub fn install() -> anyhow::Result<()> {
-    let v = version()?;
-    if installed(&venv()).as_deref() == Some(v.as_str()) {
-        return Ok(());
-    }
-    let tmp = crate::tools::target_dir().join(format!("gixy-venv.tmp-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    let st = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&tmp)
-        .status()?;
-    anyhow::ensure!(st.success(), "python3 -m venv {} failed", tmp.display());
-    let st = Command::new(python(&tmp))
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            &format!("gixy-ng=={v}"),
-        ])
-        .status()?;
-    if !st.success() {
-        let _ = std::fs::remove_dir_all(&tmp);
-        anyhow::bail!("pip install gixy-ng=={v} failed");
-    }
-    let _ = std::fs::remove_dir_all(venv());
-    if std::fs::rename(&tmp, venv()).is_err() {
-        let _ = std::fs::remove_dir_all(&tmp);
-    }
-    anyhow::ensure!(
-        installed(&venv()).as_deref() == Some(v.as_str()),
-        "gixy-ng {v} is not usable in {}",
-        venv().display()
-    );
-    Ok(())
-}
-
-/// Whether gixy-ng can run here (installing it on first use).
+/// Whether the pinned gixy-ng is installed (nothing is installed here: `cargo xtask setup
+/// pytools` does that).
 pub fn available() -> bool {
-    ensure_installed()
-}
-
-/// Whether gixy-ng can run: installs the pinned version on first use in this process (PyPI),
-/// like the other linters' tools; false (the check is skipped) when that is impossible.
-fn ensure_installed() -> bool {
-    static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *OK.get_or_init(|| {
-        let want = version().ok();
-        if want.is_some() && installed(&venv()) == want {
-            return true;
-        }
-        if crate::tools::which("python3").is_none() {
-            return false;
-        }
-        eprintln!(
-            "lint: installing gixy-ng (nginx analyzer) into {}",
-            venv().display()
-        );
-        match install() {
-            Ok(()) => true,
-            Err(e) => {
-                eprintln!("lint: {e:#}");
-                false
-            }
-        }
-    })
+    crate::tools::py_tool_ready(DIST)
 }
 
 /// `# gixy-skip: PLUGIN -- reason` lines of the tree's nginx files: (plugin, location).
@@ -148,20 +76,29 @@ pub fn skips(tree: &Tree) -> (Vec<String>, Vec<Diagnostic>) {
     (out, diags)
 }
 
-/// Runs gixy-ng; no findings when it is not installed.
+/// Runs gixy-ng; a warning naming the setup part when it is not installed.
 pub fn check(tree: &Tree) -> Vec<Diagnostic> {
     let Some(root) = config::root_file(tree) else {
         return Vec::new();
     };
-    if !ensure_installed() {
-        return Vec::new();
-    }
     let (skip, mut diags) = skips(tree);
+    if !available() {
+        diags.push(Diagnostic::warning(
+            "nginx::no-gixy",
+            format!(
+                "gixy-ng {} is not installed in {}, so the nginx configuration was not analysed: run `cargo xtask setup pytools`",
+                version().unwrap_or_default(),
+                venv().display()
+            ),
+            &config::md(tree, &root, 1),
+        ));
+        return diags;
+    }
     let dir = root
         .rsplit_once('/')
         .map_or(String::new(), |(d, _)| format!("{d}/"));
     // Cached like the other external checkers: an unchanged configuration runs no gixy.
-    let gixy_version = installed(&venv()).unwrap_or_default();
+    let gixy_version = version().unwrap_or_default();
     let id = gixy_version.as_bytes();
     let skip_s = skip.join(",");
     let mut parts: Vec<&[u8]> = vec![b"gixy v1", id, skip_s.as_bytes()];
