@@ -133,6 +133,9 @@ pub struct Stack {
     /// local stand-ins (auto); or force one
     #[arg(long, value_enum, default_value_t)]
     pub images: crate::stack::ImageChoice,
+    /// `test`: when the run passes, write its report into the book (the testing page's tables)
+    #[arg(long)]
+    pub bless: bool,
 }
 
 #[derive(Debug, Args)]

@@ -22,7 +22,7 @@ fn prerequisites() -> Result<(), String> {
 fn run_once(book: &Path, base: &Path, n: usize) {
     let report = base.join(format!("report{n}.json"));
     let paths = xtask::stack::Paths::new(base);
-    let _ = xtask::stack::run::test(book, &paths, xtask::stack::ImageChoice::Auto, Some(&report)).expect("the stack test runs");
+    let _ = xtask::stack::run::test(book, &paths, xtask::stack::ImageChoice::Auto, Some(&report), false).expect("the stack test runs");
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     let failed: Vec<String> = r["steps"]

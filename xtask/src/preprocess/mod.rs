@@ -16,6 +16,7 @@
 //! Only [`handle`] does I/O (reading the book from disk); [`process`] is pure.
 
 pub mod captions;
+pub mod evidence;
 pub mod pages;
 
 use crate::book::{self, BlockKind, Book};

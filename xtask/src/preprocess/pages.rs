@@ -58,6 +58,9 @@ pub fn expand(content: &str, site: &Site, page: &str) -> String {
         match line.trim() {
             FILE_INDEX_MARKER => out.push_str(&file_index(site, page)),
             ROUTING_TABLE_MARKER => out.push_str(&routing_table(site, page)),
+            super::evidence::STACK_REPORT_MARKER => {
+                out.push_str(&super::evidence::stack_report(site))
+            }
             _ => out.push_str(line),
         }
     }

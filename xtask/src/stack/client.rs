@@ -30,6 +30,8 @@ pub struct Client {
     pub sent: Vec<Sent>,
     txn: u64,
     pub in_fault: bool,
+    /// How long a request may take before the client gives up.
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -57,6 +59,7 @@ impl Client {
             sent: Vec::new(),
             txn: 0,
             in_fault: false,
+            timeout: Duration::from_secs(60),
         }
     }
 
@@ -100,7 +103,7 @@ impl Client {
                 uri,
                 headers,
                 body,
-                Duration::from_secs(60),
+                self.timeout,
             );
             self.sent.push(Sent {
                 method: method.to_string(),

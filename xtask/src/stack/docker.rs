@@ -350,6 +350,19 @@ impl Compose {
         })
     }
 
+    /// The healthcheck test of the service's container, as Docker runs it.
+    pub fn healthcheck_test(&self, service: &str) -> anyhow::Result<Vec<String>> {
+        let id = self.container(service)?;
+        let mut c = self.docker();
+        c.args(["inspect", "--format", "{{json .Config.Healthcheck}}", &id]);
+        let r = run_with(c, None, Duration::from_secs(30))?;
+        let v: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap_or_default();
+        Ok(v["Test"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+            .unwrap_or_default())
+    }
+
     /// `docker compose exec -T` as the container's user, with extra environment; stdin fed.
     pub fn exec(
         &self,

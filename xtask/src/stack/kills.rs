@@ -25,8 +25,11 @@ pub struct Kill {
     /// Restarted by the restart policy and healthy again within the deadline.
     pub came_back: bool,
     pub restarts: u32,
+    /// Seconds from the kill until the service's own healthcheck passed again (run by the test
+    /// right away; Docker's status follows at its next scheduled check).
     pub seconds_to_healthy: Option<f64>,
-    /// Messages the client tried to send while it was down, and what it got.
+    /// Rounds of requests the client made while it was down (a message, a sync, the media
+    /// config, the federation version, whoami), and the ones that failed, by kind.
     pub attempts: usize,
     pub failed: String,
     /// Failed sends retried with the same transaction id once the service was back.
@@ -192,8 +195,10 @@ fn kill_inner(
 ) -> anyhow::Result<()> {
     let svc = row.service.clone();
     let before = s.compose.inspect(&svc)?;
-    let has_health = before.health.is_some();
+    let probe_health = health_probe(s, &svc);
     c.in_fault = true;
+    // A client gives up on a request after a while; so does this one while the service is down.
+    c.timeout = Duration::from_secs(10);
     row.killed_pid = s.compose.crash(&svc)?;
     let killed_at = Instant::now();
     let mut statuses: Vec<String> = Vec::new();
@@ -201,22 +206,33 @@ fn kill_inner(
     loop {
         let body = format!(
             "while {svc} is down {} {}",
-            statuses.len(),
+            row.attempts,
             crate::secrets::random_token(4)
         );
         let txn = c.txn();
         match client::send_text_txn(c, &st.alice, &st.room_id, &body, &txn) {
             Ok(_) => st.sent_bodies.push(body),
             Err(e) => {
-                statuses.push(short_error(&e));
+                statuses.push(format!("send: {}", short_error(&e)));
                 pending.push((txn, body));
+            }
+        }
+        // The other kinds of request, each served by another process.
+        for (what, uri) in [
+            ("sync", "/_matrix/client/v3/sync?timeout=0".to_string()),
+            ("media config", "/_matrix/client/v1/media/config".to_string()),
+            ("federation version", "/_matrix/federation/v1/version".to_string()),
+            ("whoami", "/_matrix/client/v3/account/whoami".to_string()),
+        ] {
+            if let Err(e) = c.ok("GET", &uri, Some(&st.alice.token), None) {
+                statuses.push(format!("{what}: {}", short_error(&e)));
             }
         }
         row.attempts += 1;
         let now = s.compose.inspect(&svc)?;
         let back = now.restart_count > before.restart_count
             && now.running
-            && (!has_health || now.health.as_deref() == Some("healthy"));
+            && probe_health();
         if back {
             row.came_back = true;
             row.restarts = now.restart_count - before.restart_count;
@@ -227,15 +243,16 @@ fn kill_inner(
             row.restarts = now.restart_count - before.restart_count;
             let logs = s.compose.logs(&svc).unwrap_or_default();
             anyhow::bail!(
-                "not healthy again {} s after the kill ({} restart(s), state {}); its last log lines:\n{}",
+                "not healthy again {} s after the kill ({} restart(s), {}); its last log lines:\n{}",
                 BACK_DEADLINE.as_secs(),
                 row.restarts,
-                now.health.unwrap_or_else(|| if now.running { "running".into() } else { "not running".into() }),
+                if now.running { "running" } else { "not running" },
                 super::docker::tail(&logs, 12)
             );
         }
         std::thread::sleep(Duration::from_millis(250));
     }
+    c.timeout = Duration::from_secs(60);
     row.failed = summarize(&statuses);
     // What failed is sent again with the SAME transaction ids (idempotent), as a client
     // would; the server may need a moment more (a database reconnecting), so each gets time.
@@ -270,6 +287,30 @@ fn kill_inner(
         .count();
     ensure!(row.lost == 0, "{} messages missing from the room history", row.lost);
     Ok(())
+}
+
+/// Whether the service's own healthcheck passes now, run with `docker compose exec` rather
+/// than waiting for Docker's next scheduled check (up to one `interval` later): the same test,
+/// so "healthy" means what the Compose file says it means. A service without a healthcheck is
+/// healthy when it runs.
+#[allow(clippy::needless_lifetimes)]
+fn health_probe<'a>(s: &'a Stack, svc: &'a str) -> impl Fn() -> bool + 'a {
+    // The test exactly as Docker runs it (Compose's `$$` escapes already undone).
+    let test: Vec<String> = s.compose.healthcheck_test(svc).unwrap_or_default();
+    move || {
+        let argv: Vec<&str> = match test.first().map(String::as_str) {
+            Some("CMD") => test[1..].iter().map(String::as_str).collect(),
+            Some("CMD-SHELL") => {
+                let mut v = vec!["/bin/sh", "-c"];
+                v.extend(test[1..].iter().map(String::as_str));
+                v
+            }
+            _ => return true,
+        };
+        s.compose
+            .exec(svc, &argv, &[], None, Duration::from_secs(30))
+            .is_ok_and(|r| r.ok)
+    }
 }
 
 /// nginx keeps a failed server out for its `fail_timeout` (10 s by default) after the last
@@ -332,19 +373,27 @@ fn nginx_fail_timeout(tree: &crate::extract::Tree) -> f64 {
 /// `HTTP 502` for a status error, `connection refused` and the like for the rest.
 fn short_error(e: &anyhow::Error) -> String {
     let s = format!("{e:#}");
+    let low = s.to_lowercase();
+    for (needle, short) in [
+        ("refused", "connection refused"),
+        ("reset", "connection reset"),
+        ("timed out", "timeout"),
+        ("timeout", "timeout"),
+        ("would block", "timeout"),
+        ("eof", "connection closed"),
+        ("broken pipe", "connection closed"),
+    ] {
+        if low.contains(needle) {
+            return short.into();
+        }
+    }
     let re = regex::Regex::new(r"HTTP (\d{3})").expect("valid regex");
     if let Some(c) = re.captures(&s) {
         return format!("HTTP {}", &c[1]);
     }
-    if s.contains("refused") {
-        "connection refused".into()
-    } else if s.contains("reset") {
-        "connection reset".into()
-    } else if s.contains("timed out") || s.contains("timeout") {
-        "timeout".into()
-    } else {
-        s.chars().take(60).collect()
-    }
+    // `METHOD URI: what happened`: keep what happened.
+    let what = s.split_once(": ").map_or(s.as_str(), |(_, w)| w);
+    what.chars().take(60).collect()
 }
 
 fn round2(x: f64) -> f64 {

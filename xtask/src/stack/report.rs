@@ -63,6 +63,36 @@ pub struct Upstreams {
     pub unlogged: usize,
 }
 
+/// What the timings were measured on.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Machine {
+    pub cores: usize,
+    pub memory_gib: f64,
+    pub docker_server: String,
+}
+
+impl Machine {
+    pub fn this() -> Self {
+        let mem_kb: f64 = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                m.lines()
+                    .find(|l| l.starts_with("MemTotal:"))
+                    .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+            })
+            .unwrap_or(0.0);
+        let mut c = std::process::Command::new("docker");
+        c.args(["version", "--format", "{{.Server.Version}}"]);
+        Machine {
+            cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            memory_gib: (mem_kb / 1024.0 / 1024.0 * 10.0).round() / 10.0,
+            docker_server: super::docker::run_with(c, None, std::time::Duration::from_secs(20))
+                .map(|r| r.stdout.trim().to_string())
+                .unwrap_or_default(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
     pub ok: bool,
@@ -70,6 +100,8 @@ pub struct Report {
     pub engine: String,
     /// `docker compose version --short`.
     pub compose_version: String,
+    /// The machine the run measured.
+    pub machine: Machine,
     /// Each image the Compose file names and what ran in its place.
     pub images: Vec<super::ImageUse>,
     pub steps: Vec<Step>,

@@ -92,15 +92,29 @@ pub fn smoke(root: &Path, paths: &Paths, report_file: Option<&Path>) -> anyhow::
     }
     routing::compare_step(&tree, &log, &c.sent, &mut report);
     report.timings.total = t0.elapsed().as_secs_f64();
-    finish(report, report_file)
+    finish(report, report_file, None)
 }
 
 /// Names a deployment directory started by something else (`docker compose`) for `stack smoke`.
 pub const EXTERNAL_ENV: &str = "XTASK_STACK_EXTERNAL";
 
-fn finish(mut report: Report, report_file: Option<&Path>) -> anyhow::Result<ExitCode> {
+/// Writes the report (and, when the run passed and `bless` names a path, the book's copy).
+fn finish(
+    mut report: Report,
+    report_file: Option<&Path>,
+    bless: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
     report.ok = !report.steps.is_empty() && report.steps.iter().all(|s| s.ok);
     let text = serde_json::to_string_pretty(&report)?;
+    if let Some(b) = bless {
+        if report.ok {
+            std::fs::write(b, format!("{text}\n"))
+                .with_context(|| format!("cannot write {}", b.display()))?;
+            eprintln!("stack: blessed: the report is now {}", b.display());
+        } else {
+            eprintln!("stack: not blessed: the run failed");
+        }
+    }
     if let Some(f) = report_file {
         if let Some(dir) = f.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
@@ -121,11 +135,13 @@ pub fn test(
     paths: &Paths,
     images: ImageChoice,
     report_file: Option<&Path>,
+    bless: bool,
 ) -> anyhow::Result<ExitCode> {
     let t0 = Instant::now();
     let mut report = Report::default();
     let s = prepare(root, paths, images)?;
     report.engine = "docker".into();
+    report.machine = super::report::Machine::this();
     report.compose_version = super::docker::compose_version().unwrap_or_default();
     report.images = s.images.clone();
     for i in &s.images {
@@ -146,6 +162,7 @@ pub fn test(
         findings.join("\n"),
         ts.elapsed(),
     ));
+    save_logs(&s);
     let ts = Instant::now();
     let left = s.compose.down().unwrap_or_else(|e| vec![format!("{e:#}")]);
     let _ = std::fs::remove_file(paths.state());
@@ -157,7 +174,28 @@ pub fn test(
         ts.elapsed(),
     ));
     report.timings.total = t0.elapsed().as_secs_f64();
-    finish(report, report_file)
+    let blessed = bless.then(|| {
+        s.book
+            .root
+            .join(&s.book.src)
+            .join(crate::preprocess::evidence::REPORT_PATH)
+    });
+    let code = finish(report, report_file, blessed.as_deref())?;
+    Ok(code)
+}
+
+/// Every service's output, kept in `logs/` next to the tree before teardown removes it.
+fn save_logs(s: &Stack) {
+    let dir = s.paths.base.join("logs");
+    let _ = std::fs::create_dir_all(&dir);
+    for name in s.model.services.keys() {
+        if let Ok(r) = s.compose.run(
+            &["logs", "--no-color", "--timestamps", name],
+            std::time::Duration::from_secs(60),
+        ) {
+            let _ = std::fs::write(dir.join(format!("{name}.log")), r.text());
+        }
+    }
 }
 
 fn test_inner(s: &Stack, report: &mut Report) -> Vec<checks::Window> {
