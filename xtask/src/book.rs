@@ -359,7 +359,7 @@ fn is_closed(src: &str) -> bool {
         return false;
     }
     // Inside containers (lists, block quotes) the closing fence may be prefixed.
-    let last = last.trim_start_matches(|c: char| c == ' ' || c == '>' || c == '\t');
+    let last = last.trim_start_matches([' ', '>', '\t']);
     let m = last.chars().take_while(|&c| c == ch).count();
     m >= n && last[m * ch.len_utf8()..].trim().is_empty()
 }

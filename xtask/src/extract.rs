@@ -100,8 +100,8 @@ pub fn variants(book: &Book) -> Vec<String> {
 /// Assembles the tree. All-or-nothing: any error means no tree.
 pub fn assemble(book: &Book, opts: &Options) -> Result<Tree, Vec<Diagnostic>> {
     let mut diags = Vec::new();
-    if let Some(name) = &opts.server_name {
-        if !valid_server_name(name) {
+    if let Some(name) = &opts.server_name
+        && !valid_server_name(name) {
             diags.push(Diagnostic::error(
                 "extract::bad-server-name",
                 format!("`{name}` is not a valid server name (letters, digits, `-` and `.`, optionally `:port`)"),
@@ -109,7 +109,6 @@ pub fn assemble(book: &Book, opts: &Options) -> Result<Tree, Vec<Diagnostic>> {
             ));
             return Err(diags);
         }
-    }
 
     // Which blocks make each file: for the variant tree, a file that has blocks of that variant
     // is made of those only.

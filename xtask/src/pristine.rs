@@ -24,9 +24,16 @@ pub fn workflow_step(workflow: &Path, name: &str) -> anyhow::Result<String> {
     let loaded = crate::yaml::load(&text)
         .map_err(|e| anyhow::anyhow!("{}: {}", workflow.display(), e.message))?;
     let doc = loaded.docs.first().context("empty workflow")?;
-    let jobs = doc.get("jobs").and_then(|j| j.as_map()).context("no jobs")?;
+    let jobs = doc
+        .get("jobs")
+        .and_then(|j| j.as_map())
+        .context("no jobs")?;
     for (_, job) in jobs {
-        for step in job.get("steps").and_then(|s| s.as_seq()).unwrap_or_default() {
+        for step in job
+            .get("steps")
+            .and_then(|s| s.as_seq())
+            .unwrap_or_default()
+        {
             if step.get("name").and_then(|n| n.as_str()) == Some(name)
                 && let Some(run) = step.get("run").and_then(|r| r.as_str())
             {
@@ -34,13 +41,16 @@ pub fn workflow_step(workflow: &Path, name: &str) -> anyhow::Result<String> {
             }
         }
     }
-    bail!("{} has no step named {name:?} with a run: script", workflow.display())
+    bail!(
+        "{} has no step named {name:?} with a run: script",
+        workflow.display()
+    )
 }
 
 fn home_of(var: &str, default: &str) -> PathBuf {
-    std::env::var_os(var)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(default))
+    std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(default)
+    })
 }
 
 /// Runs setup and the test suite in the pristine container; the exit status is theirs.
@@ -69,7 +79,11 @@ pub fn run(root: &Path) -> anyhow::Result<ExitCode> {
         .arg("-v")
         .arg(format!("{}:{}", cargo_home.display(), cargo_home.display()))
         .arg("-v")
-        .arg(format!("{}:{}:ro", rustup_home.display(), rustup_home.display()))
+        .arg(format!(
+            "{}:{}:ro",
+            rustup_home.display(),
+            rustup_home.display()
+        ))
         .arg("-w")
         .arg(&root)
         .arg("-e")
@@ -81,7 +95,14 @@ pub fn run(root: &Path) -> anyhow::Result<ExitCode> {
             "PATH={}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             cargo_home.display()
         ))
-        .args(["-e", "CI=true", "-e", "XTASK_NO_DOCKER=1", "-e", "CARGO_TERM_COLOR=never"]);
+        .args([
+            "-e",
+            "CI=true",
+            "-e",
+            "XTASK_NO_DOCKER=1",
+            "-e",
+            "CARGO_TERM_COLOR=never",
+        ]);
     if let Some(t) = toolchain {
         c.arg("-e").arg(format!("RUSTUP_TOOLCHAIN={t}"));
     }

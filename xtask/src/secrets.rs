@@ -149,8 +149,8 @@ pub fn container_to_tree(tree: &Tree, container_path: &str) -> Option<String> {
         } else {
             container_path.strip_prefix(&format!("{target}/"))
         };
-        if let Some(rest) = rest {
-            if best.as_ref().is_none_or(|(len, _)| target.len() > *len) {
+        if let Some(rest) = rest
+            && best.as_ref().is_none_or(|(len, _)| target.len() > *len) {
                 let p = [host, rest]
                     .iter()
                     .filter(|s| !s.is_empty())
@@ -159,7 +159,6 @@ pub fn container_to_tree(tree: &Tree, container_path: &str) -> Option<String> {
                     .join("/");
                 best = Some((target.len(), p));
             }
-        }
     }
     best.map(|(_, p)| p).filter(|p| !p.is_empty())
 }

@@ -234,18 +234,15 @@ pub fn resolve_core(s: &str) -> serde_json::Value {
     if let Ok(i) = s.parse::<i64>() {
         return Value::from(i);
     }
-    if let Some(hex) = s.strip_prefix("0x") {
-        if let Ok(i) = i64::from_str_radix(hex, 16) {
+    if let Some(hex) = s.strip_prefix("0x")
+        && let Ok(i) = i64::from_str_radix(hex, 16) {
             return Value::from(i);
         }
-    }
-    if s.chars().any(|c| c.is_ascii_digit()) && !s.contains(':') {
-        if let Ok(f) = s.parse::<f64>() {
-            if f.is_finite() {
+    if s.chars().any(|c| c.is_ascii_digit()) && !s.contains(':')
+        && let Ok(f) = s.parse::<f64>()
+            && f.is_finite() {
                 return Value::from(f);
             }
-        }
-    }
     Value::String(s.to_string())
 }
 
@@ -450,8 +447,8 @@ impl Builder {
                 merges.push(v);
                 continue;
             }
-            if let Some(name) = k.as_str() {
-                if let Some((first, _)) = own.iter().find(|(ek, _)| ek.as_str() == Some(name)) {
+            if let Some(name) = k.as_str()
+                && let Some((first, _)) = own.iter().find(|(ek, _)| ek.as_str() == Some(name)) {
                     self.issues.push(Issue {
                         code: "yaml::duplicate-key",
                         message: format!(
@@ -462,7 +459,6 @@ impl Builder {
                     });
                     continue;
                 }
-            }
             own.push((k, v));
         }
         for m in merges {

@@ -366,7 +366,8 @@ fn nginx_t(nginx: &Path, t: &Tree, certs: bool) -> (bool, String) {
     let root = dir.path();
     std::fs::create_dir_all(root.join("log")).unwrap();
     let log_dir = format!("{}/log/", root.display());
-    for f in ["nginx/nginx.conf"] {
+    {
+        let f = "nginx/nginx.conf";
         let p = root.join(f);
         let text = std::fs::read_to_string(&p)
             .unwrap()

@@ -22,7 +22,14 @@ fn prerequisites() -> Result<(), String> {
 fn run_once(book: &Path, base: &Path, n: usize) {
     let report = base.join(format!("report{n}.json"));
     let paths = xtask::stack::Paths::new(base);
-    let _ = xtask::stack::run::test(book, &paths, xtask::stack::ImageChoice::Auto, Some(&report), false).expect("the stack test runs");
+    let _ = xtask::stack::run::test(
+        book,
+        &paths,
+        xtask::stack::ImageChoice::Auto,
+        Some(&report),
+        false,
+    )
+    .expect("the stack test runs");
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     let failed: Vec<String> = r["steps"]
@@ -47,7 +54,12 @@ fn run_once(book: &Path, base: &Path, n: usize) {
     assert!(r["steps"].as_array().unwrap().len() >= 25);
     let kills = r["kills"].as_array().unwrap();
     assert!(kills.iter().any(|k| k["service"] == "rooms1"), "{kills:?}");
-    assert!(kills.iter().all(|k| k["came_back"] == true && k["lost"] == 0), "{kills:?}");
+    assert!(
+        kills
+            .iter()
+            .all(|k| k["came_back"] == true && k["lost"] == 0),
+        "{kills:?}"
+    );
     assert!(r["timings"]["bring_up"].as_f64().unwrap() < 60.0);
 }
 

@@ -11,6 +11,8 @@ pub(crate) fn run(f: flags::Stack) -> anyhow::Result<ExitCode> {
         StackAction::Up => stack::run::up(&root, &paths, f.images),
         StackAction::Down => stack::run::down(&paths),
         StackAction::Smoke => stack::run::smoke(&root, &paths, f.report.as_deref()),
-        StackAction::Test => stack::run::test(&root, &paths, f.images, f.report.as_deref(), f.bless),
+        StackAction::Test => {
+            stack::run::test(&root, &paths, f.images, f.report.as_deref(), f.bless)
+        }
     }
 }

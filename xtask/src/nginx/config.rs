@@ -230,27 +230,6 @@ pub fn glob_match(pat: &str, s: &str) -> bool {
     go(pat.as_bytes(), s.as_bytes())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn globs() {
-        assert!(glob_match("nginx/conf.d/*.conf", "nginx/conf.d/a.conf"));
-        assert!(!glob_match("nginx/conf.d/*.conf", "nginx/conf.d/x/a.conf"));
-        assert!(!glob_match(
-            "nginx/conf.d/*.conf",
-            "nginx/conf.d/a.conf.bak"
-        ));
-        assert!(glob_match("n/[a-c]?.conf", "n/b1.conf"));
-        assert_eq!(
-            to_tree_pattern("nginx", "/etc/nginx/conf.d/*.conf").unwrap(),
-            "nginx/conf.d/*.conf"
-        );
-        assert_eq!(to_tree_pattern("nginx", "/usr/share/x"), None);
-    }
-}
-
 /// Writes the tree's nginx files (those under `dir`) into a scratch copy of `/etc/nginx` at
 /// `etc`, with the image files nginx expects beside them, each file's text passed through
 /// `rewrite` (container paths to scratch paths). Used by `nginx -t` and gixy.
@@ -278,4 +257,25 @@ pub fn write_scratch_etc(
         std::fs::write(out, rewrite(&tf.content))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("nginx/conf.d/*.conf", "nginx/conf.d/a.conf"));
+        assert!(!glob_match("nginx/conf.d/*.conf", "nginx/conf.d/x/a.conf"));
+        assert!(!glob_match(
+            "nginx/conf.d/*.conf",
+            "nginx/conf.d/a.conf.bak"
+        ));
+        assert!(glob_match("n/[a-c]?.conf", "n/b1.conf"));
+        assert_eq!(
+            to_tree_pattern("nginx", "/etc/nginx/conf.d/*.conf").unwrap(),
+            "nginx/conf.d/*.conf"
+        );
+        assert_eq!(to_tree_pattern("nginx", "/usr/share/x"), None);
+    }
 }

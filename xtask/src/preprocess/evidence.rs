@@ -65,7 +65,10 @@ pub fn render(r: &Value) -> String {
         f1(&r["timings"]["bring_up"]),
         f1(&r["timings"]["total"]),
     );
-    let _ = writeln!(o, "**Images.**\n\n| the Compose file names | what ran |\n| --- | --- |");
+    let _ = writeln!(
+        o,
+        "**Images.**\n\n| the Compose file names | what ran |\n| --- | --- |"
+    );
     for i in r["images"].as_array().cloned().unwrap_or_default() {
         let used = match i["standin"].as_str() {
             Some(label) => format!("`{}`: {}", s(&i["used"]), escape(label)),
@@ -101,13 +104,20 @@ pub fn render(r: &Value) -> String {
          | --- | --- | --- | ---: | ---: | --- | ---: | ---: |"
     );
     for k in r["kills"].as_array().cloned().unwrap_or_default() {
-        let errors = k["failed"].as_str().filter(|x| !x.is_empty()).unwrap_or("none");
+        let errors = k["failed"]
+            .as_str()
+            .filter(|x| !x.is_empty())
+            .unwrap_or("none");
         let _ = writeln!(
             o,
             "| `{}` | {} | {} | {} | {} | {} | {} | {} |",
             s(&k["service"]),
             s(&k["kind"]),
-            if k["came_back"] == true { "yes" } else { "**no**" },
+            if k["came_back"] == true {
+                "yes"
+            } else {
+                "**no**"
+            },
             f1(&k["seconds_to_healthy"]),
             s(&k["restarts"]),
             escape(errors),
@@ -130,7 +140,10 @@ pub fn render(r: &Value) -> String {
             s(&rep["rows_compared"]),
         );
     }
-    let _ = writeln!(o, "\n**Steps.**\n\n| step | result | seconds |\n| --- | --- | ---: |");
+    let _ = writeln!(
+        o,
+        "\n**Steps.**\n\n| step | result | seconds |\n| --- | --- | ---: |"
+    );
     for st in steps {
         let _ = writeln!(
             o,
@@ -162,7 +175,10 @@ mod tests {
         });
         let md = super::render(&r);
         assert!(md.contains("1 of 2 steps passed"), "{md}");
-        assert!(md.contains("| `rooms1` | rooms worker | yes | 5.5 | 1 | send: 2x HTTP 502 | 2 | 0 |"), "{md}");
+        assert!(
+            md.contains("| `rooms1` | rooms worker | yes | 5.5 | 1 | send: 2x HTTP 502 | 2 | 0 |"),
+            "{md}"
+        );
         assert!(md.contains("| `init` | 2.0 |\n| `db` | 18.0 |"), "{md}");
         assert!(md.contains("stand-in for nginx"));
         assert!(md.contains("15 tables (900 rows)"));

@@ -17,7 +17,10 @@ pub fn nginx_t(s: &Stack, report: &mut Report) {
             continue;
         }
         let t = Instant::now();
-        let (ok, out) = match s.compose.exec(&svc, &["nginx", "-t"], &[], None, EXEC_TIMEOUT) {
+        let (ok, out) = match s
+            .compose
+            .exec(&svc, &["nginx", "-t"], &[], None, EXEC_TIMEOUT)
+        {
             Ok(r) => (r.ok && r.text().contains("test is successful"), r.text()),
             Err(e) => (false, format!("{e:#}")),
         };
@@ -85,21 +88,44 @@ pub fn synapse_config(s: &Stack, report: &mut Report) {
 
 /// psql in the database service as the image's `POSTGRES_USER` on `POSTGRES_DB`, over the
 /// server's socket directory, with the password from the service's environment.
-pub fn psql(s: &Stack, db: &str, port: Option<&str>, sql: &str) -> anyhow::Result<super::docker::Ran> {
+pub fn psql(
+    s: &Stack,
+    db: &str,
+    port: Option<&str>,
+    sql: &str,
+) -> anyhow::Result<super::docker::Ran> {
     let env = s.model.services[db].env();
-    let user = env.get("POSTGRES_USER").cloned().unwrap_or_else(|| "postgres".into());
-    let dbname = env.get("POSTGRES_DB").cloned().unwrap_or_else(|| user.clone());
+    let user = env
+        .get("POSTGRES_USER")
+        .cloned()
+        .unwrap_or_else(|| "postgres".into());
+    let dbname = env
+        .get("POSTGRES_DB")
+        .cloned()
+        .unwrap_or_else(|| user.clone());
     let pw = env.get("POSTGRES_PASSWORD").cloned().unwrap_or_default();
     let host = socket_dir(s);
     let mut argv = vec![
-        "psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", &host, "-U", &user, "-d",
+        "psql",
+        "-X",
+        "-q",
+        "-A",
+        "-t",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-h",
+        &host,
+        "-U",
+        &user,
+        "-d",
         &dbname,
     ];
     if let Some(p) = port {
         argv.extend(["-p", p]);
     }
     argv.extend(["-f", "-"]);
-    s.compose.exec(db, &argv, &[("PGPASSWORD", &pw)], Some(sql), EXEC_TIMEOUT)
+    s.compose
+        .exec(db, &argv, &[("PGPASSWORD", &pw)], Some(sql), EXEC_TIMEOUT)
 }
 
 /// Every `sql` block of the book, run with psql in the database service.
@@ -252,7 +278,13 @@ pub fn scan_logs(s: &Stack, windows: &[Window]) -> (Vec<String>, Vec<(f64, Strin
     let mut excused = Vec::new();
     for name in s.model.services.keys() {
         let Ok(r) = s.compose.run(
-            &["logs", "--no-color", "--no-log-prefix", "--timestamps", name],
+            &[
+                "logs",
+                "--no-color",
+                "--no-log-prefix",
+                "--timestamps",
+                name,
+            ],
             Duration::from_secs(60),
         ) else {
             out.push(format!("{name}: cannot read its logs"));
@@ -303,7 +335,7 @@ mod tests {
         assert_eq!(parse_rfc3339("2000-03-01T00:00:01.5Z"), Some(951868801.5));
         let (t, rest) = split_timestamp("2026-12-01T21:00:00.123456789Z hello world").unwrap();
         assert_eq!(rest, "hello world");
-        assert!((t - 1796158800.123456789).abs() < 1e-3, "{t}");
+        assert!((t - 1_796_158_800.123_456_7).abs() < 1e-3, "{t}");
         assert!(split_timestamp("no timestamp here").is_none());
     }
 }

@@ -97,14 +97,7 @@ impl Client {
         body: Option<&[u8]>,
     ) -> anyhow::Result<Response> {
         for _ in 0..20 {
-            let r = http::request(
-                &self.addr,
-                method,
-                uri,
-                headers,
-                body,
-                self.timeout,
-            );
+            let r = http::request(&self.addr, method, uri, headers, body, self.timeout);
             self.sent.push(Sent {
                 method: method.to_string(),
                 uri: uri.to_string(),

@@ -77,7 +77,9 @@ pub fn run_with(mut cmd: Command, stdin: Option<&str>, timeout: Duration) -> any
     match rx.recv_timeout(timeout) {
         Ok(out) => {
             let _ = waiter.join();
-            Ok(Ran::of(out.with_context(|| format!("waiting for {shown}"))?))
+            Ok(Ran::of(
+                out.with_context(|| format!("waiting for {shown}"))?,
+            ))
         }
         Err(_) => {
             let _ = rustix::process::kill_process(
@@ -301,7 +303,10 @@ impl Compose {
 
     /// The project's containers, stopped ones included.
     pub fn ps(&self) -> anyhow::Result<Vec<Container>> {
-        let r = self.ok(&["ps", "--all", "--format", "json"], Duration::from_secs(60))?;
+        let r = self.ok(
+            &["ps", "--all", "--format", "json"],
+            Duration::from_secs(60),
+        )?;
         let mut out = Vec::new();
         // Compose prints one JSON object per line (older versions: one array).
         let text = r.stdout.trim();
@@ -359,7 +364,11 @@ impl Compose {
         let v: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap_or_default();
         Ok(v["Test"]
             .as_array()
-            .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default())
     }
 
@@ -517,7 +526,10 @@ mod tests {
           "ports":[{"mode":"ingress","host_ip":"127.0.0.1","target":8008,"published":"8008","protocol":"tcp"}]}}}"#;
         let m: Model = serde_json::from_str(json).unwrap();
         let s = &m.services["rooms1"];
-        assert_eq!(s.synapse_module().as_deref(), Some("synapse.app.generic_worker"));
+        assert_eq!(
+            s.synapse_module().as_deref(),
+            Some("synapse.app.generic_worker")
+        );
         assert_eq!(
             s.synapse_config_paths(),
             ["/data/homeserver.yaml", "/data/workers/rooms1.yaml"]
@@ -528,7 +540,10 @@ mod tests {
           "command":["run","--config-path=/data/a.yaml"],"environment":{"SYNAPSE_WORKER":"synapse.app.generic_worker"}},
           "init":{"image":"ghcr.io/element-hq/synapse:v1","entrypoint":["/bin/sh","-c"],"command":["run"]}}}"#;
         let m: Model = serde_json::from_str(json).unwrap();
-        assert_eq!(m.services["w"].synapse_module().as_deref(), Some("synapse.app.generic_worker"));
+        assert_eq!(
+            m.services["w"].synapse_module().as_deref(),
+            Some("synapse.app.generic_worker")
+        );
         assert_eq!(m.services["w"].synapse_config_paths(), ["/data/a.yaml"]);
         assert_eq!(m.services["init"].synapse_module(), None);
     }

@@ -57,7 +57,10 @@ pub fn victims(s: &Stack, room_worker: Option<&str>) -> Vec<(String, String)> {
             let kind = if module == "synapse.app.homeserver" {
                 "main process".to_string()
             } else {
-                format!("{} worker", name.trim_end_matches(|c: char| c.is_ascii_digit()))
+                format!(
+                    "{} worker",
+                    name.trim_end_matches(|c: char| c.is_ascii_digit())
+                )
             };
             let is_rooms = kind == "rooms worker";
             if is_rooms && room_worker.is_some_and(|r| r != name) {
@@ -106,7 +109,11 @@ pub fn kill_table(c: &mut Client, s: &Stack, st: &mut State, report: &mut Report
     let room_up = match room_up {
         Ok(u) => u,
         Err(e) => {
-            report.push(Step::fail("kill each kind of process", format!("{e:#}"), 0.0));
+            report.push(Step::fail(
+                "kill each kind of process",
+                format!("{e:#}"),
+                0.0,
+            ));
             return vec![];
         }
     };
@@ -119,7 +126,10 @@ pub fn kill_table(c: &mut Client, s: &Stack, st: &mut State, report: &mut Report
         let is_room = room_worker.as_deref() == Some(svc.as_str());
         let row = kill_one(c, s, st, &svc, &kind, is_room.then_some(room_up.as_str()));
         c.in_fault = false;
-        windows.push(Window { from, to: now() + 1.0 });
+        windows.push(Window {
+            from,
+            to: now() + 1.0,
+        });
         let ok = row.came_back && row.lost == 0 && row.doubled == 0 && row.error.is_none();
         let detail = match &row.error {
             Some(e) => e.clone(),
@@ -127,7 +137,11 @@ pub fn kill_table(c: &mut Client, s: &Stack, st: &mut State, report: &mut Report
                 "healthy again after {:.1} s ({} restart(s)); client got {}; {} retried; {} lost",
                 row.seconds_to_healthy.unwrap_or(f64::NAN),
                 row.restarts,
-                if row.failed.is_empty() { "no error".to_string() } else { row.failed.clone() },
+                if row.failed.is_empty() {
+                    "no error".to_string()
+                } else {
+                    row.failed.clone()
+                },
                 row.retried,
                 row.lost
             ),
@@ -144,7 +158,10 @@ pub fn kill_table(c: &mut Client, s: &Stack, st: &mut State, report: &mut Report
     for (row, w) in rows.iter_mut().zip(&windows) {
         row.log_lines = excused.iter().filter(|(t, _)| w.contains(*t)).count();
     }
-    eprintln!("stack: kill table done in {:.1} s", t.elapsed().as_secs_f64());
+    eprintln!(
+        "stack: kill table done in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
     report.kills = rows;
     windows
 }
@@ -220,8 +237,14 @@ fn kill_inner(
         // The other kinds of request, each served by another process.
         for (what, uri) in [
             ("sync", "/_matrix/client/v3/sync?timeout=0".to_string()),
-            ("media config", "/_matrix/client/v1/media/config".to_string()),
-            ("federation version", "/_matrix/federation/v1/version".to_string()),
+            (
+                "media config",
+                "/_matrix/client/v1/media/config".to_string(),
+            ),
+            (
+                "federation version",
+                "/_matrix/federation/v1/version".to_string(),
+            ),
             ("whoami", "/_matrix/client/v3/account/whoami".to_string()),
         ] {
             if let Err(e) = c.ok("GET", &uri, Some(&st.alice.token), None) {
@@ -230,9 +253,7 @@ fn kill_inner(
         }
         row.attempts += 1;
         let now = s.compose.inspect(&svc)?;
-        let back = now.restart_count > before.restart_count
-            && now.running
-            && probe_health();
+        let back = now.restart_count > before.restart_count && now.running && probe_health();
         if back {
             row.came_back = true;
             row.restarts = now.restart_count - before.restart_count;
@@ -246,7 +267,11 @@ fn kill_inner(
                 "not healthy again {} s after the kill ({} restart(s), {}); its last log lines:\n{}",
                 BACK_DEADLINE.as_secs(),
                 row.restarts,
-                if now.running { "running" } else { "not running" },
+                if now.running {
+                    "running"
+                } else {
+                    "not running"
+                },
                 super::docker::tail(&logs, 12)
             );
         }
@@ -285,7 +310,11 @@ fn kill_inner(
         .iter()
         .filter(|b| hist.iter().filter(|h| h == b).count() > 1)
         .count();
-    ensure!(row.lost == 0, "{} messages missing from the room history", row.lost);
+    ensure!(
+        row.lost == 0,
+        "{} messages missing from the room history",
+        row.lost
+    );
     Ok(())
 }
 
@@ -372,7 +401,14 @@ fn nginx_fail_timeout(tree: &crate::extract::Tree) -> f64 {
 
 /// `HTTP 502` for a status error, `connection refused` and the like for the rest.
 fn short_error(e: &anyhow::Error) -> String {
-    let s = format!("{e:#}");
+    let full = format!("{e:#}");
+    // `METHOD URI: what happened`: only what happened (a URI may say `timeout=0`).
+    let s = match full.split_once(' ') {
+        Some((m, rest)) if m.chars().all(|c| c.is_ascii_uppercase()) => {
+            rest.split_once(": ").map_or(rest, |(_, w)| w).to_string()
+        }
+        _ => full.clone(),
+    };
     let low = s.to_lowercase();
     for (needle, short) in [
         ("refused", "connection refused"),
@@ -391,9 +427,7 @@ fn short_error(e: &anyhow::Error) -> String {
     if let Some(c) = re.captures(&s) {
         return format!("HTTP {}", &c[1]);
     }
-    // `METHOD URI: what happened`: keep what happened.
-    let what = s.split_once(": ").map_or(s.as_str(), |(_, w)| w);
-    what.chars().take(60).collect()
+    s.chars().take(60).collect()
 }
 
 fn round2(x: f64) -> f64 {
@@ -422,6 +456,8 @@ mod tests {
         assert_eq!(short_error(&e), "HTTP 502");
         let e = anyhow::anyhow!("connect: Connection refused (os error 111)");
         assert_eq!(short_error(&e), "connection refused");
+        let e = anyhow::anyhow!("GET /_matrix/client/v3/sync?timeout=0: HTTP 502 <html>");
+        assert_eq!(short_error(&e), "HTTP 502");
         assert_eq!(
             summarize(&["HTTP 502".into(), "HTTP 502".into(), "timeout".into()]),
             "2x HTTP 502, 1x timeout"

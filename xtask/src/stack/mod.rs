@@ -125,7 +125,15 @@ pub fn service_loc(tree: &Tree, service: &str) -> MdLoc {
 pub(crate) fn diag_error(what: &str, diags: &[Diagnostic]) -> anyhow::Error {
     let lines: Vec<String> = diags
         .iter()
-        .map(|d| format!("{}:{}: {}: {}", d.loc().file, d.loc().line, d.code, d.message))
+        .map(|d| {
+            format!(
+                "{}:{}: {}: {}",
+                d.loc().file,
+                d.loc().line,
+                d.code,
+                d.message
+            )
+        })
         .collect();
     anyhow::anyhow!("{what}:\n{}", lines.join("\n"))
 }
@@ -251,8 +259,14 @@ fn remove_project_objects(project: &str) {
     let label = format!("label=com.docker.compose.project={project}");
     for (ls, rm) in [
         (vec!["ps", "-aq", "--filter", &label], vec!["rm", "-f"]),
-        (vec!["volume", "ls", "-q", "--filter", &label], vec!["volume", "rm", "-f"]),
-        (vec!["network", "ls", "-q", "--filter", &label], vec!["network", "rm"]),
+        (
+            vec!["volume", "ls", "-q", "--filter", &label],
+            vec!["volume", "rm", "-f"],
+        ),
+        (
+            vec!["network", "ls", "-q", "--filter", &label],
+            vec!["network", "rm"],
+        ),
     ] {
         let mut c = std::process::Command::new("docker");
         c.args(&ls);
@@ -282,7 +296,9 @@ pub fn remove_dir(dir: &Path) -> anyhow::Result<()> {
 /// resolves, and chooses the images.
 pub fn prepare(book_root: &Path, paths: &Paths, choice: ImageChoice) -> anyhow::Result<Stack> {
     if !docker::daemon_answers() {
-        bail!("no Docker daemon answers (`docker version`): the stack test runs on the Docker engine");
+        bail!(
+            "no Docker daemon answers (`docker version`): the stack test runs on the Docker engine"
+        );
     }
     if docker::compose_version().is_none() {
         bail!("`docker compose` is not installed: run `cargo xtask setup compose`");
@@ -292,8 +308,8 @@ pub fn prepare(book_root: &Path, paths: &Paths, choice: ImageChoice) -> anyhow::
         secrets: crate::secrets::Secrets::Generate,
         ..Default::default()
     };
-    let tree = extract::assemble(&book, &opts)
-        .map_err(|d| diag_error("cannot extract the book", &d))?;
+    let tree =
+        extract::assemble(&book, &opts).map_err(|d| diag_error("cannot extract the book", &d))?;
     let Some(cf) = tree.get(COMPOSE_FILE) else {
         bail!("the book has no `{COMPOSE_FILE}` block: nothing to run");
     };
@@ -360,7 +376,10 @@ pub fn prepare(book_root: &Path, paths: &Paths, choice: ImageChoice) -> anyhow::
                 services,
             });
         }
-        std::fs::write(paths.standin_override(), crate::images::override_yaml(&over))?;
+        std::fs::write(
+            paths.standin_override(),
+            crate::images::override_yaml(&over),
+        )?;
         compose.files.push(paths.standin_override());
     } else {
         for (img, services) in &by_image {
@@ -387,9 +406,15 @@ pub fn prepare(book_root: &Path, paths: &Paths, choice: ImageChoice) -> anyhow::
     for svc in stack.servers() {
         for (ip, port) in stack.model.services[&svc].published() {
             locks.push(port_lock(port)?);
-            let ip = if ip == "0.0.0.0" { "127.0.0.1".to_string() } else { ip };
+            let ip = if ip == "0.0.0.0" {
+                "127.0.0.1".to_string()
+            } else {
+                ip
+            };
             if std::net::TcpListener::bind((ip.as_str(), port)).is_err() {
-                bail!("{ip}:{port} (published by service `{svc}`) is already in use: is another deployment running?");
+                bail!(
+                    "{ip}:{port} (published by service `{svc}`) is already in use: is another deployment running?"
+                );
             }
         }
     }
@@ -412,7 +437,11 @@ pub fn running(paths: &Paths) -> anyhow::Result<Compose> {
     let v: serde_json::Value = serde_json::from_str(&text)?;
     let files = v["files"]
         .as_array()
-        .map(|a| a.iter().filter_map(|f| f.as_str().map(PathBuf::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| f.as_str().map(PathBuf::from))
+                .collect()
+        })
         .unwrap_or_default();
     Ok(paths.compose(files))
 }
@@ -505,7 +534,11 @@ pub fn bring_up(s: &Stack) -> anyhow::Result<BringUp> {
         let (svc, state) = bad
             .map(|c| (c.service, format!("{} {}", c.state, c.health)))
             .unwrap_or_else(|| ("?".into(), "?".into()));
-        let logs = s.compose.logs(&svc).map(|l| docker::tail(&l, 20)).unwrap_or_default();
+        let logs = s
+            .compose
+            .logs(&svc)
+            .map(|l| docker::tail(&l, 20))
+            .unwrap_or_default();
         bail!(
             "{}",
             book_error(
@@ -533,7 +566,10 @@ mod tests {
         assert_eq!(image_name("postgres:17-alpine"), "postgres");
         assert_eq!(image_name("ghcr.io/element-hq/synapse:v1.163.2"), "synapse");
         assert_eq!(image_name("nginx"), "nginx");
-        assert_eq!(image_name("synapse-guide-standin/nginx:1.28-alpine"), "nginx");
+        assert_eq!(
+            image_name("synapse-guide-standin/nginx:1.28-alpine"),
+            "nginx"
+        );
         assert_eq!(image_name("redis@sha256:abc"), "redis");
     }
 
@@ -549,9 +585,9 @@ mod tests {
         .unwrap();
         assert_eq!(md.lines().nth(loc.line - 1), Some("  rooms1:"));
         let e = book_error("stack::service", "boom", &loc);
-        assert!(
-            e.to_string()
-                .starts_with(&format!("src/deploy.md:{}: error[stack::service]: boom", loc.line))
-        );
+        assert!(e.to_string().starts_with(&format!(
+            "src/deploy.md:{}: error[stack::service]: boom",
+            loc.line
+        )));
     }
 }

@@ -91,7 +91,12 @@ pub fn check(
     )?;
     let (application_name, state) = row.split_once('|').context("no standby connected")?;
     ensure!(state == "streaming", "pg_stat_replication.state is {state}");
-    let wal_receiver_status = one(s, REPLICA, &rport, "SELECT status FROM pg_stat_wal_receiver")?;
+    let wal_receiver_status = one(
+        s,
+        REPLICA,
+        &rport,
+        "SELECT status FROM pg_stat_wal_receiver",
+    )?;
     ensure!(
         wal_receiver_status == "streaming",
         "the replica's WAL receiver is {wal_receiver_status:?}"
@@ -115,7 +120,10 @@ pub fn check(
         }
         std::thread::sleep(Duration::from_millis(200));
     };
-    ensure!(behind == 0, "the replica is still {behind} bytes behind after 30 s");
+    ensure!(
+        behind == 0,
+        "the replica is still {behind} bytes behind after 30 s"
+    );
 
     // The backup job, as the book runs it, twice with BACKUP_KEEP=1: one archive is left.
     let backups = s.compose.dir.join("backups");
@@ -143,11 +151,22 @@ pub fn check(
         backups_run += 1;
     }
     let left = archives();
-    ensure!(left.len() == 1, "BACKUP_KEEP=1 left {} archives: {left:?}", left.len());
+    ensure!(
+        left.len() == 1,
+        "BACKUP_KEEP=1 left {} archives: {left:?}",
+        left.len()
+    );
 
     // Pointed at the primary, it refuses and leaves the archive alone.
     let r = s.compose.run(
-        &["run", "--rm", "--no-TTY", "-e", &format!("REPLICA_PORT={pport}"), BACKUP],
+        &[
+            "run",
+            "--rm",
+            "--no-TTY",
+            "-e",
+            &format!("REPLICA_PORT={pport}"),
+            BACKUP,
+        ],
         Duration::from_secs(300),
     )?;
     let backup_refuses_primary = !r.ok && archives() == left;
@@ -160,7 +179,11 @@ pub fn check(
 
     // The restore drill, into a scratch directory of the deployment with the book's command.
     let archive = left[0].clone();
-    let name = archive.file_name().expect("file").to_string_lossy().into_owned();
+    let name = archive
+        .file_name()
+        .expect("file")
+        .to_string_lossy()
+        .into_owned();
     let archive_bytes = std::fs::metadata(&archive).map(|m| m.len()).unwrap_or(0);
     let drill = s.compose.dir.join("postgres/restore-drill");
     let restore = s.compose.shell(
@@ -200,37 +223,76 @@ fn compare_restored(
     pport: &str,
     dir: &std::path::Path,
 ) -> anyhow::Result<(usize, u64)> {
-    let image = s.model.services[primary].image.clone().context("db image")?;
+    let image = s.model.services[primary]
+        .image
+        .clone()
+        .context("db image")?;
     let env = s.model.services[primary].env();
-    let user = env.get("POSTGRES_USER").cloned().unwrap_or_else(|| "postgres".into());
-    let db = env.get("POSTGRES_DB").cloned().unwrap_or_else(|| user.clone());
+    let user = env
+        .get("POSTGRES_USER")
+        .cloned()
+        .unwrap_or_else(|| "postgres".into());
+    let db = env
+        .get("POSTGRES_DB")
+        .cloned()
+        .unwrap_or_else(|| user.clone());
     let pw = env.get("POSTGRES_PASSWORD").cloned().unwrap_or_default();
     let conf = s.compose.dir.join("postgres/postgresql.conf");
     let name = format!("{}-restore-drill", s.compose.project);
     let mut c = s.compose.docker();
-    c.args(["run", "-d", "--rm", "--name", &name, "--user", "postgres", "--shm-size", "256m"])
-        .args(["--label", &format!("com.docker.compose.project={}", s.compose.project)])
-        .arg("-v")
-        .arg(format!("{}:/var/lib/postgresql/data", dir.display()))
-        .arg("-v")
-        .arg(format!("{}:/etc/postgresql/postgresql.conf:ro", conf.display()))
-        .arg(&image)
-        .args([
-            "postgres",
-            "-c",
-            "config_file=/etc/postgresql/postgresql.conf",
-            "-c",
-            "unix_socket_directories=/tmp",
-            "-c",
-            "shared_buffers=128MB",
-        ]);
+    c.args([
+        "run",
+        "-d",
+        "--rm",
+        "--name",
+        &name,
+        "--user",
+        "postgres",
+        "--shm-size",
+        "256m",
+    ])
+    .args([
+        "--label",
+        &format!("com.docker.compose.project={}", s.compose.project),
+    ])
+    .arg("-v")
+    .arg(format!("{}:/var/lib/postgresql/data", dir.display()))
+    .arg("-v")
+    .arg(format!(
+        "{}:/etc/postgresql/postgresql.conf:ro",
+        conf.display()
+    ))
+    .arg(&image)
+    .args([
+        "postgres",
+        "-c",
+        "config_file=/etc/postgresql/postgresql.conf",
+        "-c",
+        "unix_socket_directories=/tmp",
+        "-c",
+        "shared_buffers=128MB",
+    ]);
     let r = super::docker::run_with(c, None, Duration::from_secs(120))?;
-    ensure!(r.ok, "cannot start the restored cluster: {}", r.text().trim());
+    ensure!(
+        r.ok,
+        "cannot start the restored cluster: {}",
+        r.text().trim()
+    );
     let result = (|| {
         let q = |sql: &str| -> anyhow::Result<String> {
             let mut c = s.compose.docker();
             c.args(["exec", "-i", "-e", &format!("PGPASSWORD={pw}"), &name])
-                .args(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "/tmp"])
+                .args([
+                    "psql",
+                    "-X",
+                    "-q",
+                    "-A",
+                    "-t",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-h",
+                    "/tmp",
+                ])
                 .args(["-U", &user, "-d", &db, "-f", "-"]);
             let r = super::docker::run_with(c, Some(sql), Duration::from_secs(60))?;
             if !r.ok {
@@ -267,7 +329,11 @@ fn compare_restored(
                 restored == live,
                 "table {table}: restored {restored}, primary {live}"
             );
-            rows += restored.split('|').next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+            rows += restored
+                .split('|')
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0);
         }
         Ok((MAIN_TABLES.len(), rows))
     })();

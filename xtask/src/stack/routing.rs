@@ -106,9 +106,9 @@ pub fn service_of_upstream(s: &super::Stack, upstream: &str) -> Option<String> {
     let name = stem.split('_').next().unwrap_or(stem);
     let mut services = s.synapse_services();
     if name == "main" {
-        return services
-            .into_iter()
-            .find(|n| s.model.services[n].synapse_module().as_deref() == Some("synapse.app.homeserver"));
+        return services.into_iter().find(|n| {
+            s.model.services[n].synapse_module().as_deref() == Some("synapse.app.homeserver")
+        });
     }
     services.retain(|n| stem.starts_with(n.as_str()));
     services.sort_by_key(|n| std::cmp::Reverse(n.len()));

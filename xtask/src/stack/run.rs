@@ -65,7 +65,8 @@ pub fn smoke(root: &Path, paths: &Paths, report_file: Option<&Path>) -> anyhow::
         }
         None => super::running(paths)?,
     };
-    let book = crate::book::load(root).map_err(|d| super::diag_error("cannot load the book", &d))?;
+    let book =
+        crate::book::load(root).map_err(|d| super::diag_error("cannot load the book", &d))?;
     let tree = crate::extract::assemble(&book, &Default::default())
         .map_err(|d| super::diag_error("cannot extract the book", &d))?;
     let secret = client::shared_secret(&compose.dir)?;
@@ -73,7 +74,11 @@ pub fn smoke(root: &Path, paths: &Paths, report_file: Option<&Path>) -> anyhow::
     let nginx = model
         .services
         .iter()
-        .find(|(_, s)| s.image.as_deref().is_some_and(|i| super::image_name(i) == "nginx"))
+        .find(|(_, s)| {
+            s.image
+                .as_deref()
+                .is_some_and(|i| super::image_name(i) == "nginx")
+        })
         .map(|(n, _)| n.clone())
         .context("no nginx service")?;
     let addr = model.services[&nginx]
@@ -149,7 +154,10 @@ pub fn test(
             "stack: image {} -> {}{}",
             i.official,
             i.used,
-            i.standin.as_deref().map(|l| format!(" ({l})")).unwrap_or_default()
+            i.standin
+                .as_deref()
+                .map(|l| format!(" ({l})"))
+                .unwrap_or_default()
         );
     }
     let windows = test_inner(&s, &mut report);
@@ -232,14 +240,22 @@ fn test_inner(s: &Stack, report: &mut Report) -> Vec<checks::Window> {
     let secret = match client::shared_secret(&s.compose.dir) {
         Ok(x) => x,
         Err(e) => {
-            report.push(Step::fail("read the registration secret", format!("{e:#}"), 0.0));
+            report.push(Step::fail(
+                "read the registration secret",
+                format!("{e:#}"),
+                0.0,
+            ));
             return vec![];
         }
     };
     let addr = match s.client_addr() {
         Ok(a) => a,
         Err(e) => {
-            report.push(Step::fail("find nginx's published port", format!("{e:#}"), 0.0));
+            report.push(Step::fail(
+                "find nginx's published port",
+                format!("{e:#}"),
+                0.0,
+            ));
             return vec![];
         }
     };
@@ -257,7 +273,11 @@ fn test_inner(s: &Stack, report: &mut Report) -> Vec<checks::Window> {
             windows = kills::kill_table(&mut c, s, &mut state, report);
         }
         Err(e) => {
-            report.push(Step::fail("smoke", format!("{e:#}"), ts.elapsed().as_secs_f64()));
+            report.push(Step::fail(
+                "smoke",
+                format!("{e:#}"),
+                ts.elapsed().as_secs_f64(),
+            ));
             routing::compare_step(&s.tree, &log, &c.sent, report);
         }
     }
@@ -273,8 +293,13 @@ fn replica_check(s: &Stack, c: &mut client::Client, st: &client::State, report: 
     let mut n = 0;
     let mut write = || -> anyhow::Result<()> {
         n += 1;
-        client::send_text(c, &st.alice, &st.room_id, &format!("written for the replica check {n}"))
-            .map(|_| ())
+        client::send_text(
+            c,
+            &st.alice,
+            &st.room_id,
+            &format!("written for the replica check {n}"),
+        )
+        .map(|_| ())
     };
     let name = "replica streams, backup from it restores";
     match super::replica::check(s, &mut write) {
