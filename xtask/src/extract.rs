@@ -101,14 +101,15 @@ pub fn variants(book: &Book) -> Vec<String> {
 pub fn assemble(book: &Book, opts: &Options) -> Result<Tree, Vec<Diagnostic>> {
     let mut diags = Vec::new();
     if let Some(name) = &opts.server_name
-        && !valid_server_name(name) {
-            diags.push(Diagnostic::error(
+        && !valid_server_name(name)
+    {
+        diags.push(Diagnostic::error(
                 "extract::bad-server-name",
                 format!("`{name}` is not a valid server name (letters, digits, `-` and `.`, optionally `:port`)"),
                 &MdLoc::new("book.toml", 1),
             ));
-            return Err(diags);
-        }
+        return Err(diags);
+    }
 
     // Which blocks make each file: for the variant tree, a file that has blocks of that variant
     // is made of those only.

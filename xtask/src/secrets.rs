@@ -150,15 +150,16 @@ pub fn container_to_tree(tree: &Tree, container_path: &str) -> Option<String> {
             container_path.strip_prefix(&format!("{target}/"))
         };
         if let Some(rest) = rest
-            && best.as_ref().is_none_or(|(len, _)| target.len() > *len) {
-                let p = [host, rest]
-                    .iter()
-                    .filter(|s| !s.is_empty())
-                    .copied()
-                    .collect::<Vec<_>>()
-                    .join("/");
-                best = Some((target.len(), p));
-            }
+            && best.as_ref().is_none_or(|(len, _)| target.len() > *len)
+        {
+            let p = [host, rest]
+                .iter()
+                .filter(|s| !s.is_empty())
+                .copied()
+                .collect::<Vec<_>>()
+                .join("/");
+            best = Some((target.len(), p));
+        }
     }
     best.map(|(_, p)| p).filter(|p| !p.is_empty())
 }

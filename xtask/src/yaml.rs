@@ -235,14 +235,17 @@ pub fn resolve_core(s: &str) -> serde_json::Value {
         return Value::from(i);
     }
     if let Some(hex) = s.strip_prefix("0x")
-        && let Ok(i) = i64::from_str_radix(hex, 16) {
-            return Value::from(i);
-        }
-    if s.chars().any(|c| c.is_ascii_digit()) && !s.contains(':')
+        && let Ok(i) = i64::from_str_radix(hex, 16)
+    {
+        return Value::from(i);
+    }
+    if s.chars().any(|c| c.is_ascii_digit())
+        && !s.contains(':')
         && let Ok(f) = s.parse::<f64>()
-            && f.is_finite() {
-                return Value::from(f);
-            }
+        && f.is_finite()
+    {
+        return Value::from(f);
+    }
     Value::String(s.to_string())
 }
 
@@ -448,17 +451,18 @@ impl Builder {
                 continue;
             }
             if let Some(name) = k.as_str()
-                && let Some((first, _)) = own.iter().find(|(ek, _)| ek.as_str() == Some(name)) {
-                    self.issues.push(Issue {
-                        code: "yaml::duplicate-key",
-                        message: format!(
-                            "duplicate key `{name}` (first defined on line {})",
-                            first.line()
-                        ),
-                        line: k.line(),
-                    });
-                    continue;
-                }
+                && let Some((first, _)) = own.iter().find(|(ek, _)| ek.as_str() == Some(name))
+            {
+                self.issues.push(Issue {
+                    code: "yaml::duplicate-key",
+                    message: format!(
+                        "duplicate key `{name}` (first defined on line {})",
+                        first.line()
+                    ),
+                    line: k.line(),
+                });
+                continue;
+            }
             own.push((k, v));
         }
         for m in merges {
