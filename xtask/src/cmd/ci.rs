@@ -12,7 +12,24 @@ pub(crate) fn run(f: flags::Ci) -> anyhow::Result<ExitCode> {
             "cargo xtask setup",
             vec!["run", "--quiet", "--package", "xtask", "--", "setup"],
         ),
-        ("cargo test", vec!["test", "--workspace", "--quiet"]),
+        ("cargo fmt --check", vec!["fmt", "--all", "--check"]),
+        (
+            "cargo clippy -D warnings",
+            vec![
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--locked",
+                "--quiet",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ),
+        (
+            "cargo test",
+            vec!["test", "--workspace", "--locked", "--quiet"],
+        ),
         (
             "cargo xtask check",
             vec!["run", "--quiet", "--package", "xtask", "--", "check"],
