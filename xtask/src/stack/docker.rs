@@ -190,7 +190,9 @@ impl ModelService {
     }
     /// The Synapse module this service runs (`synapse.app.homeserver`, ...), if any: the
     /// `-m` of its command, or, for the Synapse image's start script in `run` mode without
-    /// one, `SYNAPSE_WORKER` (default `synapse.app.homeserver`), as the script decides.
+    /// one, `SYNAPSE_WORKER` (default `synapse.app.homeserver`), as the script decides. A
+    /// service whose entrypoint replaces the start script (a shell that never runs it) runs no
+    /// Synapse.
     pub fn synapse_module(&self) -> Option<String> {
         let cmd = self.command.as_deref().unwrap_or_default();
         if let Some(i) = cmd.iter().position(|a| a == "-m") {
@@ -199,7 +201,12 @@ impl ModelService {
                 .filter(|m| m.starts_with("synapse.app."))
                 .cloned();
         }
-        let start_script = self.entrypoint.is_none()
+        // The image's start script: its own entrypoint, or one of the Compose file's that
+        // hands over to it (`exec /start.py "$@"`).
+        let start_script = self
+            .entrypoint
+            .as_ref()
+            .is_none_or(|e| e.iter().any(|a| a.contains("/start.py")))
             && self
                 .image
                 .as_deref()
