@@ -14,6 +14,9 @@ use std::fmt::Write as _;
 pub const STACK_REPORT_MARKER: &str = "<!-- xtask:stack-report -->";
 /// Where the committed report lives, relative to the book's `src`.
 pub const REPORT_PATH: &str = "reference/stack-report.json";
+pub const FLAKINESS_MARKER: &str = "<!-- xtask:flakiness -->";
+/// The summary `.ci/flakiness` writes, relative to the book's `src`.
+pub const FLAKINESS_PATH: &str = "reference/flakiness.json";
 
 fn f1(v: &Value) -> String {
     v.as_f64().map_or("–".into(), |x| format!("{x:.1}"))
@@ -156,6 +159,69 @@ pub fn render(r: &Value) -> String {
     o
 }
 
+/// The table of the repeated runs `.ci/flakiness` recorded.
+pub fn flakiness(site: &Site) -> String {
+    let path = site.book.root.join(&site.book.src).join(FLAKINESS_PATH);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return format!(
+            "*No recorded series: `{FLAKINESS_PATH}` is missing. `.ci/flakiness` writes it.*\n"
+        );
+    };
+    let Ok(v) = serde_json::from_str::<Value>(&text) else {
+        return format!("*`{FLAKINESS_PATH}` is not valid JSON.*\n");
+    };
+    render_flakiness(&v)
+}
+
+/// The flakiness table of one summary.
+pub fn render_flakiness(v: &Value) -> String {
+    let runs = v["runs"].as_array().cloned().unwrap_or_default();
+    let passed = runs.iter().filter(|r| r["ok"] == true).count();
+    let quiet = runs.iter().filter(|r| r["kind"] == "quiet").count();
+    let m = &v["machine"];
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "{passed} of {} runs passed: {quiet} in a row, then {} while a release build of the \
+         workspace kept both cores busy ({} cores, {} GiB).\n\n\
+         | run | machine | result | whole test (s) | bring-up (s) | upstreams as predicted | kills back, nothing lost | load average before → after |\n\
+         | ---: | --- | --- | ---: | ---: | --- | --- | --- |",
+        runs.len(),
+        runs.len() - quiet,
+        s(&m["cores"]),
+        f1(&m["memory_gib"]),
+    );
+    for r in &runs {
+        let result = if r["ok"] == true {
+            "pass".to_string()
+        } else {
+            let why: Vec<String> = r["failed"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|x| x.as_str().map(escape)).collect())
+                .unwrap_or_default();
+            format!("**FAIL**: {}", why.join("; "))
+        };
+        let _ = writeln!(
+            o,
+            "| {} | {} | {result} | {} | {} | {} | {}/{} | {} → {} |",
+            s(&r["run"]),
+            if r["kind"] == "loaded" {
+                "building"
+            } else {
+                "quiet"
+            },
+            f1(&r["seconds"]),
+            f1(&r["bring_up"]),
+            s(&r["upstreams"]),
+            s(&r["kills_back"]),
+            s(&r["kills"]),
+            f1(&r["load_before"]),
+            f1(&r["load_after"]),
+        );
+    }
+    o
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -183,5 +249,27 @@ mod tests {
         assert!(md.contains("stand-in for nginx"));
         assert!(md.contains("15 tables (900 rows)"));
         assert!(!md.contains("a | b"), "pipes are escaped: {md}");
+    }
+
+    #[test]
+    fn renders_the_flakiness_series() {
+        let v = serde_json::json!({"machine": {"cores": 2, "memory_gib": 23.5}, "runs": [
+            {"run": 1, "kind": "quiet", "ok": true, "seconds": 210.4, "bring_up": 68.1, "upstreams": "268/268",
+             "kills_back": 11, "kills": 11, "load_before": 0.5, "load_after": 2.1},
+            {"run": 2, "kind": "loaded", "ok": false, "failed": ["kill -9 x: not back"], "seconds": 300.0,
+             "load_before": 4.0, "load_after": 5.0}]});
+        let md = super::render_flakiness(&v);
+        assert!(
+            md.starts_with("1 of 2 runs passed: 1 in a row, then 1 while"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 1 | quiet | pass | 210.4 | 68.1 | 268/268 | 11/11 | 0.5 → 2.1 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 2 | building | **FAIL**: kill -9 x: not back |"),
+            "{md}"
+        );
     }
 }

@@ -61,6 +61,7 @@ pub fn expand(content: &str, site: &Site, page: &str) -> String {
             super::evidence::STACK_REPORT_MARKER => {
                 out.push_str(&super::evidence::stack_report(site))
             }
+            super::evidence::FLAKINESS_MARKER => out.push_str(&super::evidence::flakiness(site)),
             _ => out.push_str(line),
         }
     }
