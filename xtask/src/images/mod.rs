@@ -211,24 +211,14 @@ fn yaml_key(s: &str) -> String {
     }
 }
 
-/// The `(service, image)` pairs of a Compose file's text (anchors and merge keys resolved), in
-/// file order; services without `image:` (built ones) are left out.
-pub fn compose_services(compose_yaml: &str) -> anyhow::Result<Vec<(String, String)>> {
-    let loaded = crate::yaml::load(compose_yaml)
-        .map_err(|e| anyhow::anyhow!("line {}: {}", e.line, e.message))?;
-    let root = loaded.docs.first().context("the file is empty")?;
-    let services = root
-        .get("services")
-        .and_then(|s| s.as_map())
-        .context("it has no `services:` mapping")?;
-    let mut out = Vec::new();
-    for (name, svc) in services {
-        let name = name.as_str().unwrap_or_default().to_string();
-        if let Some(image) = svc.get("image").and_then(|i| i.as_str()) {
-            out.push((name, image.to_string()));
-        }
-    }
-    Ok(out)
+/// The `(service, image)` pairs of the Compose model (anchors, merge keys and `${VAR}`
+/// resolved), in file order; services without `image:` (built ones) are left out.
+pub fn compose_services(compose: &crate::compose::Compose) -> Vec<(String, String)> {
+    compose
+        .services
+        .iter()
+        .filter_map(|s| Some((s.name.clone(), s.image.as_ref()?.text.clone())))
+        .collect()
 }
 
 /// What [`build`] did.
@@ -484,8 +474,9 @@ mod tests {
 
     #[test]
     fn images_come_from_the_services_with_aliases_resolved() {
-        let y = "x-s: &s\n  image: &img ghcr.io/element-hq/synapse:v1.163.2\nservices:\n  a:\n    <<: *s\n  b:\n    image: *img\n  db:\n    image: postgres:17-alpine\n  built:\n    build: .\n";
-        let got = compose_services(y).unwrap();
+        let y = "x-s: &s\n  image: &img ghcr.io/element-hq/synapse:v1.163.2\nservices:\n  a:\n    <<: *s\n  b:\n    image: *img\n  db:\n    image: postgres:${PG:-17-alpine}\n  built:\n    build: .\n";
+        let tree = crate::tree::Tree::from_literal(&[("compose.yaml", y)]);
+        let got = compose_services(&crate::compose::Compose::from_tree(&tree).unwrap());
         assert_eq!(
             got,
             [
@@ -500,7 +491,6 @@ mod tests {
                 ("db".to_string(), "postgres:17-alpine".to_string()),
             ]
         );
-        assert!(compose_services("version: 1\n").is_err());
     }
 
     #[test]

@@ -378,7 +378,7 @@ fn routes_back(
 
 /// The `fail_timeout` of the nginx config's upstream servers (the largest one given), or
 /// nginx's default of 10 s.
-fn nginx_fail_timeout(tree: &crate::extract::Tree) -> f64 {
+fn nginx_fail_timeout(tree: &crate::tree::Tree) -> f64 {
     let re = regex::Regex::new(r"fail_timeout=(\d+)(ms|s|m)?").expect("valid regex");
     tree.files
         .values()

@@ -5,9 +5,7 @@
 use super::client::Sent;
 use super::docker::Compose;
 use super::report::{Report, Step};
-use crate::book::{BlockKind, Book};
-use crate::diagnostics::MdLoc;
-use crate::extract::Tree;
+use crate::tree::Tree;
 use std::time::Instant;
 
 /// One access log line.
@@ -113,37 +111,6 @@ pub fn service_of_upstream(s: &super::Stack, upstream: &str) -> Option<String> {
     services.retain(|n| stem.starts_with(n.as_str()));
     services.sort_by_key(|n| std::cmp::Reverse(n.len()));
     services.into_iter().next()
-}
-
-/// A `routes` sample.
-#[derive(Debug, Clone)]
-pub struct Sample {
-    pub method: String,
-    pub uri: String,
-    pub loc: MdLoc,
-}
-
-/// Every request line of every `routes` block (`METHOD URI -> ...`; `#` comments skipped).
-pub fn samples(book: &Book) -> Vec<Sample> {
-    let mut out = Vec::new();
-    for b in book.blocks().filter(|b| b.kind == BlockKind::Routes) {
-        for (i, line) in b.text.lines().enumerate() {
-            let line = line.split(" #").next().unwrap_or("").trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let req = line.split("->").next().unwrap_or("").trim();
-            let mut w = req.split_whitespace();
-            if let (Some(m), Some(u)) = (w.next(), w.next()) {
-                out.push(Sample {
-                    method: m.to_string(),
-                    uri: u.to_string(),
-                    loc: b.line_loc(i),
-                });
-            }
-        }
-    }
-    out
 }
 
 /// The simulator's answer for (method, uri): the servers nginx may pick (one when the choice

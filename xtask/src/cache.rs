@@ -1,9 +1,10 @@
-//! A result cache for the external checkers (shellcheck, postgres, Synapse's config check).
+//! A result cache for the external checkers (shellcheck, postgres, Synapse's config check,
+//! `nginx -t`, gixy-ng, `docker compose config`) and for the versions of the tools themselves.
 //!
 //! Their answer depends only on the input and on the tool binary, so it is kept under
 //! `target/lint-cache/`, keyed by a hash of the tool's path, size and modification time, its
 //! arguments and its input. A second `cargo xtask check` of an unchanged book then starts no
-//! external process at all, which is what keeps it under a second. Delete the directory (or set
+//! external process at all, which is what keeps it fast. Delete the directory (or set
 //! `XTASK_LINT_NO_CACHE=1`) to force fresh runs.
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -13,7 +14,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 fn dir() -> PathBuf {
-    crate::tools::target_dir().join("lint-cache")
+    crate::project_root().join("target").join("lint-cache")
 }
 
 fn enabled() -> bool {
@@ -88,19 +89,18 @@ pub struct Output {
     pub stderr: Vec<u8>,
 }
 
-/// Runs `program args` with `stdin`, through the cache. Err when the program cannot be run.
-pub fn run_cached(program: &str, args: &[&str], stdin: &[u8]) -> Result<Output, String> {
-    let exe =
-        crate::tools::which(program).ok_or_else(|| format!("`{program}` is not installed"))?;
+/// Runs the program `exe` with `args` and `stdin`, through the cache. Err when it cannot run.
+pub fn run_cached(exe: &std::path::Path, args: &[&str], stdin: &[u8]) -> Result<Output, String> {
+    let program = exe.display();
     let mut parts: Vec<&[u8]> = Vec::new();
-    let id = tool_id(&exe);
+    let id = tool_id(exe);
     parts.push(&id);
     for a in args {
         parts.push(a.as_bytes());
     }
     parts.push(stdin);
     memo(&key(&parts), || {
-        let mut child = Command::new(&exe)
+        let mut child = Command::new(exe)
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -1,0 +1,224 @@
+//! One analysis per tree and variant, shared by `check`, `lint` and the mdBook preprocessor.
+//!
+//! [`Analysis::new`] assembles the main tree and every variant tree of the book once, and for
+//! each builds its models once: the Compose model, the Synapse deployment, the nginx
+//! configuration and the router (each YAML file is parsed once, by the tree). The checks then
+//! borrow them: [`Analysis::lint`] runs every lint area on every tree (plus the examples, the
+//! links and the generated-secrets extraction), [`Analysis::routes`] asserts the `routes` blocks
+//! on the main tree, [`Analysis::check`] is both plus a real write of the main tree, and
+//! [`site`] gives the preprocessor the same results and the pages' data.
+//!
+//! The variant loop is here and nowhere else.
+
+use crate::book::{self, Book};
+use crate::compose::Compose;
+use crate::diagnostics::{self, Diagnostic, Severity};
+use crate::extract::{self, Options};
+use crate::lint::{self, Models, TreeView};
+use crate::nginx::config::{self, Config};
+use crate::preprocess::{self, Site};
+use crate::route::{self, Router};
+use crate::secrets::Secrets;
+use crate::synapse::Deployment;
+use crate::tree::Tree;
+use std::path::Path;
+
+/// One assembled tree and the models built from it.
+pub struct TreeAnalysis {
+    pub tree: Tree,
+    pub compose: Option<Compose>,
+    pub synapse: Result<Option<Deployment>, Vec<Diagnostic>>,
+    /// The nginx configuration (None: the tree has none).
+    pub nginx: Option<Result<Config, Vec<Diagnostic>>>,
+    /// The routing model of that configuration (an error when there is none).
+    pub router: Result<Router, Vec<Diagnostic>>,
+}
+
+impl TreeAnalysis {
+    /// Builds every model of `tree`, once.
+    pub fn new(tree: Tree) -> TreeAnalysis {
+        let nginx = config::root_file(&tree).map(|_| config::load(&tree));
+        let router = match &nginx {
+            Some(Ok(cfg)) => Router::from_config(&tree, cfg),
+            Some(Err(d)) => Err(d.clone()),
+            None => Err(config::load(&tree).err().unwrap_or_default()),
+        };
+        TreeAnalysis {
+            compose: Compose::from_tree(&tree),
+            synapse: Deployment::from_tree(&tree),
+            nginx,
+            router,
+            tree,
+        }
+    }
+
+    /// The tree and its models as the lint checks read them.
+    pub fn view(&self) -> TreeView<'_> {
+        TreeView::new(
+            &self.tree,
+            Models {
+                compose: self.compose.as_ref(),
+                synapse: &self.synapse,
+                nginx: self.nginx.as_ref(),
+                router: self.nginx.as_ref().map(|_| &self.router),
+            },
+        )
+    }
+}
+
+/// The book, its trees (main and variants) and their models.
+pub struct Analysis {
+    pub book: Book,
+    /// The main tree (None when it does not assemble).
+    pub main: Option<TreeAnalysis>,
+    /// Every variant tree that assembles, in name order.
+    pub variants: Vec<TreeAnalysis>,
+    /// Why a tree did not assemble.
+    pub assembly: Vec<Diagnostic>,
+}
+
+impl Analysis {
+    /// Loads the book at `root` and analyses it; Err when the book cannot be read.
+    pub fn of_book(root: &Path) -> Result<Analysis, Vec<Diagnostic>> {
+        Ok(Analysis::new(book::load(root)?))
+    }
+
+    /// Assembles the main tree and every variant, and builds their models.
+    pub fn new(book: Book) -> Analysis {
+        let mut assembly = Vec::new();
+        let mut trees = variant_names(&book)
+            .into_iter()
+            .filter_map(|variant| {
+                let opts = Options {
+                    variant: variant.clone(),
+                    ..Options::default()
+                };
+                match extract::assemble(&book, &opts) {
+                    Ok(t) => Some((variant, TreeAnalysis::new(t))),
+                    Err(mut d) => {
+                        assembly.append(&mut d);
+                        None
+                    }
+                }
+            })
+            .peekable();
+        let main = trees
+            .next_if(|(v, _)| v.is_none())
+            .map(|(_, t)| t);
+        let variants = trees.map(|(_, t)| t).collect();
+        Analysis {
+            book,
+            main,
+            variants,
+            assembly,
+        }
+    }
+
+    /// The main tree, then every variant tree.
+    pub fn trees(&self) -> impl Iterator<Item = &TreeAnalysis> {
+        self.main.iter().chain(&self.variants)
+    }
+
+    /// Everything `cargo xtask lint` reports: assembly errors, every lint area on every tree,
+    /// the example blocks, the links, and the trees extracted with generated secrets.
+    pub fn lint(&self, opts: lint::Options) -> Vec<Diagnostic> {
+        let mut diags = self.assembly.clone();
+        for t in self.trees() {
+            diags.append(&mut lint::check_tree(&t.view(), opts));
+        }
+        diags.append(&mut lint::check_examples(&self.book));
+        diags.append(&mut lint::links::check(&self.book));
+        for variant in variant_names(&self.book) {
+            let opts = Options {
+                variant,
+                secrets: Secrets::Generate,
+                ..Options::default()
+            };
+            // Assembly errors are reported above, from the trees with the book's placeholders.
+            if let Ok(tree) = extract::assemble(&self.book, &opts) {
+                diags.append(&mut lint::security::placeholders_left(&tree));
+            }
+        }
+        unique(diags)
+    }
+
+    /// Every `routes` block asserted on the main tree (see [`route::check::check`]).
+    pub fn routes(&self) -> Vec<Diagnostic> {
+        let Some(t) = &self.main else {
+            return Vec::new();
+        };
+        let (samples, mut diags) = route::routes::samples(&self.book);
+        diags.append(&mut route::check::check(
+            &samples, &t.tree, &t.router, &t.synapse,
+        ));
+        diags
+    }
+
+    /// Everything `cargo xtask check` reports: [`Analysis::lint`], [`Analysis::routes`], and the
+    /// main tree written for real into a temporary directory.
+    pub fn check(&self) -> Vec<Diagnostic> {
+        let mut diags = self.lint(lint::Options::default());
+        diags.append(&mut self.routes());
+        if let Some(t) = &self.main {
+            let tmp = std::env::temp_dir().join(format!("xtask-check-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&tmp);
+            if let Err(mut d) = extract::write_tree(&t.tree, &tmp, false) {
+                diags.append(&mut d);
+            }
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        unique(diags)
+    }
+}
+
+/// The main tree (None) and every variant the book uses, in that order: the one variant loop.
+fn variant_names(book: &Book) -> Vec<Option<String>> {
+    std::iter::once(None)
+        .chain(extract::variants(book).into_iter().map(Some))
+        .collect()
+}
+
+/// Sorted, without repeats (the same finding from two trees is one finding).
+fn unique(mut diags: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    diagnostics::sort(&mut diags);
+    diags.dedup_by(|a, b| {
+        a.file == b.file && a.line == b.line && a.code == b.code && a.message == b.message
+    });
+    diags
+}
+
+/// The preprocessor's analysis of the book at `root`: the checks of `cargo xtask check` (but the
+/// write), and the site's data from the same trees. Err with every diagnostic when one is an
+/// error.
+pub fn site(root: &Path) -> preprocess::Analysed {
+    let a = Analysis::of_book(root)?;
+    let mut diags = a.lint(lint::Options::default());
+    diags.append(&mut a.routes());
+    let diags = unique(diags);
+    if diags.iter().any(|d| d.severity == Severity::Error) {
+        return Err(diags);
+    }
+    let Analysis {
+        book,
+        main,
+        variants,
+        ..
+    } = a;
+    let Some(main) = main else {
+        return Err(diags); // unreachable: a main tree that does not assemble is an error above
+    };
+    let router = main.router.ok();
+    let site = Site::new(
+        root,
+        book,
+        main.tree,
+        variants.into_iter().map(|t| t.tree).collect(),
+        router.as_ref(),
+    );
+    Ok((site, diags))
+}
+
+/// `cargo xtask mdbook`: one preprocessor run with [`site`] as the analysis.
+pub fn mdbook(input: &str) -> Result<(String, Vec<String>), preprocess::Failure> {
+    preprocess::handle(input, site)
+}
