@@ -69,7 +69,15 @@ fn write_signing_key(tree: &mut Tree, mode: &Secrets) -> Result<(), Diagnostic> 
         return Ok(());
     };
     let loc = tree.files[&config].md_loc(line);
-    let tree_path = Compose::from_tree(tree)
+    let compose = Compose::from_tree(tree);
+    if compose.is_none()
+        && Compose::file_of(tree).is_some_and(|f| tree.files[f].yaml().is_err())
+    {
+        // The Compose file is not YAML: that is reported (by lint) at its line, and where the
+        // key belongs cannot be known.
+        return Ok(());
+    }
+    let tree_path = compose
         .and_then(|c| c.container_to_tree(&key_path))
         .ok_or_else(|| {
         Diagnostic::error(

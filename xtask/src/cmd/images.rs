@@ -23,13 +23,12 @@ pub(crate) fn run(f: flags::Images) -> anyhow::Result<ExitCode> {
     let Some(file) = tree.get(COMPOSE_FILE) else {
         bail!("the book extracts no {COMPOSE_FILE}: there is nothing to build stand-ins for");
     };
-    let compose = crate::compose::Compose::from_tree(&tree).with_context(|| {
+    let pairs = images::compose_services(&file.content).with_context(|| {
         format!(
             "cannot read the services of the extracted {COMPOSE_FILE} (written by {})",
             file.first_loc()
         )
     })?;
-    let pairs = images::compose_services(&compose);
     let names: Vec<String> = pairs.iter().map(|(_, i)| i.clone()).collect();
     let standins = images::standins_for(&names).with_context(|| {
         let users: Vec<String> = pairs.iter().map(|(s, i)| format!("{s}: {i}")).collect();

@@ -277,7 +277,7 @@ mod tests {
     fn sample() -> Vec<Diagnostic> {
         vec![
             Diagnostic::error(
-                "extract::path-escape",
+                "extract::bad-target",
                 "target \"../x\" leaves the tree",
                 &MdLoc::new("src/a.md", 3),
             ),
@@ -293,7 +293,7 @@ mod tests {
     #[test]
     fn github_escapes_properties_and_data() {
         let s = render_github(&sample());
-        assert!(s.contains("::error file=src/a.md,line=3,title=extract%3A%3Apath-escape::target \"../x\" leaves the tree"));
+        assert!(s.contains("::error file=src/a.md,line=3,title=extract%3A%3Abad-target::target \"../x\" leaves the tree"));
         assert!(s.contains("file=src/b%2Cc.md"));
         assert!(s.contains("50%25 done, a:b%0Aline 2%0Aline 3"));
     }

@@ -211,14 +211,22 @@ fn yaml_key(s: &str) -> String {
     }
 }
 
-/// The `(service, image)` pairs of the Compose model (anchors, merge keys and `${VAR}`
-/// resolved), in file order; services without `image:` (built ones) are left out.
-pub fn compose_services(compose: &crate::compose::Compose) -> Vec<(String, String)> {
-    compose
+/// The `(service, image)` pairs of a Compose file's text, read by the Compose model
+/// ([`crate::compose`]: anchors, merge keys and `${VAR}` defaults resolved), in file order;
+/// services without `image:` (built ones) are left out.
+pub fn compose_services(compose_yaml: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let loaded = crate::yaml::load(compose_yaml)
+        .map_err(|e| anyhow::anyhow!("line {}: {}", e.line, e.message))?;
+    let root = loaded.root().context("the file is empty")?;
+    root.get("services")
+        .and_then(|s| s.as_map())
+        .context("it has no `services:` mapping")?;
+    let compose = crate::compose::Compose::from_root("compose.yaml", root, Default::default());
+    Ok(compose
         .services
         .iter()
         .filter_map(|s| Some((s.name.clone(), s.image.as_ref()?.text.clone())))
-        .collect()
+        .collect())
 }
 
 /// What [`build`] did.
@@ -475,8 +483,7 @@ mod tests {
     #[test]
     fn images_come_from_the_services_with_aliases_resolved() {
         let y = "x-s: &s\n  image: &img ghcr.io/element-hq/synapse:v1.163.2\nservices:\n  a:\n    <<: *s\n  b:\n    image: *img\n  db:\n    image: postgres:${PG:-17-alpine}\n  built:\n    build: .\n";
-        let tree = crate::tree::Tree::from_literal(&[("compose.yaml", y)]);
-        let got = compose_services(&crate::compose::Compose::from_tree(&tree).unwrap());
+        let got = compose_services(y).unwrap();
         assert_eq!(
             got,
             [
@@ -491,6 +498,7 @@ mod tests {
                 ("db".to_string(), "postgres:17-alpine".to_string()),
             ]
         );
+        assert!(compose_services("version: 1\n").is_err());
     }
 
     #[test]
