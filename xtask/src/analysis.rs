@@ -26,7 +26,7 @@ use std::path::Path;
 /// One assembled tree and the models built from it.
 pub struct TreeAnalysis {
     pub tree: Tree,
-    pub compose: Option<Compose>,
+    pub compose: Option<std::sync::Arc<Compose>>,
     pub synapse: Result<Option<Deployment>, Vec<Diagnostic>>,
     /// The nginx configuration (None: the tree has none).
     pub nginx: Option<Result<Config, Vec<Diagnostic>>>,
@@ -57,7 +57,7 @@ impl TreeAnalysis {
         TreeView::new(
             &self.tree,
             Models {
-                compose: self.compose.as_ref(),
+                compose: self.compose.as_deref(),
                 synapse: &self.synapse,
                 nginx: self.nginx.as_ref(),
                 router: self.nginx.as_ref().map(|_| &self.router),
@@ -155,20 +155,28 @@ impl Analysis {
     }
 
     /// Everything `cargo xtask check` reports: [`Analysis::lint`], [`Analysis::routes`], and the
-    /// main tree written for real into a temporary directory.
+    /// main tree written for real into a temporary directory (on a thread of its own: it waits
+    /// on the filesystem while the checks compute).
     pub fn check(&self) -> Vec<Diagnostic> {
-        let mut diags = self.lint(lint::Options::default());
-        diags.append(&mut self.routes());
-        if let Some(t) = &self.main {
-            let tmp = std::env::temp_dir().join(format!("xtask-check-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&tmp);
-            if let Err(mut d) = extract::write_tree(&t.tree, &tmp, false) {
-                diags.append(&mut d);
+        std::thread::scope(|s| {
+            let written = self.main.as_ref().map(|t| s.spawn(|| write_to_temp(&t.tree)));
+            let mut diags = self.lint(lint::Options::default());
+            diags.append(&mut self.routes());
+            if let Some(w) = written {
+                diags.append(&mut w.join().expect("writing the tree does not panic"));
             }
-            let _ = std::fs::remove_dir_all(&tmp);
-        }
-        unique(diags)
+            unique(diags)
+        })
     }
+}
+
+/// Writes `tree` into a fresh temporary directory with [`extract::write_tree`] and removes it.
+fn write_to_temp(tree: &Tree) -> Vec<Diagnostic> {
+    let tmp = std::env::temp_dir().join(format!("xtask-check-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let res = extract::write_tree(tree, &tmp, false);
+    let _ = std::fs::remove_dir_all(&tmp);
+    res.err().unwrap_or_default()
 }
 
 /// The main tree (None) and every variant the book uses, in that order: the one variant loop.

@@ -296,7 +296,7 @@ pub struct LineIndex(Vec<usize>);
 impl LineIndex {
     pub fn new(text: &str) -> Self {
         let starts = std::iter::once(0)
-            .chain(text.bytes().enumerate().filter(|(_, b)| *b == b'\n').map(|(i, _)| i + 1))
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
             .collect();
         LineIndex(starts)
     }

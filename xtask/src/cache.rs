@@ -8,7 +8,6 @@
 //! `XTASK_LINT_NO_CACHE=1`) to force fresh runs.
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
-use std::hash::{Hash, Hasher};
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -29,19 +28,15 @@ pub fn scratch_dir(what: &str) -> PathBuf {
     std::env::temp_dir().join(format!("xtask-lint-{what}-{}-{n}", std::process::id()))
 }
 
-/// A 128-bit key from the given parts (two independent SipHash runs).
+/// A key from the given parts: the SHA-1 of each part's length and bytes, in hex.
 pub fn key(parts: &[&[u8]]) -> String {
-    let mut out = String::new();
-    for salt in [0u8, 1u8] {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        salt.hash(&mut h);
-        for p in parts {
-            p.len().hash(&mut h);
-            p.hash(&mut h);
-        }
-        out.push_str(&format!("{:016x}", h.finish()));
+    use sha1::{Digest, Sha1};
+    let mut h = Sha1::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p);
     }
-    out
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Identity of a program file: path, size and mtime (changes when the tool is upgraded).

@@ -60,7 +60,9 @@ pub fn apply(tree: &mut Tree, mode: &Secrets) -> Result<(), Vec<Diagnostic>> {
 fn write_signing_key(tree: &mut Tree, mode: &Secrets) -> Result<(), Diagnostic> {
     // The Synapse config that names the key: a YAML file with a top-level `signing_key_path`.
     let Some((config, key_path, line)) = tree.files.values().find_map(|f| {
-        if !(f.path.ends_with(".yaml") || f.path.ends_with(".yml")) {
+        if !(f.path.ends_with(".yaml") || f.path.ends_with(".yml"))
+            || !f.content.contains("signing_key_path")
+        {
             return None;
         }
         let node = f.yaml_root()?.get("signing_key_path")?;

@@ -3,12 +3,34 @@
 //! place that turns a position in an extracted file into a position in the book).
 //!
 //! A YAML file is parsed at most once, on first use ([`TreeFile::yaml`]), and every model and
-//! check of the tree reads that one parse.
+//! check of the tree reads that one parse; a text that several trees share (the main tree and
+//! its variants differ in a few files only) is parsed once per process.
 
 use crate::diagnostics::MdLoc;
 use crate::yaml::{self, Loaded, Node};
-use std::collections::BTreeMap;
-use std::sync::OnceLock;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
+
+type Parse = Arc<Result<Loaded, yaml::Issue>>;
+
+/// The YAML parse of a text, shared by every file with that text.
+fn parse(text: &str) -> Parse {
+    static PARSES: OnceLock<Mutex<HashMap<String, Parse>>> = OnceLock::new();
+    let parses = PARSES.get_or_init(Mutex::default);
+    if let Some(p) = parses
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(text)
+    {
+        return p.clone();
+    }
+    let p = Arc::new(yaml::load(text));
+    parses
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(text.to_string(), p.clone());
+    p
+}
 
 /// One fragment of an assembled file: which Markdown lines produced which file lines.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,7 +55,7 @@ pub struct TreeFile {
     /// The language of the first block (yaml, nginx, conf, sh, ...).
     pub lang: String,
     /// The YAML parse of `content`, made on first use.
-    yaml: OnceLock<Result<Loaded, yaml::Issue>>,
+    yaml: OnceLock<Parse>,
 }
 
 impl TreeFile {
@@ -92,7 +114,7 @@ impl TreeFile {
 
     /// The file parsed as YAML by [`crate::yaml::load`], once.
     pub fn yaml(&self) -> &Result<Loaded, yaml::Issue> {
-        self.yaml.get_or_init(|| yaml::load(&self.content))
+        self.yaml.get_or_init(|| parse(&self.content))
     }
 
     /// The first YAML document, when the file parses.

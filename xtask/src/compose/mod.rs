@@ -16,7 +16,8 @@ pub mod env;
 
 use crate::tree::Tree;
 use crate::yaml::Node;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// The names Compose looks for, in its order.
 pub const FILES: &[&str] = &[
@@ -126,20 +127,36 @@ impl Compose {
     }
 
     /// The model of the tree's Compose file. None when the tree has none, or it is not YAML
-    /// (the YAML checks report why).
-    pub fn from_tree(tree: &Tree) -> Option<Compose> {
+    /// (the YAML checks report why). Trees with the same Compose file and `.env` (the main tree,
+    /// its variants, the trees with generated secrets) share one model.
+    pub fn from_tree(tree: &Tree) -> Option<Arc<Compose>> {
+        type Key = (&'static str, String, Option<String>);
+        static MODELS: OnceLock<Mutex<HashMap<Key, Option<Arc<Compose>>>>> = OnceLock::new();
         let path = Compose::file_of(tree)?;
-        let root = tree.get(path)?.yaml_root()?;
-        let vars = tree
-            .get(DOT_ENV)
-            .map(|f| {
-                env::parse(&f.content)
-                    .into_iter()
-                    .map(|v| (v.key, v.value))
-                    .collect()
-            })
-            .unwrap_or_default();
-        Some(Compose::from_root(path, root, vars))
+        let file = tree.get(path)?;
+        let dot_env = tree.get(DOT_ENV).map(|f| f.content.clone());
+        let key = (path, file.content.clone(), dot_env);
+        let models = MODELS.get_or_init(Mutex::default);
+        if let Some(m) = models
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+        {
+            return m.clone();
+        }
+        let model = file.yaml_root().map(|root| {
+            let vars = key
+                .2
+                .as_deref()
+                .map(|text| env::parse(text).into_iter().map(|v| (v.key, v.value)).collect())
+                .unwrap_or_default();
+            Arc::new(Compose::from_root(path, root, vars))
+        });
+        models
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key, model.clone());
+        model
     }
 
     /// The model of a Compose document (`vars`: the interpolation variables).

@@ -319,7 +319,7 @@ fn context(s: &Standin) -> anyhow::Result<PathBuf> {
     if s.contract.name != "synapse" {
         return Ok(dir);
     }
-    let wheels = wheelhouse(&crate::setup::synapse_requirements()?)?;
+    let wheels = wheelhouse(&crate::tools::synapse_requirements()?)?;
     let ctx = crate::tools::target_dir()
         .join("standin-context")
         .join(s.contract.name);

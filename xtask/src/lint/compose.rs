@@ -230,7 +230,15 @@ fn exists_in_tree(view: &TreeView<'_>, rel: &str) -> bool {
 /// Sockets (container paths) and socket directories each service listens on.
 pub fn served(view: &TreeView<'_>, compose: &Compose) -> BTreeMap<String, Vec<String>> {
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let syn = view.synapse();
+    // Which service runs each Synapse process, worked out once.
+    let mut runs: BTreeMap<&str, Vec<&crate::synapse::Process>> = BTreeMap::new();
+    if let Some(syn) = view.synapse() {
+        for p in &syn.processes {
+            if let Some(s) = syn.service_of(compose, p) {
+                runs.entry(s.name.as_str()).or_default().push(p);
+            }
+        }
+    }
     for svc in &compose.services {
         let mut socks = Vec::new();
         for w in svc.flag_values(&["--unixsocket"]) {
@@ -239,12 +247,8 @@ pub fn served(view: &TreeView<'_>, compose: &Compose) -> BTreeMap<String, Vec<St
         for d in pg_socket_dirs(view, svc) {
             socks.push(d);
         }
-        if let Some(syn) = syn {
-            for p in &syn.processes {
-                if syn.service_of(compose, p).is_some_and(|s| s.name == svc.name) {
-                    socks.extend(p.listeners.iter().filter_map(|l| l.path.clone()));
-                }
-            }
+        for p in runs.get(svc.name.as_str()).into_iter().flatten() {
+            socks.extend(p.listeners.iter().filter_map(|l| l.path.clone()));
         }
         // A redis.conf passed as the first argument.
         for w in &svc.words {

@@ -35,7 +35,7 @@ fn plugin() -> Option<&'static (std::path::PathBuf, Option<String>)> {
     static P: OnceLock<Option<(std::path::PathBuf, Option<String>)>> = OnceLock::new();
     P.get_or_init(|| {
         let bin = crate::tools::compose_plugin()?;
-        let version = crate::tools::compose_version_of(&mut Command::new(&bin));
+        let version = crate::tools::compose_version(&bin);
         Some((bin, version))
     })
     .as_ref()

@@ -149,7 +149,6 @@ fn run_python(
     visible: &[String],
 ) -> Result<BTreeMap<String, Option<Failure>>, String> {
     let python = crate::tools::synapse_python();
-    let plan_json = serde_json::to_string(plan).map_err(|e| e.to_string())?;
     // Only the files Synapse can see (under its services' bind mounts) go to the scratch copy and
     // into the cache key: an edit to nginx or PostgreSQL files does not rerun Synapse.
     let seen = |path: &str| {
@@ -159,15 +158,20 @@ fn run_python(
     };
     let files: Vec<&crate::tree::TreeFile> =
         view.tree.files.values().filter(|f| seen(&f.path)).collect();
-    let tree_json: Vec<(&String, &String)> = files.iter().map(|f| (&f.path, &f.content)).collect();
-    let tree_json = serde_json::to_string(&tree_json).map_err(|e| e.to_string())?;
-    let key = cache::key(&[
-        b"synapse-config-v1",
-        &cache::tool_id(&python),
-        plan_json.as_bytes(),
-        tree_json.as_bytes(),
-        SCRIPT.as_bytes(),
-    ]);
+    let id = cache::tool_id(&python);
+    let mut parts: Vec<&[u8]> = vec![b"synapse-config-v2", &id, SCRIPT.as_bytes()];
+    for (name, texts) in plan {
+        parts.push(name.as_bytes());
+        for (file, text) in texts {
+            parts.extend([file.as_bytes(), text.as_bytes()]);
+        }
+        parts.push(b"\0");
+    }
+    parts.push(b"\0tree");
+    for f in &files {
+        parts.extend([f.path.as_bytes(), f.content.as_bytes()]);
+    }
+    let key = cache::key(&parts);
     cache::memo(&key, || {
         let dir = cache::scratch_dir("synapse");
         let _ = std::fs::remove_dir_all(&dir);
