@@ -102,9 +102,7 @@ impl Analysis {
                 }
             })
             .peekable();
-        let main = trees
-            .next_if(|(v, _)| v.is_none())
-            .map(|(_, t)| t);
+        let main = trees.next_if(|(v, _)| v.is_none()).map(|(_, t)| t);
         let variants = trees.map(|(_, t)| t).collect();
         Analysis {
             book,
@@ -159,7 +157,10 @@ impl Analysis {
     /// on the filesystem while the checks compute).
     pub fn check(&self) -> Vec<Diagnostic> {
         std::thread::scope(|s| {
-            let written = self.main.as_ref().map(|t| s.spawn(|| write_to_temp(&t.tree)));
+            let written = self
+                .main
+                .as_ref()
+                .map(|t| s.spawn(|| write_to_temp(&t.tree)));
             let mut diags = self.lint(lint::Options::default());
             diags.append(&mut self.routes());
             if let Some(w) = written {

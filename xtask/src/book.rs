@@ -3,7 +3,7 @@
 //! fenced block with its language, attributes, text, and the Markdown file and line of each of
 //! its lines.
 //!
-//! The block contract (DESIGN.md, and `src/contributing/authoring.md` in the book):
+//! The block contract (`src/contributing/authoring.md` in the book):
 //! - ```` ```yaml title="synapse/homeserver.yaml" ```` is (part of) an extracted file;
 //! - ```` ```nginx title="nginx/nginx.conf" variant="https" ```` is a whole alternative of that
 //!   file, checked but not extracted;

@@ -1,4 +1,5 @@
-//! The whole command line of `cargo xtask`, in one place (see DESIGN.md, "CLI contract").
+//! The whole command line of `cargo xtask`, in one place (the contract other tools rely on is in
+//! `src/contributing/architecture.md`, "Diagnostics and exit status").
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;

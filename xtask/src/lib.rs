@@ -1,5 +1,5 @@
-//! The library behind `cargo xtask`. One module per concern; see DESIGN.md and
-//! `src/contributing/architecture.md`.
+//! The library behind `cargo xtask`. One module per concern, in layers that only point down:
+//! see `src/contributing/architecture.md`.
 
 pub mod analysis;
 pub mod book;

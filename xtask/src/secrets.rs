@@ -72,9 +72,7 @@ fn write_signing_key(tree: &mut Tree, mode: &Secrets) -> Result<(), Diagnostic> 
     };
     let loc = tree.files[&config].md_loc(line);
     let compose = Compose::from_tree(tree);
-    if compose.is_none()
-        && Compose::file_of(tree).is_some_and(|f| tree.files[f].yaml().is_err())
-    {
+    if compose.is_none() && Compose::file_of(tree).is_some_and(|f| tree.files[f].yaml().is_err()) {
         // The Compose file is not YAML: that is reported (by lint) at its line, and where the
         // key belongs cannot be known.
         return Ok(());

@@ -251,7 +251,11 @@ impl Deployment {
 
     /// The Compose service running a process: the one whose config arguments resolve to the
     /// process's own file (main: the shared file and no worker file).
-    pub fn service_of<'c>(&self, compose: &'c Compose, p: &Process) -> Option<&'c compose::Service> {
+    pub fn service_of<'c>(
+        &self,
+        compose: &'c Compose,
+        p: &Process,
+    ) -> Option<&'c compose::Service> {
         compose.services.iter().find(|s| {
             let files: Vec<Resolved> = config_args(s)
                 .iter()
@@ -549,6 +553,62 @@ federation_sender_instances: [sender1, sender2]
         assert_eq!(
             d.instance_map["client_sync1"].1.md(&t),
             MdLoc::new("src/synapse/homeserver.yaml.md", 112)
+        );
+    }
+
+    #[test]
+    fn sockets_roles_settings_and_services() {
+        let t = tree(&[
+            (
+                "synapse/homeserver.yaml",
+                "server_name: example.com\nenable_media_repo: false\nstream_writers:\n  typing: sync1\n  events: [rooms1, master]\nlisteners:\n  - path: /sockets/main_http.sock\n    type: http\n    resources:\n      - names: [federation, client]\n  - path: /sockets/main_metrics.sock\n    type: metrics\n",
+            ),
+            (
+                "synapse/workers/media1.yaml",
+                "worker_app: synapse.app.media_repository\nworker_name: media1\nworker_listeners:\n  - path: /sockets/media1_http.sock\n    type: http\n    resources: [{names: [media]}]\n",
+            ),
+            (
+                "synapse/workers/sync1.yaml",
+                "worker_app: synapse.app.generic_worker\nworker_name: sync1\nenable_media_repo: true\nworker_listeners:\n  - path: /sockets/sync1_http.sock\n    resources: [{names: [client]}]\n",
+            ),
+            (
+                "docker-compose.yml",
+                "services:\n  main:\n    command: [\"--config-path=/data/homeserver.yaml\"]\n    volumes: [\"./synapse:/data\"]\n  sync1:\n    command: [\"--config-path\", \"/data/homeserver.yaml\", \"--config-path\", \"/data/workers/sync1.yaml\"]\n    volumes: [\"./synapse:/data\"]\n",
+            ),
+        ]);
+        let d = Deployment::from_tree(&t).unwrap().unwrap();
+        let (p, l) = d.by_socket("unix:/sockets/media1_http.sock").unwrap();
+        assert_eq!(p.name, "media1");
+        assert!(p.media_repo && !p.is_generic() && l.resources == ["media"]);
+        assert!(
+            d.by_socket("/sockets/main_metrics.sock").is_none(),
+            "HTTP listeners only"
+        );
+        let (m, l) = d.by_socket("/sockets/main_http.sock").unwrap();
+        assert_eq!(
+            l.resource_set().into_iter().collect::<Vec<_>>(),
+            ["client", "federation"]
+        );
+        assert!(m.is_main() && m.is_generic() && !m.media_repo);
+        assert!(d.is_writer("main", "events"), "`master` is main's old name");
+        assert!(d.is_writer("main", "push_rules") && !d.is_writer("sync1", "events"));
+        assert_eq!(d.process("master").unwrap().name, "main");
+        let sync = d.process("sync1").unwrap();
+        assert!(sync.media_repo, "its own file overrides the shared setting");
+        assert_eq!(
+            d.effective_at(sync, "enable_media_repo"),
+            Some(("synapse/workers/sync1.yaml".to_string(), 3))
+        );
+        assert_eq!(
+            d.effective(sync, "server_name").and_then(Node::as_str),
+            Some("example.com")
+        );
+        let compose = Compose::from_tree(&t).unwrap();
+        assert_eq!(d.service_of(&compose, sync).unwrap().name, "sync1");
+        assert_eq!(d.service_of(&compose, m).unwrap().name, "main");
+        assert!(
+            d.service_of(&compose, p).is_none(),
+            "no service runs media1"
         );
     }
 

@@ -87,7 +87,10 @@ pub fn tools_bin() -> PathBuf {
 /// of `pg_config` once per installation (cached under its identity and the installed versions).
 pub fn pg_bindir() -> Option<PathBuf> {
     let pg_config = which("pg_config");
-    let id = pg_config.as_deref().map(crate::cache::tool_id).unwrap_or_default();
+    let id = pg_config
+        .as_deref()
+        .map(crate::cache::tool_id)
+        .unwrap_or_default();
     let installed = crate::cache::tool_id(Path::new("/usr/lib/postgresql"));
     let key = crate::cache::key(&[b"pg_bindir v1", &id, &installed]);
     let dir = crate::cache::memo(&key, || Ok(pg_bindir_uncached())).ok()??;
@@ -181,9 +184,7 @@ pub fn py_tool_ready(dist: &str) -> bool {
             id.extend(crate::cache::tool_id(&sp));
         }
         let key = crate::cache::key(&[b"py_versions v1", &id, dist.as_bytes()]);
-        let got = crate::cache::memo(&key, || {
-            Ok(py_versions(&venv, &[dist]).get(dist).cloned())
-        });
+        let got = crate::cache::memo(&key, || Ok(py_versions(&venv, &[dist]).get(dist).cloned()));
         got.ok().flatten() == Some(want)
     })
 }

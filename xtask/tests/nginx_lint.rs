@@ -70,7 +70,9 @@ fn every_broken_case_reports_its_line() {
             continue;
         }
         let case: Case = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        if case.expect.iter().any(|e| e.code == "nginx::gixy") && !xtask::lint::nginx::gixy::available() {
+        if case.expect.iter().any(|e| e.code == "nginx::gixy")
+            && !xtask::lint::nginx::gixy::available()
+        {
             eprintln!("{name}: gixy-ng not installed (cargo xtask setup): skipped");
             continue;
         }

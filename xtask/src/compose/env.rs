@@ -1,7 +1,8 @@
 //! What Compose reads besides the Compose file: `.env`-style files (the project's `.env`, and
 //! each service's `env_file`s), and `${VAR}` interpolation of the Compose file's values.
 //!
-//! Interpolation follows the Compose specification's `12-interpolation.md`: `$$` is a literal
+//! Interpolation follows the Compose specification
+//! (<https://github.com/compose-spec/compose-spec/blob/main/12-interpolation.md>): `$$` is a literal
 //! `$`; `$NAME` and `${NAME}` are the variable; `${NAME:-default}` / `${NAME-default}` give a
 //! default when it is unset or empty / unset; `${NAME:+alt}` / `${NAME+alt}` the opposite;
 //! `${NAME:?err}` / `${NAME?err}` make Compose fail when it is missing. A default is plain text
@@ -117,7 +118,11 @@ pub fn interpolate(text: &str, vars: &BTreeMap<String, String>) -> String {
             } else if let Some(d) = modifier.strip_prefix('-') {
                 if set { own } else { d.to_string() }
             } else if let Some(a) = modifier.strip_prefix(":+") {
-                if nonempty { a.to_string() } else { String::new() }
+                if nonempty {
+                    a.to_string()
+                } else {
+                    String::new()
+                }
             } else if let Some(a) = modifier.strip_prefix('+') {
                 if set { a.to_string() } else { String::new() }
             } else {

@@ -148,7 +148,12 @@ impl Compose {
             let vars = key
                 .2
                 .as_deref()
-                .map(|text| env::parse(text).into_iter().map(|v| (v.key, v.value)).collect())
+                .map(|text| {
+                    env::parse(text)
+                        .into_iter()
+                        .map(|v| (v.key, v.value))
+                        .collect()
+                })
                 .unwrap_or_default();
             Arc::new(Compose::from_root(path, root, vars))
         });
@@ -555,7 +560,10 @@ services:
         let main = c.service("main").unwrap();
         assert_eq!(main.line, 8);
         let img = main.image.as_ref().unwrap();
-        assert_eq!((img.text.as_str(), img.line), ("ghcr.io/element-hq/synapse:v1", 2));
+        assert_eq!(
+            (img.text.as_str(), img.line),
+            ("ghcr.io/element-hq/synapse:v1", 2)
+        );
         assert_eq!(
             c.service("db").unwrap().image.as_ref().unwrap().text,
             "postgres:17-alpine"
@@ -575,16 +583,25 @@ services:
         let env = main
             .environment(|p| t.get(p).map(|f| f.content.clone()))
             .unwrap();
-        assert_eq!((env["A"].as_str(), env["SYNAPSE_PROCESS"].as_str()), ("1", "main"));
+        assert_eq!(
+            (env["A"].as_str(), env["SYNAPSE_PROCESS"].as_str()),
+            ("1", "main")
+        );
         let db = c.service("db").unwrap();
-        assert_eq!(db.words[2].text, "config_file=/etc/postgresql/postgresql.conf");
+        assert_eq!(
+            db.words[2].text,
+            "config_file=/etc/postgresql/postgresql.conf"
+        );
         assert_eq!(
             db.resolve("/etc/postgresql/postgresql.conf"),
             Resolved::Tree("postgres/postgresql.conf".into())
         );
         assert_eq!(db.mounts[1].kind, MountKind::Tmpfs);
         assert_eq!(db.health[0].text, "pg_isready");
-        assert!(db.environment(|_| None).is_err(), "a missing env_file is an error");
+        assert!(
+            db.environment(|_| None).is_err(),
+            "a missing env_file is an error"
+        );
         assert_eq!(
             c.container_to_tree("/data/keys/k.key").as_deref(),
             Some("synapse/keys/k.key")

@@ -100,7 +100,11 @@ impl Diagnostic {
     /// [`Diagnostic::new`] for a code the registry rates a warning (checked in debug builds).
     pub fn warning(code: &str, message: impl Into<String>, at: &MdLoc) -> Self {
         let d = Diagnostic::new(code, message, at);
-        debug_assert_eq!(d.severity, Severity::Warning, "`{code}` is not a warning code");
+        debug_assert_eq!(
+            d.severity,
+            Severity::Warning,
+            "`{code}` is not a warning code"
+        );
         d
     }
 
@@ -286,7 +290,7 @@ mod tests {
                 "50% done, a:b",
                 &MdLoc::new("src/b,c.md", 7),
             )
-                .with_note("line 2\nline 3"),
+            .with_note("line 2\nline 3"),
         ]
     }
 

@@ -3,8 +3,8 @@
 //! its info and style notes are warnings. Without shellcheck installed, one warning says so.
 
 use super::TreeView;
-use crate::cache;
 use crate::book::Block;
+use crate::cache;
 use crate::diagnostics::{Diagnostic, MdLoc};
 use serde::Deserialize;
 
@@ -62,8 +62,13 @@ fn to_diag(c: &Comment, at: &MdLoc, note: String) -> Diagnostic {
         "{} (https://www.shellcheck.net/wiki/SC{})",
         c.message, c.code
     );
-    Diagnostic::by_tool(&code, matches!(c.level.as_str(), "error" | "warning"), msg, at)
-        .with_note(note)
+    Diagnostic::by_tool(
+        &code,
+        matches!(c.level.as_str(), "error" | "warning"),
+        msg,
+        at,
+    )
+    .with_note(note)
 }
 
 fn missing(at: &MdLoc, why: String) -> Diagnostic {

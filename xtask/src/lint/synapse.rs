@@ -1,4 +1,5 @@
-//! Consistency of the Synapse deployment across files (see `facts/synapse-workers.md` 1b, 1e, 1f):
+//! Consistency of the Synapse deployment across files (Synapse's worker documentation,
+//! <https://element-hq.github.io/synapse/latest/workers.html>):
 //!
 //! - `stream_writers`: known streams only; exactly one writer for the single-writer streams;
 //! - every instance named in `stream_writers`, `instance_map`, `federation_sender_instances`,
@@ -307,7 +308,11 @@ impl<'a> Checker<'a> {
                         "socket `{path}` is used by listeners of both `{other}` and `{}`: only one can bind it",
                         p.name
                     );
-                    self.err("synapse::duplicate-socket", msg, self.at(&l.at.file, l.at.line));
+                    self.err(
+                        "synapse::duplicate-socket",
+                        msg,
+                        self.at(&l.at.file, l.at.line),
+                    );
                 } else {
                     seen.insert(path.clone(), (p.name.clone(), l.at.file.clone()));
                 }

@@ -15,9 +15,9 @@
 use super::TreeView;
 use crate::cache;
 use crate::compose::{Compose, MountKind, Resolved, Service, word_value};
+use crate::diagnostics::Diagnostic;
 use crate::synapse::{Deployment, Process, config_args};
 use crate::yaml::Node;
-use crate::diagnostics::Diagnostic;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

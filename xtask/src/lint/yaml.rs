@@ -144,10 +144,20 @@ mod tests {
 
     #[test]
     fn checks() {
-        assert_eq!(codes("a: 1\nb:\n  c: 2\na: 3\n"), [("yaml::duplicate-key", 4)]);
+        assert_eq!(
+            codes("a: 1\nb:\n  c: 2\na: 3\n"),
+            [("yaml::duplicate-key", 4)]
+        );
         assert!(codes("x:\n\ty: 1\n").contains(&("yaml::tab-indent", 2)));
-        assert!(!codes("x:\n\ty: 1\n").iter().any(|(c, l)| *c == "yaml::syntax" && *l == 2));
-        assert_eq!(codes("services:\n  s:\n    restart: no\n"), [("yaml::yaml11-boolean", 3)]);
+        assert!(
+            !codes("x:\n\ty: 1\n")
+                .iter()
+                .any(|(c, l)| *c == "yaml::syntax" && *l == 2)
+        );
+        assert_eq!(
+            codes("services:\n  s:\n    restart: no\n"),
+            [("yaml::yaml11-boolean", 3)]
+        );
         assert_eq!(codes("a: [1, 2\n")[0].0, "yaml::syntax");
         assert!(!codes("a: *nope\n").is_empty());
         assert_eq!(codes("a: \"no\"\nb: |\n  no\n"), []);

@@ -1,4 +1,5 @@
-//! Regexes exactly as nginx compiles them (`src/core/ngx_regex.c`): PCRE2, no UTF, byte
+//! Regexes exactly as nginx compiles them
+//! (<https://github.com/nginx/nginx/blob/master/src/core/ngx_regex.c>): PCRE2, no UTF, byte
 //! semantics, `PCRE2_CASELESS` for `~*`. We use the same engine (the `pcre2` crate), so there is
 //! no dialect to translate and no pattern whose meaning differs.
 

@@ -29,8 +29,8 @@ fn disk_file(dir: &Path, rel: &str) -> anyhow::Result<Option<TreeFile>> {
     if !path.exists() {
         return Ok(None);
     }
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
     let frag = Fragment {
         md_file: path.display().to_string(),
         md_line: 1,
@@ -43,7 +43,10 @@ fn disk_file(dir: &Path, rel: &str) -> anyhow::Result<Option<TreeFile>> {
 /// Reads service `name` of the extracted tree in `tree` (its Compose file and `.env`).
 pub fn service(tree: &Path, name: &str) -> anyhow::Result<Service> {
     let mut files = Tree::default();
-    for rel in crate::compose::FILES.iter().chain([&crate::compose::DOT_ENV]) {
+    for rel in crate::compose::FILES
+        .iter()
+        .chain([&crate::compose::DOT_ENV])
+    {
         if let Some(f) = disk_file(tree, rel)? {
             files.files.insert(rel.to_string(), f);
         }
@@ -55,8 +58,8 @@ pub fn service(tree: &Path, name: &str) -> anyhow::Result<Service> {
     if let Err(e) = files.files[file].yaml() {
         bail!("{}:{}: {}", path.display(), e.line, e.message);
     }
-    let compose = Compose::from_tree(&files)
-        .with_context(|| format!("{} is empty", path.display()))?;
+    let compose =
+        Compose::from_tree(&files).with_context(|| format!("{} is empty", path.display()))?;
     let svc = compose
         .service(name)
         .with_context(|| format!("{} has no service `{name}`", path.display()))?;

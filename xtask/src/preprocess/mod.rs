@@ -259,7 +259,10 @@ mod tests {
         let book = crate::book::load(root)?;
         let tree = crate::extract::assemble(&book, &Default::default())?;
         let router = Router::from_tree(&tree).ok();
-        Ok((Site::new(root, book, tree, Vec::new(), router.as_ref()), Vec::new()))
+        Ok((
+            Site::new(root, book, tree, Vec::new(), router.as_ref()),
+            Vec::new(),
+        ))
     }
 
     fn handle(input: &str) -> Result<(String, Vec<String>), Failure> {

@@ -96,12 +96,7 @@ pub fn compare(o: &Outcome, e: &Expect, d: Option<&Deployment>) -> Option<String
 pub fn check_book(book: &Book, tree: &Tree) -> Vec<Diagnostic> {
     let (samples, mut diags) = samples(book);
     let router = Router::from_tree(tree);
-    diags.extend(check(
-        &samples,
-        tree,
-        &router,
-        &Deployment::from_tree(tree),
-    ));
+    diags.extend(check(&samples, tree, &router, &Deployment::from_tree(tree)));
     diags
 }
 
@@ -207,7 +202,7 @@ pub fn check(
         if let Some(m) = compare(&o, &s.expect, deployment) {
             let mut d = Diagnostic::error("route::mismatch", m, &s.loc);
             if let Some(id) = o.location_id {
-                d = d.with_note(format!("nginx picks {}", loc_desc(&router, id)));
+                d = d.with_note(format!("nginx picks {}", loc_desc(router, id)));
             }
             for note in &o.notes {
                 d = d.with_note(note.clone());
@@ -218,7 +213,7 @@ pub fn check(
             for v in contract::check(&contract, dep, &o) {
                 let mut d = Diagnostic::new(v.code, v.message, &s.loc);
                 if let Some(id) = o.location_id {
-                    d = d.with_note(format!("via {}", loc_desc(&router, id)));
+                    d = d.with_note(format!("via {}", loc_desc(router, id)));
                 }
                 diags.push(d);
             }
@@ -248,7 +243,7 @@ pub fn check(
                 format!(
                     "no request can reach this location: `{}` and paths below it go to {} first",
                     l.name,
-                    loc_desc(&router, w)
+                    loc_desc(router, w)
                 ),
                 &l.md,
             ));
@@ -273,7 +268,7 @@ pub fn check(
                         taken_by[id].len(),
                         winners
                             .iter()
-                            .map(|&w| loc_desc(&router, w))
+                            .map(|&w| loc_desc(router, w))
                             .collect::<Vec<_>>()
                             .join(" or ")
                     ),

@@ -241,7 +241,9 @@ pub fn check(contract: &Contract, d: &Deployment, o: &Outcome) -> Vec<Violation>
 mod tests {
     use super::*;
 
-    /// Every endpoint family of docs/workers.md and the main-only registrations, with the kind
+    /// Every endpoint family of Synapse's worker documentation
+    /// (<https://github.com/element-hq/synapse/blob/develop/docs/workers.md>) and the main-only
+    /// registrations, with the kind
     /// of process the contract must require (tests/fixtures/route/contract-samples.txt).
     #[test]
     fn families_of_the_docs() {

@@ -13,8 +13,8 @@
 use super::router::{DEFAULT_CLIENT, Outcome, Router};
 use super::routes::Sample;
 use crate::diagnostics::MdLoc;
-use crate::tree::Tree;
 use crate::nginx::config::{self, CONTAINER_PREFIX, IMAGE_FILES};
+use crate::tree::Tree;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;

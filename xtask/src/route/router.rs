@@ -3,18 +3,18 @@
 //! [`Router::from_tree`] reads `server`, `location` (nested), `map`, `set`, `return`,
 //! `rewrite`, `allow`/`deny`, `proxy_pass` and `upstream` blocks. [`Router::route`] then does what
 //! nginx does with one request, phase by phase: server rewrite (`set`, `return`), location
-//! selection on the normalised `$uri` (`ngx_http_core_find_location`, tooling.md 3.2), location
+//! selection on the normalised `$uri` (nginx's `ngx_http_core_find_location`), location
 //! rewrite, access, and the proxy's upstream choice (round robin or `least_conn` reported as
 //! "any of"; `hash` and `hash … consistent` computed).
 
 use super::ketama::{self, Peer, Ring};
-use crate::nginx::pcre::Rx;
 use super::uri::{self, Request};
 use crate::diagnostics::{Diagnostic, MdLoc};
-use crate::tree::Tree;
 use crate::nginx::ast::{Directive, location_args};
 use crate::nginx::config::{self, Config};
+use crate::nginx::pcre::Rx;
 use crate::nginx::vars::{Complex, Part};
+use crate::tree::Tree;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;

@@ -53,7 +53,9 @@ pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
         Ok(c) => c,
         Err(d) => return d.clone(),
     };
-    let router = view.router.expect("a tree with an nginx configuration has a router");
+    let router = view
+        .router
+        .expect("a tree with an nginx configuration has a router");
     let mut d = check_static_with(view.tree, cfg, router, view.deployment());
     if d.iter().all(|d| d.severity != Severity::Error) {
         d.extend(nginx_t::check(view.tree, cfg));
@@ -64,7 +66,7 @@ pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
 
 /// [`check`] for a lone tree: loads its nginx configuration, router and Synapse model.
 pub fn check_tree(tree: &Tree) -> Vec<Diagnostic> {
-    with_models(tree, |view| check(view))
+    with_models(tree, check)
 }
 
 /// Every nginx check of a lone tree except `nginx -t` and gixy-ng.
