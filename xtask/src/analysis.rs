@@ -83,22 +83,24 @@ impl Analysis {
         Ok(Analysis::new(book::load(root)?))
     }
 
-    /// Assembles the main tree and every variant, and builds their models.
+    /// Assembles the main tree and every variant, and builds their models (the trees on threads
+    /// of their own: they share nothing but the parses they have in common).
     pub fn new(book: Book) -> Analysis {
         let mut assembly = Vec::new();
-        let mut trees = variant_names(&book)
+        let built = parallel(variant_names(&book), |variant| {
+            let opts = Options {
+                variant: variant.clone(),
+                ..Options::default()
+            };
+            extract::assemble(&book, &opts).map(|t| (variant, TreeAnalysis::new(t)))
+        });
+        let mut trees = built
             .into_iter()
-            .filter_map(|variant| {
-                let opts = Options {
-                    variant: variant.clone(),
-                    ..Options::default()
-                };
-                match extract::assemble(&book, &opts) {
-                    Ok(t) => Some((variant, TreeAnalysis::new(t))),
-                    Err(mut d) => {
-                        assembly.append(&mut d);
-                        None
-                    }
+            .filter_map(|r| match r {
+                Ok(t) => Some(t),
+                Err(mut d) => {
+                    assembly.append(&mut d);
+                    None
                 }
             })
             .peekable();
@@ -120,23 +122,37 @@ impl Analysis {
     /// Everything `cargo xtask lint` reports: assembly errors, every lint area on every tree,
     /// the example blocks, the links, and the trees extracted with generated secrets.
     pub fn lint(&self, opts: lint::Options) -> Vec<Diagnostic> {
-        let mut diags = self.assembly.clone();
-        for t in self.trees() {
-            diags.append(&mut lint::check_tree(&t.view(), opts));
+        enum Job<'a> {
+            Tree(&'a TreeAnalysis),
+            Generated(Option<String>),
+            Book,
         }
-        diags.append(&mut lint::check_examples(&self.book));
-        diags.append(&mut lint::links::check(&self.book));
-        for variant in variant_names(&self.book) {
-            let opts = Options {
-                variant,
-                secrets: Secrets::Generate,
-                ..Options::default()
-            };
-            // Assembly errors are reported above, from the trees with the book's placeholders.
-            if let Ok(tree) = extract::assemble(&self.book, &opts) {
-                diags.append(&mut lint::security::placeholders_left(&tree));
+        let jobs = self
+            .trees()
+            .map(Job::Tree)
+            .chain(variant_names(&self.book).into_iter().map(Job::Generated))
+            .chain([Job::Book]);
+        let found = parallel(jobs.collect(), |job| match job {
+            Job::Tree(t) => lint::check_tree(&t.view(), opts),
+            // Assembly errors are reported from the trees with the book's placeholders.
+            Job::Generated(variant) => extract::assemble(
+                &self.book,
+                &Options {
+                    variant,
+                    secrets: Secrets::Generate,
+                    ..Options::default()
+                },
+            )
+            .map(|tree| lint::security::placeholders_left(&tree))
+            .unwrap_or_default(),
+            Job::Book => {
+                let mut d = lint::check_examples(&self.book);
+                d.append(&mut lint::links::check(&self.book));
+                d
             }
-        }
+        });
+        let mut diags = self.assembly.clone();
+        diags.extend(found.into_iter().flatten());
         unique(diags)
     }
 
@@ -171,13 +187,35 @@ impl Analysis {
     }
 }
 
-/// Writes `tree` into a fresh temporary directory with [`extract::write_tree`] and removes it.
+/// Writes `tree` into a fresh temporary directory with [`extract::write_tree`] and removes it
+/// (in `/dev/shm` where there is one: a memory filesystem makes and drops files fastest).
 fn write_to_temp(tree: &Tree) -> Vec<Diagnostic> {
-    let tmp = std::env::temp_dir().join(format!("xtask-check-{}", std::process::id()));
+    let shm = Path::new("/dev/shm");
+    let base = if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    let tmp = base.join(format!("xtask-check-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     let res = extract::write_tree(tree, &tmp, false);
     let _ = std::fs::remove_dir_all(&tmp);
     res.err().unwrap_or_default()
+}
+
+/// `f` on every item, each on a thread of its own; the results in the items' order.
+fn parallel<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+    std::thread::scope(|s| {
+        let f = &f;
+        let handles: Vec<_> = items
+            .into_iter()
+            .map(|item| s.spawn(move || f(item)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
 }
 
 /// The main tree (None) and every variant the book uses, in that order: the one variant loop.

@@ -6,11 +6,50 @@
 //! arguments and its input. A second `cargo xtask check` of an unchanged book then starts no
 //! external process at all, which is what keeps it fast. Delete the directory (or set
 //! `XTASK_LINT_NO_CACHE=1`) to force fresh runs.
+//!
+//! [`Memo`] is the in-process counterpart: a value computed once per key and process (a YAML
+//! parse per text, a Compose model per Compose file, a compiled regex per pattern), even when
+//! several threads ask for it at once.
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+/// A process-wide memo: each key's value is computed once, even when threads ask at once (the
+/// others wait for the first).
+pub struct Memo<K, V> {
+    map: std::sync::OnceLock<Mutex<HashMap<K, Arc<std::sync::OnceLock<V>>>>>,
+}
+
+impl<K: std::hash::Hash + Eq, V: Clone> Memo<K, V> {
+    pub const fn new() -> Self {
+        Memo {
+            map: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The value of `key`, computed with `f` the first time.
+    pub fn get_or(&self, key: K, f: impl FnOnce() -> V) -> V {
+        let cell = self
+            .map
+            .get_or_init(Mutex::default)
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(key)
+            .or_default()
+            .clone();
+        cell.get_or_init(f).clone()
+    }
+}
+
+impl<K: std::hash::Hash + Eq, V: Clone> Default for Memo<K, V> {
+    fn default() -> Self {
+        Memo::new()
+    }
+}
 
 fn dir() -> PathBuf {
     crate::project_root().join("target").join("lint-cache")

@@ -37,6 +37,9 @@ pub static PLACEHOLDER: LazyLock<Regex> =
 
 /// Marks secret files, replaces placeholders when asked, and writes the signing key.
 pub fn apply(tree: &mut Tree, mode: &Secrets) -> Result<(), Vec<Diagnostic>> {
+    // Where the key goes is read before the placeholders are replaced: the config's text is then
+    // the book's own, whose parse every tree shares.
+    let key = signing_key_path(tree);
     let mut values: BTreeMap<String, String> = BTreeMap::new();
     for file in tree.files.values_mut() {
         if !PLACEHOLDER.is_match(&file.content) {
@@ -54,12 +57,16 @@ pub fn apply(tree: &mut Tree, mode: &Secrets) -> Result<(), Vec<Diagnostic>> {
             file.set_content(replaced);
         }
     }
-    write_signing_key(tree, mode).map_err(|d| vec![d])
+    match key {
+        Some(key) => write_signing_key(tree, mode, key).map_err(|d| vec![d]),
+        None => Ok(()),
+    }
 }
 
-fn write_signing_key(tree: &mut Tree, mode: &Secrets) -> Result<(), Diagnostic> {
-    // The Synapse config that names the key: a YAML file with a top-level `signing_key_path`.
-    let Some((config, key_path, line)) = tree.files.values().find_map(|f| {
+/// The Synapse config that names the signing key (a YAML file with a top-level
+/// `signing_key_path`): (its tree path, the key's container path, the line).
+fn signing_key_path(tree: &Tree) -> Option<(String, String, usize)> {
+    tree.files.values().find_map(|f| {
         if !(f.path.ends_with(".yaml") || f.path.ends_with(".yml"))
             || !f.content.contains("signing_key_path")
         {
@@ -67,9 +74,14 @@ fn write_signing_key(tree: &mut Tree, mode: &Secrets) -> Result<(), Diagnostic> 
         }
         let node = f.yaml_root()?.get("signing_key_path")?;
         Some((f.path.clone(), node.as_str()?.to_string(), node.line()))
-    }) else {
-        return Ok(());
-    };
+    })
+}
+
+fn write_signing_key(
+    tree: &mut Tree,
+    mode: &Secrets,
+    (config, key_path, line): (String, String, usize),
+) -> Result<(), Diagnostic> {
     let loc = tree.files[&config].md_loc(line);
     let compose = Compose::from_tree(tree);
     if compose.is_none() && Compose::file_of(tree).is_some_and(|f| tree.files[f].yaml().is_err()) {

@@ -8,28 +8,15 @@
 
 use crate::diagnostics::MdLoc;
 use crate::yaml::{self, Loaded, Node};
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
 
 type Parse = Arc<Result<Loaded, yaml::Issue>>;
 
 /// The YAML parse of a text, shared by every file with that text.
 fn parse(text: &str) -> Parse {
-    static PARSES: OnceLock<Mutex<HashMap<String, Parse>>> = OnceLock::new();
-    let parses = PARSES.get_or_init(Mutex::default);
-    if let Some(p) = parses
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .get(text)
-    {
-        return p.clone();
-    }
-    let p = Arc::new(yaml::load(text));
-    parses
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .insert(text.to_string(), p.clone());
-    p
+    static PARSES: crate::cache::Memo<String, Parse> = crate::cache::Memo::new();
+    PARSES.get_or(text.to_string(), || Arc::new(yaml::load(text)))
 }
 
 /// One fragment of an assembled file: which Markdown lines produced which file lines.

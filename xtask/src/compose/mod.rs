@@ -16,8 +16,8 @@ pub mod env;
 
 use crate::tree::Tree;
 use crate::yaml::Node;
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// The names Compose looks for, in its order.
 pub const FILES: &[&str] = &[
@@ -131,37 +131,25 @@ impl Compose {
     /// its variants, the trees with generated secrets) share one model.
     pub fn from_tree(tree: &Tree) -> Option<Arc<Compose>> {
         type Key = (&'static str, String, Option<String>);
-        static MODELS: OnceLock<Mutex<HashMap<Key, Option<Arc<Compose>>>>> = OnceLock::new();
+        static MODELS: crate::cache::Memo<Key, Option<Arc<Compose>>> = crate::cache::Memo::new();
         let path = Compose::file_of(tree)?;
         let file = tree.get(path)?;
         let dot_env = tree.get(DOT_ENV).map(|f| f.content.clone());
-        let key = (path, file.content.clone(), dot_env);
-        let models = MODELS.get_or_init(Mutex::default);
-        if let Some(m) = models
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&key)
-        {
-            return m.clone();
-        }
-        let model = file.yaml_root().map(|root| {
-            let vars = key
-                .2
-                .as_deref()
-                .map(|text| {
-                    env::parse(text)
-                        .into_iter()
-                        .map(|v| (v.key, v.value))
-                        .collect()
-                })
-                .unwrap_or_default();
-            Arc::new(Compose::from_root(path, root, vars))
-        });
-        models
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(key, model.clone());
-        model
+        let key = (path, file.content.clone(), dot_env.clone());
+        MODELS.get_or(key, || {
+            file.yaml_root().map(|root| {
+                let vars = dot_env
+                    .as_deref()
+                    .map(|text| {
+                        env::parse(text)
+                            .into_iter()
+                            .map(|v| (v.key, v.value))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Arc::new(Compose::from_root(path, root, vars))
+            })
+        })
     }
 
     /// The model of a Compose document (`vars`: the interpolation variables).

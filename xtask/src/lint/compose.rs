@@ -234,7 +234,7 @@ pub fn served(view: &TreeView<'_>, compose: &Compose) -> BTreeMap<String, Vec<St
     let mut runs: BTreeMap<&str, Vec<&crate::synapse::Process>> = BTreeMap::new();
     if let Some(syn) = view.synapse() {
         for p in &syn.processes {
-            if let Some(s) = syn.service_of(compose, p) {
+            if let Some(s) = view.service_of(p) {
                 runs.entry(s.name.as_str()).or_default().push(p);
             }
         }

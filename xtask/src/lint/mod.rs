@@ -53,6 +53,8 @@ pub struct TreeView<'a> {
     /// The nginx configuration (None: the tree has none).
     pub nginx: Option<&'a Result<Config, Vec<Diagnostic>>>,
     pub router: Option<&'a Result<Router, Vec<Diagnostic>>>,
+    /// The Compose service running each Synapse process, worked out once.
+    services: std::sync::OnceLock<BTreeMap<String, usize>>,
 }
 
 /// The models of one tree a [`TreeView`] lends to the checks.
@@ -78,7 +80,28 @@ impl<'a> TreeView<'a> {
             synapse: models.synapse,
             nginx: models.nginx,
             router: models.router,
+            services: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The Compose service running a Synapse process (see
+    /// [`Deployment::service_of`]), when the Compose file and the deployment are clean.
+    pub fn service_of(&self, p: &crate::synapse::Process) -> Option<&'a crate::compose::Service> {
+        let compose = self.compose()?;
+        let map = self.services.get_or_init(|| {
+            let Some(d) = self.synapse() else {
+                return BTreeMap::new();
+            };
+            d.processes
+                .iter()
+                .filter_map(|p| {
+                    let s = d.service_of(compose, p)?;
+                    let i = compose.services.iter().position(|x| x.name == s.name)?;
+                    Some((p.name.clone(), i))
+                })
+                .collect()
+        });
+        map.get(&p.name).map(|&i| &compose.services[i])
     }
 
     pub fn file(&self, path: &str) -> Option<&TreeFile> {

@@ -66,7 +66,7 @@ impl<'a> Checker<'a> {
     }
 
     fn service_of(&self, p: &Process) -> Option<&'a Service> {
-        self.compose.and_then(|c| self.syn.service_of(c, p))
+        self.view.service_of(p)
     }
 
     fn worker_names(&mut self) {

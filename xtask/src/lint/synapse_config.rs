@@ -107,7 +107,7 @@ type Plan = Vec<(String, Vec<(String, String)>)>;
 fn plan(view: &TreeView<'_>, syn: &Deployment, compose: Option<&Compose>) -> Plan {
     let mut plan = Vec::new();
     for p in &syn.processes {
-        let svc = compose.and_then(|c| syn.service_of(c, p));
+        let svc = compose.and_then(|_| view.service_of(p));
         if compose.is_some() && svc.is_none() {
             continue; // reported as synapse::worker-without-service; its paths cannot be mapped
         }
@@ -275,9 +275,9 @@ pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
     let plan = plan(view, syn, compose);
     let mut visible: Vec<String> = Vec::new();
     match compose {
-        Some(c) => {
+        Some(_) => {
             for p in &syn.processes {
-                if let Some(s) = syn.service_of(c, p) {
+                if let Some(s) = view.service_of(p) {
                     for m in &s.mounts {
                         if let Resolved::Tree(t) = s.resolve(&m.target)
                             && !visible.contains(&t)

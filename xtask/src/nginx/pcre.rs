@@ -20,18 +20,23 @@ pub struct Caps {
 }
 
 impl Rx {
+    /// Compiles `pattern` (once per process: the trees of a book share most of their regexes).
     pub fn new(pattern: &str, caseless: bool) -> Result<Rx, String> {
-        let re = RegexBuilder::new()
-            .caseless(caseless)
-            .utf(false)
-            .ucp(false)
-            .jit_if_available(true)
-            .build(pattern)
-            .map_err(|e| e.to_string())?;
-        Ok(Rx {
-            pattern: pattern.to_string(),
-            caseless,
-            re,
+        static COMPILED: crate::cache::Memo<(String, bool), Result<Rx, String>> =
+            crate::cache::Memo::new();
+        COMPILED.get_or((pattern.to_string(), caseless), || {
+            RegexBuilder::new()
+                .caseless(caseless)
+                .utf(false)
+                .ucp(false)
+                .jit_if_available(true)
+                .build(pattern)
+                .map_err(|e| e.to_string())
+                .map(|re| Rx {
+                    pattern: pattern.to_string(),
+                    caseless,
+                    re,
+                })
         })
     }
 

@@ -139,6 +139,26 @@ fn stand_in_certificates(cfg: &Config, etc: &Path) -> std::io::Result<()> {
 /// Stands for the scratch copy of `/etc/nginx/` in (cached) nginx output.
 const ETC: &str = "@ETC@/";
 
+/// Writes the tree's nginx directory (`dir`, holding the main file `root`) under `scratch` as
+/// `nginx -t` needs it: `etc/nginx/` with the container paths rewritten into the scratch
+/// directory, `log/`, and stand-in certificates. Returns the main file's path there.
+pub fn prepare(
+    tree: &Tree,
+    cfg: &Config,
+    root: &str,
+    dir: &str,
+    scratch: &Path,
+) -> std::io::Result<std::path::PathBuf> {
+    let etc = scratch.join("etc/nginx");
+    let log = scratch.join("log");
+    std::fs::create_dir_all(&log)?;
+    let etc_s = format!("{}/", etc.display());
+    let log_s = format!("{}/", log.display());
+    config::write_scratch_etc(tree, dir, &etc, |text| rewrite(text, &etc_s, &log_s))?;
+    stand_in_certificates(cfg, &etc)?;
+    Ok(etc.join(root.strip_prefix(dir).unwrap_or(root)))
+}
+
 /// Writes the scratch tree and runs `nginx -t`: (passed, stderr with scratch paths replaced).
 fn run(
     tree: &Tree,
@@ -150,14 +170,9 @@ fn run(
     let scratch =
         std::env::temp_dir().join(format!("xtask-nginx-t-{}-{}", std::process::id(), unique()));
     let etc = scratch.join("etc/nginx");
-    let log = scratch.join("log");
     let res = (|| {
-        std::fs::create_dir_all(&log)?;
+        let conf = prepare(tree, cfg, root, dir, &scratch)?;
         let etc_s = format!("{}/", etc.display());
-        let log_s = format!("{}/", log.display());
-        config::write_scratch_etc(tree, dir, &etc, |text| rewrite(text, &etc_s, &log_s))?;
-        stand_in_certificates(cfg, &etc)?;
-        let conf = etc.join(root.strip_prefix(dir).unwrap_or(root));
         let out = Command::new(nginx)
             .args(["-t", "-q", "-e", "stderr", "-g"])
             .arg(format!("pid {}/nginx.pid;", scratch.display()))
