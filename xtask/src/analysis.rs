@@ -87,7 +87,7 @@ impl Analysis {
     /// of their own: they share nothing but the parses they have in common).
     pub fn new(book: Book) -> Analysis {
         let mut assembly = Vec::new();
-        let built = parallel(variant_names(&book), |variant| {
+        let built = parallel(extract::trees(&book), |variant| {
             let opts = Options {
                 variant: variant.clone(),
                 ..Options::default()
@@ -130,7 +130,7 @@ impl Analysis {
         let jobs = self
             .trees()
             .map(Job::Tree)
-            .chain(variant_names(&self.book).into_iter().map(Job::Generated))
+            .chain(extract::trees(&self.book).into_iter().map(Job::Generated))
             .chain([Job::Book]);
         let found = parallel(jobs.collect(), |job| match job {
             Job::Tree(t) => lint::check_tree(&t.view(), opts),
@@ -216,13 +216,6 @@ fn parallel<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R
             .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
             .collect()
     })
-}
-
-/// The main tree (None) and every variant the book uses, in that order: the one variant loop.
-fn variant_names(book: &Book) -> Vec<Option<String>> {
-    std::iter::once(None)
-        .chain(extract::variants(book).into_iter().map(Some))
-        .collect()
 }
 
 /// Sorted, without repeats (the same finding from two trees is one finding).

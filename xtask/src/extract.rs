@@ -35,6 +35,14 @@ pub fn variants(book: &Book) -> Vec<String> {
     set.into_iter().collect()
 }
 
+/// Every tree the book makes: the main tree (None), then each variant, in name order. The one
+/// list every per-tree loop goes through.
+pub fn trees(book: &Book) -> Vec<Option<String>> {
+    std::iter::once(None)
+        .chain(variants(book).into_iter().map(Some))
+        .collect()
+}
+
 /// Assembles the tree. All-or-nothing: any error means no tree.
 pub fn assemble(book: &Book, opts: &Options) -> Result<Tree, Vec<Diagnostic>> {
     let mut diags = Vec::new();

@@ -1,7 +1,8 @@
 //! Tidy: the repository's own rules, checked like rust-analyzer's `xtask tidy` does.
 //!
 //! - the modules of `xtask/src` import only modules of lower layers, as the layer table of
-//!   `src/contributing/architecture.md` says (so the table and the code cannot drift apart);
+//!   `src/contributing/architecture.md` says (so the table and the code cannot drift apart), and
+//!   the submodules of a module do not use each other in a cycle;
 //! - `cargo fmt --check` is clean;
 //! - every Rust file opens with its `//!` doc comment;
 //! - every repository path a comment of the sources (Rust, TOML) cites exists (files of other
@@ -250,6 +251,126 @@ fn layers_only_point_down() {
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// The sibling submodules of module `m` that `code` (a file of `m`) names: `super::x`,
+/// `super::{x, y}` and `crate::m::x`.
+fn sibling_refs(code: &str, m: &str, siblings: &BTreeSet<String>) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for prefix in ["super::".to_string(), format!("crate::{m}::")] {
+        let mut rest = code;
+        while let Some(i) = rest.find(&prefix) {
+            let before = rest[..i].chars().next_back();
+            rest = &rest[i + prefix.len()..];
+            if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':') {
+                continue;
+            }
+            let names: Vec<String> = match rest.strip_prefix('{') {
+                Some(g) => g
+                    .split('}')
+                    .next()
+                    .unwrap_or("")
+                    .split([',', ' ', '\n'])
+                    .map(|w| w.split("::").next().unwrap_or("").trim().to_string())
+                    .collect(),
+                None => vec![
+                    rest.chars()
+                        .take_while(|c| c.is_alphanumeric() || *c == '_')
+                        .collect(),
+                ],
+            };
+            out.extend(names.into_iter().filter(|n| siblings.contains(n)));
+        }
+    }
+    out
+}
+
+/// The nodes of `edges` from which a path leads back to themselves.
+fn in_cycles(edges: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
+    fn reaches(
+        edges: &BTreeMap<String, BTreeSet<String>>,
+        from: &str,
+        to: &str,
+        seen: &mut BTreeSet<String>,
+    ) -> bool {
+        edges
+            .get(from)
+            .into_iter()
+            .flatten()
+            .any(|n| n == to || (seen.insert(n.clone()) && reaches(edges, n, to, seen)))
+    }
+    edges
+        .keys()
+        .filter(|n| reaches(edges, n, n, &mut BTreeSet::new()))
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn cycles_and_sibling_uses_are_found() {
+    let edges: BTreeMap<String, BTreeSet<String>> = [
+        ("report", &["kills"][..]),
+        ("kills", &["checks"]),
+        ("checks", &["report", "docker"]),
+        ("docker", &[]),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect()))
+    .collect();
+    assert_eq!(in_cycles(&edges), ["checks", "kills", "report"]);
+    let siblings: BTreeSet<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+    let code = code_only("use super::{a, b::X};\nfn f() { crate::m::c::g(); super::d(); }");
+    assert_eq!(
+        sibling_refs(&code, "m", &siblings)
+            .into_iter()
+            .collect::<Vec<_>>(),
+        ["a", "b", "c"]
+    );
+}
+
+#[test]
+fn submodules_have_no_cycles() {
+    let src = root().join("xtask/src");
+    let mut cycles = Vec::new();
+    for e in std::fs::read_dir(&src).unwrap() {
+        let dir = e.unwrap().path();
+        if !dir.is_dir() {
+            continue;
+        }
+        let m = dir.file_name().unwrap().to_string_lossy().into_owned();
+        // Each submodule: a file `x.rs`, or a directory `x/` (its files count as `x`).
+        let mut files: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+        for f in rust_files(&dir) {
+            let first = f.components().next().unwrap().as_os_str().to_string_lossy();
+            let sub = first.trim_end_matches(".rs").to_string();
+            if sub != "mod" {
+                files.entry(sub).or_default().push(dir.join(&f));
+            }
+        }
+        let siblings: BTreeSet<String> = files.keys().cloned().collect();
+        let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (sub, paths) in &files {
+            for p in paths {
+                let code = code_only(&std::fs::read_to_string(p).unwrap());
+                // In a directory submodule, `super::` is the submodule itself.
+                let is_dir_child = p.parent() != Some(dir.as_path());
+                let mut refs = sibling_refs(&code, &m, &siblings);
+                if is_dir_child {
+                    refs.retain(|r| code.contains(&format!("crate::{m}::{r}")));
+                }
+                refs.remove(sub);
+                edges.entry(sub.clone()).or_default().extend(refs);
+            }
+        }
+        for sub in in_cycles(&edges) {
+            cycles.push(format!("{m}::{sub} reaches itself: {edges:?}"));
+        }
+    }
+    assert!(
+        cycles.is_empty(),
+        "submodules that use each other (move what both need to one of them):\n{}",
+        cycles.join("\n")
+    );
 }
 
 #[test]

@@ -32,7 +32,12 @@ pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
         .map(|v| v.entries().iter().filter_map(|(k, _)| k.as_str()).collect())
         .unwrap_or_default();
     // Findings from a template merged into several services are reported once, naming them all.
-    let mut dep_findings: BTreeMap<(usize, &'static str, String), Vec<String>> = BTreeMap::new();
+    #[derive(PartialEq, Eq, PartialOrd, Ord)]
+    enum Dep {
+        NoHealthcheck,
+        UnknownService,
+    }
+    let mut dep_findings: BTreeMap<(usize, Dep, String), Vec<String>> = BTreeMap::new();
     for svc in &compose.services {
         // depends_on: a list of names or a map name -> condition
         if let Some(dep) = svc.node.get("depends_on") {
@@ -50,7 +55,7 @@ pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
             for (name, line) in names {
                 let Some(target) = compose.service(name) else {
                     dep_findings
-                        .entry((line, "compose::unknown-service", name.to_string()))
+                        .entry((line, Dep::UnknownService, name.to_string()))
                         .or_default()
                         .push(svc.name.clone());
                     continue;
@@ -66,11 +71,7 @@ pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
                 });
                 if healthy && !has_check {
                     dep_findings
-                        .entry((
-                            line,
-                            "compose::dependency-without-healthcheck",
-                            name.to_string(),
-                        ))
+                        .entry((line, Dep::NoHealthcheck, name.to_string()))
                         .or_default()
                         .push(svc.name.clone());
                 }
@@ -146,18 +147,23 @@ pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
             }
         }
     }
-    for ((line, code, name), services) in dep_findings {
+    for ((line, dep, name), services) in dep_findings {
         let who = services
             .iter()
             .map(|s| format!("`{s}`"))
             .collect::<Vec<_>>()
             .join(", ");
-        let msg = if code == "compose::unknown-service" {
-            format!("{who} depend(s) on `{name}`, which is not a service of this file")
-        } else {
-            format!(
-                "{who} wait(s) for `{name}` to be healthy, but `{name}` has no healthcheck: Compose refuses to start them"
-            )
+        let (code, msg) = match dep {
+            Dep::UnknownService => (
+                "compose::unknown-service",
+                format!("{who} depend(s) on `{name}`, which is not a service of this file"),
+            ),
+            Dep::NoHealthcheck => (
+                "compose::dependency-without-healthcheck",
+                format!(
+                    "{who} wait(s) for `{name}` to be healthy, but `{name}` has no healthcheck: Compose refuses to start them"
+                ),
+            ),
         };
         diags.push(Diagnostic::error(code, msg, &at(line)));
     }
