@@ -262,3 +262,69 @@ pub fn site(root: &Path) -> preprocess::Analysed {
 pub fn mdbook(input: &str) -> Result<(String, Vec<String>), preprocess::Failure> {
     preprocess::handle(input, site)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A one-chapter book on disk and mdBook's JSON input for it.
+    fn book_on_disk(chapter: &str) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("src")).unwrap();
+        std::fs::write(root.join("book.toml"), "[book]\ntitle = \"t\"\n").unwrap();
+        std::fs::write(
+            root.join("src/SUMMARY.md"),
+            "# Summary\n\n- [Setup](setup.md)\n",
+        )
+        .unwrap();
+        std::fs::write(root.join("src/setup.md"), chapter).unwrap();
+        let input = json!([
+            {"root": root, "config": {}, "renderer": "html", "mdbook_version": "0.5.4"},
+            {"items": [{"Chapter": {"name": "Setup", "content": chapter, "number": [1],
+                "sub_items": [], "path": "setup.md", "source_path": "setup.md",
+                "parent_names": []}}]}
+        ]);
+        (dir, input.to_string())
+    }
+
+    #[test]
+    fn the_preprocessor_runs_the_checks_of_check() {
+        let ok = "# Setup\n\n```yaml title=\"app/a.yaml\"\nname: example\n```\n";
+        let (_dir, input) = book_on_disk(ok);
+        let (out, notes) = mdbook(&input).unwrap();
+        assert!(out.contains("app/a.yaml"), "{out}");
+        assert!(notes.is_empty(), "{notes:?}");
+
+        let dup = "# Setup\n\ntext\n\n```yaml title=\"app/a.yaml\"\nname: a\nname: b\n```\n";
+        let (dir, input) = book_on_disk(dup);
+        match mdbook(&input) {
+            Err(preprocess::Failure::Book(d, root)) => {
+                assert_eq!(root, dir.path());
+                assert_eq!(
+                    (d[0].code.as_str(), d[0].file.as_str(), d[0].line),
+                    ("yaml::duplicate-key", "src/setup.md", 7),
+                    "{d:?}"
+                );
+            }
+            Err(other) => panic!("expected a book failure, got {other:?}"),
+            Ok(_) => panic!("a duplicate key must stop the build"),
+        }
+    }
+
+    #[test]
+    fn one_analysis_covers_every_variant() {
+        let md = "# Setup\n\n```yaml title=\"a.yaml\"\nx: 1\n```\n\n```yaml title=\"a.yaml\" variant=\"v\"\nx: yes\n```\n";
+        let (dir, _) = book_on_disk(md);
+        let a = Analysis::of_book(dir.path()).unwrap();
+        assert_eq!(a.variants.len(), 1);
+        assert_eq!(a.variants[0].tree.variant.as_deref(), Some("v"));
+        let found: Vec<(String, usize)> = a
+            .lint(lint::Options::default())
+            .into_iter()
+            .map(|d| (d.code, d.line))
+            .collect();
+        assert_eq!(found, [("yaml::yaml11-boolean".to_string(), 8)]);
+    }
+}
