@@ -6,7 +6,9 @@
 //! same path, so the build is reused and every path compiled into the xtask holds), the Rust
 //! toolchain (`RUSTUP_HOME`, read-only, and `CARGO_HOME`: no Debian 12 machine has the
 //! toolchain, and the workflow installs it with rustup), and nothing else: not this machine's
-//! `/usr/local`, its Python or its Debian packages. Inside, the workflow's own "Base packages"
+//! `/usr/local`, its Python or its Debian packages. One piece of the network comes along: the
+//! CA certificates of `/usr/local/share/ca-certificates`, when the machine's network intercepts
+//! TLS with a CA of its own (ours does), so that PyPI answers inside as it does outside. Inside, the workflow's own "Base packages"
 //! step runs first, then `cargo xtask setup`, then `cargo test --workspace --locked`. The
 //! container has no Docker daemon: tests that need one are told so with `XTASK_NO_DOCKER=1`.
 
@@ -16,6 +18,8 @@ use std::process::{Command, ExitCode};
 
 /// The step of `ci.yml` that installs what the container job needs before the checkout.
 const BASE_STEP: &str = "Base packages";
+/// Where Debian keeps locally added CA certificates (`update-ca-certificates` reads it).
+const EXTRA_CA_DIR: &str = "/usr/local/share/ca-certificates";
 
 /// The script of the named `run:` step of a workflow's container job.
 pub fn workflow_step(workflow: &Path, name: &str) -> anyhow::Result<String> {
@@ -61,11 +65,29 @@ pub fn run(root: &Path) -> anyhow::Result<ExitCode> {
     let rustup_home = home_of("RUSTUP_HOME", ".rustup").canonicalize()?;
     let toolchain = std::env::var("RUSTUP_TOOLCHAIN").ok();
     let root = root.canonicalize()?;
+    // The network of these machines intercepts TLS with a CA of its own, which the host trusts
+    // (`/usr/local/share/ca-certificates`). The container gets those certificates, and only
+    // them, so that it reaches PyPI as the host does; tools are not passed on this way.
+    let extra_ca = Path::new(EXTRA_CA_DIR);
+    let has_extra_ca = std::fs::read_dir(extra_ca).is_ok_and(|rd| {
+        rd.flatten()
+            .any(|e| e.path().extension().is_some_and(|x| x == "crt"))
+    });
+    let trust = if has_extra_ca {
+        format!(
+            "echo '==> pristine: trusting the network CA of {EXTRA_CA_DIR}'\n\
+             update-ca-certificates >/dev/null\n\
+             export PIP_CERT=/etc/ssl/certs/ca-certificates.crt SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt\n"
+        )
+    } else {
+        String::new()
+    };
     let script = format!(
         "set -euo pipefail\n\
          export DEBIAN_FRONTEND=noninteractive\n\
          echo '==> pristine: {BASE_STEP} (from ci.yml)'\n\
          {base}\n\
+         {trust}\
          echo '==> pristine: cargo xtask setup'\n\
          cargo xtask setup\n\
          echo '==> pristine: cargo test --workspace --locked'\n\
@@ -103,6 +125,9 @@ pub fn run(root: &Path) -> anyhow::Result<ExitCode> {
             "-e",
             "CARGO_TERM_COLOR=never",
         ]);
+    if has_extra_ca {
+        c.arg("-v").arg(format!("{EXTRA_CA_DIR}:{EXTRA_CA_DIR}:ro"));
+    }
     if let Some(t) = toolchain {
         c.arg("-e").arg(format!("RUSTUP_TOOLCHAIN={t}"));
     }

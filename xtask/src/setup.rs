@@ -154,18 +154,13 @@ pub use crate::tools::synapse_requirements;
 /// Creates `venv` with the pinned Synapse unless it already has that version.
 pub fn synapse(venv: &Path) -> anyhow::Result<Outcome> {
     let want = crate::tools::version("synapse", "version")?;
-    if installed_synapse(venv).as_deref() == Some(want.as_str()) {
+    if made_by_system_python(venv) && installed_synapse(venv).as_deref() == Some(want.as_str()) {
         return Ok(Outcome::AlreadyThere(format!(
             "matrix-synapse {want} in {}",
             venv.display()
         )));
     }
-    if !venv.join("bin/python").exists() {
-        let python = crate::tools::which("python3")
-            .context("python3 is not installed (run `cargo xtask setup debian`)")?;
-        run(Command::new(python).args(["-m", "venv"]).arg(venv))
-            .context("cannot create the venv (Debian needs the python3-venv package)")?;
-    }
+    ensure_venv(venv)?;
     let pip = venv.join("bin/pip");
     let mut args = vec![
         "install".to_string(),
@@ -200,7 +195,24 @@ fn system_python() -> anyhow::Result<PathBuf> {
         .context("python3 is not installed (run `cargo xtask setup debian`)")
 }
 
-/// Makes `venv` a working virtualenv (with pip), in place: kept when its Python runs, made
+/// Whether `venv` was made by [`system_python`] (its `pyvenv.cfg` names that Python's
+/// directory). A venv made by another Python (say a pyenv one in `/root/.pyenv`) works only
+/// where that Python exists: not in the pristine container, which sees this `target/`.
+fn made_by_system_python(venv: &Path) -> bool {
+    let Ok(python) = system_python() else {
+        return false;
+    };
+    let Ok(cfg) = std::fs::read_to_string(venv.join("pyvenv.cfg")) else {
+        return false;
+    };
+    cfg.lines().any(|l| {
+        l.split_once('=').is_some_and(|(k, v)| {
+            k.trim() == "home" && Some(Path::new(v.trim())) == python.parent()
+        })
+    })
+}
+
+/// Makes `venv` a working virtualenv (with pip) of [`system_python`], in place: kept when its Python runs, made
 /// again when it does not (e.g. the Python it was made with is gone).
 fn ensure_venv(venv: &Path) -> anyhow::Result<()> {
     let works = Command::new(venv.join("bin/python"))
@@ -210,7 +222,7 @@ fn ensure_venv(venv: &Path) -> anyhow::Result<()> {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    if works {
+    if works && made_by_system_python(venv) {
         return Ok(());
     }
     if venv.exists() {
