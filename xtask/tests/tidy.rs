@@ -385,6 +385,15 @@ fn the_import_scanner_sees_every_form() {
 #[test]
 fn rustfmt_is_clean() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let has_rustfmt = Command::new(&cargo)
+        .args(["fmt", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_rustfmt {
+        // A toolchain of rustup's minimal profile (`rustup component add rustfmt`).
+        eprintln!("rustfmt is not installed: skipped");
+        return;
+    }
     let out = Command::new(cargo)
         .args(["fmt", "--all", "--check"])
         .current_dir(root())
