@@ -3,7 +3,7 @@
 //! fenced block with its language, attributes, text, and the Markdown file and line of each of
 //! its lines.
 //!
-//! The block contract (DESIGN.md, and `src/contributing/authoring.md` in the book):
+//! The block contract (`src/contributing/authoring.md` in the book):
 //! - ```` ```yaml title="synapse/homeserver.yaml" ```` is (part of) an extracted file;
 //! - ```` ```nginx title="nginx/nginx.conf" variant="https" ```` is a whole alternative of that
 //!   file, checked but not extracted;
@@ -288,17 +288,37 @@ pub fn line_of(text: &str, pos: usize) -> usize {
         + 1
 }
 
+/// The start of every line of a text, for many [`line_of`] questions about one text (a binary
+/// search each instead of a count from the start).
+#[derive(Debug, Clone)]
+pub struct LineIndex(Vec<usize>);
+
+impl LineIndex {
+    pub fn new(text: &str) -> Self {
+        let starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        LineIndex(starts)
+    }
+
+    /// The 1-based line of byte offset `pos` (as [`line_of`]).
+    pub fn line(&self, pos: usize) -> usize {
+        self.0.partition_point(|&start| start <= pos).max(1)
+    }
+}
+
 /// Every fenced block of one chapter, with diagnostics for blocks that break the contract.
 pub fn parse_blocks(file: &str, text: &str) -> (Vec<Block>, Vec<Diagnostic>) {
     let mut blocks = Vec::new();
     let mut diags = Vec::new();
     let parser = new_cmark_parser(text, &MarkdownOptions::default()).into_offset_iter();
+    let lines = LineIndex::new(text);
     let mut current: Option<(usize, String, String, std::ops::Range<usize>)> = None;
     for (event, range) in parser {
         match event {
             Event::Start(Tag::CodeBlock(CodeBlockKind::Fenced(info))) => {
                 current = Some((
-                    line_of(text, range.start),
+                    lines.line(range.start),
                     info.to_string(),
                     String::new(),
                     range,

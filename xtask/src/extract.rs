@@ -9,6 +9,7 @@
 use crate::book::{Block, BlockKind, Book};
 use crate::diagnostics::{Diagnostic, MdLoc};
 use crate::secrets::{self, Secrets};
+pub use crate::tree::{Fragment, Tree, TreeFile};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
 
@@ -16,69 +17,6 @@ use std::path::{Component, Path, PathBuf};
 pub const MANIFEST: &str = ".extract-manifest";
 /// The example server name the book uses; `--server-name` replaces it.
 pub const EXAMPLE_SERVER_NAME: &str = "example.com";
-
-/// One fragment of an assembled file: which Markdown lines produced which file lines.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fragment {
-    pub md_file: String,
-    /// Markdown line of the fragment's first content line.
-    pub md_line: usize,
-    /// 1-based line of the fragment's first line in the assembled file.
-    pub out_line: usize,
-    pub lines: usize,
-}
-
-#[derive(Debug, Clone)]
-pub struct TreeFile {
-    /// Relative to the deployment root, `/`-separated.
-    pub path: String,
-    pub content: String,
-    pub fragments: Vec<Fragment>,
-    /// Holds a secret (a placeholder or a generated value): written with mode 0600.
-    pub secret: bool,
-    /// The language of the first block (yaml, nginx, conf, sh, ...).
-    pub lang: String,
-}
-
-impl TreeFile {
-    /// Markdown location of 1-based line `line` of this file.
-    pub fn md_loc(&self, line: usize) -> MdLoc {
-        let line = line.max(1);
-        let frag = self
-            .fragments
-            .iter()
-            .rev()
-            .find(|f| f.out_line <= line)
-            .or(self.fragments.first())
-            .expect("a tree file has at least one fragment");
-        let off = (line - frag.out_line).min(frag.lines.saturating_sub(1));
-        MdLoc::new(frag.md_file.clone(), frag.md_line + off)
-    }
-
-    /// Markdown location of byte offset `pos` of this file.
-    pub fn md_loc_at(&self, pos: usize) -> MdLoc {
-        self.md_loc(crate::book::line_of(&self.content, pos))
-    }
-
-    /// Where the file starts in the book (its first fragment's first line).
-    pub fn first_loc(&self) -> MdLoc {
-        self.md_loc(1)
-    }
-}
-
-/// The assembled deployment tree.
-#[derive(Debug, Clone, Default)]
-pub struct Tree {
-    pub files: BTreeMap<String, TreeFile>,
-    /// The variant this tree was assembled for (None: the main tree).
-    pub variant: Option<String>,
-}
-
-impl Tree {
-    pub fn get(&self, path: &str) -> Option<&TreeFile> {
-        self.files.get(path)
-    }
-}
 
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -95,6 +33,14 @@ pub fn variants(book: &Book) -> Vec<String> {
         .filter_map(|b| b.variant().map(String::from))
         .collect();
     set.into_iter().collect()
+}
+
+/// Every tree the book makes: the main tree (None), then each variant, in name order. The one
+/// list every per-tree loop goes through.
+pub fn trees(book: &Book) -> Vec<Option<String>> {
+    std::iter::once(None)
+        .chain(variants(book).into_iter().map(Some))
+        .collect()
 }
 
 /// Assembles the tree. All-or-nothing: any error means no tree.
@@ -192,13 +138,7 @@ pub fn assemble(book: &Book, opts: &Options) -> Result<Tree, Vec<Diagnostic>> {
         let lang = chosen.first().map(|b| b.lang.clone()).unwrap_or_default();
         tree.files.insert(
             target.clone(),
-            TreeFile {
-                path: target.clone(),
-                content,
-                fragments,
-                secret: false,
-                lang,
-            },
+            TreeFile::new(target.clone(), content, fragments, lang),
         );
     }
     if !diags.is_empty() {

@@ -1,4 +1,5 @@
-//! The whole command line of `cargo xtask`, in one place (see DESIGN.md, "CLI contract").
+//! The whole command line of `cargo xtask`, in one place (the contract other tools rely on is in
+//! `src/contributing/architecture.md`, "Diagnostics and exit status").
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -20,13 +21,7 @@ pub struct BookArg {
     pub book: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    #[default]
-    Human,
-    Github,
-    Json,
-}
+pub use crate::diagnostics::Format;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Secrets {

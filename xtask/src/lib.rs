@@ -1,8 +1,11 @@
-//! The library behind `cargo xtask`. One module per concern; see DESIGN.md and
-//! `src/contributing/architecture.md`.
+//! The library behind `cargo xtask`. One module per concern, in layers that only point down:
+//! see `src/contributing/architecture.md`.
 
+pub mod analysis;
 pub mod book;
+pub mod cache;
 pub mod cmd;
+pub mod compose;
 pub mod diagnostics;
 pub mod extract;
 pub mod flags;
@@ -19,6 +22,7 @@ pub mod site;
 pub mod stack;
 pub mod synapse;
 pub mod tools;
+pub mod tree;
 pub mod workflows;
 pub mod yaml;
 

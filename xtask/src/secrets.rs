@@ -6,12 +6,14 @@
 //! operating system's RNG, the same value in every file that names it.
 //!
 //! The signing key is written where `signing_key_path` in the Synapse config points, mapped from
-//! the container path to the tree through the Compose file's bind mounts. Its format is Synapse's
+//! the container path to the tree through the Compose file's bind mounts (the Compose model,
+//! [`crate::compose`]). Its format is Synapse's
 //! own: `ed25519 a_XXXX <unpadded base64 of a 32-byte seed>`. Without `generate` the key is a
 //! placeholder too (valid in form, so the tree still starts, but plainly not secret).
 
+use crate::compose::Compose;
 use crate::diagnostics::Diagnostic;
-use crate::extract::{Fragment, Tree, TreeFile};
+use crate::tree::{Fragment, Tree, TreeFile};
 use base64::Engine as _;
 use regex::Regex;
 use std::collections::BTreeMap;
@@ -33,24 +35,11 @@ pub const PLACEHOLDER_MARK: &str = "CHANGEME";
 pub static PLACEHOLDER: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"CHANGEME_[a-z0-9_]+").expect("valid regex"));
 
-static SIGNING_KEY_PATH: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r#"(?m)^signing_key_path:\s*["']?([^"'\s#]+)["']?"#).expect("valid regex")
-});
-
-/// Short-syntax bind mounts in a Compose file: `- ./host/path:/container/path[:ro]`.
-static BIND_MOUNT: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r#"(?m)^\s*-\s*["']?\.(/[^:"'\s]*)?:(/[^:"'\s]*)"#).expect("valid regex")
-});
-
-const COMPOSE_FILES: &[&str] = &[
-    "docker-compose.yml",
-    "docker-compose.yaml",
-    "compose.yml",
-    "compose.yaml",
-];
-
 /// Marks secret files, replaces placeholders when asked, and writes the signing key.
 pub fn apply(tree: &mut Tree, mode: &Secrets) -> Result<(), Vec<Diagnostic>> {
+    // Where the key goes is read before the placeholders are replaced: the config's text is then
+    // the book's own, whose parse every tree shares.
+    let key = signing_key_path(tree);
     let mut values: BTreeMap<String, String> = BTreeMap::new();
     for file in tree.files.values_mut() {
         if !PLACEHOLDER.is_match(&file.content) {
@@ -64,29 +53,45 @@ pub fn apply(tree: &mut Tree, mode: &Secrets) -> Result<(), Vec<Diagnostic>> {
                     .or_insert_with(|| random_token(32))
                     .clone()
             });
-            file.content = replaced.into_owned();
+            let replaced = replaced.into_owned();
+            file.set_content(replaced);
         }
     }
-    write_signing_key(tree, mode).map_err(|d| vec![d])
+    match key {
+        Some(key) => write_signing_key(tree, mode, key).map_err(|d| vec![d]),
+        None => Ok(()),
+    }
 }
 
-fn write_signing_key(tree: &mut Tree, mode: &Secrets) -> Result<(), Diagnostic> {
-    let Some((config, key_path, line)) = tree.files.values().find_map(|f| {
-        if !(f.path.ends_with(".yaml") || f.path.ends_with(".yml")) {
+/// The Synapse config that names the signing key (a YAML file with a top-level
+/// `signing_key_path`): (its tree path, the key's container path, the line).
+fn signing_key_path(tree: &Tree) -> Option<(String, String, usize)> {
+    tree.files.values().find_map(|f| {
+        if !(f.path.ends_with(".yaml") || f.path.ends_with(".yml"))
+            || !f.content.contains("signing_key_path")
+        {
             return None;
         }
-        let caps = SIGNING_KEY_PATH.captures(&f.content)?;
-        let m = caps.get(1)?;
-        Some((
-            f.path.clone(),
-            m.as_str().to_string(),
-            crate::book::line_of(&f.content, m.start()),
-        ))
-    }) else {
-        return Ok(());
-    };
+        let node = f.yaml_root()?.get("signing_key_path")?;
+        Some((f.path.clone(), node.as_str()?.to_string(), node.line()))
+    })
+}
+
+fn write_signing_key(
+    tree: &mut Tree,
+    mode: &Secrets,
+    (config, key_path, line): (String, String, usize),
+) -> Result<(), Diagnostic> {
     let loc = tree.files[&config].md_loc(line);
-    let tree_path = container_to_tree(tree, &key_path).ok_or_else(|| {
+    let compose = Compose::from_tree(tree);
+    if compose.is_none() && Compose::file_of(tree).is_some_and(|f| tree.files[f].yaml().is_err()) {
+        // The Compose file is not YAML: that is reported (by lint) at its line, and where the
+        // key belongs cannot be known.
+        return Ok(());
+    }
+    let tree_path = compose
+        .and_then(|c| c.container_to_tree(&key_path))
+        .ok_or_else(|| {
         Diagnostic::error(
             "extract::signing-key-unmapped",
             format!(
@@ -123,45 +128,10 @@ fn write_signing_key(tree: &mut Tree, mode: &Secrets) -> Result<(), Diagnostic> 
         out_line: 1,
         lines: 1,
     };
-    tree.files.insert(
-        tree_path.clone(),
-        TreeFile {
-            path: tree_path,
-            content,
-            fragments: vec![loc_frag],
-            secret: true,
-            lang: "text".into(),
-        },
-    );
+    let mut key = TreeFile::new(tree_path.clone(), content, vec![loc_frag], "text");
+    key.secret = true;
+    tree.files.insert(tree_path, key);
     Ok(())
-}
-
-/// Maps a container path to a tree path through the Compose file's `./x:/y` bind mounts
-/// (longest container prefix wins).
-pub fn container_to_tree(tree: &Tree, container_path: &str) -> Option<String> {
-    let compose = COMPOSE_FILES.iter().find_map(|c| tree.files.get(*c))?;
-    let mut best: Option<(usize, String)> = None;
-    for caps in BIND_MOUNT.captures_iter(&compose.content) {
-        let host = caps.get(1).map_or("", |m| m.as_str()).trim_matches('/');
-        let target = caps[2].trim_end_matches('/');
-        let rest = if container_path == target {
-            Some("")
-        } else {
-            container_path.strip_prefix(&format!("{target}/"))
-        };
-        if let Some(rest) = rest
-            && best.as_ref().is_none_or(|(len, _)| target.len() > *len)
-        {
-            let p = [host, rest]
-                .iter()
-                .filter(|s| !s.is_empty())
-                .copied()
-                .collect::<Vec<_>>()
-                .join("/");
-            best = Some((target.len(), p));
-        }
-    }
-    best.map(|(_, p)| p).filter(|p| !p.is_empty())
 }
 
 fn random_bytes(n: usize) -> Vec<u8> {
@@ -190,18 +160,17 @@ mod tests {
     use crate::diagnostics::MdLoc;
 
     fn file(path: &str, content: &str) -> TreeFile {
-        TreeFile {
-            path: path.into(),
-            content: content.into(),
-            fragments: vec![Fragment {
+        TreeFile::new(
+            path,
+            content,
+            vec![Fragment {
                 md_file: "src/a.md".into(),
                 md_line: 10,
                 out_line: 1,
                 lines: 50,
             }],
-            secret: false,
-            lang: "yaml".into(),
-        }
+            "yaml",
+        )
     }
 
     fn tree() -> Tree {

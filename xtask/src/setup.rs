@@ -149,29 +149,7 @@ pub fn installed_synapse(venv: &Path) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// The pip requirement strings for the pinned Synapse.
-pub fn synapse_requirements() -> anyhow::Result<Vec<String>> {
-    let v = crate::tools::versions()?;
-    let s = v.get("synapse").context("versions.toml has no [synapse]")?;
-    let version = s
-        .get("version")
-        .and_then(|x| x.as_str())
-        .context("[synapse] version")?;
-    let extras: Vec<&str> = s
-        .get("extras")
-        .and_then(|x| x.as_array())
-        .map(|a| a.iter().filter_map(|e| e.as_str()).collect())
-        .unwrap_or_default();
-    let mut reqs = vec![if extras.is_empty() {
-        format!("matrix-synapse=={version}")
-    } else {
-        format!("matrix-synapse[{}]=={version}", extras.join(","))
-    }];
-    if let Some(p) = s.get("psycopg2-binary").and_then(|x| x.as_str()) {
-        reqs.push(format!("psycopg2-binary=={p}"));
-    }
-    Ok(reqs)
-}
+pub use crate::tools::synapse_requirements;
 
 /// Creates `venv` with the pinned Synapse unless it already has that version.
 pub fn synapse(venv: &Path) -> anyhow::Result<Outcome> {

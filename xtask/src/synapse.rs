@@ -8,11 +8,16 @@
 //! shared config gives the role keys (`stream_writers`, `instance_map`, ...).
 //!
 //! Every value keeps its file and line, so a check can point at the Markdown line to edit.
+//!
+//! This is the one Synapse model of the project: lint's cross-file checks, the routing
+//! simulator's contract (which process behind a socket can serve a request), and the stack test
+//! all read it. Built once per tree, from the tree's one YAML parse of each file.
 
+use crate::compose::{self, Compose, Resolved};
 use crate::diagnostics::{Diagnostic, MdLoc};
-use crate::extract::Tree;
-use crate::yaml::{self, Node};
-use std::collections::BTreeMap;
+use crate::tree::Tree;
+use crate::yaml::Node;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The name Synapse gives the main process in `instance_map` and `stream_writers`.
 pub const MAIN: &str = "main";
@@ -68,6 +73,18 @@ pub struct Listener {
     pub at: At,
 }
 
+impl Listener {
+    /// An HTTP listener (`type: http`, the default): what nginx can proxy to.
+    pub fn is_http(&self) -> bool {
+        self.kind == "http" || self.kind.is_empty()
+    }
+
+    /// Its resource names, sorted and without repeats.
+    pub fn resource_set(&self) -> BTreeSet<&str> {
+        self.resources.iter().map(String::as_str).collect()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Process {
     /// `main` for the main process, else `worker_name`.
@@ -90,6 +107,16 @@ pub struct Process {
 impl Process {
     pub fn is_main(&self) -> bool {
         self.name == MAIN
+    }
+
+    /// The worker's own file (None for main).
+    pub fn worker_file(&self) -> Option<&str> {
+        (!self.is_main()).then_some(self.file.as_str())
+    }
+
+    /// Serves the generic endpoints (main or a `generic_worker`).
+    pub fn is_generic(&self) -> bool {
+        self.is_main() || self.app.ends_with("generic_worker")
     }
 
     /// The listener bound to a Unix socket path.
@@ -118,7 +145,10 @@ pub struct Deployment {
     /// Tree path of the shared config.
     pub shared_file: String,
     pub shared: Node,
+    /// Main first, then the workers in tree order.
     pub processes: Vec<Process>,
+    /// Each worker file's root node, by tree path.
+    pub worker_roots: BTreeMap<String, Node>,
     /// `stream_writers`: stream -> writers, as configured (streams not listed are written by main).
     pub stream_writers: BTreeMap<String, Named>,
     /// `instance_map`: name -> (socket path or host:port, where).
@@ -142,8 +172,46 @@ pub const ROLE_KEYS: &[&str] = &[
 ];
 
 impl Deployment {
+    /// The process of that instance name (`master` is Synapse's old name for main).
     pub fn process(&self, name: &str) -> Option<&Process> {
+        let name = if name == "master" { MAIN } else { name };
         self.processes.iter().find(|p| p.name == name)
+    }
+
+    /// Every process but main.
+    pub fn workers(&self) -> impl Iterator<Item = &Process> {
+        self.processes.iter().filter(|p| !p.is_main())
+    }
+
+    /// The process and HTTP listener behind `unix:/path` (or `/path`), as nginx reaches them.
+    pub fn by_socket(&self, server: &str) -> Option<(&Process, &Listener)> {
+        let path = server.strip_prefix("unix:").unwrap_or(server);
+        self.processes.iter().find_map(|p| {
+            p.listeners
+                .iter()
+                .find(|l| l.is_http() && l.path.as_deref() == Some(path))
+                .map(|l| (p, l))
+        })
+    }
+
+    /// A setting as the given process sees it: its worker file overrides the shared config.
+    pub fn effective(&self, p: &Process, key: &str) -> Option<&Node> {
+        p.worker_file()
+            .and_then(|f| self.worker_roots.get(f))
+            .and_then(|r| r.get(key))
+            .or_else(|| self.shared.get(key))
+    }
+
+    /// Where a setting of a process comes from (file, line), for reporting.
+    pub fn effective_at(&self, p: &Process, key: &str) -> Option<(String, usize)> {
+        if let Some(f) = p.worker_file()
+            && let Some(k) = self.worker_roots.get(f).and_then(|r| r.get_key(key))
+        {
+            return Some((f.to_string(), k.line()));
+        }
+        self.shared
+            .get_key(key)
+            .map(|k| (self.shared_file.clone(), k.line()))
     }
 
     pub fn main(&self) -> Option<&Process> {
@@ -165,8 +233,11 @@ impl Deployment {
         }
     }
 
+    /// Whether `process` writes `stream` (main also under its old name `master`).
     pub fn is_writer(&self, process: &str, stream: &str) -> bool {
-        self.writers(stream).iter().any(|w| w == process)
+        self.writers(stream)
+            .iter()
+            .any(|w| w == process || (process == MAIN && w == "master"))
     }
 
     /// The streams a process writes.
@@ -178,18 +249,42 @@ impl Deployment {
             .collect()
     }
 
+    /// The Compose service running a process: the one whose config arguments resolve to the
+    /// process's own file (main: the shared file and no worker file).
+    pub fn service_of<'c>(
+        &self,
+        compose: &'c Compose,
+        p: &Process,
+    ) -> Option<&'c compose::Service> {
+        compose.services.iter().find(|s| {
+            let files: Vec<Resolved> = config_args(s)
+                .iter()
+                .map(|w| s.resolve(compose::word_value(w)))
+                .collect();
+            match p.worker_file() {
+                Some(f) => files.contains(&Resolved::Tree(f.to_string())),
+                None => {
+                    files.contains(&Resolved::Tree(self.shared_file.clone()))
+                        && !files.iter().any(
+                            |r| matches!(r, Resolved::Tree(t) if self.worker_roots.contains_key(t)),
+                        )
+                }
+            }
+        })
+    }
+
     /// Loads the deployment from the tree's YAML files. Without a shared config (no YAML file
     /// with `server_name`) there is no deployment: Ok(None).
     pub fn from_tree(tree: &Tree) -> Result<Option<Deployment>, Vec<Diagnostic>> {
         let mut diags = Vec::new();
-        let mut docs: Vec<(String, Node)> = Vec::new();
+        let mut docs: Vec<(String, &Node)> = Vec::new();
         for f in tree.files.values() {
             if !(f.path.ends_with(".yaml") || f.path.ends_with(".yml")) {
                 continue;
             }
-            match yaml::load(&f.content) {
+            match f.yaml() {
                 Ok(l) => {
-                    if let Some(doc) = l.docs.into_iter().next() {
+                    if let Some(doc) = l.root() {
                         docs.push((f.path.clone(), doc));
                     }
                 }
@@ -206,10 +301,11 @@ impl Deployment {
         let Some((shared_file, shared)) = docs
             .iter()
             .find(|(_, d)| d.get("server_name").is_some() && d.get("worker_app").is_none())
-            .cloned()
+            .map(|(f, d)| (f.clone(), (*d).clone()))
         else {
             return Ok(None);
         };
+        let mut worker_roots = BTreeMap::new();
         let at = |file: &str, node: &Node| At {
             file: file.to_string(),
             line: node.line(),
@@ -254,6 +350,7 @@ impl Deployment {
                 (Some((b, a)), _) | (None, Some((b, a))) => (*b, Some(a.clone())),
                 (None, None) => (true, None),
             };
+            worker_roots.insert(file.clone(), (*doc).clone());
             processes.push(Process {
                 name,
                 file: file.clone(),
@@ -323,11 +420,24 @@ impl Deployment {
             shared_file,
             shared,
             processes,
+            worker_roots,
             stream_writers,
             instance_map,
             roles,
         }))
     }
+}
+
+/// The config files (container paths) a Synapse service is started with: `--config-path` /
+/// `-c` arguments, else `SYNAPSE_CONFIG_PATH`.
+pub fn config_args(svc: &compose::Service) -> Vec<&compose::Word> {
+    let mut out = svc.flag_values(&["--config-path", "-c"]);
+    if out.is_empty()
+        && let Some(w) = svc.env.get("SYNAPSE_CONFIG_PATH")
+    {
+        out.push(w);
+    }
+    out
 }
 
 fn listeners(file: &str, node: Option<&Node>) -> Vec<Listener> {
@@ -363,25 +473,24 @@ fn listeners(file: &str, node: Option<&Node>) -> Vec<Listener> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::extract::{Fragment, TreeFile};
+    use crate::tree::{Fragment, TreeFile};
 
     fn tree(files: &[(&str, &str)]) -> Tree {
         let mut t = Tree::default();
         for (p, c) in files {
             t.files.insert(
                 p.to_string(),
-                TreeFile {
-                    path: p.to_string(),
-                    content: c.to_string(),
-                    fragments: vec![Fragment {
+                TreeFile::new(
+                    *p,
+                    *c,
+                    vec![Fragment {
                         md_file: format!("src/{p}.md"),
                         md_line: 100,
                         out_line: 1,
                         lines: 100,
                     }],
-                    secret: false,
-                    lang: "yaml".into(),
-                },
+                    "yaml",
+                ),
             );
         }
         t
@@ -444,6 +553,62 @@ federation_sender_instances: [sender1, sender2]
         assert_eq!(
             d.instance_map["client_sync1"].1.md(&t),
             MdLoc::new("src/synapse/homeserver.yaml.md", 112)
+        );
+    }
+
+    #[test]
+    fn sockets_roles_settings_and_services() {
+        let t = tree(&[
+            (
+                "synapse/homeserver.yaml",
+                "server_name: example.com\nenable_media_repo: false\nstream_writers:\n  typing: sync1\n  events: [rooms1, master]\nlisteners:\n  - path: /sockets/main_http.sock\n    type: http\n    resources:\n      - names: [federation, client]\n  - path: /sockets/main_metrics.sock\n    type: metrics\n",
+            ),
+            (
+                "synapse/workers/media1.yaml",
+                "worker_app: synapse.app.media_repository\nworker_name: media1\nworker_listeners:\n  - path: /sockets/media1_http.sock\n    type: http\n    resources: [{names: [media]}]\n",
+            ),
+            (
+                "synapse/workers/sync1.yaml",
+                "worker_app: synapse.app.generic_worker\nworker_name: sync1\nenable_media_repo: true\nworker_listeners:\n  - path: /sockets/sync1_http.sock\n    resources: [{names: [client]}]\n",
+            ),
+            (
+                "docker-compose.yml",
+                "services:\n  main:\n    command: [\"--config-path=/data/homeserver.yaml\"]\n    volumes: [\"./synapse:/data\"]\n  sync1:\n    command: [\"--config-path\", \"/data/homeserver.yaml\", \"--config-path\", \"/data/workers/sync1.yaml\"]\n    volumes: [\"./synapse:/data\"]\n",
+            ),
+        ]);
+        let d = Deployment::from_tree(&t).unwrap().unwrap();
+        let (p, l) = d.by_socket("unix:/sockets/media1_http.sock").unwrap();
+        assert_eq!(p.name, "media1");
+        assert!(p.media_repo && !p.is_generic() && l.resources == ["media"]);
+        assert!(
+            d.by_socket("/sockets/main_metrics.sock").is_none(),
+            "HTTP listeners only"
+        );
+        let (m, l) = d.by_socket("/sockets/main_http.sock").unwrap();
+        assert_eq!(
+            l.resource_set().into_iter().collect::<Vec<_>>(),
+            ["client", "federation"]
+        );
+        assert!(m.is_main() && m.is_generic() && !m.media_repo);
+        assert!(d.is_writer("main", "events"), "`master` is main's old name");
+        assert!(d.is_writer("main", "push_rules") && !d.is_writer("sync1", "events"));
+        assert_eq!(d.process("master").unwrap().name, "main");
+        let sync = d.process("sync1").unwrap();
+        assert!(sync.media_repo, "its own file overrides the shared setting");
+        assert_eq!(
+            d.effective_at(sync, "enable_media_repo"),
+            Some(("synapse/workers/sync1.yaml".to_string(), 3))
+        );
+        assert_eq!(
+            d.effective(sync, "server_name").and_then(Node::as_str),
+            Some("example.com")
+        );
+        let compose = Compose::from_tree(&t).unwrap();
+        assert_eq!(d.service_of(&compose, sync).unwrap().name, "sync1");
+        assert_eq!(d.service_of(&compose, m).unwrap().name, "main");
+        assert!(
+            d.service_of(&compose, p).is_none(),
+            "no service runs media1"
         );
     }
 

@@ -4,19 +4,29 @@
 //! linters finds them through here, so there is one place to change a path or a version. Nothing
 //! here installs anything: `cargo xtask setup` does ([`crate::setup`]), and a missing tool is an
 //! error that names the setup part to run.
+//!
+//! What a tool answers about itself (its version, where PostgreSQL's binaries are) is asked once
+//! and kept in the cache ([`crate::cache`]) under the tool's identity (path, size, mtime): a warm
+//! `cargo xtask check` starts none of them.
 
 use anyhow::Context;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-/// `versions.toml` at the repository root, parsed.
+/// `versions.toml` at the repository root, parsed (once per process).
 pub fn versions() -> anyhow::Result<toml::Table> {
-    let p = crate::project_root().join("versions.toml");
-    let text =
-        std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?;
-    text.parse()
-        .with_context(|| format!("{} is not valid TOML", p.display()))
+    static PARSED: std::sync::OnceLock<Result<toml::Table, String>> = std::sync::OnceLock::new();
+    PARSED
+        .get_or_init(|| {
+            let p = crate::project_root().join("versions.toml");
+            let text = std::fs::read_to_string(&p)
+                .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+            text.parse()
+                .map_err(|e| format!("{} is not valid TOML: {e}", p.display()))
+        })
+        .clone()
+        .map_err(anyhow::Error::msg)
 }
 
 /// A string from versions.toml, e.g. `version("synapse", "version")`.
@@ -27,6 +37,30 @@ pub fn version(section: &str, key: &str) -> anyhow::Result<String> {
         .and_then(|v| v.as_str())
         .map(String::from)
         .with_context(|| format!("versions.toml has no [{section}] {key}"))
+}
+
+/// The pip requirement strings for the pinned Synapse.
+pub fn synapse_requirements() -> anyhow::Result<Vec<String>> {
+    let v = versions()?;
+    let s = v.get("synapse").context("versions.toml has no [synapse]")?;
+    let version = s
+        .get("version")
+        .and_then(|x| x.as_str())
+        .context("[synapse] version")?;
+    let extras: Vec<&str> = s
+        .get("extras")
+        .and_then(|x| x.as_array())
+        .map(|a| a.iter().filter_map(|e| e.as_str()).collect())
+        .unwrap_or_default();
+    let mut reqs = vec![if extras.is_empty() {
+        format!("matrix-synapse=={version}")
+    } else {
+        format!("matrix-synapse[{}]=={version}", extras.join(","))
+    }];
+    if let Some(p) = s.get("psycopg2-binary").and_then(|x| x.as_str()) {
+        reqs.push(format!("psycopg2-binary=={p}"));
+    }
+    Ok(reqs)
 }
 
 /// Everything installed by the project itself lives under `target/`.
@@ -49,8 +83,26 @@ pub fn tools_bin() -> PathBuf {
     target_dir().join("tools").join("bin")
 }
 
-/// The directory of the PostgreSQL server binaries (Debian: /usr/lib/postgresql/15/bin).
+/// The directory of the PostgreSQL server binaries (Debian: /usr/lib/postgresql/15/bin), asked
+/// of `pg_config` once per installation (cached under its identity and the installed versions).
 pub fn pg_bindir() -> Option<PathBuf> {
+    let pg_config = which("pg_config");
+    let id = pg_config
+        .as_deref()
+        .map(crate::cache::tool_id)
+        .unwrap_or_default();
+    let installed = crate::cache::tool_id(Path::new("/usr/lib/postgresql"));
+    let key = crate::cache::key(&[b"pg_bindir v1", &id, &installed]);
+    let dir = crate::cache::memo(&key, || Ok(pg_bindir_uncached())).ok()??;
+    // A cached answer whose server has gone is asked again.
+    if dir.join("postgres").exists() {
+        Some(dir)
+    } else {
+        pg_bindir_uncached()
+    }
+}
+
+fn pg_bindir_uncached() -> Option<PathBuf> {
     let out = std::process::Command::new("pg_config")
         .arg("--bindir")
         .output()
@@ -115,16 +167,39 @@ for n in sys.argv[1:]:
 }
 
 /// Whether `target/py-tools` has the pinned version of the `[pytools]` distribution `dist`
-/// (answered once per process and distribution).
+/// (answered once per process and distribution, and cached under the venv's identity: its
+/// Python and its `site-packages` directories, which change when anything is installed).
 pub fn py_tool_ready(dist: &str) -> bool {
     static READY: std::sync::Mutex<BTreeMap<String, bool>> = std::sync::Mutex::new(BTreeMap::new());
     let mut ready = READY
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     *ready.entry(dist.to_string()).or_insert_with(|| {
-        version("pytools", dist)
-            .is_ok_and(|want| py_versions(&py_tools(), &[dist]).get(dist) == Some(&want))
+        let Ok(want) = version("pytools", dist) else {
+            return false;
+        };
+        let venv = py_tools();
+        let mut id = crate::cache::tool_id(&venv.join("bin/python"));
+        for sp in site_packages(&venv) {
+            id.extend(crate::cache::tool_id(&sp));
+        }
+        let key = crate::cache::key(&[b"py_versions v1", &id, dist.as_bytes()]);
+        let got = crate::cache::memo(&key, || Ok(py_versions(&venv, &[dist]).get(dist).cloned()));
+        got.ok().flatten() == Some(want)
     })
+}
+
+/// The `lib/python*/site-packages` directories of a venv.
+fn site_packages(venv: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(venv.join("lib"))
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path().join("site-packages")))
+                .filter(|p| p.is_dir())
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
 }
 
 /// The program `bin` of the `[pytools]` distribution `dist` in `target/py-tools/bin`, or an
@@ -167,6 +242,15 @@ pub fn compose_plugin() -> Option<PathBuf> {
         )
         .map(|d| d.join("docker-compose"))
         .find(|p| p.is_file())
+}
+
+/// The version the Compose binary `bin` reports, asked once per binary (cached under its
+/// identity).
+pub fn compose_version(bin: &Path) -> Option<String> {
+    let key = crate::cache::key(&[b"compose version v1", &crate::cache::tool_id(bin)]);
+    crate::cache::memo(&key, || Ok(compose_version_of(&mut Command::new(bin))))
+        .ok()
+        .flatten()
 }
 
 /// The version a Compose binary reports (`2.40.3` from `Docker Compose version v2.40.3`).

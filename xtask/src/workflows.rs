@@ -944,11 +944,12 @@ pub fn shellcheck(path: &Path) -> anyhow::Result<Vec<Diagnostic>> {
                     c["message"].as_str().unwrap_or("")
                 );
                 let code = format!("shell::SC{code}");
-                diags.push(if matches!(level, "error" | "warning") {
-                    Diagnostic::error(&code, msg, &at(&file, line))
-                } else {
-                    Diagnostic::warning(&code, msg, &at(&file, line))
-                });
+                diags.push(Diagnostic::by_tool(
+                    &code,
+                    matches!(level, "error" | "warning"),
+                    msg,
+                    &at(&file, line),
+                ));
             }
         }
     }

@@ -17,6 +17,11 @@ use std::collections::HashMap;
 /// the anchored node for every alias.
 pub const MAX_NODES: usize = 200_000;
 
+/// The code of a syntax error (fatal).
+pub const SYNTAX: &str = "yaml::syntax";
+/// The code of a document whose aliases expand past [`MAX_NODES`] (fatal).
+pub const TOO_COMPLEX: &str = "yaml::too-complex";
+
 /// Where a node starts and ends in the YAML text (1-based lines, 0-based columns).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Pos {
@@ -181,6 +186,50 @@ impl Node {
         }
     }
 
+    /// A mapping's entries (empty for anything else).
+    pub fn entries(&self) -> &[(Node, Node)] {
+        self.as_map().unwrap_or(&[])
+    }
+
+    /// A sequence's items (empty for anything else).
+    pub fn items(&self) -> &[Node] {
+        self.as_seq().unwrap_or(&[])
+    }
+
+    pub fn is_map(&self) -> bool {
+        self.as_map().is_some()
+    }
+
+    /// A scalar or a list of scalars, each with its node (for positions).
+    pub fn str_nodes(&self) -> Vec<(&str, &Node)> {
+        match &self.kind {
+            Kind::Seq(items) => items
+                .iter()
+                .filter_map(|n| n.as_str().map(|s| (s, n)))
+                .collect(),
+            _ => self.as_str().map(|s| (s, self)).into_iter().collect(),
+        }
+    }
+
+    /// The node at a JSON pointer (`/services/db/restart`), for mapping schema errors back.
+    pub fn at_pointer(&self, pointer: &str) -> Option<&Node> {
+        let mut node = self;
+        for raw in pointer.split('/').skip(1) {
+            let part = raw.replace("~1", "/").replace("~0", "~");
+            node = match &node.kind {
+                Kind::Map(_) => node.get(&part)?,
+                Kind::Seq(items) => items.get(part.parse::<usize>().ok()?)?,
+                Kind::Scalar { .. } => return None,
+            };
+        }
+        Some(node)
+    }
+
+    /// JSON under the YAML 1.2 core schema (what compose-go sees), for schema checks.
+    pub fn json(&self) -> serde_json::Value {
+        self.to_json(resolve_core)
+    }
+
     /// Converts to JSON (for schema validation). Plain scalars are resolved with `resolve`.
     pub fn to_json(&self, resolve: fn(&str) -> serde_json::Value) -> serde_json::Value {
         match &self.kind {
@@ -256,23 +305,36 @@ pub struct Loaded {
     pub issues: Vec<Issue>,
 }
 
-/// Parses `text`. Err carries the syntax error (fatal); Ok may still carry issues (duplicate
-/// keys, unknown aliases, bad merges).
-pub fn load(text: &str) -> Result<Loaded, Issue> {
-    if let Some(line) = too_big(text) {
-        return Err(Issue {
-            code: "yaml::too-complex",
-            message: format!("aliases here expand to more than {MAX_NODES} nodes"),
-            line,
-        });
+impl Loaded {
+    /// The first document (None for an empty text).
+    pub fn root(&self) -> Option<&Node> {
+        self.docs.first()
     }
+}
+
+/// Parses `text`: the one YAML loader of the project. Err carries the fatal issue (a syntax
+/// error, or aliases that would expand past [`MAX_NODES`]); Ok may still carry issues (duplicate
+/// keys, unknown aliases, bad merges).
+///
+/// One pass over the parser's events both counts what alias expansion would create (on the
+/// events, before anything is copied) and builds the tree, so a "billion laughs" document is
+/// refused at the line where it passes the limit and a normal one is read once.
+pub fn load(text: &str) -> Result<Loaded, Issue> {
     let mut b = Builder::default();
+    let mut guard = SizeGuard::default();
     for ev in Parser::new_from_str(text) {
         let (event, span) = ev.map_err(|e| Issue {
-            code: "yaml::syntax",
+            code: SYNTAX,
             message: format!("YAML syntax error: {}", e.info()),
             line: e.marker().line().max(1),
         })?;
+        if guard.exceeded(&event) {
+            return Err(Issue {
+                code: TOO_COMPLEX,
+                message: format!("aliases here expand to more than {MAX_NODES} nodes"),
+                line: span.start.line().max(1),
+            });
+        }
         let pos = Pos {
             line: span.start.line(),
             col: span.start.col(),
@@ -287,6 +349,48 @@ pub fn load(text: &str) -> Result<Loaded, Issue> {
         docs: b.docs,
         issues: b.issues,
     })
+}
+
+/// Counts the nodes alias expansion creates, event by event.
+#[derive(Default)]
+struct SizeGuard {
+    /// Nodes of each finished anchored node.
+    sizes: HashMap<usize, usize>,
+    /// Open collections: (anchor id, nodes so far).
+    stack: Vec<(usize, usize)>,
+    total: usize,
+}
+
+impl SizeGuard {
+    /// Accounts for `ev`; true when the document now holds more than [`MAX_NODES`].
+    fn exceeded(&mut self, ev: &Event<'_>) -> bool {
+        let done = match ev {
+            Event::Scalar(_, _, anchor, _) => Some((*anchor, 1)),
+            Event::Alias(id) => Some((0, self.sizes.get(id).copied().unwrap_or(1))),
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                self.stack.push((*anchor, 1));
+                None
+            }
+            Event::SequenceEnd | Event::MappingEnd => self.stack.pop(),
+            _ => None,
+        };
+        let Some((anchor, n)) = done else {
+            return false;
+        };
+        if anchor != 0 {
+            self.sizes.insert(anchor, n);
+        }
+        match self.stack.last_mut() {
+            Some((_, c)) => *c = c.saturating_add(n),
+            None => self.total = self.total.saturating_add(n),
+        }
+        let open: usize = self
+            .stack
+            .iter()
+            .map(|(_, c)| *c)
+            .fold(0, usize::saturating_add);
+        self.total.saturating_add(open) > MAX_NODES
+    }
 }
 
 enum Frame {
@@ -501,42 +605,6 @@ impl Builder {
         }
         own
     }
-}
-
-/// The line where alias expansion first passes [`MAX_NODES`], if it does (counted on the events,
-/// before anything is copied). Syntax errors are left to the loader.
-pub fn too_big(text: &str) -> Option<usize> {
-    let mut sizes: HashMap<usize, usize> = HashMap::new();
-    // Open collections: (anchor id, nodes so far).
-    let mut stack: Vec<(usize, usize)> = Vec::new();
-    let mut total = 0usize;
-    for ev in Parser::new_from_str(text) {
-        let Ok((ev, span)) = ev else { return None };
-        let done = match ev {
-            Event::Scalar(_, _, anchor, _) => Some((anchor, 1)),
-            Event::Alias(id) => Some((0, sizes.get(&id).copied().unwrap_or(1))),
-            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
-                stack.push((anchor, 1));
-                None
-            }
-            Event::SequenceEnd | Event::MappingEnd => stack.pop(),
-            _ => None,
-        };
-        if let Some((anchor, n)) = done {
-            if anchor != 0 {
-                sizes.insert(anchor, n);
-            }
-            match stack.last_mut() {
-                Some((_, c)) => *c = c.saturating_add(n),
-                None => total = total.saturating_add(n),
-            }
-            let open: usize = stack.iter().map(|(_, c)| *c).fold(0, usize::saturating_add);
-            if total.saturating_add(open) > MAX_NODES {
-                return Some(span.start.line().max(1));
-            }
-        }
-    }
-    None
 }
 
 #[cfg(test)]

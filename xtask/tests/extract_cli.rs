@@ -1,6 +1,7 @@
 //! `cargo xtask extract` from the outside: fixture books under tests/fixtures/extract/.
 //!
-//! Every error case must exit with the status DESIGN.md gives (1 findings, 2 unreadable input),
+//! Every error case must exit with the status of the CLI contract (1 findings, 2 unreadable
+//! input; `src/contributing/architecture.md`),
 //! name the Markdown file and line, and leave `--out` exactly as it was.
 
 use assert_cmd::Command;

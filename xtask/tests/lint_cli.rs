@@ -1,5 +1,6 @@
-//! `cargo xtask lint` as a user runs it: formats (DESIGN.md's JSON fields, GitHub annotations,
-//! human text) and exit statuses (0 clean, 1 findings, 2 unreadable input).
+//! `cargo xtask lint` as a user runs it: formats (the JSON fields of the CLI contract in
+//! `src/contributing/architecture.md`, GitHub annotations, human text) and exit statuses (0
+//! clean, 1 findings, 2 unreadable input).
 
 mod common;
 use assert_cmd::Command;

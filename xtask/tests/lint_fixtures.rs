@@ -66,7 +66,7 @@ fn fixtures() -> PathBuf {
 
 fn lint(root: &Path, synapse_config: bool) -> Vec<Diagnostic> {
     match xtask::book::load(root) {
-        Ok(b) => xtask::lint::run_with(&b, xtask::lint::Options { synapse_config }),
+        Ok(b) => xtask::analysis::Analysis::new(b).lint(xtask::lint::Options { synapse_config }),
         Err(d) => d,
     }
 }

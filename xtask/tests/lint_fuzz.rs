@@ -10,8 +10,28 @@
 //! `LINT_FUZZ_ITERS=200000 cargo test -p xtask --test lint_fuzz --release`, and pick another
 //! sequence with `LINT_FUZZ_SEED=n`.
 
-use xtask::lint::yaml::NodeExt;
-use xtask::lint::{model, yaml};
+use xtask::{compose, yaml};
+
+/// The one YAML loader and the linter's YAML checks on `text`: the documents (none when the
+/// text does not load) and every finding.
+struct Loaded {
+    docs: Vec<yaml::Node>,
+    issues: Vec<yaml::Issue>,
+}
+
+impl Loaded {
+    fn ok(&self) -> bool {
+        self.issues.is_empty()
+    }
+}
+
+fn load(text: &str) -> Loaded {
+    let loaded = yaml::load(text);
+    Loaded {
+        issues: xtask::lint::yaml::issues(text, &loaded),
+        docs: loaded.map(|l| l.docs).unwrap_or_default(),
+    }
+}
 
 struct Rng(u64);
 
@@ -132,7 +152,7 @@ fn corpus() -> Vec<String> {
 
 fn check_one(input: &str) {
     let lines = input.lines().count() + 1;
-    let loaded = yaml::load(input);
+    let loaded = load(input);
     for i in &loaded.issues {
         assert!(
             i.line >= 1 && i.line <= lines + 1,
@@ -145,7 +165,7 @@ fn check_one(input: &str) {
         let _ = doc.json();
         let _ = doc.at_pointer("/services/a/0");
     }
-    let _ = model::shell_words(input);
+    let _ = compose::shell_words(input);
 }
 
 #[test]
@@ -258,11 +278,11 @@ fn link_checker_never_panics() {
 #[test]
 fn pathological_inputs_are_refused_not_crashed() {
     let deep = "[".repeat(100_000);
-    assert!(!yaml::load(&deep).ok());
+    assert!(!load(&deep).ok());
     let deep_map = (0..5_000)
         .map(|i| format!("{}k:\n", " ".repeat(i)))
         .collect::<String>();
-    let _ = yaml::load(&deep_map);
+    let _ = load(&deep_map);
     // Alias bomb: 9 levels of 9 aliases each = 9^9 nodes if expanded naively.
     let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x]\n");
     for i in 1..10 {
@@ -271,7 +291,7 @@ fn pathological_inputs_are_refused_not_crashed() {
             "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
         ));
     }
-    let l = yaml::load(&bomb);
+    let l = load(&bomb);
     assert!(
         l.issues.iter().any(|i| i.code == "yaml::too-complex"),
         "{:?}",

@@ -40,7 +40,7 @@ fn dir() -> PathBuf {
 fn lint(book_dir: &Path) -> Vec<(String, String, usize, String)> {
     let book = xtask::book::load(book_dir).expect("book loads");
     let tree = extract::assemble(&book, &Options::default()).expect("tree assembles");
-    let mut d: Vec<_> = xtask::nginx::lint::check(&tree)
+    let mut d: Vec<_> = xtask::lint::nginx::check_tree(&tree)
         .into_iter()
         .filter(|d| d.severity == Severity::Error)
         .map(|d| (d.code, d.file, d.line, d.message))
@@ -70,7 +70,9 @@ fn every_broken_case_reports_its_line() {
             continue;
         }
         let case: Case = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        if case.expect.iter().any(|e| e.code == "nginx::gixy") && !xtask::nginx::gixy::available() {
+        if case.expect.iter().any(|e| e.code == "nginx::gixy")
+            && !xtask::lint::nginx::gixy::available()
+        {
             eprintln!("{name}: gixy-ng not installed (cargo xtask setup): skipped");
             continue;
         }

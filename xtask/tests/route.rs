@@ -237,7 +237,7 @@ fn no_panic_on_arbitrary_input() {
             kind: xtask::book::BlockKind::Example,
             text: text.clone(),
         };
-        let _ = xtask::nginx::lint::check_example(&block);
+        let _ = xtask::lint::nginx::check_example(&block);
         let t = xtask::nginx::tree_from(&[
             (
                 "nginx/nginx.conf",
@@ -245,7 +245,7 @@ fn no_panic_on_arbitrary_input() {
             ),
             ("nginx/conf.d/synapse.conf", &text),
         ]);
-        let _ = xtask::nginx::lint::check_static(&t);
+        let _ = xtask::lint::nginx::check_static(&t);
         if let Ok(r) = Router::from_tree(&t) {
             let mut uri = b"/_matrix/client/v3/rooms/".to_vec();
             for _ in 0..(rng.next() % 12) {
@@ -266,7 +266,7 @@ fn repository_book_nginx_is_clean() {
     if xtask::nginx::config::root_file(&tree).is_none() {
         return;
     }
-    let d = xtask::nginx::lint::check(&tree);
+    let d = xtask::lint::nginx::check_tree(&tree);
     assert!(d.is_empty(), "{d:#?}");
     let d = route::check_book(&book, &tree);
     assert!(

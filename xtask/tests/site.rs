@@ -47,7 +47,7 @@ fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()))
 }
 
-/// The HTML page mdBook renders for a chapter (`src/a/README.md` -> `a/index.html`).
+/// The HTML page mdBook renders for a chapter (`src/<dir>/README.md` -> `<dir>/index.html`).
 fn html_page(md: &str) -> String {
     let rel = md.strip_prefix("src/").unwrap_or(md);
     match rel.strip_suffix("README.md") {

@@ -1,3 +1,5 @@
+//! `cargo xtask extract`: assemble the book's tree and write it (see [`crate::extract`]).
+
 use super::{book_root, report};
 use crate::extract::{self, Options};
 use crate::flags::{self, Secrets};

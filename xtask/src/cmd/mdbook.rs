@@ -1,8 +1,9 @@
-//! `cargo xtask mdbook`: the mdBook preprocessor (see `preprocess`). stdout carries only the
+//! `cargo xtask mdbook`: the mdBook preprocessor (see `preprocess`, run by
+//! [`crate::analysis::mdbook`]). stdout carries only the
 //! book's JSON; everything for people goes to stderr.
 
 use crate::flags;
-use crate::preprocess::{self, Failure};
+use crate::preprocess::Failure;
 use std::io::{Read, Write};
 use std::process::ExitCode;
 
@@ -20,7 +21,7 @@ pub(crate) fn run(f: flags::Mdbook) -> anyhow::Result<ExitCode> {
     }
     let mut input = String::new();
     std::io::stdin().read_to_string(&mut input)?;
-    match preprocess::handle(&input) {
+    match crate::analysis::mdbook(&input) {
         Ok((json, notes)) => {
             for n in notes {
                 eprintln!("{}", n.trim_end());

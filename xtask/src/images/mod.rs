@@ -211,24 +211,22 @@ fn yaml_key(s: &str) -> String {
     }
 }
 
-/// The `(service, image)` pairs of a Compose file's text (anchors and merge keys resolved), in
-/// file order; services without `image:` (built ones) are left out.
+/// The `(service, image)` pairs of a Compose file's text, read by the Compose model
+/// ([`crate::compose`]: anchors, merge keys and `${VAR}` defaults resolved), in file order;
+/// services without `image:` (built ones) are left out.
 pub fn compose_services(compose_yaml: &str) -> anyhow::Result<Vec<(String, String)>> {
     let loaded = crate::yaml::load(compose_yaml)
         .map_err(|e| anyhow::anyhow!("line {}: {}", e.line, e.message))?;
-    let root = loaded.docs.first().context("the file is empty")?;
-    let services = root
-        .get("services")
+    let root = loaded.root().context("the file is empty")?;
+    root.get("services")
         .and_then(|s| s.as_map())
         .context("it has no `services:` mapping")?;
-    let mut out = Vec::new();
-    for (name, svc) in services {
-        let name = name.as_str().unwrap_or_default().to_string();
-        if let Some(image) = svc.get("image").and_then(|i| i.as_str()) {
-            out.push((name, image.to_string()));
-        }
-    }
-    Ok(out)
+    let compose = crate::compose::Compose::from_root("compose.yaml", root, Default::default());
+    Ok(compose
+        .services
+        .iter()
+        .filter_map(|s| Some((s.name.clone(), s.image.as_ref()?.text.clone())))
+        .collect())
 }
 
 /// What [`build`] did.
@@ -321,7 +319,7 @@ fn context(s: &Standin) -> anyhow::Result<PathBuf> {
     if s.contract.name != "synapse" {
         return Ok(dir);
     }
-    let wheels = wheelhouse(&crate::setup::synapse_requirements()?)?;
+    let wheels = wheelhouse(&crate::tools::synapse_requirements()?)?;
     let ctx = crate::tools::target_dir()
         .join("standin-context")
         .join(s.contract.name);
@@ -484,7 +482,7 @@ mod tests {
 
     #[test]
     fn images_come_from_the_services_with_aliases_resolved() {
-        let y = "x-s: &s\n  image: &img ghcr.io/element-hq/synapse:v1.163.2\nservices:\n  a:\n    <<: *s\n  b:\n    image: *img\n  db:\n    image: postgres:17-alpine\n  built:\n    build: .\n";
+        let y = "x-s: &s\n  image: &img ghcr.io/element-hq/synapse:v1.163.2\nservices:\n  a:\n    <<: *s\n  b:\n    image: *img\n  db:\n    image: postgres:${PG:-17-alpine}\n  built:\n    build: .\n";
         let got = compose_services(y).unwrap();
         assert_eq!(
             got,

@@ -7,22 +7,18 @@
 //! do not know.
 
 use super::TreeView;
-use super::model::{
-    Compose, MountKind, Resolved, Service, Synapse, Word, service_of, synapse_config_args,
-    word_value,
-};
-use super::yaml::NodeExt;
+use crate::compose::{Compose, MountKind, Resolved, Service, Word, env, word_value};
 use crate::diagnostics::Diagnostic;
 use std::collections::{BTreeMap, BTreeSet};
 
 pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
-    let Some(compose) = Compose::find(view) else {
+    let Some(compose) = view.compose() else {
         return Vec::new();
     };
     let mut diags = Vec::new();
     let at = |line: usize| view.loc(&compose.path, line);
 
-    if let Some(k) = compose.root.key_node("version") {
+    if let Some(k) = compose.root.get_key("version") {
         diags.push(Diagnostic::error(
             "compose::obsolete-version",
             "`version:` is obsolete in the Compose specification (Compose ignores it and warns): remove it",
@@ -36,7 +32,12 @@ pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
         .map(|v| v.entries().iter().filter_map(|(k, _)| k.as_str()).collect())
         .unwrap_or_default();
     // Findings from a template merged into several services are reported once, naming them all.
-    let mut dep_findings: BTreeMap<(usize, &'static str, String), Vec<String>> = BTreeMap::new();
+    #[derive(PartialEq, Eq, PartialOrd, Ord)]
+    enum Dep {
+        NoHealthcheck,
+        UnknownService,
+    }
+    let mut dep_findings: BTreeMap<(usize, Dep, String), Vec<String>> = BTreeMap::new();
     for svc in &compose.services {
         // depends_on: a list of names or a map name -> condition
         if let Some(dep) = svc.node.get("depends_on") {
@@ -54,7 +55,7 @@ pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
             for (name, line) in names {
                 let Some(target) = compose.service(name) else {
                     dep_findings
-                        .entry((line, "compose::unknown-service", name.to_string()))
+                        .entry((line, Dep::UnknownService, name.to_string()))
                         .or_default()
                         .push(svc.name.clone());
                     continue;
@@ -70,11 +71,7 @@ pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
                 });
                 if healthy && !has_check {
                     dep_findings
-                        .entry((
-                            line,
-                            "compose::dependency-without-healthcheck",
-                            name.to_string(),
-                        ))
+                        .entry((line, Dep::NoHealthcheck, name.to_string()))
                         .or_default()
                         .push(svc.name.clone());
                 }
@@ -115,34 +112,20 @@ pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
                 _ => {}
             }
         }
-        if let Some(ef) = svc.node.get("env_file") {
-            let files: Vec<(&str, usize)> = if let Some(s) = ef.as_str() {
-                vec![(s, ef.line())]
-            } else {
-                ef.items()
-                    .iter()
-                    .filter_map(|i| {
-                        i.as_str()
-                            .or_else(|| i.get("path").and_then(|p| p.as_str()))
-                            .map(|s| (s, i.line()))
-                    })
-                    .collect()
-            };
-            for (f, line) in files {
-                if view.file(&clean(f)).is_none() {
-                    diags.push(Diagnostic::error(
-                        "compose::missing-env-file",
-                        format!(
-                            "service `{}` reads env_file `{f}`, which the book does not write",
-                            svc.name
-                        ),
-                        &at(line),
-                    ));
-                }
+        for Word { text: f, line } in &svc.env_files {
+            if view.file(&clean(f)).is_none() {
+                diags.push(Diagnostic::error(
+                    "compose::missing-env-file",
+                    format!(
+                        "service `{}` reads env_file `{f}`, which the book does not write",
+                        svc.name
+                    ),
+                    &at(*line),
+                ));
             }
         }
         // Config files named on the command line.
-        let mut config_words: Vec<&Word> = synapse_config_args(svc);
+        let mut config_words: Vec<&Word> = crate::synapse::config_args(svc);
         config_words.extend(svc.flag_values(&["--config-file", "--config"]));
         for w in config_words {
             let p = word_value(w);
@@ -164,78 +147,54 @@ pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
             }
         }
     }
-    for ((line, code, name), services) in dep_findings {
+    for ((line, dep, name), services) in dep_findings {
         let who = services
             .iter()
             .map(|s| format!("`{s}`"))
             .collect::<Vec<_>>()
             .join(", ");
-        let msg = if code == "compose::unknown-service" {
-            format!("{who} depend(s) on `{name}`, which is not a service of this file")
-        } else {
-            format!(
-                "{who} wait(s) for `{name}` to be healthy, but `{name}` has no healthcheck: Compose refuses to start them"
-            )
+        let (code, msg) = match dep {
+            Dep::UnknownService => (
+                "compose::unknown-service",
+                format!("{who} depend(s) on `{name}`, which is not a service of this file"),
+            ),
+            Dep::NoHealthcheck => (
+                "compose::dependency-without-healthcheck",
+                format!(
+                    "{who} wait(s) for `{name}` to be healthy, but `{name}` has no healthcheck: Compose refuses to start them"
+                ),
+            ),
         };
         diags.push(Diagnostic::error(code, msg, &at(line)));
     }
-    healthchecks(view, &compose, &mut diags);
-    interpolation(view, &compose, &mut diags);
-    let mut real = super::compose_config::check(view, &compose, &diags);
+    healthchecks(view, compose, &mut diags);
+    interpolation(view, compose, &mut diags);
+    let mut real = super::compose_config::check(view, compose, &diags);
     diags.append(&mut real);
     diags
 }
-
-static INTERPOLATION: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-    regex::Regex::new(r"\$(\$|\{([A-Za-z_][A-Za-z0-9_]*)([^}]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
-        .expect("valid regex")
-});
 
 /// `${NAME}` in the Compose file is filled from the shell environment or the project's `.env`:
 /// a variable the book defines nowhere (and gives no default) becomes an empty string, with only
 /// a warning from Compose (the old guide's replica healthcheck used such a `${SYNAPSE_PASSWORD}`).
 /// `$$` is a literal `$` (for the container's own shell) and is left alone.
-fn interpolation(view: &TreeView<'_>, compose: &Compose<'_>, diags: &mut Vec<Diagnostic>) {
+fn interpolation(view: &TreeView<'_>, compose: &Compose, diags: &mut Vec<Diagnostic>) {
     let Some(f) = view.file(&compose.path) else {
         return;
     };
-    let defined: BTreeSet<String> = view
-        .file(".env")
-        .map(|e| {
-            e.content
-                .lines()
-                .filter_map(|l| {
-                    l.trim()
-                        .strip_prefix("export ")
-                        .unwrap_or(l.trim())
-                        .split_once('=')
-                        .map(|(k, _)| k.trim().to_string())
-                })
-                .filter(|k| !k.starts_with('#'))
-                .collect()
-        })
-        .unwrap_or_default();
     for (i, line) in f.content.lines().enumerate() {
         if line.trim_start().starts_with('#') {
             continue;
         }
-        for c in INTERPOLATION.captures_iter(line) {
-            if &c[1] == "$" {
-                continue;
-            }
-            let name = c.get(2).or(c.get(4)).map_or("", |m| m.as_str());
-            let modifier = c.get(3).map_or("", |m| m.as_str());
-            let has_default = modifier.starts_with(":-")
-                || modifier.starts_with('-')
-                || modifier.starts_with(":+")
-                || modifier.starts_with('+');
-            if !has_default && !defined.contains(name) {
+        for r in env::references(line) {
+            if !r.has_default() && !compose.vars.contains_key(r.name) {
+                let name = r.name;
                 diags.push(Diagnostic::error(
                     "compose::undefined-variable",
                     format!(
                         "`{}` is interpolated by Compose, but `{name}` is not set in `.env` and has no default (`${{{name}:-value}}`): \
                          Compose substitutes an empty string (write `$$` for a `$` the container's shell should see)",
-                        &c[0]
+                        r.text
                     ),
                     &f.md_loc(i + 1),
                 ));
@@ -275,9 +234,17 @@ fn exists_in_tree(view: &TreeView<'_>, rel: &str) -> bool {
 }
 
 /// Sockets (container paths) and socket directories each service listens on.
-pub fn served(view: &TreeView<'_>, compose: &Compose<'_>) -> BTreeMap<String, Vec<String>> {
+pub fn served(view: &TreeView<'_>, compose: &Compose) -> BTreeMap<String, Vec<String>> {
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let syn = Synapse::find(view);
+    // Which service runs each Synapse process, worked out once.
+    let mut runs: BTreeMap<&str, Vec<&crate::synapse::Process>> = BTreeMap::new();
+    if let Some(syn) = view.synapse() {
+        for p in &syn.processes {
+            if let Some(s) = view.service_of(p) {
+                runs.entry(s.name.as_str()).or_default().push(p);
+            }
+        }
+    }
     for svc in &compose.services {
         let mut socks = Vec::new();
         for w in svc.flag_values(&["--unixsocket"]) {
@@ -286,12 +253,8 @@ pub fn served(view: &TreeView<'_>, compose: &Compose<'_>) -> BTreeMap<String, Ve
         for d in pg_socket_dirs(view, svc) {
             socks.push(d);
         }
-        if let Some(syn) = &syn {
-            for p in std::iter::once(&syn.main).chain(syn.workers.iter()) {
-                if service_of(compose, syn, p).is_some_and(|s| s.name == svc.name) {
-                    socks.extend(p.listeners.iter().filter_map(|l| l.path.clone()));
-                }
-            }
+        for p in runs.get(svc.name.as_str()).into_iter().flatten() {
+            socks.extend(p.listeners.iter().filter_map(|l| l.path.clone()));
         }
         // A redis.conf passed as the first argument.
         for w in &svc.words {
@@ -313,7 +276,7 @@ pub fn served(view: &TreeView<'_>, compose: &Compose<'_>) -> BTreeMap<String, Ve
 
 /// PostgreSQL's socket directories for a service: `-c unix_socket_directories=...` on its
 /// command line, or `unix_socket_directories` in the postgresql.conf it is given.
-pub fn pg_socket_dirs(view: &TreeView<'_>, svc: &Service<'_>) -> Vec<String> {
+pub fn pg_socket_dirs(view: &TreeView<'_>, svc: &Service) -> Vec<String> {
     let mut dirs = Vec::new();
     let mut conf_files = Vec::new();
     for w in svc.flag_values(&["-c"]) {
@@ -350,7 +313,7 @@ pub fn pg_socket_dirs(view: &TreeView<'_>, svc: &Service<'_>) -> Vec<String> {
 
 /// The sockets a healthcheck probes: `curl --unix-socket P`, `redis-cli -s P`,
 /// `pg_isready -h DIR`, or any word that is an absolute `*.sock` path.
-pub fn health_sockets(svc: &Service<'_>) -> Vec<(String, usize)> {
+pub fn health_sockets(svc: &Service) -> Vec<(String, usize)> {
     let mut out = Vec::new();
     let w = &svc.health;
     for (i, word) in w.iter().enumerate() {
@@ -374,8 +337,8 @@ pub fn health_sockets(svc: &Service<'_>) -> Vec<(String, usize)> {
     out
 }
 
-fn healthchecks(view: &TreeView<'_>, compose: &Compose<'_>, diags: &mut Vec<Diagnostic>) {
-    if view.yaml.values().any(|l| !l.ok()) {
+fn healthchecks(view: &TreeView<'_>, compose: &Compose, diags: &mut Vec<Diagnostic>) {
+    if !view.yaml_clean() {
         return; // who listens where is unknown until every YAML file loads; those errors come first
     }
     let served = served(view, compose);

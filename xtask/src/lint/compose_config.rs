@@ -17,12 +17,12 @@
 //!
 //! The Compose binary is the `docker-compose` CLI plugin that `cargo xtask setup compose`
 //! installs (run directly: no Docker CLI or daemon needed); when it is missing the check says so
-//! in a warning. Answers are cached like the other external checkers' ([`super::cache`]).
+//! in a warning. Answers are cached like the other external checkers' ([`crate::cache`]).
 
 use super::TreeView;
-use super::model::Compose;
-use super::yaml::{Kind, Node, NodeExt};
+use crate::compose::Compose;
 use crate::diagnostics::{Diagnostic, Severity};
+use crate::yaml::{Kind, Node};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -35,7 +35,7 @@ fn plugin() -> Option<&'static (std::path::PathBuf, Option<String>)> {
     static P: OnceLock<Option<(std::path::PathBuf, Option<String>)>> = OnceLock::new();
     P.get_or_init(|| {
         let bin = crate::tools::compose_plugin()?;
-        let version = crate::tools::compose_version_of(&mut Command::new(&bin));
+        let version = crate::tools::compose_version(&bin);
         Some((bin, version))
     })
     .as_ref()
@@ -43,7 +43,7 @@ fn plugin() -> Option<&'static (std::path::PathBuf, Option<String>)> {
 
 /// Runs Compose on the tree of `view`; `own` are the findings of the linter's own Compose checks
 /// (an error of Compose at a line they already report is left out).
-pub fn check(view: &TreeView<'_>, compose: &Compose<'_>, own: &[Diagnostic]) -> Vec<Diagnostic> {
+pub fn check(view: &TreeView<'_>, compose: &Compose, own: &[Diagnostic]) -> Vec<Diagnostic> {
     let first = view
         .file(&compose.path)
         .map_or_else(|| view.loc(&compose.path, 1), |f| f.first_loc());
@@ -69,14 +69,14 @@ pub fn check(view: &TreeView<'_>, compose: &Compose<'_>, own: &[Diagnostic]) -> 
         ));
     }
     // The answer depends on the binary and the tree's files only.
-    let id = crate::lint::cache::tool_id(bin);
+    let id = crate::cache::tool_id(bin);
     let mut parts: Vec<&[u8]> = vec![b"compose config v1", &id, compose.path.as_bytes()];
     for (path, tf) in &view.tree.files {
         parts.push(path.as_bytes());
         parts.push(tf.content.as_bytes());
     }
-    let key = crate::lint::cache::key(&parts);
-    let res = crate::lint::cache::memo(&key, || {
+    let key = crate::cache::key(&parts);
+    let res = crate::cache::memo(&key, || {
         run(view, bin, &compose.path).map_err(|e| e.to_string())
     });
     match res {
@@ -93,7 +93,7 @@ pub fn check(view: &TreeView<'_>, compose: &Compose<'_>, own: &[Diagnostic]) -> 
 /// Writes the tree to a scratch directory and runs `docker-compose config --quiet` there:
 /// (passed, its output with the scratch path replaced by [`TREE`]).
 fn run(view: &TreeView<'_>, bin: &Path, compose_file: &str) -> std::io::Result<(bool, String)> {
-    let scratch = crate::lint::cache::scratch_dir("compose");
+    let scratch = crate::cache::scratch_dir("compose");
     let res = (|| {
         for (path, tf) in &view.tree.files {
             // The extractor refuses anything else; never write outside the scratch directory.
@@ -137,7 +137,7 @@ const COVERED_WARNINGS: &[&str] = &[
 /// Compose's output -> diagnostics at Markdown lines.
 fn to_diags(
     view: &TreeView<'_>,
-    compose: &Compose<'_>,
+    compose: &Compose,
     ok: bool,
     text: &str,
     own: &[Diagnostic],
@@ -158,7 +158,7 @@ fn to_diags(
                     let msg = shown(&msg);
                     if !warnings.iter().any(|w| w.message.ends_with(&msg)) {
                         warnings.push(Diagnostic::warning(
-                            "compose::config",
+                            "compose::config-warning",
                             format!("docker compose config: {msg}"),
                             &first,
                         ));
@@ -263,8 +263,8 @@ fn logrus_field(line: &str, key: &str) -> Option<String> {
 /// The diagnostic code and the line of the Compose file one line of Compose's error names, and
 /// for a schema error about a scalar, that scalar (Compose's `must be a ...` names only one of
 /// the types a key accepts).
-fn locate(compose: &Compose<'_>, msg: &str) -> (&'static str, Option<usize>, Option<String>) {
-    let root = compose.root;
+fn locate(compose: &Compose, msg: &str) -> (&'static str, Option<usize>, Option<String>) {
+    let root = &compose.root;
     // `validating FILE: services.init-sockets additional properties 'restrat' not allowed`
     if let Some(rest) = msg.strip_prefix("validating ")
         && let Some((_, detail)) = rest.split_once(": ")
@@ -273,7 +273,7 @@ fn locate(compose: &Compose<'_>, msg: &str) -> (&'static str, Option<usize>, Opt
         let (mut line, node) = path_line(root, path);
         if detail.contains("additional properties")
             && let Some(name) = quoted(detail, '\'')
-            && let Some(k) = node.key_node(name)
+            && let Some(k) = node.get_key(name)
         {
             line = k.line();
         }
@@ -324,7 +324,7 @@ fn locate(compose: &Compose<'_>, msg: &str) -> (&'static str, Option<usize>, Opt
             && let Some(k) = svc
                 .node
                 .get("depends_on")
-                .and_then(|d| d.key_node(dep).or_else(|| item_with(d, dep)))
+                .and_then(|d| d.get_key(dep).or_else(|| item_with(d, dep)))
         {
             return ("compose::config", Some(k.line()), None);
         }
@@ -356,24 +356,14 @@ fn item_with<'n>(seq: &'n Node, name: &str) -> Option<&'n Node> {
 }
 
 /// The line of the `env_file` entry that names `file` (relative to the tree).
-fn env_file_line(compose: &Compose<'_>, file: &str) -> Option<usize> {
+fn env_file_line(compose: &Compose, file: &str) -> Option<usize> {
     let clean = |p: &str| p.trim_start_matches("./").to_string();
-    for svc in &compose.services {
-        let Some(ef) = svc.node.get("env_file") else {
-            continue;
-        };
-        let nodes: Vec<&Node> = match &ef.kind {
-            Kind::Seq(items) => items.iter().map(|i| i.get("path").unwrap_or(i)).collect(),
-            _ => vec![ef],
-        };
-        if let Some(n) = nodes
-            .into_iter()
-            .find(|n| n.as_str().is_some_and(|s| clean(s) == file))
-        {
-            return Some(n.line());
-        }
-    }
-    None
+    compose
+        .services
+        .iter()
+        .flat_map(|s| &s.env_files)
+        .find(|w| clean(&w.text) == file)
+        .map(|w| w.line)
 }
 
 /// The line a Compose key path names (`services.db.healthcheck.interval`, or with brackets,

@@ -4,7 +4,7 @@
 //! `-`, anything else dropped; repeats get `-1`, `-2`, ...; `{#custom}` ids and HTML `id="..."`
 //! count too).
 
-use crate::book::{Book, line_of};
+use crate::book::{Book, LineIndex};
 use crate::diagnostics::{Diagnostic, MdLoc};
 use mdbook_markdown::pulldown_cmark::{Event, Tag, TagEnd};
 use mdbook_markdown::{MarkdownOptions, new_cmark_parser};
@@ -43,6 +43,7 @@ fn scan(text: &str) -> Page {
     let mut ids = HashSet::new();
     let mut links = Vec::new();
     let mut heading: Option<(Option<String>, String)> = None;
+    let lines = LineIndex::new(text);
     for (ev, range) in new_cmark_parser(text, &MarkdownOptions::default()).into_offset_iter() {
         match ev {
             Event::Start(Tag::Heading { id, .. }) => {
@@ -71,7 +72,7 @@ fn scan(text: &str) -> Page {
             }
             Event::Start(Tag::Link { dest_url, .. })
             | Event::Start(Tag::Image { dest_url, .. }) => {
-                links.push((dest_url.to_string(), line_of(text, range.start)));
+                links.push((dest_url.to_string(), lines.line(range.start)));
             }
             _ => {}
         }

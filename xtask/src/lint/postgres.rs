@@ -7,9 +7,10 @@
 //! the lines it names are commented out and the file is read again, a few times, to report
 //! every problem in one run. Each message is mapped to the line that sets the parameter.
 
-use super::{TreeView, cache};
+use super::TreeView;
+use crate::cache;
 use crate::diagnostics::Diagnostic;
-use crate::extract::TreeFile;
+use crate::tree::TreeFile;
 use regex::Regex;
 use std::collections::BTreeSet;
 use std::sync::LazyLock;

@@ -10,11 +10,9 @@
 //! - A tree extracted with `--secrets generate` holds no placeholder secret (`CHANGEME`).
 
 use super::TreeView;
-use super::yaml::NodeExt;
-use crate::book::Book;
 use crate::diagnostics::Diagnostic;
-use crate::extract::{self, Options};
-use crate::secrets::{PLACEHOLDER_MARK, Secrets};
+use crate::secrets::PLACEHOLDER_MARK;
+use crate::tree::Tree;
 use std::net::IpAddr;
 
 /// Ranges every outbound blacklist must cover.
@@ -120,7 +118,7 @@ pub fn check_tree(view: &TreeView<'_>) -> Vec<Diagnostic> {
             }
             let missing = uncovered(&list);
             if !missing.is_empty() {
-                let line = root.key_node(key).map_or(node.line(), |k| k.line());
+                let line = root.get_key(key).map_or(node.line(), |k| k.line());
                 diags.push(Diagnostic::error(
                     "security::ip-blacklist-gap",
                     format!(
@@ -136,7 +134,7 @@ pub fn check_tree(view: &TreeView<'_>) -> Vec<Diagnostic> {
             .and_then(|n| n.yaml11_bool())
             == Some(true);
         if previews && root.get("url_preview_ip_range_blacklist").is_none() {
-            let line = root.key_node("url_preview_enabled").map_or(1, |k| k.line());
+            let line = root.get_key("url_preview_enabled").map_or(1, |k| k.line());
             diags.push(Diagnostic::error(
                 "security::no-url-preview-blacklist",
                 "`url_preview_enabled` is on but `url_preview_ip_range_blacklist` is not set: Synapse refuses to start, \
@@ -148,20 +146,11 @@ pub fn check_tree(view: &TreeView<'_>) -> Vec<Diagnostic> {
     diags
 }
 
-/// Extracts every tree with generated secrets and reports any placeholder left in it.
-pub fn check_generated_secrets(book: &Book) -> Vec<Diagnostic> {
+/// Any placeholder left in a tree extracted with generated secrets (`extract --secrets
+/// generate` must leave none).
+pub fn placeholders_left(tree: &Tree) -> Vec<Diagnostic> {
     let mut diags = Vec::new();
-    for variant in std::iter::once(None).chain(extract::variants(book).into_iter().map(Some)) {
-        let Ok(tree) = extract::assemble(
-            book,
-            &Options {
-                variant,
-                secrets: Secrets::Generate,
-                ..Options::default()
-            },
-        ) else {
-            continue; // assembly errors are reported by the main run
-        };
+    {
         for f in tree.files.values() {
             for (i, line) in f.content.lines().enumerate() {
                 if line.contains(PLACEHOLDER_MARK) {

@@ -2,8 +2,9 @@
 //! finding mapped back to the Markdown line. shellcheck's errors and warnings are errors here;
 //! its info and style notes are warnings. Without shellcheck installed, one warning says so.
 
-use super::{TreeView, cache};
+use super::TreeView;
 use crate::book::Block;
+use crate::cache;
 use crate::diagnostics::{Diagnostic, MdLoc};
 use serde::Deserialize;
 
@@ -33,7 +34,8 @@ pub fn is_script(path: &str, lang: &str, content: &str) -> bool {
 /// Runs shellcheck on `text`; `Err` when shellcheck cannot run.
 fn shellcheck(text: &str, dialect: &str) -> Result<Vec<Comment>, String> {
     let args = ["-f", "json1", "-s", dialect, "-"];
-    let out = cache::run_cached("shellcheck", &args, text.as_bytes())?;
+    let exe = crate::tools::which("shellcheck").ok_or("`shellcheck` is not installed")?;
+    let out = cache::run_cached(&exe, &args, text.as_bytes())?;
     let parsed: Output = serde_json::from_slice(&out.stdout).map_err(|e| {
         format!(
             "shellcheck printed something that is not its JSON ({e}): {}",
@@ -60,11 +62,13 @@ fn to_diag(c: &Comment, at: &MdLoc, note: String) -> Diagnostic {
         "{} (https://www.shellcheck.net/wiki/SC{})",
         c.message, c.code
     );
-    let d = match c.level.as_str() {
-        "error" | "warning" => Diagnostic::error(&code, msg, at),
-        _ => Diagnostic::warning(&code, msg, at),
-    };
-    d.with_note(note)
+    Diagnostic::by_tool(
+        &code,
+        matches!(c.level.as_str(), "error" | "warning"),
+        msg,
+        at,
+    )
+    .with_note(note)
 }
 
 fn missing(at: &MdLoc, why: String) -> Diagnostic {

@@ -1,4 +1,5 @@
-//! Consistency of the Synapse deployment across files (see `facts/synapse-workers.md` 1b, 1e, 1f):
+//! Consistency of the Synapse deployment across files (Synapse's worker documentation,
+//! <https://element-hq.github.io/synapse/latest/workers.html>):
 //!
 //! - `stream_writers`: known streams only; exactly one writer for the single-writer streams;
 //! - every instance named in `stream_writers`, `instance_map`, `federation_sender_instances`,
@@ -15,24 +16,21 @@
 
 use super::TreeView;
 use super::compose::pg_socket_dirs;
-use super::model::{
-    Compose, MountKind, Process, Resolved, Service, Synapse, service_of, word_value,
-};
-use super::yaml::{Node, NodeExt};
+use crate::compose::{Compose, MountKind, Resolved, Service, word_value};
 use crate::diagnostics::{Diagnostic, MdLoc};
+use crate::synapse::{Deployment, Process};
+use crate::synapse::{ROLE_KEYS, SINGLE_WRITER_STREAMS as SINGLE_WRITER, STREAMS};
+use crate::yaml::Node;
 use std::collections::BTreeMap;
 
-use crate::synapse::{ROLE_KEYS, SINGLE_WRITER_STREAMS as SINGLE_WRITER, STREAMS};
-
 pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
-    let Some(syn) = Synapse::find(view) else {
+    let Some(syn) = view.synapse() else {
         return Vec::new();
     };
-    let compose = Compose::find(view);
     let mut c = Checker {
         view,
-        syn: &syn,
-        compose: compose.as_ref(),
+        syn,
+        compose: view.compose(),
         diags: Vec::new(),
     };
     c.worker_names();
@@ -47,36 +45,37 @@ pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
     c.diags
 }
 
-struct Checker<'v, 's, 'c> {
-    view: &'v TreeView<'v>,
-    syn: &'s Synapse<'v>,
-    compose: Option<&'c Compose<'v>>,
+struct Checker<'a> {
+    view: &'a TreeView<'a>,
+    syn: &'a Deployment,
+    compose: Option<&'a Compose>,
     diags: Vec<Diagnostic>,
 }
 
-impl<'v, 's, 'c> Checker<'v, 's, 'c> {
+impl<'a> Checker<'a> {
     fn at(&self, file: &str, line: usize) -> MdLoc {
         self.view.loc(file, line)
     }
 
     fn shared_at(&self, line: usize) -> MdLoc {
-        self.at(&self.syn.shared, line)
+        self.at(&self.syn.shared_file, line)
     }
 
     fn err(&mut self, code: &str, msg: String, at: MdLoc) {
         self.diags.push(Diagnostic::error(code, msg, &at));
     }
 
-    fn service_of(&self, p: &Process) -> Option<&'c Service<'v>> {
-        self.compose.and_then(|c| service_of(c, self.syn, p))
+    fn service_of(&self, p: &Process) -> Option<&'a Service> {
+        self.view.service_of(p)
     }
 
     fn worker_names(&mut self) {
         let mut seen: BTreeMap<String, String> = BTreeMap::new();
-        for w in &self.syn.workers {
-            let file = w.worker_file.clone().unwrap_or_default();
-            let root = self.syn.worker_roots[&file];
-            let line = root.key_node("worker_name").map_or(1, |k| k.line());
+        let syn = self.syn;
+        for w in syn.workers() {
+            let file = w.file.clone();
+            let root = &syn.worker_roots[&file];
+            let line = root.get_key("worker_name").map_or(1, |k| k.line());
             if w.name.is_empty() {
                 self.err(
                     "synapse::no-worker-name",
@@ -122,9 +121,8 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
         }
         let files: Vec<String> = self
             .syn
-            .workers
-            .iter()
-            .map(|w| format!("{} ({})", w.name, w.worker_file.as_deref().unwrap_or("")))
+            .workers()
+            .map(|w| format!("{} ({})", w.name, w.file))
             .collect();
         self.diags.push(
             Diagnostic::error(
@@ -142,7 +140,7 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
     }
 
     fn streams(&mut self) {
-        let Some(sw) = self.syn.root.get("stream_writers") else {
+        let Some(sw) = self.syn.shared.get("stream_writers") else {
             return;
         };
         for (k, v) in sw.entries() {
@@ -184,14 +182,14 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
 
     fn roles(&mut self) {
         for key in ROLE_KEYS {
-            let Some(n) = self.syn.root.get(key) else {
+            let Some(n) = self.syn.shared.get(key) else {
                 continue;
             };
             for (name, node) in n.str_nodes() {
                 self.known_instance(name, key, node);
             }
         }
-        if let Some(im) = self.syn.root.get("instance_map") {
+        if let Some(im) = self.syn.shared.get("instance_map") {
             for (k, _) in im.entries() {
                 if let Some(name) = k.as_str() {
                     self.known_instance(name, "instance_map", k);
@@ -201,7 +199,8 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
     }
 
     fn instance_map(&mut self) {
-        let im = self.syn.root.get("instance_map");
+        let syn = self.syn;
+        let im = syn.shared.get("instance_map");
         let entry = |name: &str| {
             im.and_then(|m| {
                 m.get(name).or_else(|| {
@@ -213,12 +212,8 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
                 })
             })
         };
-        let im_line = self
-            .syn
-            .root
-            .key_node("instance_map")
-            .map_or(1, |k| k.line());
-        if !self.syn.workers.is_empty() && entry("main").is_none() {
+        let im_line = syn.shared.get_key("instance_map").map_or(1, |k| k.line());
+        if syn.workers().next().is_some() && entry("main").is_none() {
             self.err(
                 "synapse::main-not-in-instance-map",
                 "there are workers, so `instance_map` must have `main` (with the path of main's replication listener): workers reach main through it".into(),
@@ -227,7 +222,7 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
         }
         // Every writer must be in instance_map.
         let mut writers: Vec<(String, usize)> = Vec::new();
-        if let Some(sw) = self.syn.root.get("stream_writers") {
+        if let Some(sw) = syn.shared.get("stream_writers") {
             for (_, v) in sw.entries() {
                 for (w, n) in v.str_nodes() {
                     if !writers.iter().any(|(x, _)| x == w) {
@@ -236,7 +231,7 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
                 }
             }
         }
-        if let Some(n) = self.syn.root.get("outbound_federation_restricted_to") {
+        if let Some(n) = syn.shared.get("outbound_federation_restricted_to") {
             for (name, node) in n.str_nodes() {
                 if !writers.iter().any(|(w, _)| w == name) {
                     writers.push((name.to_string(), node.line()));
@@ -270,7 +265,7 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
                 .collect();
             let ok = repl.iter().any(|l| {
                 (path.is_some() && l.path.as_deref() == path)
-                    || (port.is_some() && l.port.as_deref() == port)
+                    || (port.is_some() && l.port.map(|p| p.to_string()).as_deref() == port)
             });
             if !ok {
                 let where_ = path.map_or_else(
@@ -279,12 +274,14 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
                 );
                 let have: Vec<String> = repl
                     .iter()
-                    .map(|l| l.path.clone().or(l.port.clone()).unwrap_or_default())
+                    .map(|l| {
+                        l.path
+                            .clone()
+                            .or(l.port.map(|p| p.to_string()))
+                            .unwrap_or_default()
+                    })
                     .collect();
-                let file = p
-                    .worker_file
-                    .clone()
-                    .unwrap_or_else(|| self.syn.shared.clone());
+                let file = p.file.clone();
                 self.diags.push(
                     Diagnostic::error(
                         "synapse::no-replication-listener",
@@ -302,10 +299,8 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
 
     fn sockets(&mut self) {
         let mut seen: BTreeMap<String, (String, String)> = BTreeMap::new();
-        let procs: Vec<&Process> = std::iter::once(&self.syn.main)
-            .chain(self.syn.workers.iter())
-            .collect();
-        for p in procs {
+        let syn = self.syn;
+        for p in &syn.processes {
             for l in &p.listeners {
                 let Some(path) = &l.path else { continue };
                 if let Some((other, _)) = seen.get(path) {
@@ -313,9 +308,13 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
                         "socket `{path}` is used by listeners of both `{other}` and `{}`: only one can bind it",
                         p.name
                     );
-                    self.err("synapse::duplicate-socket", msg, self.at(&l.file, l.line));
+                    self.err(
+                        "synapse::duplicate-socket",
+                        msg,
+                        self.at(&l.at.file, l.at.line),
+                    );
                 } else {
-                    seen.insert(path.clone(), (p.name.clone(), l.file.clone()));
+                    seen.insert(path.clone(), (p.name.clone(), l.at.file.clone()));
                 }
             }
         }
@@ -332,10 +331,8 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
     }
 
     fn media(&mut self) {
-        let procs: Vec<Process> = std::iter::once(self.syn.main.clone())
-            .chain(self.syn.workers.iter().cloned())
-            .collect();
-        for p in &procs {
+        let syn = self.syn;
+        for p in &syn.processes {
             let serves = p
                 .listeners
                 .iter()
@@ -346,11 +343,11 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
                 let (f, line) = self
                     .syn
                     .effective_at(p, "enable_media_repo")
-                    .unwrap_or((l.file.clone(), l.line));
+                    .unwrap_or((l.at.file.clone(), l.at.line));
                 let msg = format!(
                     "`{}` serves the `media` resource but `enable_media_repo` is false for it{}",
                     p.name,
-                    if p.worker_file.is_some() {
+                    if !p.is_main() {
                         ": the worker ignores its media listener (set `enable_media_repo: true` in its own file)"
                     } else {
                         ": main refuses to start (\"'media' resource conflicts with enable_media_repo=False\")"
@@ -359,10 +356,10 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
                 self.err("synapse::media-disabled", msg, self.at(&f, line));
             }
         }
-        if let Some(n) = self.syn.root.get("media_instance_running_background_jobs")
+        if let Some(n) = syn.shared.get("media_instance_running_background_jobs")
             && let Some(name) = n.as_str()
-            && let Some(p) = self.syn.process(name).cloned()
-            && !self.media_enabled(&p)
+            && let Some(p) = syn.process(name)
+            && !self.media_enabled(p)
         {
             self.err(
                             "synapse::media-disabled",
@@ -373,7 +370,7 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
     }
 
     /// Where a path seen by one service lands, for comparing paths across containers.
-    fn landing(svc: Option<&Service<'_>>, path: &str) -> Resolved {
+    fn landing(svc: Option<&Service>, path: &str) -> Resolved {
         match svc {
             Some(s) => match s.resolve(path) {
                 Resolved::Unmounted => Resolved::Elsewhere(format!("{}:{path}", s.name)),
@@ -386,14 +383,14 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
     /// Workers talk to each other through Redis: `redis.enabled` must be true once there are
     /// workers (Synapse's docs: "This *must* be enabled when using workers").
     fn redis_enabled(&mut self) {
-        if self.syn.workers.is_empty() {
+        if self.syn.workers().next().is_none() {
             return;
         }
-        let enabled = self.syn.root.get("redis").and_then(|r| r.get("enabled"));
+        let enabled = self.syn.shared.get("redis").and_then(|r| r.get("enabled"));
         if enabled.and_then(|e| e.yaml11_bool()) != Some(true) {
             let line = enabled
                 .map(|e| e.line())
-                .or_else(|| self.syn.root.key_node("redis").map(|k| k.line()))
+                .or_else(|| self.syn.shared.get_key("redis").map(|k| k.line()))
                 .unwrap_or(1);
             self.err(
                 "synapse::redis-disabled",
@@ -405,11 +402,11 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
 
     fn db_and_redis(&mut self) {
         let Some(compose) = self.compose else { return };
-        let main_svc = self.service_of(&self.syn.main);
+        let main_svc = self.syn.main().and_then(|m| self.service_of(m));
         // Database
         let host = self
             .syn
-            .root
+            .shared
             .get("database")
             .and_then(|d| d.get("args"))
             .and_then(|a| a.get("host"));
@@ -441,7 +438,7 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
             }
         }
         // Redis
-        let rpath = self.syn.root.get("redis").and_then(|r| r.get("path"));
+        let rpath = self.syn.shared.get("redis").and_then(|r| r.get("path"));
         if let Some(rp) = rpath.and_then(|n| n.as_str().map(|s| (s, n.line()))) {
             let mine = Self::landing(main_svc, rp.0);
             let mut told = Vec::new();
@@ -470,11 +467,9 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
     }
 
     fn logs(&mut self) {
-        let procs: Vec<Process> = std::iter::once(self.syn.main.clone())
-            .chain(self.syn.workers.iter().cloned())
-            .collect();
-        for p in &procs {
-            let key = if p.worker_file.is_some() {
+        let syn = self.syn;
+        for p in &syn.processes {
+            let key = if !p.is_main() {
                 "worker_log_config"
             } else {
                 "log_config"
@@ -491,7 +486,7 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
                 .syn
                 .effective_at(p, key)
                 .or_else(|| self.syn.effective_at(p, "log_config"))
-                .unwrap_or((self.syn.shared.clone(), node.line()));
+                .unwrap_or((self.syn.shared_file.clone(), node.line()));
             let Some(svc) = self.service_of(p) else {
                 continue;
             };
@@ -518,14 +513,14 @@ impl<'v, 's, 'c> Checker<'v, 's, 'c> {
                 continue;
             };
             if lc.get("version").and_then(Node::as_str) != Some("1") {
-                let l = lc.key_node("version").map_or(1, |k| k.line());
+                let l = lc.get_key("version").map_or(1, |k| k.line());
                 self.err(
                     "synapse::bad-log-config",
                     "a Python logging dictConfig needs `version: 1`".into(),
                     self.at(&tree_path, l),
                 );
             }
-            for (hname, h) in lc.get("handlers").map(NodeExt::entries).unwrap_or_default() {
+            for (hname, h) in lc.get("handlers").map(Node::entries).unwrap_or_default() {
                 let Some(fname) = h.get("filename") else {
                     continue;
                 };

@@ -10,15 +10,14 @@
 //! once. A `ConfigError` carries the key path it is about; it is reported at that key's line in
 //! the worker file or the shared file, otherwise at the top of the process's own file.
 //!
-//! Results are cached (see [`super::cache`]): an unchanged tree does not start Python again.
+//! Results are cached (see [`crate::cache`]): an unchanged tree does not start Python again.
 
-use super::model::{
-    Compose, MountKind, Process, Resolved, Service, Synapse, service_of, synapse_config_args,
-    word_value,
-};
-use super::yaml::{Node, NodeExt};
-use super::{TreeView, cache};
+use super::TreeView;
+use crate::cache;
+use crate::compose::{Compose, MountKind, Resolved, Service, word_value};
 use crate::diagnostics::Diagnostic;
+use crate::synapse::{Deployment, Process, config_args};
+use crate::yaml::Node;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -93,7 +92,7 @@ fn rewrite_prefix(text: &str, target: &str, to: &str) -> String {
 }
 
 /// Where a mount lands in the scratch copy.
-fn landing(svc: &Service<'_>, i: usize) -> String {
+fn landing(svc: &Service, i: usize) -> String {
     let m = &svc.mounts[i];
     match (&m.kind, svc.resolve(&m.target)) {
         (_, Resolved::Tree(t)) => format!("{ROOT}/tree/{t}"),
@@ -105,23 +104,23 @@ fn landing(svc: &Service<'_>, i: usize) -> String {
 /// One process's files, rewritten, with `@ROOT@` standing for the scratch directory.
 type Plan = Vec<(String, Vec<(String, String)>)>;
 
-fn plan(view: &TreeView<'_>, syn: &Synapse<'_>, compose: Option<&Compose<'_>>) -> Plan {
+fn plan(view: &TreeView<'_>, syn: &Deployment, compose: Option<&Compose>) -> Plan {
     let mut plan = Vec::new();
-    for p in std::iter::once(&syn.main).chain(syn.workers.iter()) {
-        let svc = compose.and_then(|c| service_of(c, syn, p));
+    for p in &syn.processes {
+        let svc = compose.and_then(|_| view.service_of(p));
         if compose.is_some() && svc.is_none() {
             continue; // reported as synapse::worker-without-service; its paths cannot be mapped
         }
         let files: Vec<String> = match svc {
-            Some(s) => synapse_config_args(s)
+            Some(s) => config_args(s)
                 .iter()
                 .filter_map(|w| match s.resolve(word_value(w)) {
                     Resolved::Tree(t) if view.file(&t).is_some() => Some(t),
                     _ => None,
                 })
                 .collect(),
-            None => std::iter::once(syn.shared.clone())
-                .chain(p.worker_file.clone())
+            None => std::iter::once(syn.shared_file.clone())
+                .chain(p.worker_file().map(String::from))
                 .collect(),
         };
         if files.is_empty() {
@@ -150,7 +149,6 @@ fn run_python(
     visible: &[String],
 ) -> Result<BTreeMap<String, Option<Failure>>, String> {
     let python = crate::tools::synapse_python();
-    let plan_json = serde_json::to_string(plan).map_err(|e| e.to_string())?;
     // Only the files Synapse can see (under its services' bind mounts) go to the scratch copy and
     // into the cache key: an edit to nginx or PostgreSQL files does not rerun Synapse.
     let seen = |path: &str| {
@@ -158,17 +156,22 @@ fn run_python(
             .iter()
             .any(|v| v.is_empty() || path == v || path.starts_with(&format!("{v}/")))
     };
-    let files: Vec<&crate::extract::TreeFile> =
+    let files: Vec<&crate::tree::TreeFile> =
         view.tree.files.values().filter(|f| seen(&f.path)).collect();
-    let tree_json: Vec<(&String, &String)> = files.iter().map(|f| (&f.path, &f.content)).collect();
-    let tree_json = serde_json::to_string(&tree_json).map_err(|e| e.to_string())?;
-    let key = cache::key(&[
-        b"synapse-config-v1",
-        &cache::tool_id(&python),
-        plan_json.as_bytes(),
-        tree_json.as_bytes(),
-        SCRIPT.as_bytes(),
-    ]);
+    let id = cache::tool_id(&python);
+    let mut parts: Vec<&[u8]> = vec![b"synapse-config-v2", &id, SCRIPT.as_bytes()];
+    for (name, texts) in plan {
+        parts.push(name.as_bytes());
+        for (file, text) in texts {
+            parts.extend([file.as_bytes(), text.as_bytes()]);
+        }
+        parts.push(b"\0");
+    }
+    parts.push(b"\0tree");
+    for f in &files {
+        parts.extend([f.path.as_bytes(), f.content.as_bytes()]);
+    }
+    let key = cache::key(&parts);
     cache::memo(&key, || {
         let dir = cache::scratch_dir("synapse");
         let _ = std::fs::remove_dir_all(&dir);
@@ -248,7 +251,7 @@ fn line_of_path(root: &Node, path: &[String]) -> Option<usize> {
         };
         match next {
             Some(n) => {
-                line = Some(node.key_node(part).map_or(n.line(), |k| k.line()));
+                line = Some(node.get_key(part).map_or(n.line(), |k| k.line()));
                 node = n;
             }
             None => break,
@@ -258,23 +261,23 @@ fn line_of_path(root: &Node, path: &[String]) -> Option<usize> {
 }
 
 pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
-    let Some(syn) = Synapse::find(view) else {
+    let Some(syn) = view.synapse() else {
         return Vec::new();
     };
     if !crate::tools::synapse_python().exists() {
         return vec![Diagnostic::warning(
             "synapse::config-not-checked",
             "the pinned Synapse is not installed (target/synapse-venv): Synapse's own config check did not run (cargo xtask setup synapse)",
-            &view.loc(&syn.shared, 1),
+            &view.loc(&syn.shared_file, 1),
         )];
     }
-    let compose = Compose::find(view);
-    let plan = plan(view, &syn, compose.as_ref());
+    let compose = view.compose();
+    let plan = plan(view, syn, compose);
     let mut visible: Vec<String> = Vec::new();
-    match &compose {
-        Some(c) => {
-            for p in std::iter::once(&syn.main).chain(syn.workers.iter()) {
-                if let Some(s) = service_of(c, &syn, p) {
+    match compose {
+        Some(_) => {
+            for p in &syn.processes {
+                if let Some(s) = view.service_of(p) {
                     for m in &s.mounts {
                         if let Resolved::Tree(t) = s.resolve(&m.target)
                             && !visible.contains(&t)
@@ -293,7 +296,7 @@ pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
             return vec![Diagnostic::warning(
                 "synapse::config-not-checked",
                 e,
-                &view.loc(&syn.shared, 1),
+                &view.loc(&syn.shared_file, 1),
             )];
         }
     };
@@ -305,10 +308,10 @@ pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
             continue;
         };
         let roots: Vec<(String, &Node)> = p
-            .worker_file
-            .iter()
-            .map(|wf| (wf.clone(), syn.worker_roots[wf]))
-            .chain(std::iter::once((syn.shared.clone(), syn.root)))
+            .worker_file()
+            .map(|wf| (wf.to_string(), &syn.worker_roots[wf]))
+            .into_iter()
+            .chain(std::iter::once((syn.shared_file.clone(), &syn.shared)))
             .collect();
         let at = roots
             .iter()
@@ -370,9 +373,9 @@ fn guess_line(root: &Node, msg: &str) -> Option<usize> {
 
 fn find_scalar(n: &Node, text: &str) -> Option<usize> {
     match &n.kind {
-        super::yaml::Kind::Scalar { value, .. } => (value == text).then_some(n.line()),
-        super::yaml::Kind::Seq(items) => items.iter().find_map(|i| find_scalar(i, text)),
-        super::yaml::Kind::Map(e) => e.iter().find_map(|(_, v)| find_scalar(v, text)),
+        crate::yaml::Kind::Scalar { value, .. } => (value == text).then_some(n.line()),
+        crate::yaml::Kind::Seq(items) => items.iter().find_map(|i| find_scalar(i, text)),
+        crate::yaml::Kind::Map(e) => e.iter().find_map(|(_, v)| find_scalar(v, text)),
     }
 }
 

@@ -137,6 +137,29 @@ pub fn walk<'a>(dirs: &'a [Directive], f: &mut dyn FnMut(&'a Directive, &[&'a Di
     go(dirs, &mut Vec::new(), f);
 }
 
+/// Splits `location` arguments into (modifier, name), accepting `=/x` and `= /x` forms.
+pub fn location_args(d: &Directive) -> Result<(String, String), String> {
+    let a: Vec<&str> = d.args.iter().map(|w| w.text.as_str()).collect();
+    match a.as_slice() {
+        [m, n] if matches!(*m, "=" | "^~" | "~" | "~*") => Ok(((*m).into(), (*n).into())),
+        [m, _] => Err(format!("invalid location modifier \"{m}\"")),
+        [n] => {
+            for m in ["^~", "~*", "=", "~"] {
+                if let Some(rest) = n.strip_prefix(m)
+                    && !rest.is_empty()
+                {
+                    return Ok((m.into(), rest.into()));
+                }
+            }
+            if n.starts_with('@') {
+                return Ok(("@".into(), (*n).into()));
+            }
+            Ok((String::new(), (*n).into()))
+        }
+        _ => Err("invalid number of arguments in \"location\" directive".into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@
 
 use super::ast::{self, Directive};
 use crate::diagnostics::{Diagnostic, MdLoc};
-use crate::extract::Tree;
+use crate::tree::Tree;
 
 /// Where the tree's nginx directory is mounted in the container.
 pub const CONTAINER_PREFIX: &str = "/etc/nginx/";
@@ -234,7 +234,7 @@ pub fn glob_match(pat: &str, s: &str) -> bool {
 /// `etc`, with the image files nginx expects beside them, each file's text passed through
 /// `rewrite` (container paths to scratch paths). Used by `nginx -t` and gixy.
 pub fn write_scratch_etc(
-    tree: &crate::extract::Tree,
+    tree: &crate::tree::Tree,
     dir: &str,
     etc: &std::path::Path,
     rewrite: impl Fn(&str) -> String,

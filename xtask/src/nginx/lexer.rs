@@ -1,4 +1,5 @@
-//! The nginx tokenizer, a transcription of `ngx_conf_read_token` (`src/core/ngx_conf_file.c`).
+//! The nginx tokenizer, a transcription of `ngx_conf_read_token`
+//! (<https://github.com/nginx/nginx/blob/master/src/core/ngx_conf_file.c>).
 //!
 //! Rules that matter and that a naive tokenizer gets wrong:
 //! - `#` starts a comment only at the start of a word (`a#b` is one word);

@@ -1,11 +1,15 @@
-//! The few parts of a Compose service the PostgreSQL checks need, read from the extracted
-//! `docker-compose.yml`: entrypoint, command, environment (`env_file` then `environment`) and
-//! short-syntax volumes, plus the mapping of container paths onto host directories.
+//! A Compose service as the PostgreSQL checks run it on this machine: its entrypoint, command,
+//! environment (`env_file`s then `environment`) and volumes, read from an extracted tree on disk
+//! through the project's one Compose model ([`crate::compose`]), plus the mapping of container
+//! paths onto host directories.
 
-use crate::yaml::{self, Kind, Node};
+use crate::compose::{Compose, MountKind};
+use crate::tree::{Fragment, Tree, TreeFile};
 use anyhow::{Context, bail};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+pub use crate::compose::env::read_file as read_env_file;
 
 #[derive(Debug, Clone, Default)]
 pub struct Service {
@@ -19,107 +23,62 @@ pub struct Service {
     pub user: Option<String>,
 }
 
-fn scalar(y: &Node) -> Option<String> {
-    match &y.kind {
-        Kind::Scalar { value, .. } => Some(if y.is_null() {
-            String::new()
-        } else {
-            value.clone()
-        }),
-        _ => None,
+/// A file of an extracted tree on disk, as a tree file (its lines are its own).
+fn disk_file(dir: &Path, rel: &str) -> anyhow::Result<Option<TreeFile>> {
+    let path = dir.join(rel);
+    if !path.exists() {
+        return Ok(None);
     }
-}
-
-fn words(y: Option<&Node>) -> Vec<String> {
-    match y.map(|n| &n.kind) {
-        Some(Kind::Seq(items)) => items.iter().filter_map(scalar).collect(),
-        Some(_) => y
-            .and_then(scalar)
-            .map(|s| s.split_whitespace().map(String::from).collect())
-            .unwrap_or_default(),
-        None => Vec::new(),
-    }
-}
-
-/// Reads a `.env`-style file: `KEY=VALUE` lines, `#` comments, optional quotes around values.
-pub fn read_env_file(path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read env_file {}", path.display()))?;
-    let mut env = BTreeMap::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let Some((k, v)) = line.split_once('=') else {
-            continue;
-        };
-        let v = v.trim();
-        let v = v
-            .strip_prefix('"')
-            .and_then(|v| v.strip_suffix('"'))
-            .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
-            .unwrap_or(v);
-        env.insert(k.trim().to_string(), v.to_string());
-    }
-    Ok(env)
-}
-
-/// Reads service `name` of `tree/docker-compose.yml`.
-pub fn service(tree: &Path, name: &str) -> anyhow::Result<Service> {
-    let path = tree.join("docker-compose.yml");
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read {}", path.display()))?;
-    let loaded = yaml::load(&text)
-        .map_err(|e| anyhow::anyhow!("{}:{}: {}", path.display(), e.line, e.message))?;
-    let doc = loaded
-        .docs
-        .first()
-        .with_context(|| format!("{} is empty", path.display()))?;
-    let svc = doc
-        .path(&["services", name])
+    let frag = Fragment {
+        md_file: path.display().to_string(),
+        md_line: 1,
+        out_line: 1,
+        lines: text.lines().count().max(1),
+    };
+    Ok(Some(TreeFile::new(rel, text, vec![frag], "")))
+}
+
+/// Reads service `name` of the extracted tree in `tree` (its Compose file and `.env`).
+pub fn service(tree: &Path, name: &str) -> anyhow::Result<Service> {
+    let mut files = Tree::default();
+    for rel in crate::compose::FILES
+        .iter()
+        .chain([&crate::compose::DOT_ENV])
+    {
+        if let Some(f) = disk_file(tree, rel)? {
+            files.files.insert(rel.to_string(), f);
+        }
+    }
+    let Some(file) = Compose::file_of(&files) else {
+        bail!("{} has no Compose file", tree.display());
+    };
+    let path = tree.join(file);
+    if let Err(e) = files.files[file].yaml() {
+        bail!("{}:{}: {}", path.display(), e.line, e.message);
+    }
+    let compose =
+        Compose::from_tree(&files).with_context(|| format!("{} is empty", path.display()))?;
+    let svc = compose
+        .service(name)
         .with_context(|| format!("{} has no service `{name}`", path.display()))?;
-    let mut env = BTreeMap::new();
-    for f in words(svc.get("env_file")) {
-        env.extend(read_env_file(&tree.join(&f))?);
-    }
-    match svc.get("environment").map(|n| &n.kind) {
-        Some(Kind::Map(m)) => {
-            for (k, v) in m {
-                if let (Some(k), Some(v)) = (scalar(k), scalar(v)) {
-                    env.insert(k, v);
-                }
-            }
-        }
-        Some(Kind::Seq(items)) => {
-            for it in items.iter().filter_map(scalar) {
-                if let Some((k, v)) = it.split_once('=') {
-                    env.insert(k.into(), v.into());
-                }
-            }
-        }
-        _ => {}
-    }
-    let mut volumes = Vec::new();
-    if let Some(Kind::Seq(items)) = svc.get("volumes").map(|n| &n.kind) {
-        for v in items {
-            let Some(s) = scalar(v) else {
-                bail!("service `{name}`: only short-syntax volumes are supported")
-            };
-            let mut parts = s.split(':');
-            let (Some(src), Some(dst)) = (parts.next(), parts.next()) else {
-                bail!("service `{name}`: volume `{s}` has no container path")
-            };
-            volumes.push((src.to_string(), dst.to_string()));
-        }
-    }
+    let env = svc
+        .environment(|rel| std::fs::read_to_string(tree.join(rel)).ok())
+        .map_err(|e| anyhow::anyhow!("{e} (in {})", tree.display()))?;
+    let text = |w: &[crate::compose::Word]| w.iter().map(|w| w.text.clone()).collect();
     Ok(Service {
         name: name.to_string(),
-        entrypoint: words(svc.get("entrypoint")),
-        command: words(svc.get("command")),
+        entrypoint: text(&svc.entrypoint),
+        command: text(&svc.command),
         env,
-        volumes,
-        user: svc.get("user").and_then(scalar),
+        volumes: svc
+            .mounts
+            .iter()
+            .filter(|m| m.kind != MountKind::Tmpfs)
+            .map(|m| (m.source.clone(), m.target.clone()))
+            .collect(),
+        user: svc.user.clone(),
     })
 }
 

@@ -38,8 +38,7 @@ pub fn check(
     let mut ok = Vec::new();
     let mut diags = Vec::new();
     let mut seen: Vec<String> = Vec::new();
-    let names = std::iter::once(None).chain(extract::variants(book).into_iter().map(Some));
-    for variant in names {
+    for variant in extract::trees(book) {
         let tree = match extract::assemble(
             book,
             &Options {

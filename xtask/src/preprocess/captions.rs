@@ -40,6 +40,7 @@ pub struct Caption {
 pub fn annotate(content: &str, ctx: &CaptionCtx<'_>) -> String {
     let mut edits: Vec<(std::ops::Range<usize>, String)> = Vec::new();
     let parser = new_cmark_parser(content, &MarkdownOptions::default()).into_offset_iter();
+    let lines = book::LineIndex::new(content);
     let mut index = 0;
     for (event, range) in parser {
         let Event::Start(Tag::CodeBlock(CodeBlockKind::Fenced(info))) = event else {
@@ -48,7 +49,7 @@ pub fn annotate(content: &str, ctx: &CaptionCtx<'_>) -> String {
         let disk = ctx
             .blocks
             .get(index)
-            .filter(|b| b.fence_line == book::line_of(content, range.start));
+            .filter(|b| b.fence_line == lines.line(range.start));
         index += 1;
         let Ok((lang, attrs, kind)) = book::classify(&info) else {
             continue;

@@ -5,23 +5,25 @@
 //! from stdout. The JSON is handled as `serde_json::Value`, so fields this code does not know
 //! pass through untouched.
 //!
-//! The pipeline:
-//! 1. [`analyse`] reads the book **from disk** (`book::load`, not the chapter contents mdBook
-//!    sends, which other preprocessors may have rewritten), assembles the tree and every
-//!    variant, runs the checks, and simulates every `routes` sample. Any error stops the build
-//!    with the Markdown file and line.
+//! The pipeline ([`handle`]):
+//! 1. the caller's analysis (`crate::analysis::site` for `cargo xtask mdbook`) reads the book
+//!    **from disk** (`book::load`, not the chapter contents mdBook sends, which other
+//!    preprocessors may have rewritten), assembles the tree and every variant, runs the checks,
+//!    and simulates every `routes` sample into a [`Site`]. Any error stops the build with the
+//!    Markdown file and line.
 //! 2. [`process`] walks the chapters: [`captions::annotate`] strips block attributes and adds a
 //!    caption per block; [`pages::expand`] replaces the generated-page markers.
 //!
-//! Only [`handle`] does I/O (reading the book from disk); [`process`] is pure.
+//! [`process`] is pure; this module runs no check itself.
 
 pub mod captions;
 pub mod evidence;
 pub mod pages;
 
-use crate::book::{self, BlockKind, Book};
-use crate::diagnostics::{Diagnostic, Severity};
-use crate::extract::{self, Options, Tree};
+use crate::book::{BlockKind, Book};
+use crate::diagnostics::{Diagnostic, MdLoc};
+use crate::route::router::{DEFAULT_CLIENT, Router};
+use crate::tree::Tree;
 use captions::{CaptionCtx, Parts};
 use pages::{Routed, Sample};
 use serde_json::Value;
@@ -43,85 +45,38 @@ pub struct Site {
     pub parts: Parts,
 }
 
-/// Reads and checks the book at `root`. `Ok` carries the site and any warnings; `Err` every
-/// diagnostic when at least one is an error.
-pub fn analyse(root: &Path) -> Result<(Site, Vec<Diagnostic>), Vec<Diagnostic>> {
-    let book = book::load(root)?;
-    let mut diags = Vec::new();
-    let tree = extract::assemble(&book, &Options::default());
-    let mut variants = Vec::new();
-    for v in extract::variants(&book) {
-        match extract::assemble(
-            &book,
-            &Options {
-                variant: Some(v),
-                ..Options::default()
-            },
-        ) {
-            Ok(t) => variants.push(t),
-            Err(mut d) => diags.append(&mut d),
-        }
-    }
-    let tree = match tree {
-        Ok(t) => t,
-        Err(mut d) => {
-            d.append(&mut diags);
-            return Err(dedup(d));
-        }
-    };
-    diags.extend(checks(&book, &tree));
-    let routes = simulate(&book, &tree, &mut diags);
-    if diags.iter().any(|d| d.severity == Severity::Error) {
-        return Err(dedup(diags));
-    }
-    let repo_url = repo_url(root);
-    let parts = parts(&book);
-    Ok((
+impl Site {
+    /// The site of a checked book: its trees, and the router of the main tree (None when the
+    /// tree has none; every sample then lacks an answer).
+    pub fn new(
+        root: &Path,
+        book: Book,
+        tree: Tree,
+        variants: Vec<Tree>,
+        router: Option<&Router>,
+    ) -> Site {
+        let routes = simulate(&book, router);
         Site {
+            repo_url: repo_url(root),
+            parts: parts(&book),
             book,
             tree,
             variants,
-            repo_url,
             routes,
-            parts,
-        },
-        diags,
-    ))
-}
-
-/// The static checks of `cargo xtask check` beyond extraction (which `analyse` already did):
-/// the linter (every file of every variant, examples, links) and every `routes` block asserted
-/// against the routing simulator.
-fn checks(book: &Book, tree: &Tree) -> Vec<Diagnostic> {
-    let mut diags = crate::lint::run(book);
-    diags.extend(crate::route::check_book(book, tree));
-    diags
+        }
+    }
 }
 
 /// Every `routes` sample with the routing simulator's answer on the main tree.
-fn simulate(
-    book: &Book,
-    tree: &Tree,
-    diags: &mut Vec<Diagnostic>,
-) -> Vec<(Sample, Option<Routed>)> {
+fn simulate(book: &Book, router: Option<&Router>) -> Vec<(Sample, Option<Routed>)> {
     let samples = pages::samples(book);
-    if samples.is_empty() {
-        return Vec::new();
-    }
-    let router = match crate::route::Router::from_tree(tree) {
-        Ok(r) => r,
-        Err(mut d) => {
-            diags.append(&mut d);
-            return samples.into_iter().map(|s| (s, None)).collect();
-        }
+    let Some(router) = router else {
+        return samples.into_iter().map(|s| (s, None)).collect();
     };
     samples
         .into_iter()
         .map(|s| {
-            let client = s
-                .from
-                .as_deref()
-                .unwrap_or(crate::route::router::DEFAULT_CLIENT);
+            let client = s.from.as_deref().unwrap_or(DEFAULT_CLIENT);
             let o = router.route_from(&s.method, &s.uri, client);
             let routed = Routed {
                 location: o.location.map(|l| {
@@ -130,7 +85,7 @@ fn simulate(
                     } else {
                         format!("{} {}", l.modifier, l.pattern)
                     };
-                    (text, crate::diagnostics::MdLoc::new(l.file, l.line))
+                    (text, MdLoc::new(l.file, l.line))
                 }),
                 upstream: o.upstream,
                 server: o.server,
@@ -140,12 +95,6 @@ fn simulate(
             (s, Some(routed))
         })
         .collect()
-}
-
-fn dedup(mut d: Vec<Diagnostic>) -> Vec<Diagnostic> {
-    crate::diagnostics::sort(&mut d);
-    d.dedup();
-    d
 }
 
 fn repo_url(root: &Path) -> Option<String> {
@@ -245,8 +194,16 @@ pub enum Failure {
     Book(Vec<Diagnostic>, std::path::PathBuf),
 }
 
+/// What an analysis of the book at a root gives the preprocessor: the site and its warnings,
+/// or every diagnostic when one is an error.
+pub type Analysed = Result<(Site, Vec<Diagnostic>), Vec<Diagnostic>>;
+
 /// One preprocessor run: mdBook's JSON in, the book's JSON out, plus warnings to print.
-pub fn handle(input: &str) -> Result<(String, Vec<String>), Failure> {
+/// `analyse` reads and checks the book at the root mdBook names.
+pub fn handle(
+    input: &str,
+    analyse: impl FnOnce(&Path) -> Analysed,
+) -> Result<(String, Vec<String>), Failure> {
     let mut value: Value = serde_json::from_str(input)
         .map_err(|e| Failure::Protocol(format!("stdin is not JSON: {e}")))?;
     let arr = value
@@ -295,6 +252,22 @@ pub fn handle(input: &str) -> Result<(String, Vec<String>), Failure> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The site of a book without its checks (they are `crate::analysis`'s; its tests run this
+    /// pipeline with them).
+    fn plain(root: &Path) -> Analysed {
+        let book = crate::book::load(root)?;
+        let tree = crate::extract::assemble(&book, &Default::default())?;
+        let router = Router::from_tree(&tree).ok();
+        Ok((
+            Site::new(root, book, tree, Vec::new(), router.as_ref()),
+            Vec::new(),
+        ))
+    }
+
+    fn handle(input: &str) -> Result<(String, Vec<String>), Failure> {
+        super::handle(input, plain)
+    }
 
     /// A small book on disk and mdBook's JSON input for it.
     fn book_on_disk(chapter: &str) -> (tempfile::TempDir, String) {

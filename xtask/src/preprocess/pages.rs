@@ -13,27 +13,15 @@
 use super::Site;
 use super::captions::{escape, file_anchor, variant_anchor};
 use crate::diagnostics::MdLoc;
-use crate::extract::{Fragment, TreeFile};
+use crate::tree::{Fragment, TreeFile};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 pub const FILE_INDEX_MARKER: &str = "<!-- xtask:file-index -->";
 pub const ROUTING_TABLE_MARKER: &str = "<!-- xtask:routing-table -->";
 
-/// One sample request of a `routes` block.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Sample {
-    pub method: String,
-    pub uri: String,
-    /// The client address of `from ADDRESS`, if given.
-    pub from: Option<String>,
-    /// What the block expects (right of `->`), as written.
-    pub expect: String,
-    /// The sample's own line.
-    pub loc: MdLoc,
-    /// The opening fence of its `routes` block.
-    pub block: MdLoc,
-}
+/// One sample request of a `routes` block (the routing checker's own parse).
+pub use crate::route::routes::Sample;
 
 /// What the nginx simulation answers for a sample.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -291,7 +279,7 @@ pub fn routing_table(site: &Site, page: &str) -> String {
             // No simulator: show what the block expects.
             None => (
                 "?".to_string(),
-                format!("{} (expected)", code_cell(&sample.expect)),
+                format!("{} (expected)", code_cell(&sample.written)),
                 String::new(),
             ),
             Some(r) => {
@@ -438,35 +426,11 @@ fn source_link(site: &Site, loc: &MdLoc) -> String {
     }
 }
 
-/// Every sample of the book's `routes` blocks, parsed by the routing checker's own parser
-/// (`route::routes`). Lines it rejects are left out here: `cargo xtask check` (and the
-/// preprocessor's checks) report them at their Markdown line.
+/// Every sample of the book's `routes` blocks, from the routing checker's own parser
+/// ([`crate::route::routes::samples`]). Lines it rejects are left out here: `cargo xtask check`
+/// (and the preprocessor's checks) report them at their Markdown line.
 pub fn samples(book: &crate::book::Book) -> Vec<Sample> {
-    let mut out = Vec::new();
-    for b in book
-        .blocks()
-        .filter(|b| b.kind == crate::book::BlockKind::Routes)
-    {
-        for (n, line) in b.text.lines().enumerate() {
-            let Ok(Some((method, uri, from, _))) = crate::route::routes::parse_line(line) else {
-                continue;
-            };
-            let expect = line
-                .split_once("->")
-                .map_or("", |(_, r)| r)
-                .trim()
-                .to_string();
-            out.push(Sample {
-                method,
-                uri,
-                from,
-                expect,
-                loc: b.line_loc(n),
-                block: b.fence_loc(),
-            });
-        }
-    }
-    out
+    crate::route::routes::samples(book).0
 }
 
 /// A relative link from page `from` to page `to` (both relative to the book's src).
@@ -571,13 +535,13 @@ mod tests {
             (
                 s[0].method.as_str(),
                 s[0].uri.as_str(),
-                s[0].expect.as_str()
+                s[0].written.as_str()
             ),
             ("GET", "/_matrix/client/v3/sync", "client_sync")
         );
         assert_eq!(s[0].loc, MdLoc::new("src/r.md", 5));
         assert_eq!(
-            (s[1].expect.as_str(), s[1].loc.line, s[1].from.as_deref()),
+            (s[1].written.as_str(), s[1].loc.line, s[1].from.as_deref()),
             ("403", 7, Some("10.1.2.3"))
         );
         assert_eq!(s[1].block, MdLoc::new("src/r.md", 3));

@@ -2,24 +2,14 @@
 //! sample checked against the routing contract, and locations no request can reach reported.
 
 use super::contract::{self, Contract};
-use super::roles::{self, Roles};
 use super::router::{DEFAULT_CLIENT, Outcome, Router};
-use super::routes::{self, Expect, Sample};
-use crate::book::{BlockKind, Book};
-use crate::diagnostics::Diagnostic;
-use crate::extract::Tree;
+use super::routes::{Expect, Sample};
+use crate::book::Book;
+use crate::diagnostics::{Diagnostic, MdLoc};
+use crate::synapse::Deployment;
+use crate::tree::Tree;
 
-/// Every sample of every `routes` block, in reading order, and the parse errors.
-pub fn samples(book: &Book) -> (Vec<Sample>, Vec<Diagnostic>) {
-    let mut all = Vec::new();
-    let mut diags = Vec::new();
-    for b in book.blocks().filter(|b| b.kind == BlockKind::Routes) {
-        let (mut s, mut d) = routes::parse_block(b);
-        all.append(&mut s);
-        diags.append(&mut d);
-    }
-    (all, diags)
-}
+pub use super::routes::samples;
 
 fn loc_desc(router: &Router, id: usize) -> String {
     let l = &router.locations[id];
@@ -31,7 +21,7 @@ fn loc_desc(router: &Router, id: usize) -> String {
     format!("location {m}{} ({}:{})", l.name, l.md.file, l.md.line)
 }
 
-fn got(o: &Outcome, roles: &Roles) -> String {
+fn got(o: &Outcome, d: Option<&Deployment>) -> String {
     if let Some(s) = o.status {
         return match &o.text {
             Some(t) => format!("{s} {t}"),
@@ -39,8 +29,7 @@ fn got(o: &Outcome, roles: &Roles) -> String {
         };
     }
     let who = |s: &str| {
-        roles
-            .by_socket(s)
+        d.and_then(|d| d.by_socket(s))
             .map_or(s.to_string(), |(p, _)| p.name.clone())
     };
     match (&o.upstream, &o.server) {
@@ -59,7 +48,7 @@ fn got(o: &Outcome, roles: &Roles) -> String {
 }
 
 /// Compares one outcome with its expectation; None when it matches.
-pub fn compare(o: &Outcome, e: &Expect, roles: &Roles) -> Option<String> {
+pub fn compare(o: &Outcome, e: &Expect, d: Option<&Deployment>) -> Option<String> {
     let ok = match e {
         Expect::Status { code, text } => {
             o.status == Some(*code) && text.as_ref().is_none_or(|t| o.text.as_ref() == Some(t))
@@ -71,7 +60,9 @@ pub fn compare(o: &Outcome, e: &Expect, roles: &Roles) -> Option<String> {
                 && match server {
                     None => true,
                     Some(want) => o.server.as_ref().is_some_and(|s| {
-                        s == want || roles.by_socket(s).is_some_and(|(p, _)| &p.name == want)
+                        s == want
+                            || d.and_then(|d| d.by_socket(s))
+                                .is_some_and(|(p, _)| &p.name == want)
                     }),
                 }
         }
@@ -96,35 +87,61 @@ pub fn compare(o: &Outcome, e: &Expect, roles: &Roles) -> Option<String> {
         "{} {}: expected `{want}`, nginx gives `{}`",
         o.method,
         o.uri,
-        got(o, roles)
+        got(o, d)
     ))
 }
 
-/// Asserts every `routes` block, the contract on every sample, and location reachability.
+/// Asserts every `routes` block, the contract on every sample, and location reachability,
+/// building the router and the Synapse model of `tree` (see [`check`] to pass them in).
 pub fn check_book(book: &Book, tree: &Tree) -> Vec<Diagnostic> {
     let (samples, mut diags) = samples(book);
+    let router = Router::from_tree(tree);
+    diags.extend(check(&samples, tree, &router, &Deployment::from_tree(tree)));
+    diags
+}
+
+/// The routing checks of one tree: every sample against the simulator (`router`, built from the
+/// tree's nginx configuration) and the routing contract (`synapse`, the tree's deployment model),
+/// and locations no sample can reach.
+pub fn check(
+    samples: &[Sample],
+    tree: &Tree,
+    router: &Result<Router, Vec<Diagnostic>>,
+    synapse: &Result<Option<Deployment>, Vec<Diagnostic>>,
+) -> Vec<Diagnostic> {
+    let mut diags = Vec::new();
     if crate::nginx::config::root_file(tree).is_none() && samples.is_empty() {
         // A book without nginx (a fixture, a draft) has nothing to route.
         return diags;
     }
-    let router = match Router::from_tree(tree) {
+    let router = match router {
         Ok(r) => r,
-        Err(mut d) => {
-            diags.append(&mut d);
+        Err(d) => {
+            diags.extend(d.iter().cloned());
             return diags;
         }
     };
-    let roles = match roles::from_tree(tree) {
-        Ok(r) => r,
-        Err(mut d) => {
+    let deployment = match synapse {
+        Ok(Some(d)) => Some(d),
+        Ok(None) => {
             if !samples.is_empty() {
-                diags.append(&mut d);
+                diags.push(Diagnostic::error(
+                    "route::no-homeserver",
+                    "the book produces no shared Synapse config (a YAML file with `server_name`), so no upstream socket can be matched to a process",
+                    &MdLoc::new("src/SUMMARY.md", 1),
+                ));
             }
-            Roles::default()
+            None
+        }
+        Err(d) => {
+            if !samples.is_empty() {
+                diags.extend(d.iter().cloned());
+            }
+            None
         }
     };
     let contract = Contract::builtin();
-    let pagination = crate::route::pcre::Rx::new(
+    let pagination = crate::nginx::pcre::Rx::new(
         r"^/_matrix/client/(?:api/v1|r0|v3|unstable)/rooms/([^/]+)/messages$",
         false,
     )
@@ -135,7 +152,7 @@ pub fn check_book(book: &Book, tree: &Tree) -> Vec<Diagnostic> {
     let mut hit = vec![false; n];
     // For each regex location never chosen: which location took the samples its regex matches.
     let mut taken_by: Vec<Vec<Option<usize>>> = vec![Vec::new(); n];
-    for s in &samples {
+    for s in samples {
         let o = router.route_from(
             &s.method,
             &s.uri,
@@ -182,25 +199,21 @@ pub fn check_book(book: &Book, tree: &Tree) -> Vec<Diagnostic> {
                 }
             }
         }
-        if let Some(m) = compare(&o, &s.expect, &roles) {
+        if let Some(m) = compare(&o, &s.expect, deployment) {
             let mut d = Diagnostic::error("route::mismatch", m, &s.loc);
             if let Some(id) = o.location_id {
-                d = d.with_note(format!("nginx picks {}", loc_desc(&router, id)));
+                d = d.with_note(format!("nginx picks {}", loc_desc(router, id)));
             }
             for note in &o.notes {
                 d = d.with_note(note.clone());
             }
             diags.push(d);
         }
-        if !roles.processes.is_empty() {
-            for v in contract::check(&contract, &roles, &o) {
-                let mut d = if v.error {
-                    Diagnostic::error(v.code, v.message, &s.loc)
-                } else {
-                    Diagnostic::warning(v.code, v.message, &s.loc)
-                };
+        if let Some(dep) = deployment {
+            for v in contract::check(&contract, dep, &o) {
+                let mut d = Diagnostic::new(v.code, v.message, &s.loc);
                 if let Some(id) = o.location_id {
-                    d = d.with_note(format!("via {}", loc_desc(&router, id)));
+                    d = d.with_note(format!("via {}", loc_desc(router, id)));
                 }
                 diags.push(d);
             }
@@ -230,7 +243,7 @@ pub fn check_book(book: &Book, tree: &Tree) -> Vec<Diagnostic> {
                 format!(
                     "no request can reach this location: `{}` and paths below it go to {} first",
                     l.name,
-                    loc_desc(&router, w)
+                    loc_desc(router, w)
                 ),
                 &l.md,
             ));
@@ -255,7 +268,7 @@ pub fn check_book(book: &Book, tree: &Tree) -> Vec<Diagnostic> {
                         taken_by[id].len(),
                         winners
                             .iter()
-                            .map(|&w| loc_desc(&router, w))
+                            .map(|&w| loc_desc(router, w))
                             .collect::<Vec<_>>()
                             .join(" or ")
                     ),

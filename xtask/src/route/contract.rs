@@ -1,9 +1,9 @@
 //! The routing contract (`xtask/data/routing-contract.toml`): which kind of Synapse process can
 //! serve which endpoint, and the check of one routed request against it.
 
-use super::pcre::Rx;
-use super::roles::{Process, Roles};
 use super::router::Outcome;
+use crate::nginx::pcre::Rx;
+use crate::synapse::{Deployment, Process, STREAMS};
 use serde::Deserialize;
 
 pub const CONTRACT_TOML: &str = include_str!("../../data/routing-contract.toml");
@@ -23,34 +23,30 @@ impl Serve {
             "media" => Serve::Media,
             "main" => Serve::Main,
             _ => match s.strip_prefix("writer:") {
-                Some(w) if super::roles::STREAMS.contains(&w) => Serve::Writer(w.into()),
+                Some(w) if STREAMS.contains(&w) => Serve::Writer(w.into()),
                 _ => return Err(format!("unknown `serve` value `{s}`")),
             },
         })
     }
 
-    pub fn describe(&self, roles: &Roles) -> String {
+    pub fn describe(&self, d: &Deployment) -> String {
         match self {
             Serve::Any => "main or a generic worker".into(),
             Serve::Media => "a process that can load the media repository".into(),
             Serve::Main => "the main process".into(),
             Serve::Writer(s) => {
-                let w = roles
-                    .writers
-                    .get(s)
-                    .map(|w| w.join(", "))
-                    .unwrap_or_else(|| "main".into());
+                let w = d.writers(s).join(", ");
                 format!("the `{s}` stream writer ({w})")
             }
         }
     }
 
-    fn allows(&self, p: &Process) -> bool {
+    fn allows(&self, d: &Deployment, p: &Process) -> bool {
         match self {
             Serve::Any => p.is_generic(),
             Serve::Media => p.media_repo,
             Serve::Main => p.is_main(),
-            Serve::Writer(s) => p.writes.contains(s) && p.is_generic(),
+            Serve::Writer(s) => d.is_writer(&p.name, s) && p.is_generic(),
         }
     }
 }
@@ -167,14 +163,14 @@ fn is_media_admin(p: &[u8]) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Violation {
     /// `route::contract` (cannot serve), `route::not-preferred` (works, extra hop),
-    /// `route::unknown-socket` (no Synapse listener on that socket).
+    /// `route::unknown-socket` (no Synapse listener on that socket); the registry
+    /// (`crate::diagnostics::codes`) rates them.
     pub code: &'static str,
-    pub error: bool,
     pub message: String,
 }
 
 /// Checks that every process the request may land on can serve it.
-pub fn check(contract: &Contract, roles: &Roles, o: &Outcome) -> Vec<Violation> {
+pub fn check(contract: &Contract, d: &Deployment, o: &Outcome) -> Vec<Violation> {
     let mut out = Vec::new();
     if o.status.is_some() || o.servers.is_empty() {
         return out;
@@ -182,10 +178,9 @@ pub fn check(contract: &Contract, roles: &Roles, o: &Outcome) -> Vec<Violation> 
     let path = o.path.as_bytes();
     let rule = contract.rule(&o.method, path);
     for s in &o.servers {
-        let Some((p, l)) = roles.by_socket(s) else {
+        let Some((p, l)) = d.by_socket(s) else {
             out.push(Violation {
                 code: "route::unknown-socket",
-                error: true,
                 message: format!(
                     "{} {} goes to `{s}`, which no Synapse listener in the book serves",
                     o.method, o.uri
@@ -194,49 +189,46 @@ pub fn check(contract: &Contract, roles: &Roles, o: &Outcome) -> Vec<Violation> 
             continue;
         };
         let need = resources_for(path, p.is_main());
-        if !need.is_empty() && !need.iter().any(|r| l.resources.contains(*r)) {
+        if !need.is_empty() && !need.iter().any(|r| l.resources.iter().any(|x| x == r)) {
             out.push(Violation {
                 code: "route::contract",
-                error: true,
                 message: format!(
                     "{} {} lands on `{}` ({s}), whose listener has resources [{}]; this path needs one of [{}] (404 otherwise)",
                     o.method,
                     o.uri,
                     p.name,
-                    l.resources.iter().cloned().collect::<Vec<_>>().join(", "),
+                    l.resource_set().into_iter().collect::<Vec<_>>().join(", "),
                     need.join(", ")
                 ),
             });
             continue;
         }
         let Some(rule) = rule else { continue };
-        if !rule.serve.allows(p) {
+        if !rule.serve.allows(d, p) {
             out.push(Violation {
                 code: "route::contract",
-                error: true,
                 message: format!(
                     "{} {} lands on `{}`, but {} must be served by {}: {}",
                     o.method,
                     o.uri,
                     p.name,
                     rule.family,
-                    rule.serve.describe(roles),
+                    rule.serve.describe(d),
                     rule.why
                 ),
             });
         } else if let Some(pref) = &rule.prefer
-            && !pref.allows(p)
+            && !pref.allows(d, p)
         {
             out.push(Violation {
                 code: "route::not-preferred",
-                error: false,
                 message: format!(
                     "{} {} lands on `{}`; it works, but {} is better sent to {}: {}",
                     o.method,
                     o.uri,
                     p.name,
                     rule.family,
-                    pref.describe(roles),
+                    pref.describe(d),
                     rule.why
                 ),
             });
@@ -249,7 +241,9 @@ pub fn check(contract: &Contract, roles: &Roles, o: &Outcome) -> Vec<Violation> 
 mod tests {
     use super::*;
 
-    /// Every endpoint family of docs/workers.md and the main-only registrations, with the kind
+    /// Every endpoint family of Synapse's worker documentation
+    /// (<https://github.com/element-hq/synapse/blob/develop/docs/workers.md>) and the main-only
+    /// registrations, with the kind
     /// of process the contract must require (tests/fixtures/route/contract-samples.txt).
     #[test]
     fn families_of_the_docs() {

@@ -13,8 +13,8 @@
 use super::router::{DEFAULT_CLIENT, Outcome, Router};
 use super::routes::Sample;
 use crate::diagnostics::MdLoc;
-use crate::extract::Tree;
 use crate::nginx::config::{self, CONTAINER_PREFIX, IMAGE_FILES};
+use crate::tree::Tree;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -216,7 +216,8 @@ fn run(
         if !path.starts_with(dir) || tf.lang != "nginx" && !rel.ends_with(".conf") {
             continue;
         }
-        tf.content = rewrite(&tf.content, &sc, port);
+        let text = rewrite(&tf.content, &sc, port);
+        tf.set_content(text);
         let out = etc.join(rel);
         if let Some(p) = out.parent() {
             std::fs::create_dir_all(p).map_err(io)?;

@@ -1,13 +1,12 @@
-//! The routing simulator: what nginx does with a request ([`router`], on [`uri`], [`pcre`] and
-//! [`ketama`]), which Synapse process the chosen socket belongs to and what it may serve
-//! ([`roles`], [`contract`]), and the book's `routes` blocks ([`routes`], [`check`]).
+//! The routing simulator: what nginx does with a request ([`router`], on [`uri`], nginx's PCRE
+//! ([`crate::nginx::pcre`]) and [`ketama`]), which Synapse process the chosen socket belongs to
+//! (the deployment model, [`crate::synapse`]) and what it may serve ([`contract`]), and the
+//! book's `routes` blocks ([`routes`], [`check`]; [`crosscheck`] runs them through real nginx).
 
 pub mod check;
 pub mod contract;
 pub mod crosscheck;
 pub mod ketama;
-pub mod pcre;
-pub mod roles;
 pub mod router;
 pub mod routes;
 pub mod uri;

@@ -3,18 +3,18 @@
 //! [`Router::from_tree`] reads `server`, `location` (nested), `map`, `set`, `return`,
 //! `rewrite`, `allow`/`deny`, `proxy_pass` and `upstream` blocks. [`Router::route`] then does what
 //! nginx does with one request, phase by phase: server rewrite (`set`, `return`), location
-//! selection on the normalised `$uri` (`ngx_http_core_find_location`, tooling.md 3.2), location
+//! selection on the normalised `$uri` (nginx's `ngx_http_core_find_location`), location
 //! rewrite, access, and the proxy's upstream choice (round robin or `least_conn` reported as
 //! "any of"; `hash` and `hash … consistent` computed).
 
 use super::ketama::{self, Peer, Ring};
-use super::pcre::Rx;
 use super::uri::{self, Request};
 use crate::diagnostics::{Diagnostic, MdLoc};
-use crate::extract::Tree;
-use crate::nginx::ast::Directive;
+use crate::nginx::ast::{Directive, location_args};
 use crate::nginx::config::{self, Config};
+use crate::nginx::pcre::Rx;
 use crate::nginx::vars::{Complex, Part};
+use crate::tree::Tree;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -191,29 +191,6 @@ pub struct Router {
 
 fn md(tree: &Tree, d: &Directive) -> MdLoc {
     config::md(tree, &d.file, d.line)
-}
-
-/// Splits `location` arguments into (modifier, name), accepting `=/x` and `= /x` forms.
-pub fn location_args(d: &Directive) -> Result<(String, String), String> {
-    let a: Vec<&str> = d.args.iter().map(|w| w.text.as_str()).collect();
-    match a.as_slice() {
-        [m, n] if matches!(*m, "=" | "^~" | "~" | "~*") => Ok(((*m).into(), (*n).into())),
-        [m, _] => Err(format!("invalid location modifier \"{m}\"")),
-        [n] => {
-            for m in ["^~", "~*", "=", "~"] {
-                if let Some(rest) = n.strip_prefix(m)
-                    && !rest.is_empty()
-                {
-                    return Ok((m.into(), rest.into()));
-                }
-            }
-            if n.starts_with('@') {
-                return Ok(("@".into(), (*n).into()));
-            }
-            Ok((String::new(), (*n).into()))
-        }
-        _ => Err("invalid number of arguments in \"location\" directive".into()),
-    }
 }
 
 fn parse_access(d: &Directive) -> Result<Access, String> {
@@ -957,7 +934,7 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn set_caps(&mut self, caps: super::pcre::Caps) {
+    fn set_caps(&mut self, caps: crate::nginx::pcre::Caps) {
         for (n, v) in &caps.named {
             let v = String::from_utf8_lossy(v).into_owned();
             self.used.insert(n.to_ascii_lowercase(), v.clone());

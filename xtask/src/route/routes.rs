@@ -15,8 +15,11 @@
 //! entry (`unix:/sockets/rooms2_http.sock`). `STATUS` is a three-digit status nginx itself
 //! answers (`return`, `deny` gives 403, a missing slash 301), optionally with the `return` text
 //! or redirect target.
+//!
+//! This is the one parser of `routes` blocks: `check` asserts the samples, the preprocessor
+//! lists them on the routing table page, and the stack test sends them through the real nginx.
 
-use crate::book::Block;
+use crate::book::{Block, BlockKind, Book};
 use crate::diagnostics::{Diagnostic, MdLoc};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,8 +41,12 @@ pub struct Sample {
     pub uri: String,
     pub from: Option<String>,
     pub expect: Expect,
+    /// What the line expects (right of `->`), as written.
+    pub written: String,
     /// The Markdown line of the sample.
     pub loc: MdLoc,
+    /// The opening fence of its `routes` block.
+    pub block: MdLoc,
 }
 
 /// One parsed line: method, URI, client address, expectation.
@@ -118,13 +125,31 @@ pub fn parse_block(block: &Block) -> (Vec<Sample>, Vec<Diagnostic>) {
                 uri,
                 from,
                 expect,
+                written: line
+                    .split_once("->")
+                    .map_or("", |(_, r)| r)
+                    .trim()
+                    .to_string(),
                 loc,
+                block: block.fence_loc(),
             }),
             Ok(None) => {}
             Err(e) => diags.push(Diagnostic::error("route::bad-sample", e, &loc)),
         }
     }
     (samples, diags)
+}
+
+/// Every sample of every `routes` block of the book, in reading order, and the parse errors.
+pub fn samples(book: &Book) -> (Vec<Sample>, Vec<Diagnostic>) {
+    let mut all = Vec::new();
+    let mut diags = Vec::new();
+    for b in book.blocks().filter(|b| b.kind == BlockKind::Routes) {
+        let (mut s, mut d) = parse_block(b);
+        all.append(&mut s);
+        diags.append(&mut d);
+    }
+    (all, diags)
 }
 
 #[cfg(test)]

@@ -882,7 +882,7 @@ pub fn history(c: &mut Client, u: &User, room_id: &str) -> anyhow::Result<Vec<St
 /// users; routing does not depend on the token.
 pub fn route_samples(c: &mut Client, book: &crate::book::Book, _st: &State, report: &mut Report) {
     let t = Instant::now();
-    let samples = super::routing::samples(book);
+    let (samples, _) = crate::route::routes::samples(book);
     let mut answered = 0;
     let mut failed = Vec::new();
     for s in &samples {

@@ -9,40 +9,12 @@ use super::checks::{Window, now};
 use super::client::{self, Client, State};
 use super::report::{Report, Step};
 use anyhow::{Context, ensure};
-use serde::Serialize;
 use std::time::{Duration, Instant};
 
 /// How long a killed service has to be healthy again.
 const BACK_DEADLINE: Duration = Duration::from_secs(120);
 
-/// One row of the kill table.
-#[derive(Debug, Clone, Serialize)]
-pub struct Kill {
-    pub service: String,
-    /// Why this service: the kind of process it stands for.
-    pub kind: String,
-    pub killed_pid: i32,
-    /// Restarted by the restart policy and healthy again within the deadline.
-    pub came_back: bool,
-    pub restarts: u32,
-    /// Seconds from the kill until the service's own healthcheck passed again (run by the test
-    /// right away; Docker's status follows at its next scheduled check).
-    pub seconds_to_healthy: Option<f64>,
-    /// Rounds of requests the client made while it was down (a message, a sync, the media
-    /// config, the federation version, whoami), and the ones that failed, by kind.
-    pub attempts: usize,
-    pub failed: String,
-    /// Failed sends retried with the same transaction id once the service was back.
-    pub retried: usize,
-    /// Messages missing from the room history afterwards (must be 0), and doubled ones.
-    pub lost: usize,
-    pub doubled: usize,
-    /// For the room's worker: seconds until nginx routed the room back to it.
-    pub nginx_routes_back_after: Option<f64>,
-    /// Error lines any service logged while this one was down (excused from the log scan).
-    pub log_lines: usize,
-    pub error: Option<String>,
-}
+pub use super::report::Kill;
 
 /// The services to kill, each with the kind it stands for: one per kind of Synapse process
 /// (by name without its number; the room worker that serves the test room), and every other
@@ -378,7 +350,7 @@ fn routes_back(
 
 /// The `fail_timeout` of the nginx config's upstream servers (the largest one given), or
 /// nginx's default of 10 s.
-fn nginx_fail_timeout(tree: &crate::extract::Tree) -> f64 {
+fn nginx_fail_timeout(tree: &crate::tree::Tree) -> f64 {
     let re = regex::Regex::new(r"fail_timeout=(\d+)(ms|s|m)?").expect("valid regex");
     tree.files
         .values()

@@ -24,7 +24,8 @@ pub mod run;
 
 use crate::book::{self, Book};
 use crate::diagnostics::{Diagnostic, MdLoc};
-use crate::extract::{self, Tree};
+use crate::extract;
+use crate::tree::Tree;
 use anyhow::{Context, bail};
 use docker::{Compose, Model};
 use std::collections::BTreeMap;
@@ -110,15 +111,17 @@ pub fn book_error(code: &str, msg: impl Into<String>, at: &MdLoc) -> anyhow::Err
     )
 }
 
-/// Markdown location of a service's definition in the Compose file.
+/// Markdown location of a service's definition in the Compose file (the line of its key, from
+/// the Compose model; the file's first line when the service is not in it).
 pub fn service_loc(tree: &Tree, service: &str) -> MdLoc {
-    let Some(f) = tree.get(COMPOSE_FILE) else {
-        return MdLoc::new("book.toml", 1);
+    let Some(model) = crate::compose::Compose::from_tree(tree) else {
+        return tree
+            .get(COMPOSE_FILE)
+            .map_or_else(|| MdLoc::new("book.toml", 1), |f| f.first_loc());
     };
-    let needle = format!("\n  {service}:");
-    match f.content.find(&needle) {
-        Some(pos) => f.md_loc_at(pos + 1),
-        None => f.first_loc(),
+    match model.service(service) {
+        Some(s) => tree.md_loc(&model.path, s.line),
+        None => tree.md_loc(&model.path, 1),
     }
 }
 
@@ -584,9 +587,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(md.lines().nth(loc.line - 1), Some("  rooms1:"));
-        let e = book_error("stack::service", "boom", &loc);
+        let e = book_error("stack::not-healthy", "boom", &loc);
         assert!(e.to_string().starts_with(&format!(
-            "src/deploy.md:{}: error[stack::service]: boom",
+            "src/deploy.md:{}: error[stack::not-healthy]: boom",
             loc.line
         )));
     }

@@ -110,7 +110,7 @@ pub struct Report {
     pub timings: Timings,
     pub bring_up: Option<super::BringUp>,
     /// Every kind of process killed once, and how it came back.
-    pub kills: Vec<super::kills::Kill>,
+    pub kills: Vec<Kill>,
     /// The PostgreSQL replica/backup/restore check, when the book has a replica.
     pub replica: Option<serde_json::Value>,
 }
@@ -146,4 +146,32 @@ impl Report {
             self.timings.total
         )
     }
+}
+/// One row of the kill table.
+#[derive(Debug, Clone, Serialize)]
+pub struct Kill {
+    pub service: String,
+    /// Why this service: the kind of process it stands for.
+    pub kind: String,
+    pub killed_pid: i32,
+    /// Restarted by the restart policy and healthy again within the deadline.
+    pub came_back: bool,
+    pub restarts: u32,
+    /// Seconds from the kill until the service's own healthcheck passed again (run by the test
+    /// right away; Docker's status follows at its next scheduled check).
+    pub seconds_to_healthy: Option<f64>,
+    /// Rounds of requests the client made while it was down (a message, a sync, the media
+    /// config, the federation version, whoami), and the ones that failed, by kind.
+    pub attempts: usize,
+    pub failed: String,
+    /// Failed sends retried with the same transaction id once the service was back.
+    pub retried: usize,
+    /// Messages missing from the room history afterwards (must be 0), and doubled ones.
+    pub lost: usize,
+    pub doubled: usize,
+    /// For the room's worker: seconds until nginx routed the room back to it.
+    pub nginx_routes_back_after: Option<f64>,
+    /// Error lines any service logged while this one was down (excused from the log scan).
+    pub log_lines: usize,
+    pub error: Option<String>,
 }

@@ -5,9 +5,7 @@
 use super::client::Sent;
 use super::docker::Compose;
 use super::report::{Report, Step};
-use crate::book::{BlockKind, Book};
-use crate::diagnostics::MdLoc;
-use crate::extract::Tree;
+use crate::tree::Tree;
 use std::time::Instant;
 
 /// One access log line.
@@ -97,53 +95,17 @@ impl<'a> NginxLog<'a> {
     }
 }
 
-/// The service whose socket an upstream address names (`unix:/sockets/rooms2_http.sock` ->
-/// `rooms2`, `unix:/sockets/main_http.sock` -> the service running the main process), by the
-/// deployment's socket naming convention.
+/// The service running the Synapse process behind an upstream address
+/// (`unix:/sockets/rooms2_http.sock`), from the book's models: the process whose listener binds
+/// that socket ([`crate::synapse`]), then the Compose service started with its config
+/// ([`crate::compose`]).
 pub fn service_of_upstream(s: &super::Stack, upstream: &str) -> Option<String> {
-    let base = upstream.rsplit('/').next()?;
-    let stem = base.strip_suffix(".sock").unwrap_or(base);
-    let name = stem.split('_').next().unwrap_or(stem);
-    let mut services = s.synapse_services();
-    if name == "main" {
-        return services.into_iter().find(|n| {
-            s.model.services[n].synapse_module().as_deref() == Some("synapse.app.homeserver")
-        });
-    }
-    services.retain(|n| stem.starts_with(n.as_str()));
-    services.sort_by_key(|n| std::cmp::Reverse(n.len()));
-    services.into_iter().next()
-}
-
-/// A `routes` sample.
-#[derive(Debug, Clone)]
-pub struct Sample {
-    pub method: String,
-    pub uri: String,
-    pub loc: MdLoc,
-}
-
-/// Every request line of every `routes` block (`METHOD URI -> ...`; `#` comments skipped).
-pub fn samples(book: &Book) -> Vec<Sample> {
-    let mut out = Vec::new();
-    for b in book.blocks().filter(|b| b.kind == BlockKind::Routes) {
-        for (i, line) in b.text.lines().enumerate() {
-            let line = line.split(" #").next().unwrap_or("").trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let req = line.split("->").next().unwrap_or("").trim();
-            let mut w = req.split_whitespace();
-            if let (Some(m), Some(u)) = (w.next(), w.next()) {
-                out.push(Sample {
-                    method: m.to_string(),
-                    uri: u.to_string(),
-                    loc: b.line_loc(i),
-                });
-            }
-        }
-    }
-    out
+    let deployment = crate::synapse::Deployment::from_tree(&s.tree).ok()??;
+    let compose = crate::compose::Compose::from_tree(&s.tree)?;
+    let (process, _) = deployment.by_socket(upstream)?;
+    deployment
+        .service_of(&compose, process)
+        .map(|svc| svc.name.clone())
 }
 
 /// The simulator's answer for (method, uri): the servers nginx may pick (one when the choice

@@ -7,14 +7,15 @@
 //! are copied from the local nginx when present. nginx's messages
 //! (`nginx: [emerg] ... in FILE:LINE`) are mapped back to the Markdown line.
 
-use super::config::{self, CONTAINER_PREFIX};
 use crate::diagnostics::{Diagnostic, MdLoc};
-use crate::extract::Tree;
+use crate::nginx::config::{self, CONTAINER_PREFIX, Config};
+use crate::tree::Tree;
 use std::path::Path;
 use std::process::Command;
 
-/// Runs `nginx -t`; an empty list when it passes or nginx is not installed.
-pub fn check(tree: &Tree) -> Vec<Diagnostic> {
+/// Runs `nginx -t` on the tree's configuration (`cfg`, already loaded); an empty list when it
+/// passes or nginx is not installed.
+pub fn check(tree: &Tree, cfg: &Config) -> Vec<Diagnostic> {
     let Some(root) = config::root_file(tree) else {
         return Vec::new();
     };
@@ -29,7 +30,7 @@ pub fn check(tree: &Tree) -> Vec<Diagnostic> {
         .map_or(String::new(), |(d, _)| format!("{d}/"));
     // The answer depends only on nginx, the files and whether openssl can stand in for the
     // operator's certificates: cached (target/lint-cache), so an unchanged book runs no nginx.
-    let id = crate::lint::cache::tool_id(&nginx);
+    let id = crate::cache::tool_id(&nginx);
     let mut parts: Vec<&[u8]> = vec![
         b"nginx -t v1",
         &id,
@@ -45,9 +46,9 @@ pub fn check(tree: &Tree) -> Vec<Diagnostic> {
             parts.push(tf.content.as_bytes());
         }
     }
-    let key = crate::lint::cache::key(&parts);
-    let result = crate::lint::cache::memo(&key, || {
-        run(tree, &nginx, &root, &dir).map_err(|e| e.to_string())
+    let key = crate::cache::key(&parts);
+    let result = crate::cache::memo(&key, || {
+        run(tree, cfg, &nginx, &root, &dir).map_err(|e| e.to_string())
     });
     let result = result.map(|(ok, stderr)| {
         let mut diags = Vec::new();
@@ -57,8 +58,9 @@ pub fn check(tree: &Tree) -> Vec<Diagnostic> {
             }
         }
         if !ok && diags.is_empty() {
-            diags.push(Diagnostic::error(
+            diags.push(Diagnostic::by_tool(
                 "nginx::nginx-t",
+                true,
                 format!("`nginx -t` failed: {}", stderr.trim()),
                 &config::md(tree, &root, 1),
             ));
@@ -68,7 +70,7 @@ pub fn check(tree: &Tree) -> Vec<Diagnostic> {
     match result {
         Ok(d) => d,
         Err(e) => vec![Diagnostic::warning(
-            "nginx::nginx-t",
+            "nginx::nginx-t-not-run",
             format!("could not run `nginx -t`: {e}"),
             &config::md(tree, &root, 1),
         )],
@@ -79,12 +81,9 @@ pub fn check(tree: &Tree) -> Vec<Diagnostic> {
 /// `ssl_certificate_key` and `ssl_trusted_certificate` under `/etc/nginx/` that the tree does
 /// not provide, write a throwaway self-signed pair (made with `openssl`) so `nginx -t` can load
 /// the configuration.
-fn stand_in_certificates(tree: &Tree, etc: &Path) -> std::io::Result<()> {
-    let Ok(cfg) = config::load(tree) else {
-        return Ok(());
-    };
+fn stand_in_certificates(cfg: &Config, etc: &Path) -> std::io::Result<()> {
     let mut wanted: Vec<(String, bool)> = Vec::new();
-    super::ast::walk(&cfg.directives, &mut |d, _| {
+    crate::nginx::ast::walk(&cfg.directives, &mut |d, _| {
         let key = match d.name.as_str() {
             "ssl_certificate" | "ssl_trusted_certificate" => false,
             "ssl_certificate_key" => true,
@@ -140,19 +139,40 @@ fn stand_in_certificates(tree: &Tree, etc: &Path) -> std::io::Result<()> {
 /// Stands for the scratch copy of `/etc/nginx/` in (cached) nginx output.
 const ETC: &str = "@ETC@/";
 
+/// Writes the tree's nginx directory (`dir`, holding the main file `root`) under `scratch` as
+/// `nginx -t` needs it: `etc/nginx/` with the container paths rewritten into the scratch
+/// directory, `log/`, and stand-in certificates. Returns the main file's path there.
+pub fn prepare(
+    tree: &Tree,
+    cfg: &Config,
+    root: &str,
+    dir: &str,
+    scratch: &Path,
+) -> std::io::Result<std::path::PathBuf> {
+    let etc = scratch.join("etc/nginx");
+    let log = scratch.join("log");
+    std::fs::create_dir_all(&log)?;
+    let etc_s = format!("{}/", etc.display());
+    let log_s = format!("{}/", log.display());
+    config::write_scratch_etc(tree, dir, &etc, |text| rewrite(text, &etc_s, &log_s))?;
+    stand_in_certificates(cfg, &etc)?;
+    Ok(etc.join(root.strip_prefix(dir).unwrap_or(root)))
+}
+
 /// Writes the scratch tree and runs `nginx -t`: (passed, stderr with scratch paths replaced).
-fn run(tree: &Tree, nginx: &Path, root: &str, dir: &str) -> std::io::Result<(bool, String)> {
+fn run(
+    tree: &Tree,
+    cfg: &Config,
+    nginx: &Path,
+    root: &str,
+    dir: &str,
+) -> std::io::Result<(bool, String)> {
     let scratch =
         std::env::temp_dir().join(format!("xtask-nginx-t-{}-{}", std::process::id(), unique()));
     let etc = scratch.join("etc/nginx");
-    let log = scratch.join("log");
     let res = (|| {
-        std::fs::create_dir_all(&log)?;
+        let conf = prepare(tree, cfg, root, dir, &scratch)?;
         let etc_s = format!("{}/", etc.display());
-        let log_s = format!("{}/", log.display());
-        config::write_scratch_etc(tree, dir, &etc, |text| rewrite(text, &etc_s, &log_s))?;
-        stand_in_certificates(tree, &etc)?;
-        let conf = etc.join(root.strip_prefix(dir).unwrap_or(root));
         let out = Command::new(nginx)
             .args(["-t", "-q", "-e", "stderr", "-g"])
             .arg(format!("pid {}/nginx.pid;", scratch.display()))
@@ -228,17 +248,26 @@ fn to_diag(tree: &Tree, line: &str, etc: &str, dir: &str, passed: bool) -> Optio
     };
     let text = text.replace(etc, CONTAINER_PREFIX);
     let m = format!("nginx -t: {text}");
-    Some(if level == "warn" || passed {
-        Diagnostic::warning("nginx::nginx-t", m, &loc)
-    } else {
-        Diagnostic::error("nginx::nginx-t", m, &loc)
-    })
+    Some(Diagnostic::by_tool(
+        "nginx::nginx-t",
+        !(level == "warn" || passed),
+        m,
+        &loc,
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nginx::tree_from;
+    use crate::tree::Tree;
+
+    fn tree_from(files: &[(&str, &str)]) -> Tree {
+        Tree::from_literal(files)
+    }
+
+    fn check(tree: &Tree) -> Vec<Diagnostic> {
+        super::check(tree, &config::load(tree).unwrap())
+    }
 
     #[test]
     fn real_nginx_reports_at_the_markdown_line() {

@@ -1,19 +1,58 @@
-//! A result cache for the external checkers (shellcheck, postgres, Synapse's config check).
+//! A result cache for the external checkers (shellcheck, postgres, Synapse's config check,
+//! `nginx -t`, gixy-ng, `docker compose config`) and for the versions of the tools themselves.
 //!
 //! Their answer depends only on the input and on the tool binary, so it is kept under
 //! `target/lint-cache/`, keyed by a hash of the tool's path, size and modification time, its
 //! arguments and its input. A second `cargo xtask check` of an unchanged book then starts no
-//! external process at all, which is what keeps it under a second. Delete the directory (or set
+//! external process at all, which is what keeps it fast. Delete the directory (or set
 //! `XTASK_LINT_NO_CACHE=1`) to force fresh runs.
+//!
+//! [`Memo`] is the in-process counterpart: a value computed once per key and process (a YAML
+//! parse per text, a Compose model per Compose file, a compiled regex per pattern), even when
+//! several threads ask for it at once.
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
-use std::hash::{Hash, Hasher};
+use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+/// A process-wide memo: each key's value is computed once, even when threads ask at once (the
+/// others wait for the first).
+pub struct Memo<K, V> {
+    map: std::sync::OnceLock<Mutex<HashMap<K, Arc<std::sync::OnceLock<V>>>>>,
+}
+
+impl<K: std::hash::Hash + Eq, V: Clone> Memo<K, V> {
+    pub const fn new() -> Self {
+        Memo {
+            map: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The value of `key`, computed with `f` the first time.
+    pub fn get_or(&self, key: K, f: impl FnOnce() -> V) -> V {
+        let cell = self
+            .map
+            .get_or_init(Mutex::default)
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(key)
+            .or_default()
+            .clone();
+        cell.get_or_init(f).clone()
+    }
+}
+
+impl<K: std::hash::Hash + Eq, V: Clone> Default for Memo<K, V> {
+    fn default() -> Self {
+        Memo::new()
+    }
+}
 
 fn dir() -> PathBuf {
-    crate::tools::target_dir().join("lint-cache")
+    crate::project_root().join("target").join("lint-cache")
 }
 
 fn enabled() -> bool {
@@ -28,19 +67,15 @@ pub fn scratch_dir(what: &str) -> PathBuf {
     std::env::temp_dir().join(format!("xtask-lint-{what}-{}-{n}", std::process::id()))
 }
 
-/// A 128-bit key from the given parts (two independent SipHash runs).
+/// A key from the given parts: the SHA-1 of each part's length and bytes, in hex.
 pub fn key(parts: &[&[u8]]) -> String {
-    let mut out = String::new();
-    for salt in [0u8, 1u8] {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        salt.hash(&mut h);
-        for p in parts {
-            p.len().hash(&mut h);
-            p.hash(&mut h);
-        }
-        out.push_str(&format!("{:016x}", h.finish()));
+    use sha1::{Digest, Sha1};
+    let mut h = Sha1::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p);
     }
-    out
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Identity of a program file: path, size and mtime (changes when the tool is upgraded).
@@ -88,19 +123,18 @@ pub struct Output {
     pub stderr: Vec<u8>,
 }
 
-/// Runs `program args` with `stdin`, through the cache. Err when the program cannot be run.
-pub fn run_cached(program: &str, args: &[&str], stdin: &[u8]) -> Result<Output, String> {
-    let exe =
-        crate::tools::which(program).ok_or_else(|| format!("`{program}` is not installed"))?;
+/// Runs the program `exe` with `args` and `stdin`, through the cache. Err when it cannot run.
+pub fn run_cached(exe: &std::path::Path, args: &[&str], stdin: &[u8]) -> Result<Output, String> {
+    let program = exe.display();
     let mut parts: Vec<&[u8]> = Vec::new();
-    let id = tool_id(&exe);
+    let id = tool_id(exe);
     parts.push(&id);
     for a in args {
         parts.push(a.as_bytes());
     }
     parts.push(stdin);
     memo(&key(&parts), || {
-        let mut child = Command::new(&exe)
+        let mut child = Command::new(exe)
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

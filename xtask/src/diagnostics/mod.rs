@@ -4,11 +4,25 @@
 //! the book root, e.g. `src/deployment/nginx.md`) and a 1-based line in it: the line a contributor
 //! edits. Where the finding is about an extracted file, the position in that file goes into a
 //! note. Renderers: human text with the source line, GitHub workflow annotations, JSON.
+//!
+//! Every code is registered in [`codes`], with whether it means unreadable input or a finding
+//! and its severity: a diagnostic's severity and the exit status come from there.
 
-use crate::flags::Format;
+pub mod codes;
+
+use codes::{Kind, Level};
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::Path;
+
+/// How diagnostics are printed (`--format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    #[default]
+    Human,
+    Github,
+    Json,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -52,21 +66,22 @@ pub struct Diagnostic {
     pub notes: Vec<String>,
 }
 
-/// Codes that mean "the input could not be read at all": exit status 2 instead of 1.
-const INPUT_CODES: &[&str] = &[
-    "book::unreadable",
-    "book::not-utf8",
-    "book::no-book-toml",
-    "book::bad-book-toml",
-    "book::bad-summary",
-    "extract::bad-server-name",
-    "extract::out-not-ours",
-];
-
 impl Diagnostic {
-    pub fn error(code: &str, message: impl Into<String>, at: &MdLoc) -> Self {
+    /// A diagnostic of a registered code; its severity is the registry's.
+    pub fn new(code: &str, message: impl Into<String>, at: &MdLoc) -> Self {
+        let severity = match codes::lookup(code).map(|c| c.level) {
+            Some(Level::Warning) => Severity::Warning,
+            Some(Level::Error) => Severity::Error,
+            Some(Level::Tool) | None => {
+                debug_assert!(
+                    false,
+                    "`{code}` is not a registered code with a fixed severity (diagnostics::codes)"
+                );
+                Severity::Error
+            }
+        };
         Diagnostic {
-            severity: Severity::Error,
+            severity,
             code: code.to_string(),
             message: message.into(),
             file: at.file.clone(),
@@ -75,10 +90,43 @@ impl Diagnostic {
         }
     }
 
+    /// [`Diagnostic::new`] for a code the registry rates an error (checked in debug builds).
+    pub fn error(code: &str, message: impl Into<String>, at: &MdLoc) -> Self {
+        let d = Diagnostic::new(code, message, at);
+        debug_assert_eq!(d.severity, Severity::Error, "`{code}` is not an error code");
+        d
+    }
+
+    /// [`Diagnostic::new`] for a code the registry rates a warning (checked in debug builds).
     pub fn warning(code: &str, message: impl Into<String>, at: &MdLoc) -> Self {
+        let d = Diagnostic::new(code, message, at);
+        debug_assert_eq!(
+            d.severity,
+            Severity::Warning,
+            "`{code}` is not a warning code"
+        );
+        d
+    }
+
+    /// A finding of an external tool whose code the registry rates [`Level::Tool`]: the tool's
+    /// own rating (`tool_error`) decides the severity.
+    pub fn by_tool(code: &str, tool_error: bool, message: impl Into<String>, at: &MdLoc) -> Self {
+        debug_assert_eq!(
+            codes::lookup(code).map(|c| c.level),
+            Some(Level::Tool),
+            "`{code}` is not a code rated by its tool"
+        );
         Diagnostic {
-            severity: Severity::Warning,
-            ..Diagnostic::error(code, message, at)
+            severity: if tool_error {
+                Severity::Error
+            } else {
+                Severity::Warning
+            },
+            code: code.to_string(),
+            message: message.into(),
+            file: at.file.clone(),
+            line: at.line,
+            notes: Vec::new(),
         }
     }
 
@@ -91,8 +139,9 @@ impl Diagnostic {
         MdLoc::new(self.file.clone(), self.line)
     }
 
+    /// Whether the registry says this code means the input could not be read at all.
     pub fn is_input_error(&self) -> bool {
-        INPUT_CODES.contains(&self.code.as_str())
+        codes::lookup(&self.code).is_some_and(|c| c.kind == Kind::Input)
     }
 }
 
@@ -103,7 +152,8 @@ pub fn sort(diags: &mut [Diagnostic]) {
     });
 }
 
-/// Exit status of a run (DESIGN.md): 0 clean, 1 findings, 2 unreadable input.
+/// Exit status of a run (the CLI contract of `src/contributing/architecture.md`): 0 clean, 1
+/// findings, 2 unreadable input.
 pub fn exit_status(diags: &[Diagnostic]) -> u8 {
     if diags.iter().any(Diagnostic::is_input_error) {
         2
@@ -231,19 +281,23 @@ mod tests {
     fn sample() -> Vec<Diagnostic> {
         vec![
             Diagnostic::error(
-                "extract::path-escape",
+                "extract::bad-target",
                 "target \"../x\" leaves the tree",
                 &MdLoc::new("src/a.md", 3),
             ),
-            Diagnostic::warning("lint::x", "50% done, a:b", &MdLoc::new("src/b,c.md", 7))
-                .with_note("line 2\nline 3"),
+            Diagnostic::warning(
+                "postgres::not-checked",
+                "50% done, a:b",
+                &MdLoc::new("src/b,c.md", 7),
+            )
+            .with_note("line 2\nline 3"),
         ]
     }
 
     #[test]
     fn github_escapes_properties_and_data() {
         let s = render_github(&sample());
-        assert!(s.contains("::error file=src/a.md,line=3,title=extract%3A%3Apath-escape::target \"../x\" leaves the tree"));
+        assert!(s.contains("::error file=src/a.md,line=3,title=extract%3A%3Abad-target::target \"../x\" leaves the tree"));
         assert!(s.contains("file=src/b%2Cc.md"));
         assert!(s.contains("50%25 done, a:b%0Aline 2%0Aline 3"));
     }

@@ -1,4 +1,5 @@
-//! Regexes exactly as nginx compiles them (`src/core/ngx_regex.c`): PCRE2, no UTF, byte
+//! Regexes exactly as nginx compiles them
+//! (<https://github.com/nginx/nginx/blob/master/src/core/ngx_regex.c>): PCRE2, no UTF, byte
 //! semantics, `PCRE2_CASELESS` for `~*`. We use the same engine (the `pcre2` crate), so there is
 //! no dialect to translate and no pattern whose meaning differs.
 
@@ -19,18 +20,23 @@ pub struct Caps {
 }
 
 impl Rx {
+    /// Compiles `pattern` (once per process: the trees of a book share most of their regexes).
     pub fn new(pattern: &str, caseless: bool) -> Result<Rx, String> {
-        let re = RegexBuilder::new()
-            .caseless(caseless)
-            .utf(false)
-            .ucp(false)
-            .jit_if_available(true)
-            .build(pattern)
-            .map_err(|e| e.to_string())?;
-        Ok(Rx {
-            pattern: pattern.to_string(),
-            caseless,
-            re,
+        static COMPILED: crate::cache::Memo<(String, bool), Result<Rx, String>> =
+            crate::cache::Memo::new();
+        COMPILED.get_or((pattern.to_string(), caseless), || {
+            RegexBuilder::new()
+                .caseless(caseless)
+                .utf(false)
+                .ucp(false)
+                .jit_if_available(true)
+                .build(pattern)
+                .map_err(|e| e.to_string())
+                .map(|re| Rx {
+                    pattern: pattern.to_string(),
+                    caseless,
+                    re,
+                })
         })
     }
 

@@ -1,4 +1,4 @@
-//! The nginx checks of `cargo xtask lint` (issue 4), each reported at the Markdown line:
+//! The nginx checks of `cargo xtask lint`, each reported at the Markdown line:
 //!
 //! - syntax, `include` resolution inside the tree, the directive table (context, arguments);
 //! - every variable defined (`map`, `set`, a named regex capture, or built in);
@@ -9,17 +9,25 @@
 //! - each upstream Unix socket served by some Synapse listener of the book;
 //! - the admin API reachable only from private address ranges;
 //! - TLS 1.2 or newer only, wherever TLS is configured;
-//! - the real `nginx -t` when nginx is installed ([`super::nginx_t`]), and gixy-ng when its venv
-//!   is installed ([`super::gixy`]).
+//! - the real `nginx -t` when nginx is installed ([`nginx_t`]), and gixy-ng when its venv is
+//!   installed ([`gixy`]).
+//!
+//! They read the nginx configuration, the router and the Synapse model the analysis built for
+//! the tree ([`TreeView`]); [`check_tree`] builds them itself for a lone tree (tests, fixtures).
 
-use super::ast::{Directive, walk};
-use super::config::{self, Config};
-use super::directives;
-use super::vars::{self, Complex};
-use crate::diagnostics::Diagnostic;
-use crate::extract::Tree;
-use crate::route::pcre::Rx;
-use crate::route::router::{Router, location_args};
+pub mod gixy;
+pub mod nginx_t;
+
+use super::TreeView;
+use crate::diagnostics::{Diagnostic, Severity};
+use crate::nginx::ast::{self, Directive, location_args, walk};
+use crate::nginx::config::{self, Config};
+use crate::nginx::directives;
+use crate::nginx::pcre::Rx;
+use crate::nginx::vars::{self, Complex};
+use crate::route::router::{Router, is_private};
+use crate::synapse::Deployment;
+use crate::tree::Tree;
 use std::collections::BTreeSet;
 
 /// Client addresses that must not reach the admin API (public IPv4 and IPv6 examples).
@@ -35,46 +43,93 @@ pub const ADMIN_PROBES: &[&str] = &[
     "/_synapse/admin/v1/users/@alice:example.com/media",
 ];
 
-/// Every nginx check except `nginx -t` (see [`check`]).
-pub fn check_static(tree: &Tree) -> Vec<Diagnostic> {
-    if config::root_file(tree).is_none() {
+/// Every nginx check of a tree, including the real `nginx -t` and gixy-ng when they are
+/// installed (they run only when the static checks find no error).
+pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
+    let Some(cfg) = view.nginx else {
         return Vec::new();
-    }
-    let cfg = match config::load(tree) {
-        Ok(c) => c,
-        Err(d) => return d,
     };
+    let cfg = match cfg {
+        Ok(c) => c,
+        Err(d) => return d.clone(),
+    };
+    let router = view
+        .router
+        .expect("a tree with an nginx configuration has a router");
+    let mut d = check_static_with(view.tree, cfg, router, view.deployment());
+    if d.iter().all(|d| d.severity != Severity::Error) {
+        d.extend(nginx_t::check(view.tree, cfg));
+        d.extend(gixy::check(view.tree));
+    }
+    d
+}
+
+/// [`check`] for a lone tree: loads its nginx configuration, router and Synapse model.
+pub fn check_tree(tree: &Tree) -> Vec<Diagnostic> {
+    with_models(tree, check)
+}
+
+/// Every nginx check of a lone tree except `nginx -t` and gixy-ng.
+pub fn check_static(tree: &Tree) -> Vec<Diagnostic> {
+    with_models(tree, |view| match view.nginx {
+        None => Vec::new(),
+        Some(Err(d)) => d.clone(),
+        Some(Ok(cfg)) => check_static_with(
+            tree,
+            cfg,
+            view.router.expect("built with the configuration"),
+            view.deployment(),
+        ),
+    })
+}
+
+fn with_models(tree: &Tree, f: impl FnOnce(&TreeView<'_>) -> Vec<Diagnostic>) -> Vec<Diagnostic> {
+    let nginx = config::root_file(tree).map(|_| config::load(tree));
+    let router = nginx.as_ref().map(|c| match c {
+        Ok(c) => Router::from_config(tree, c),
+        Err(d) => Err(d.clone()),
+    });
+    let synapse = Deployment::from_tree(tree);
+    let view = TreeView::new(
+        tree,
+        super::Models {
+            compose: None,
+            synapse: &synapse,
+            nginx: nginx.as_ref(),
+            router: router.as_ref(),
+        },
+    );
+    f(&view)
+}
+
+/// The static nginx checks on a loaded configuration and its router.
+fn check_static_with(
+    tree: &Tree,
+    cfg: &Config,
+    router: &Result<Router, Vec<Diagnostic>>,
+    deployment: Option<&Deployment>,
+) -> Vec<Diagnostic> {
     let mut diags = Vec::new();
-    table(tree, &cfg, &mut diags);
+    table(tree, cfg, &mut diags);
     if !diags.is_empty() {
         // Everything after a structural error would only repeat it in other words.
         return diags;
     }
-    variables(tree, &cfg, &mut diags);
-    proxies(tree, &cfg, &mut diags);
-    tls(tree, &cfg, &mut diags);
-    match Router::from_config(tree, &cfg) {
+    variables(tree, cfg, &mut diags);
+    proxies(tree, cfg, &mut diags);
+    tls(tree, cfg, &mut diags);
+    match router {
         Ok(r) => {
-            sockets(tree, &r, &mut diags);
-            admin(&r, &mut diags);
+            if let Some(d) = deployment {
+                sockets(r, d, &mut diags);
+            }
+            admin(r, &mut diags);
         }
-        Err(mut d) => diags.append(&mut d),
+        Err(d) => diags.extend(d.iter().cloned()),
     }
     diags.sort_by(|a, b| (&a.file, a.line, &a.code).cmp(&(&b.file, b.line, &b.code)));
     diags.dedup();
     diags
-}
-
-/// All nginx checks, including the real `nginx -t` and gixy-ng when they are installed.
-pub fn check(tree: &Tree) -> Vec<Diagnostic> {
-    let mut d = check_static(tree);
-    if d.iter()
-        .all(|d| d.severity != crate::diagnostics::Severity::Error)
-    {
-        d.extend(super::nginx_t::check(tree));
-        d.extend(super::gixy::check(tree));
-    }
-    d
 }
 
 /// Checks an nginx `example` block on its own: syntax, directives nginx does not know, argument
@@ -87,7 +142,7 @@ pub fn check_example(block: &crate::book::Block) -> Vec<Diagnostic> {
                 .min(block.text.lines().count().saturating_sub(1)),
         )
     };
-    let dirs = match super::ast::parse("example", block.text.as_bytes()) {
+    let dirs = match ast::parse("example", block.text.as_bytes()) {
         Ok(d) => d,
         Err(e) => return vec![Diagnostic::error("nginx::syntax", e.msg, &loc(e.line))],
     };
@@ -422,13 +477,10 @@ fn tls(tree: &Tree, cfg: &Config, diags: &mut Vec<Diagnostic>) {
     }
 }
 
-fn sockets(tree: &Tree, r: &Router, diags: &mut Vec<Diagnostic>) {
-    let Ok(roles) = crate::route::roles::from_tree(tree) else {
-        return;
-    };
+fn sockets(r: &Router, d: &Deployment, diags: &mut Vec<Diagnostic>) {
     for up in r.upstreams.values() {
         for (p, at) in up.peers.iter().zip(&up.peer_md) {
-            if p.name.starts_with("unix:") && roles.by_socket(&p.name).is_none() {
+            if p.name.starts_with("unix:") && d.by_socket(&p.name).is_none() {
                 diags.push(Diagnostic::error(
                     "nginx::unknown-socket",
                     format!("upstream `{}` sends to `{}`, but no Synapse listener (homeserver.yaml `listeners`, a worker's `worker_listeners`) has that path", up.name, p.name),
@@ -452,7 +504,7 @@ fn admin(r: &Router, diags: &mut Vec<Diagnostic>) {
         }
         let l = &r.locations[id];
         for net in l.allowed() {
-            if !crate::route::router::is_private(net) {
+            if !is_private(net) {
                 let what = net.map_or("all".to_string(), |(ip, b)| format!("{ip}/{b}"));
                 diags.push(Diagnostic::error(
                     "nginx::admin-public",
@@ -483,7 +535,11 @@ fn admin(r: &Router, diags: &mut Vec<Diagnostic>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nginx::tree_from;
+    use crate::tree::Tree;
+
+    fn tree_from(files: &[(&str, &str)]) -> Tree {
+        Tree::from_literal(files)
+    }
 
     fn codes(conf: &str) -> Vec<String> {
         let t = tree_from(&[("nginx/nginx.conf", conf)]);

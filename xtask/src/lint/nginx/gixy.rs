@@ -11,9 +11,9 @@
 //! line `# gixy-skip: PLUGIN -- reason` (the reason is required); the skip is passed to gixy as
 //! `--skips PLUGIN`.
 
-use super::config::{self, CONTAINER_PREFIX};
 use crate::diagnostics::{Diagnostic, MdLoc};
-use crate::extract::Tree;
+use crate::nginx::config::{self, CONTAINER_PREFIX};
+use crate::tree::Tree;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -108,8 +108,8 @@ pub fn check(tree: &Tree) -> Vec<Diagnostic> {
             parts.push(tf.content.as_bytes());
         }
     }
-    let key = crate::lint::cache::key(&parts);
-    let res = crate::lint::cache::memo(&key, || {
+    let key = crate::cache::key(&parts);
+    let res = crate::cache::memo(&key, || {
         static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let scratch = std::env::temp_dir().join(format!(
             "xtask-gixy-{}-{}",
@@ -124,7 +124,7 @@ pub fn check(tree: &Tree) -> Vec<Diagnostic> {
     match res {
         Ok(findings) => diags.extend(to_diags(tree, &dir, &findings)),
         Err(e) => diags.push(Diagnostic::warning(
-            "nginx::gixy",
+            "nginx::gixy-not-run",
             format!("could not run gixy-ng: {e}"),
             &config::md(tree, &root, 1),
         )),
