@@ -427,7 +427,12 @@ fn postgres_chapters_run_for_real() {
         password: synapse_db.password.clone(),
         ..new.conn("synapse", &dbname)
     };
-    let mut synapse = Synapse::start(&python, &s.join("synapse"), &new.socket_dir, &new_synapse_db);
+    let mut synapse = Synapse::start(
+        &python,
+        &s.join("synapse"),
+        &new.socket_dir,
+        &new_synapse_db,
+    );
     let body = serde_json::json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"}, "password": "wonderland-7"});
     let (st, r) = http(
         &synapse.sock,

@@ -92,18 +92,26 @@ pub fn parse_dockerfile(text: &str) -> Result<(String, Vec<Package>), Dockerfile
     let mut packages: Vec<Package> = Vec::new();
     for (line, ins) in instructions {
         let words: Vec<&str> = ins.split_whitespace().collect();
-        let keyword = words.first().map(|w| w.to_ascii_uppercase()).unwrap_or_default();
+        let keyword = words
+            .first()
+            .map(|w| w.to_ascii_uppercase())
+            .unwrap_or_default();
         match keyword.as_str() {
             "FROM" => {
                 if from.is_some() {
-                    return Err(err(line, "a second `FROM`: only one stage is supported".into()));
+                    return Err(err(
+                        line,
+                        "a second `FROM`: only one stage is supported".into(),
+                    ));
                 }
                 match words.as_slice() {
                     [_, image] if !image.starts_with("--") => from = Some(image.to_string()),
                     _ => {
                         return Err(err(
                             line,
-                            format!("`{ins}`: only `FROM <image>` is supported (no options, no stage name)"),
+                            format!(
+                                "`{ins}`: only `FROM <image>` is supported (no options, no stage name)"
+                            ),
                         ));
                     }
                 }
@@ -139,7 +147,11 @@ pub fn parse_dockerfile(text: &str) -> Result<(String, Vec<Package>), Dockerfile
                             line,
                             format!(
                                 "Alpine package `{name}` has no Debian counterpart known to the stand-ins (known: {})",
-                                PACKAGES.iter().map(|p| p.apk).collect::<Vec<_>>().join(", ")
+                                PACKAGES
+                                    .iter()
+                                    .map(|p| p.apk)
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
                             ),
                         ));
                     };
@@ -233,7 +245,10 @@ pub fn context(s: &Standin, d: &Derived) -> anyhow::Result<PathBuf> {
 
 /// The programs a derived stand-in adds to its base's contract (for the reference page).
 pub fn added_programs(d: &Derived) -> Vec<&'static str> {
-    d.packages.iter().flat_map(|p| p.programs.iter().copied()).collect()
+    d.packages
+        .iter()
+        .flat_map(|p| p.programs.iter().copied())
+        .collect()
 }
 
 #[cfg(test)]
@@ -255,8 +270,8 @@ mod tests {
         let e = parse_dockerfile("FROM postgres:17-alpine\nCOPY x /x\n").unwrap_err();
         assert_eq!(e.line, 2);
         assert!(e.message.contains("`COPY`"), "{e}");
-        let e = parse_dockerfile("FROM postgres:17-alpine\nRUN apk add --no-cache curl\n")
-            .unwrap_err();
+        let e =
+            parse_dockerfile("FROM postgres:17-alpine\nRUN apk add --no-cache curl\n").unwrap_err();
         assert_eq!(e.line, 2);
         assert!(e.message.contains("`curl`"), "{e}");
         let e = parse_dockerfile("FROM a AS b\n").unwrap_err();
@@ -267,6 +282,28 @@ mod tests {
         assert_eq!(e.line, 2);
         let e = parse_dockerfile("FROM a\nRUN apt-get install pgbackrest\n").unwrap_err();
         assert!(e.message.contains("apk add"), "{e}");
+    }
+
+    #[test]
+    fn the_reference_page_names_every_package() {
+        let page = std::fs::read_to_string(crate::project_root().join("src/reference/standins.md"))
+            .unwrap();
+        let start = page
+            .find("\n## Images the book builds")
+            .expect("a section for built images");
+        let section = &page[start
+            ..start
+                + page[start + 1..]
+                    .find("\n## ")
+                    .unwrap_or(page.len() - start - 1)];
+        for p in PACKAGES {
+            for word in [p.apk, p.deb].iter().chain(p.programs) {
+                assert!(
+                    section.contains(&format!("`{word}`")),
+                    "`{word}` not in the section"
+                );
+            }
+        }
     }
 
     #[test]
@@ -283,15 +320,20 @@ mod tests {
         let d = s.derived.as_ref().unwrap();
         assert_eq!(d.base.image, "synapse-guide-standin/postgres:17-alpine");
         let df = dockerfile(&s, d);
-        assert!(df.contains("FROM synapse-guide-standin/postgres:17-alpine\n"), "{df}");
-        assert!(df.contains("install -y -q --no-install-recommends pgbackrest;"), "{df}");
+        assert!(
+            df.contains("FROM synapse-guide-standin/postgres:17-alpine\n"),
+            "{df}"
+        );
+        assert!(
+            df.contains("install -y -q --no-install-recommends pgbackrest;"),
+            "{df}"
+        );
         assert!(
             df.contains("description=\"stand-in for synapse-postgres:17-alpine ("),
             "{df}"
         );
         // The base must have a stand-in that keeps the tag's contract.
-        let e = standin_for_built("x:1", "FROM postgres:17\nRUN apk add pgbackrest\n")
-            .unwrap_err();
+        let e = standin_for_built("x:1", "FROM postgres:17\nRUN apk add pgbackrest\n").unwrap_err();
         assert!(format!("{e:#}").contains("`postgres:17`"), "{e:#}");
     }
 }

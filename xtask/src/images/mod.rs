@@ -257,10 +257,8 @@ pub fn compose_builds(compose_yaml: &str) -> anyhow::Result<Vec<ComposeBuild>> {
         .context("it has no `services:` mapping")?;
     let mut out = Vec::new();
     for (name, svc) in services {
-        let (Some(image), Some(b)) = (
-            svc.get("image").and_then(|i| i.as_str()),
-            svc.get("build"),
-        ) else {
+        let (Some(image), Some(b)) = (svc.get("image").and_then(|i| i.as_str()), svc.get("build"))
+        else {
             continue;
         };
         let (context, dockerfile) = match b.as_str() {
@@ -743,14 +741,20 @@ mod tests {
         };
         // x:1 cannot be stood in for: its Dockerfile copies a file; the error names it.
         let e = format!("{:#}", standins_for_compose(y, &read).unwrap_err());
-        assert!(e.contains("other.Dockerfile") && e.contains("line 2"), "{e}");
+        assert!(
+            e.contains("other.Dockerfile") && e.contains("line 2"),
+            "{e}"
+        );
         let y2 = y.replace("  other:\n    image: x:1\n    build:\n      context: .\n      dockerfile: other.Dockerfile\n", "");
         let s = standins_for_compose(&y2, &read).unwrap();
         let names: Vec<&str> = s.iter().map(|s| s.official.as_str()).collect();
         assert_eq!(names, ["synapse-postgres:17-alpine", "redis:7.4-alpine"]);
         assert!(s[0].derived.is_some() && s[1].derived.is_none());
         let o = override_yaml_built(
-            &[("db".into(), s[0].image.clone()), ("redis".into(), s[1].image.clone())],
+            &[
+                ("db".into(), s[0].image.clone()),
+                ("redis".into(), s[1].image.clone()),
+            ],
             &["db".to_string()],
         );
         assert!(o.contains("  db:\n    image: \"synapse-guide-standin/synapse-postgres:17-alpine\"\n    pull_policy: never\n    build: !reset null\n"), "{o}");

@@ -193,7 +193,10 @@ fn replica(o: &mut String, rep: &serde_json::Map<String, Value>) {
         s(&k["temporary_files_after"]),
         s(&b["check_passed"]),
     );
-    let _ = writeln!(o, "\n| refused run | exit | the job said |\n| --- | ---: | --- |");
+    let _ = writeln!(
+        o,
+        "\n| refused run | exit | the job said |\n| --- | ---: | --- |"
+    );
     for x in b["refusals"].as_array().cloned().unwrap_or_default() {
         let _ = writeln!(
             o,
@@ -297,14 +300,27 @@ mod tests {
         assert!(md.contains("| `init` | 2.0 |\n| `db` | 18.0 |"), "{md}");
         assert!(md.contains("stand-in for nginx"));
         assert!(md.contains("15 tables (900 rows) equal"), "{md}");
-        assert!(md.contains("| full | repo1 | `20261201-221504F` | 8.3 |"), "{md}");
-        assert!(md.contains("| repo2 | 1 | 40 | 40 | aes-256-cbc | time 56 |"), "{md}");
         assert!(
-            md.contains("there: true; the one sent after it: false") && md.contains("2833 blocks, 0 bad"),
+            md.contains("| full | repo1 | `20261201-221504F` | 8.3 |"),
             "{md}"
         );
-        assert!(md.contains("logged in as `synapse`: superuser false"), "{md}");
-        assert!(md.contains("with 13 files and no manifest; the next run resumed it"), "{md}");
+        assert!(
+            md.contains("| repo2 | 1 | 40 | 40 | aes-256-cbc | time 56 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("there: true; the one sent after it: false")
+                && md.contains("2833 blocks, 0 bad"),
+            "{md}"
+        );
+        assert!(
+            md.contains("logged in as `synapse`: superuser false"),
+            "{md}"
+        );
+        assert!(
+            md.contains("with 13 files and no manifest; the next run resumed it"),
+            "{md}"
+        );
         assert!(!md.contains("a | b"), "pipes are escaped: {md}");
     }
 }

@@ -255,7 +255,9 @@ fn backup(s: &Stack, repo: u8, kind: &str, before: &[String]) -> anyhow::Result<
             .lines()
             .find_map(|l| l.split("new backup label = ").nth(1))
             .map(|l| l.trim().to_string())
-            .with_context(|| format!("the backup into repo{repo} is not listed by pgbackrest info"))?,
+            .with_context(|| {
+                format!("the backup into repo{repo} is not listed by pgbackrest info")
+            })?,
         many => bail!("one backup made {} new ones: {many:?}", many.len()),
     };
     Ok(Run {
@@ -332,7 +334,10 @@ fn killed_backup(s: &Stack, repos: &Repos, kind: &str) -> anyhow::Result<PathBuf
         .filter(|d| !before.contains(d))
         .collect();
     let [dir] = new.as_slice() else {
-        bail!("the killed backup left {} new backup directories: {new:?}", new.len());
+        bail!(
+            "the killed backup left {} new backup directories: {new:?}",
+            new.len()
+        );
     };
     ensure!(
         !dir.join("backup.manifest").exists(),
@@ -526,7 +531,12 @@ pub fn check(
     };
 
     // Refusals: a replica whose replay is behind, and a repository without room.
-    let pause = psql(s, super::replica::REPLICA, Some(rport), "SELECT pg_wal_replay_pause()")?;
+    let pause = psql(
+        s,
+        super::replica::REPLICA,
+        Some(rport),
+        "SELECT pg_wal_replay_pause()",
+    )?;
     ensure!(pause.ok, "pg_wal_replay_pause(): {}", pause.text().trim());
     let lag = (|| -> anyhow::Result<Refusal> {
         lagging_write()?;
@@ -544,7 +554,11 @@ pub fn check(
         Some(rport),
         "SELECT pg_wal_replay_resume()",
     )?;
-    ensure!(resume.ok, "pg_wal_replay_resume(): {}", resume.text().trim());
+    ensure!(
+        resume.ok,
+        "pg_wal_replay_resume(): {}",
+        resume.text().trim()
+    );
     let mut refusals = vec![lag?];
     super::replica::wait_caught_up(s, primary, pport, rport)?;
     refusals.push(refused(
@@ -570,7 +584,11 @@ pub fn check(
     let mut repo_states = Vec::new();
     for n in [1u8, 2] {
         let (files, encrypted, plain) = encryption(repos.repo(n));
-        ensure!(files > 0, "repo{n} ({}) holds no file", repos.repo(n).display());
+        ensure!(
+            files > 0,
+            "repo{n} ({}) holds no file",
+            repos.repo(n).display()
+        );
         ensure!(
             plain.is_empty(),
             "repo{n}: files not encrypted (no `Salted__` header): {plain:?}"
@@ -583,7 +601,10 @@ pub fn check(
             .or_else(|| final_info[0]["cipher"].as_str())
             .unwrap_or("")
             .to_string();
-        ensure!(cipher != "none" && !cipher.is_empty(), "pgbackrest info: cipher {cipher:?}");
+        ensure!(
+            cipher != "none" && !cipher.is_empty(),
+            "pgbackrest info: cipher {cipher:?}"
+        );
         repo_states.push(RepoState {
             repo: n,
             cipher,

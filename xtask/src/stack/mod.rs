@@ -175,7 +175,9 @@ impl Stack {
             .iter()
             .filter(|i| {
                 image_name(&i.official) == name
-                    || i.built_from.as_deref().is_some_and(|f| image_name(f) == name)
+                    || i.built_from
+                        .as_deref()
+                        .is_some_and(|f| image_name(f) == name)
             })
             .flat_map(|i| i.services.iter().cloned())
             .collect()
@@ -348,9 +350,8 @@ pub fn prepare(book_root: &Path, paths: &Paths, choice: ImageChoice) -> anyhow::
         by_image.entry(img.clone()).or_default().push(name.clone());
     }
     // Images the Compose file builds from a Dockerfile of the book: the image it starts FROM.
-    let builds = crate::images::compose_builds(&cf.content).map_err(|e| {
-        book_error("stack::compose", format!("{e:#}"), &first)
-    })?;
+    let builds = crate::images::compose_builds(&cf.content)
+        .map_err(|e| book_error("stack::compose", format!("{e:#}"), &first))?;
     let built_from = |image: &str| -> anyhow::Result<Option<String>> {
         let Some(b) = builds.iter().find(|b| b.image == image) else {
             return Ok(None);

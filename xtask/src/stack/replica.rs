@@ -164,7 +164,12 @@ pub fn check(
     )?;
     let (application_name, state) = row.split_once('|').context("no standby connected")?;
     ensure!(state == "streaming", "pg_stat_replication.state is {state}");
-    let wal_receiver_status = one(s, REPLICA, &rport, "SELECT status FROM pg_stat_wal_receiver")?;
+    let wal_receiver_status = one(
+        s,
+        REPLICA,
+        &rport,
+        "SELECT status FROM pg_stat_wal_receiver",
+    )?;
     ensure!(
         wal_receiver_status == "streaming",
         "the replica's WAL receiver is {wal_receiver_status:?}"
@@ -185,7 +190,10 @@ pub fn check(
 
     // One-time keys of a device, in every backup from here on.
     let uploaded = restore::upload_one_time_keys(c, &st.alice, 5)?;
-    ensure!(uploaded >= 5, "Synapse counts {uploaded} one-time keys after the upload");
+    ensure!(
+        uploaded >= 5,
+        "Synapse counts {uploaded} one-time keys after the upload"
+    );
 
     let backup = backup::check(s, &primary, &pport, &rport, &mut || write(c, st))?;
     let point_in_time = restore::point_in_time(s, c, st, &primary, &pport, 2)?;

@@ -156,7 +156,12 @@ fn archive_now(s: &Stack, primary: &str, pport: &str) -> anyhow::Result<String> 
             return Ok(seg);
         }
         if t.elapsed() > Duration::from_secs(120) {
-            let st = one(s, primary, pport, "SELECT row(pg_stat_archiver.*)::text FROM pg_stat_archiver")?;
+            let st = one(
+                s,
+                primary,
+                pport,
+                "SELECT row(pg_stat_archiver.*)::text FROM pg_stat_archiver",
+            )?;
             bail!("WAL segment {seg} was not archived within 120 s: pg_stat_archiver {st}");
         }
         std::thread::sleep(Duration::from_millis(300));
@@ -251,7 +256,17 @@ impl<'a> Copy<'a> {
             &format!("PGPASSWORD={}", self.password),
             &self.name,
         ])
-        .args(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "/tmp"])
+        .args([
+            "psql",
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "/tmp",
+        ])
         .args(["-U", &self.user, "-d", &self.db, "-f", "-"]);
         let r = super::docker::run_with(c, Some(sql), Duration::from_secs(60))?;
         ensure!(r.ok, "{}", r.text().trim());
@@ -456,9 +471,10 @@ pub fn in_place(
     ensure!(r.ok, "moving the data directory aside: {}", r.text().trim());
 
     // 3. The newest state.
-    let r = s
-        .compose
-        .run(&["run", "--rm", "--no-TTY", RESTORE], Duration::from_secs(900))?;
+    let r = s.compose.run(
+        &["run", "--rm", "--no-TTY", RESTORE],
+        Duration::from_secs(900),
+    )?;
     ensure!(
         r.ok,
         "`docker compose run --rm db-restore` failed:\n{}",
@@ -484,9 +500,14 @@ pub fn in_place(
     }
     let recovery_seconds = tr.elapsed().as_secs_f64();
     let count_keys = || -> anyhow::Result<u64> {
-        one(s, primary, pport, "SELECT count(*) FROM e2e_one_time_keys_json")?
-            .parse()
-            .context("count")
+        one(
+            s,
+            primary,
+            pport,
+            "SELECT count(*) FROM e2e_one_time_keys_json",
+        )?
+        .parse()
+        .context("count")
     };
     let one_time_keys_restored = count_keys()?;
     ensure!(
@@ -507,7 +528,10 @@ pub fn in_place(
         .get("POSTGRES_USER")
         .cloned()
         .unwrap_or_else(|| "postgres".into());
-    let dbname = env.get("POSTGRES_DB").cloned().unwrap_or_else(|| user.clone());
+    let dbname = env
+        .get("POSTGRES_DB")
+        .cloned()
+        .unwrap_or_else(|| user.clone());
     let pw = env.get("POSTGRES_PASSWORD").cloned().unwrap_or_default();
     let host = checks::socket_dir(s);
     let r = s.compose.exec(

@@ -311,11 +311,27 @@ fn replica_check(
                 r.roles.synapse_role,
                 r.roles.rolsuper,
                 r.backup.runs.len(),
-                if r.backup.killed.resumed { "resumed" } else { "removed" },
+                if r.backup.killed.resumed {
+                    "resumed"
+                } else {
+                    "removed"
+                },
                 r.backup.refusals.len(),
-                r.backup.repos.iter().map(|x| x.encrypted_files).sum::<usize>(),
-                if r.point_in_time.first_present { "there" } else { "missing" },
-                if r.point_in_time.second_present { "there" } else { "absent" },
+                r.backup
+                    .repos
+                    .iter()
+                    .map(|x| x.encrypted_files)
+                    .sum::<usize>(),
+                if r.point_in_time.first_present {
+                    "there"
+                } else {
+                    "missing"
+                },
+                if r.point_in_time.second_present {
+                    "there"
+                } else {
+                    "absent"
+                },
                 r.point_in_time.checksums.bad,
                 r.point_in_time.checksums.blocks,
                 r.restore.tables_compared,
