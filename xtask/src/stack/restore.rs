@@ -13,6 +13,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 pub const RESTORE: &str = "db-restore";
+/// Where the point-in-time drill restores to, in the containers.
+const DRILL_PATH: &str = "/pitr";
 
 /// Synapse's main tables: the ones whose rows only change when clients act. (Tables such as
 /// `devices` or `user_ips` are touched by background jobs and would differ by timing alone.)
@@ -171,6 +173,8 @@ fn archive_now(s: &Stack, primary: &str, pport: &str) -> anyhow::Result<String> 
 /// A PostgreSQL server on a restored directory, in a container of its own (labelled with the
 /// project, so teardown finds it), as the primary would run: the book's configuration,
 /// pgBackRest's configuration and repositories for `restore_command`, the database secrets.
+/// The directory is mounted where it was restored ([`DRILL_PATH`], `PGDATA` there): pgBackRest
+/// wrote that path into the `restore_command` it left in the copy.
 struct Copy<'a> {
     s: &'a Stack,
     name: String,
@@ -205,9 +209,11 @@ impl<'a> Copy<'a> {
                 "--label",
                 &format!("com.docker.compose.project={}", s.compose.project),
             ]);
-        c.arg("--env-file").arg(tree.join(".postgres.env"));
+        c.arg("--env-file")
+            .arg(tree.join(".postgres.env"))
+            .args(["-e", &format!("PGDATA={DRILL_PATH}")]);
         for (src, dst, ro) in [
-            (dir.to_path_buf(), "/var/lib/postgresql/data", false),
+            (dir.to_path_buf(), DRILL_PATH, false),
             (
                 tree.join("postgres/postgresql.conf"),
                 "/etc/postgresql/postgresql.conf",
@@ -281,12 +287,23 @@ impl<'a> Copy<'a> {
             .unwrap_or_default()
     }
 
+    fn running(&self) -> bool {
+        let mut c = self.s.compose.docker();
+        c.args(["inspect", "--format", "{{.State.Running}}", &self.name]);
+        super::docker::run_with(c, None, Duration::from_secs(30))
+            .is_ok_and(|r| r.stdout.trim() == "true")
+    }
+
     /// Waits until the copy has finished recovery and accepts writes.
     fn wait_primary(&self) -> anyhow::Result<()> {
         let t = Instant::now();
         loop {
             match self.q("SELECT pg_is_in_recovery()") {
                 Ok(v) if v == "f" => return Ok(()),
+                _ if !self.running() => bail!(
+                    "the restored copy stopped during recovery:\n{}",
+                    super::docker::tail(&self.logs(), 20)
+                ),
                 _ if t.elapsed() > Duration::from_secs(180) => bail!(
                     "the restored copy did not leave recovery within 180 s:\n{}",
                     super::docker::tail(&self.logs(), 20)
@@ -323,14 +340,8 @@ fn pg_checksums(s: &Stack, primary: &str, dir: &Path) -> anyhow::Result<Checksum
     let mut c = s.compose.docker();
     c.args(["run", "--rm", "--user", "postgres"])
         .arg("-v")
-        .arg(format!("{}:/var/lib/postgresql/data", dir.display()))
-        .args([
-            &image,
-            "pg_checksums",
-            "--check",
-            "-D",
-            "/var/lib/postgresql/data",
-        ]);
+        .arg(format!("{}:{DRILL_PATH}", dir.display()))
+        .args([&image, "pg_checksums", "--check", "-D", DRILL_PATH]);
     let r = super::docker::run_with(c, None, Duration::from_secs(300))?;
     let text = r.text();
     ensure!(r.ok, "pg_checksums --check failed:\n{}", text.trim());
@@ -390,9 +401,9 @@ pub fn point_in_time(
                 "--rm",
                 "--no-TTY",
                 "-e",
-                "PGBACKREST_PG1_PATH=/pitr",
+                &format!("PGBACKREST_PG1_PATH={DRILL_PATH}"),
                 "-v",
-                &format!("{}:/pitr", dir.display()),
+                &format!("{}:{DRILL_PATH}", dir.display()),
                 RESTORE,
                 &format!("--repo={repo}"),
                 "--type=time",
