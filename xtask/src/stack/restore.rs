@@ -211,7 +211,9 @@ impl<'a> Copy<'a> {
             ]);
         c.arg("--env-file")
             .arg(tree.join(".postgres.env"))
-            .args(["-e", &format!("PGDATA={DRILL_PATH}")]);
+            .args(["-e", &format!("PGDATA={DRILL_PATH}")])
+            // Its restore_command's pgBackRest reads this server's files, as the replica's.
+            .args(["-e", &format!("PGBACKREST_PG1_PATH={DRILL_PATH}")]);
         for (src, dst, ro) in [
             (dir.to_path_buf(), DRILL_PATH, false),
             (
