@@ -363,6 +363,13 @@ fn temporary_files(repos: &Repos) -> Vec<PathBuf> {
     v
 }
 
+/// The single value a query returns in a service's database.
+fn one_value(s: &Stack, svc: &str, port: &str, sql: &str) -> anyhow::Result<String> {
+    let r = psql(s, svc, Some(port), sql)?;
+    ensure!(r.ok, "psql in {svc}: {}", r.text().trim());
+    Ok(r.stdout.trim().to_string())
+}
+
 /// No session of the primary is still in a backup started by pgBackRest.
 fn primary_backup_sessions(s: &Stack, primary: &str, port: &str) -> anyhow::Result<i64> {
     let r = psql(
@@ -539,7 +546,45 @@ pub fn check(
     )?;
     ensure!(pause.ok, "pg_wal_replay_pause(): {}", pause.text().trim());
     let lag = (|| -> anyhow::Result<Refusal> {
-        lagging_write()?;
+        // The pause takes effect at the replica's next look at it: wait for it, then write
+        // until the replica is measurably behind.
+        let t = Instant::now();
+        while one_value(
+            s,
+            super::replica::REPLICA,
+            rport,
+            "SELECT pg_get_wal_replay_pause_state()",
+        )? != "paused"
+            && t.elapsed() < Duration::from_secs(10)
+        {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let t = Instant::now();
+        loop {
+            lagging_write()?;
+            let replayed = one_value(
+                s,
+                super::replica::REPLICA,
+                rport,
+                "SELECT pg_last_wal_replay_lsn()",
+            )?;
+            let behind: i64 = one_value(
+                s,
+                primary,
+                pport,
+                &format!("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{replayed}')::bigint"),
+            )?
+            .parse()
+            .context("lsn diff")?;
+            if behind > 0 {
+                break;
+            }
+            ensure!(
+                t.elapsed() < Duration::from_secs(20),
+                "with replay paused, the replica is still not behind the primary"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
         refused(
             s,
             &repos,
