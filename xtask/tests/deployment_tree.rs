@@ -134,14 +134,29 @@ fn tree_is_complete() {
             "{f} holds a secret and must be written 0600"
         );
     }
-    let pg_pw = t.files[".postgres.env"]
-        .content
-        .lines()
-        .find_map(|l| l.strip_prefix("POSTGRES_PASSWORD="))
-        .unwrap();
+    let env_value = |k: &str| {
+        t.files[".postgres.env"]
+            .content
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("{k} is not in .postgres.env"))
+            .to_string()
+    };
+    // Synapse's role gets its own password; the superuser's never reaches Synapse.
+    let synapse_pw = env_value("SYNAPSE_DB_PASSWORD");
+    let superuser_pw = env_value("POSTGRES_PASSWORD");
+    assert_ne!(synapse_pw, superuser_pw);
     assert!(
-        t.files["synapse/homeserver.yaml"].content.contains(pg_pw),
-        "the database password must be shared"
+        t.files["synapse/homeserver.yaml"]
+            .content
+            .contains(&synapse_pw),
+        "Synapse's database password must be shared with .postgres.env"
+    );
+    assert!(
+        !t.files["synapse/homeserver.yaml"]
+            .content
+            .contains(&superuser_pw),
+        "Synapse must not get the superuser's password"
     );
 
     let hs = yaml(&t, "synapse/homeserver.yaml");

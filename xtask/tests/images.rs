@@ -32,8 +32,9 @@ fn docker_or_skip(test: &str) -> bool {
     true
 }
 
-/// The images of the Compose file the book extracts, as `cargo xtask images` reads them.
-fn compose_images() -> Vec<String> {
+/// The stand-ins of the Compose file the book extracts, as `cargo xtask images` finds them
+/// (the images it pulls and those it builds from a Dockerfile of the book).
+fn compose_standins() -> Vec<Standin> {
     let root = xtask::project_root();
     let book = xtask::book::load(&root).expect("the book loads");
     let tree = xtask::extract::assemble(&book, &xtask::extract::Options::default())
@@ -41,16 +42,12 @@ fn compose_images() -> Vec<String> {
     let compose = tree
         .get("docker-compose.yml")
         .expect("a docker-compose.yml");
-    images::compose_services(&compose.content)
-        .unwrap()
-        .into_iter()
-        .map(|(_, image)| image)
-        .collect()
+    let read = |p: &str| tree.get(p).map(|f| f.content.clone());
+    images::standins_for_compose(&compose.content, &read).unwrap()
 }
 
 fn standin(name: &str) -> Standin {
-    images::standins_for(&compose_images())
-        .unwrap()
+    compose_standins()
         .into_iter()
         .find(|s| s.contract.name == name)
         .unwrap()
@@ -139,8 +136,18 @@ fn check(name: &str) {
     }
 }
 
+/// The book's PostgreSQL image is built (the official image plus pgBackRest): its stand-in is
+/// the postgres stand-in plus Debian's pgBackRest, and keeps the postgres contract plus the
+/// program.
 #[test]
 fn postgres_standin_keeps_its_contract() {
+    let s = standin("postgres");
+    let d = s
+        .derived
+        .as_ref()
+        .expect("the book builds its PostgreSQL image from a Dockerfile");
+    assert_eq!(d.from, "postgres:17-alpine");
+    assert!(s.contract.present.contains(&"pgbackrest"));
     check("postgres");
 }
 

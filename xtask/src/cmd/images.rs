@@ -29,8 +29,8 @@ pub(crate) fn run(f: flags::Images) -> anyhow::Result<ExitCode> {
             file.first_loc()
         )
     })?;
-    let names: Vec<String> = pairs.iter().map(|(_, i)| i.clone()).collect();
-    let standins = images::standins_for(&names).with_context(|| {
+    let read = |p: &str| tree.get(p).map(|f| f.content.clone());
+    let standins = images::standins_for_compose(&file.content, &read).with_context(|| {
         let users: Vec<String> = pairs.iter().map(|(s, i)| format!("{s}: {i}")).collect();
         format!(
             "the extracted {COMPOSE_FILE} names images without a stand-in (services: {})",

@@ -85,6 +85,7 @@ pub static POSTGRES: Contract = Contract {
         "pg_restore",
         "pg_basebackup",
         "pg_verifybackup",
+        "pg_checksums",
         "pg_upgrade",
         "gosu",
         "bash",

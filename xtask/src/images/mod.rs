@@ -15,6 +15,7 @@
 //! This module knows image names and Docker, nothing of Markdown, lint or routing.
 
 mod base;
+pub mod built;
 pub mod contract;
 pub mod docker;
 
@@ -35,8 +36,11 @@ pub struct Standin {
     pub official: String,
     /// The local tag, e.g. `synapse-guide-standin/postgres:17-alpine`.
     pub image: String,
-    /// What the stand-in keeps of the official image, and which `images/` folder builds it.
+    /// What the stand-in keeps of the official image, and which `images/` folder builds it
+    /// (for a built image: its base's folder and contract, plus the programs it adds).
     pub contract: &'static Contract,
+    /// For an image the Compose file builds itself: what its Dockerfile adds to its base.
+    pub derived: Option<Box<built::Derived>>,
 }
 
 impl Standin {
@@ -143,7 +147,7 @@ pub fn standins_for(compose_images: &[String]) -> anyhow::Result<Vec<Standin>> {
     Ok(out)
 }
 
-fn standin_for(image: &str) -> anyhow::Result<Standin> {
+pub(crate) fn standin_for(image: &str) -> anyhow::Result<Standin> {
     let r = ImageRef::parse(image).with_context(|| format!("image `{image}`"))?;
     let repo = r.repository();
     let Some(contract) = contract::CONTRACTS
@@ -174,14 +178,123 @@ fn standin_for(image: &str) -> anyhow::Result<Standin> {
         official: image.to_string(),
         image: standin_tag(image),
         contract,
+        derived: None,
     })
+}
+
+/// The stand-ins for every image of a Compose file: [`standins_for`] for the images it pulls,
+/// [`built::standin_for_built`] for those it builds, whose Dockerfile `read` returns (given its
+/// path relative to the Compose file's directory, e.g. `postgres/image/Dockerfile`).
+pub fn standins_for_compose(
+    compose_yaml: &str,
+    read: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<Vec<Standin>> {
+    let builds = compose_builds(compose_yaml)?;
+    let mut pulled: Vec<String> = Vec::new();
+    let mut out: Vec<Standin> = Vec::new();
+    let mut problems = Vec::new();
+    for (_, image) in compose_services(compose_yaml)? {
+        if out.iter().any(|s| s.official == image) || pulled.contains(&image) {
+            continue;
+        }
+        match builds.iter().find(|b| b.image == image) {
+            Some(b) => {
+                let path = b.dockerfile_path();
+                match read(&path) {
+                    Some(text) => match built::standin_for_built(&image, &text) {
+                        Ok(s) => out.push(s),
+                        Err(e) => problems.push(format!("{path} (built as `{image}`): {e:#}")),
+                    },
+                    None => problems.push(format!(
+                        "`{image}` is built from {path}, which the book does not write"
+                    )),
+                }
+            }
+            None => pulled.push(image),
+        }
+    }
+    match standins_for(&pulled) {
+        Ok(v) => out.extend(v),
+        Err(e) => problems.push(format!("{e:#}")),
+    }
+    if !problems.is_empty() {
+        bail!("{}", problems.join("\n"));
+    }
+    Ok(out)
+}
+
+/// A service the Compose file builds: `build:` next to `image:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComposeBuild {
+    pub service: String,
+    pub image: String,
+    /// The build context as written (relative to the Compose file), e.g. `./postgres/image`.
+    pub context: String,
+    pub dockerfile: String,
+}
+
+impl ComposeBuild {
+    /// The Dockerfile's path relative to the Compose file's directory.
+    pub fn dockerfile_path(&self) -> String {
+        let ctx = self.context.trim_start_matches("./").trim_end_matches('/');
+        if ctx.is_empty() || ctx == "." {
+            self.dockerfile.clone()
+        } else {
+            format!("{ctx}/{}", self.dockerfile)
+        }
+    }
+}
+
+/// The services of a Compose file that have both `image:` and `build:` (short form: the
+/// context; long form: `context` and `dockerfile`), in file order.
+pub fn compose_builds(compose_yaml: &str) -> anyhow::Result<Vec<ComposeBuild>> {
+    let loaded = crate::yaml::load(compose_yaml)
+        .map_err(|e| anyhow::anyhow!("line {}: {}", e.line, e.message))?;
+    let root = loaded.docs.first().context("the file is empty")?;
+    let services = root
+        .get("services")
+        .and_then(|s| s.as_map())
+        .context("it has no `services:` mapping")?;
+    let mut out = Vec::new();
+    for (name, svc) in services {
+        let (Some(image), Some(b)) = (svc.get("image").and_then(|i| i.as_str()), svc.get("build"))
+        else {
+            continue;
+        };
+        let (context, dockerfile) = match b.as_str() {
+            Some(ctx) => (ctx.to_string(), "Dockerfile".to_string()),
+            None => (
+                b.get("context")
+                    .and_then(|c| c.as_str())
+                    .unwrap_or(".")
+                    .to_string(),
+                b.get("dockerfile")
+                    .and_then(|c| c.as_str())
+                    .unwrap_or("Dockerfile")
+                    .to_string(),
+            ),
+        };
+        out.push(ComposeBuild {
+            service: name.as_str().unwrap_or_default().to_string(),
+            image: image.to_string(),
+            context,
+            dockerfile,
+        });
+    }
+    Ok(out)
 }
 
 /// A Compose override file that puts the stand-ins in place of the official images:
 /// `services: NAME: image: STANDIN` for each (service, image) pair. The image may be the
 /// official name (mapped with [`standin_tag`]) or already a stand-in tag. `pull_policy: never`
-/// keeps Compose from trying a registry for an image that was not built.
+/// keeps Compose from trying a registry for an image that was not built, and services in
+/// `built` lose their `build:` (`!reset`), so Compose never builds the book's Dockerfile here.
 pub fn override_yaml(services_to_images: &[(String, String)]) -> String {
+    override_yaml_built(services_to_images, &[])
+}
+
+/// [`override_yaml`], with the services whose `build:` the override removes.
+pub fn override_yaml_built(services_to_images: &[(String, String)], built: &[String]) -> String {
     let mut out = String::from(
         "# Written by `cargo xtask images`: local stand-ins for the official images.\nservices:\n",
     );
@@ -194,6 +307,9 @@ pub fn override_yaml(services_to_images: &[(String, String)]) -> String {
             yaml_key(service),
             serde_json::Value::String(standin_tag(image))
         ));
+        if built.contains(service) {
+            out.push_str("    build: !reset null\n");
+        }
     }
     out
 }
@@ -273,14 +389,22 @@ pub fn build_args(s: &Standin, base: &str) -> anyhow::Result<Vec<(String, String
 /// Builds (or, through Docker's layer cache, reuses) one stand-in on the pristine base.
 pub fn build(s: &Standin) -> anyhow::Result<Built> {
     let start = Instant::now();
+    if let Some(d) = &s.derived {
+        build(&d.base)?;
+    }
     let base = pristine_debian()?;
     let _lock = BuildLock::acquire()?;
     let before = docker::image_id(&s.image)?;
-    let dir = context(s)?;
+    let dir = match &s.derived {
+        Some(d) => built::context(s, d)?,
+        None => context(s)?,
+    };
     let mut cmd = docker::cmd();
     cmd.args(["build", "--quiet", "--tag", &s.image]);
-    for (k, v) in build_args(s, &base)? {
-        cmd.args(["--build-arg", &format!("{k}={v}")]);
+    if s.derived.is_none() {
+        for (k, v) in build_args(s, &base)? {
+            cmd.args(["--build-arg", &format!("{k}={v}")]);
+        }
     }
     cmd.arg(&dir);
     let out = cmd.output().context("cannot run docker build")?;
@@ -597,6 +721,42 @@ mod tests {
             standins_for(&["mysql:8".to_string(), "mongo:7".to_string()]).unwrap_err()
         );
         assert!(msg.contains("mysql:8") && msg.contains("mongo:7"), "{msg}");
+    }
+
+    #[test]
+    fn built_images_get_stand_ins_from_their_dockerfile() {
+        let y = "services:\n  db:\n    image: &i synapse-postgres:17-alpine\n    build: &b ./postgres/image\n  job:\n    image: *i\n    build: *b\n  other:\n    image: x:1\n    build:\n      context: .\n      dockerfile: other.Dockerfile\n  redis:\n    image: redis:7.4-alpine\n";
+        let b = compose_builds(y).unwrap();
+        assert_eq!(b.len(), 3);
+        assert_eq!(b[0].dockerfile_path(), "postgres/image/Dockerfile");
+        assert_eq!(b[2].dockerfile_path(), "other.Dockerfile");
+        let read = |p: &str| match p {
+            "postgres/image/Dockerfile" => {
+                Some("FROM postgres:17-alpine\nRUN apk add --no-cache pgbackrest\n".to_string())
+            }
+            "other.Dockerfile" => Some("FROM x:0\nCOPY a b\n".to_string()),
+            _ => None,
+        };
+        // x:1 cannot be stood in for: its Dockerfile copies a file; the error names it.
+        let e = format!("{:#}", standins_for_compose(y, &read).unwrap_err());
+        assert!(
+            e.contains("other.Dockerfile") && e.contains("line 2"),
+            "{e}"
+        );
+        let y2 = y.replace("  other:\n    image: x:1\n    build:\n      context: .\n      dockerfile: other.Dockerfile\n", "");
+        let s = standins_for_compose(&y2, &read).unwrap();
+        let names: Vec<&str> = s.iter().map(|s| s.official.as_str()).collect();
+        assert_eq!(names, ["synapse-postgres:17-alpine", "redis:7.4-alpine"]);
+        assert!(s[0].derived.is_some() && s[1].derived.is_none());
+        let o = override_yaml_built(
+            &[
+                ("db".into(), s[0].image.clone()),
+                ("redis".into(), s[1].image.clone()),
+            ],
+            &["db".to_string()],
+        );
+        assert!(o.contains("  db:\n    image: \"synapse-guide-standin/synapse-postgres:17-alpine\"\n    pull_policy: never\n    build: !reset null\n"), "{o}");
+        assert!(!o.contains("redis:\n    image: \"synapse-guide-standin/redis:7.4-alpine\"\n    pull_policy: never\n    build"), "{o}");
     }
 
     #[test]

@@ -31,6 +31,15 @@ pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
         .get("volumes")
         .map(|v| v.entries().iter().filter_map(|(k, _)| k.as_str()).collect())
         .unwrap_or_default();
+    // Bind sources some service mounts read-write: state (a data directory, a repository) that
+    // Docker may create empty on the first start, and that another service may read.
+    let written_binds: BTreeSet<String> = compose
+        .services
+        .iter()
+        .flat_map(|s| s.mounts.iter())
+        .filter(|m| matches!(m.kind, MountKind::Bind) && !m.read_only)
+        .map(|m| clean(&m.source))
+        .collect();
     // Findings from a template merged into several services are reported once, naming them all.
     #[derive(PartialEq, Eq, PartialOrd, Ord)]
     enum Dep {
@@ -93,7 +102,8 @@ pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
                 MountKind::Bind
                     if !m.source.starts_with('/')
                         && !m.source.starts_with('~')
-                        && (m.read_only || looks_like_file(&m.source)) =>
+                        && (m.read_only || looks_like_file(&m.source))
+                        && !(m.read_only && written_binds.contains(&clean(&m.source))) =>
                 {
                     let rel = clean(&m.source);
                     if !exists_in_tree(view, &rel) {

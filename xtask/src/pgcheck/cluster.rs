@@ -154,9 +154,17 @@ impl Conn {
 
     /// Runs a script given on standard input (`psql -f -`), stopping at the first error.
     pub fn script(&self, sql: &str) -> anyhow::Result<String> {
+        self.script_env(sql, &[])
+    }
+
+    /// [`Conn::script`] with extra environment for psql (a script's `\getenv`).
+    pub fn script_env(&self, sql: &str, env: &[(String, String)]) -> anyhow::Result<String> {
         use std::io::Write as _;
-        let mut child = self
-            .psql()
+        let mut cmd = self.psql();
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
             .args([
                 "--tuples-only",
                 "--no-align",

@@ -1,9 +1,10 @@
 //! The major-version migration of the tuning guide ("Upgrading PostgreSQL"), run with this
 //! machine's PostgreSQL: dump the Synapse database with `pg_dump --format=custom`, initialise
 //! a fresh cluster the way the postgres image does (bootstrap superuser `POSTGRES_USER`,
-//! `POSTGRES_INITDB_ARGS`, then `CREATE DATABASE` `POSTGRES_DB`), restore with `pg_restore
-//! --exit-on-error`, collect statistics with `vacuumdb --analyze-in-stages`, and compare
-//! Synapse's main tables with the old cluster. The caller then starts Synapse on the result.
+//! `POSTGRES_INITDB_ARGS`, `CREATE DATABASE` `POSTGRES_DB`, then the book's SQL init scripts,
+//! which create Synapse's role), restore from the dump file with `pg_restore --exit-on-error
+//! --jobs=4`, collect statistics with `vacuumdb --analyze-in-stages`, and compare Synapse's
+//! main tables with the old cluster. The caller then starts Synapse on the result.
 
 use super::cluster::{self, Conn, Server};
 use super::replica::{TableCompare, compare_tables, sql_literal};
@@ -24,12 +25,28 @@ pub struct MigrateReport {
     pub seconds: f64,
 }
 
-/// What the new cluster is made from (the `db` service's `.postgres.env`).
+/// What the new cluster is made from (the `db` service's `.postgres.env` and init scripts).
 #[derive(Debug, Clone)]
 pub struct Image {
     pub user: String,
     pub dbname: String,
     pub initdb_args: Vec<String>,
+    /// The `*.sql` files of `/docker-entrypoint-initdb.d` (name, text), in name order, which
+    /// the image feeds to psql in `POSTGRES_DB` as `POSTGRES_USER` after creating it.
+    pub init_sql: Vec<(String, String)>,
+    /// The service's environment, as those scripts see it (`\getenv`).
+    pub env: Vec<(String, String)>,
+}
+
+impl Image {
+    /// Runs the init scripts against `db` (the superuser in `POSTGRES_DB`), as the image does.
+    pub fn run_init_sql(&self, db: &Conn) -> anyhow::Result<()> {
+        for (name, text) in &self.init_sql {
+            db.script_env(text, &self.env)
+                .with_context(|| format!("init script {name}"))?;
+        }
+        Ok(())
+    }
 }
 
 /// Migrates `old` into the fresh, not yet initialised `new` server (which it leaves running).
@@ -77,6 +94,7 @@ pub fn check(
         password: old.password.clone(),
         ..new.conn(&image.user, &image.dbname)
     };
+    image.run_init_sql(&target)?;
 
     // Step 4: restore, stopping at the first error, then statistics.
     let mut cmd = Command::new(old.bindir.join("pg_restore"));
@@ -85,6 +103,7 @@ pub fn check(
         .arg(format!("--username={}", target.user))
         .arg(format!("--dbname={}", target.dbname))
         .arg("--exit-on-error")
+        .arg("--jobs=4")
         .arg(&dump);
     if let Some(p) = &target.password {
         cmd.env("PGPASSWORD", p);

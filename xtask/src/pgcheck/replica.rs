@@ -1,16 +1,16 @@
-//! The replica-and-backup check: the book's `db-replica` service brought up from a running
-//! primary with its own entry script, writes through Synapse seen streaming to it, the book's
-//! backup script run against it, and its newest archive restored with the book's restore
-//! script, started, and compared row by row with the primary.
+//! The replica check: the book's `db-replica` service brought up from a running primary with
+//! its own entry script, and writes through Synapse seen streaming to it. (The backups taken
+//! from the replica use pgBackRest, which only the stack test's images have; the stack test
+//! runs them, see `stack::backup` and `stack::restore`.)
 //!
-//! Commands, environment and paths come from the extracted `docker-compose.yml` (services
-//! `db-replica-init`, `db-replica` and `db-backup`); container paths are mapped onto this
-//! machine through the services' volumes. Only what a container would provide is added: the
-//! image's `PGDATA`, a `PATH` with this machine's PostgreSQL binaries, and
-//! `unix_socket_directories`/`listen_addresses` so the servers listen where the mapped
-//! `/sockets` is.
+//! Commands, environment and paths come from the extracted `docker-compose.yml` (service
+//! `db-replica`); container paths are mapped onto this machine through the service's volumes.
+//! Only what a container would provide is added: the data directory prepared for the
+//! `postgres` user (the `db-dirs` service's job), a `PATH` with this machine's PostgreSQL
+//! binaries, and `unix_socket_directories`/`listen_addresses` so the servers listen where the
+//! mapped `/sockets` is.
 
-use super::cluster::{self, Conn, Server, wait_for};
+use super::cluster::{self, Conn, wait_for};
 use super::compose::{self, Mounts, Service};
 use anyhow::{Context, bail, ensure};
 use serde::Serialize;
@@ -56,16 +56,6 @@ pub struct ReplicaReport {
     /// Bytes between the primary's WAL position and the replica's replay position after the
     /// writes (always 0).
     pub replay_bytes_behind: i64,
-    pub backups_run: usize,
-    /// The backup job pointed at the primary exited non-zero and wrote no archive.
-    pub backup_refuses_primary: bool,
-    /// Archives left after the runs with `BACKUP_KEEP=1` (always 1).
-    pub archives_left: usize,
-    pub archive: PathBuf,
-    pub archive_bytes: u64,
-    pub tables_compared: usize,
-    pub rows_compared: u64,
-    pub tables: Vec<TableCompare>,
     pub seconds: f64,
 }
 
@@ -90,8 +80,6 @@ pub const MAIN_TABLES: &[&str] = &[
 ];
 
 const REPLICA: &str = "db-replica";
-const REPLICA_INIT: &str = "db-replica-init";
-const BACKUP: &str = "db-backup";
 
 /// Runs the whole check. `write` must write to the primary through Synapse (each call makes
 /// new rows, e.g. a message); it is called once after the replica streams.
@@ -103,7 +91,6 @@ pub fn check(
     std::fs::create_dir_all(&env.work)?;
     std::fs::set_permissions(&env.work, std::fs::Permissions::from_mode(0o755))?;
     let replica_svc = compose::service(&env.tree, REPLICA)?;
-    let backup_svc = compose::service(&env.tree, BACKUP)?;
     let named = BTreeMap::from([("sockets", env.sockets.clone())]);
     let mut replica_mounts = Mounts::of(&replica_svc, &env.tree, &named)?;
 
@@ -145,9 +132,14 @@ pub fn check(
     );
     let replica = primary.with_port(replica_port);
 
-    // The image declares PGDATA; the data directory is the volume mounted there.
-    let pgdata = replica_mounts.rewrite("/var/lib/postgresql/data");
-    replica_mounts.add("/var/lib/postgresql/data", PathBuf::from(&pgdata));
+    // The service names its data directory (PGDATA); it is the volume mounted there.
+    let container_pgdata = replica_svc
+        .env
+        .get("PGDATA")
+        .cloned()
+        .unwrap_or_else(|| "/var/lib/postgresql/data".into());
+    let pgdata = replica_mounts.rewrite(&container_pgdata);
+    replica_mounts.add(&container_pgdata, PathBuf::from(&pgdata));
     let mut started: Option<Child> = None;
     if !replica.is_ready() {
         started = Some(start_replica(
@@ -157,16 +149,7 @@ pub fn check(
             Path::new(&pgdata),
         )?);
     }
-    let result = run_checks(
-        env,
-        &primary,
-        &replica,
-        &app_name,
-        &backup_svc,
-        &replica_mounts,
-        write,
-        &mut started,
-    );
+    let result = run_checks(env, &primary, &replica, &app_name, write, &mut started);
     let cleanup = match started.take() {
         Some(child) => stop_replica(env, child, Path::new(&pgdata), &primary, &slot),
         None => Ok(()),
@@ -235,13 +218,10 @@ fn start_replica(
     if pgdata.exists() {
         std::fs::remove_dir_all(pgdata)?;
     }
-    // db-replica-init: its own command (install -d -o postgres ... /var/lib/postgresql/data).
-    let init = compose::service(&env.tree, REPLICA_INIT)?;
-    let named = BTreeMap::from([("sockets", env.sockets.clone())]);
-    let init_mounts = Mounts::of(&init, &env.tree, &named)?;
-    let mut init_cmd = command_of(&init, &init_mounts, None)?;
-    init_cmd.env("PATH", path_env(&env.bindir));
-    cluster::run(&mut init_cmd).context("db-replica-init failed")?;
+    // What `db-dirs` does for it: an empty directory of the postgres user, mode 0700.
+    std::fs::create_dir_all(pgdata)?;
+    cluster::chown_postgres(pgdata)?;
+    std::fs::set_permissions(pgdata, std::fs::Permissions::from_mode(0o700))?;
 
     let mut native = vec![
         "-c".to_string(),
@@ -310,14 +290,11 @@ pub fn sql_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-#[allow(clippy::too_many_arguments)]
 fn run_checks(
     env: &ReplicaEnv,
     primary: &Conn,
     replica: &Conn,
     app_name: &str,
-    backup_svc: &Service,
-    replica_mounts: &Mounts,
     write: &mut dyn FnMut() -> anyhow::Result<()>,
     started: &mut Option<Child>,
 ) -> anyhow::Result<ReplicaReport> {
@@ -381,134 +358,12 @@ fn run_checks(
         receiver == "streaming",
         "the replica's WAL receiver is `{receiver}`, not streaming"
     );
-
-    // 3. The book's backup job, twice, keeping one archive.
-    let named = BTreeMap::from([("sockets", env.sockets.clone())]);
-    let backup_mounts = Mounts::of(backup_svc, &env.tree, &named)?;
-    for (src, _) in &backup_svc.volumes {
-        if let Some(rel) = src.strip_prefix("./") {
-            let p = env.tree.join(rel);
-            if !p.exists() {
-                std::fs::create_dir_all(&p)?; // Docker creates a missing bind-mount source
-            }
-        }
-    }
-    let backup_dir = PathBuf::from(
-        backup_mounts.rewrite(
-            backup_svc
-                .env
-                .get("BACKUP_DIR")
-                .map(String::as_str)
-                .unwrap_or("/backups"),
-        ),
-    );
-    let mut names = Vec::new();
-    for run in 0..2 {
-        if run > 0 {
-            std::thread::sleep(Duration::from_millis(1100)); // archive names have 1 s resolution
-        }
-        let mut cmd = command_of(backup_svc, &backup_mounts, None)?;
-        cmd.env("PATH", path_env(&env.bindir))
-            .env("BACKUP_KEEP", "1");
-        let out = cluster::run(&mut cmd).context("the book's backup job failed")?;
-        let text = String::from_utf8_lossy(&out.stderr).to_string();
-        let name = text
-            .lines()
-            .find_map(|l| l.strip_prefix("backup: wrote "))
-            .and_then(|l| l.split_whitespace().next())
-            .with_context(|| format!("the backup job did not say what it wrote:\n{text}"))?;
-        names.push(PathBuf::from(backup_mounts.rewrite(name)));
-    }
-    let archives: Vec<PathBuf> = std::fs::read_dir(&backup_dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("synapse-db-") && n.ends_with(".tar.gz"))
-        })
-        .collect();
-    let newest = names.last().cloned().context("no backup ran")?;
-    // The job pointed at the primary by mistake must fail and leave the archives alone.
-    let mut cmd = command_of(backup_svc, &backup_mounts, None)?;
-    cmd.env("PATH", path_env(&env.bindir))
-        .env("REPLICA_PORT", primary.port.to_string());
-    let refused = cmd.stdin(Stdio::null()).output()?;
-    let after: usize = std::fs::read_dir(&backup_dir)?
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".tar.gz"))
-        .count();
-    ensure!(
-        !refused.status.success() && after == 1,
-        "the backup job ran against the primary ({}, {after} archives): it must refuse",
-        refused.status
-    );
-    ensure!(
-        archives == vec![newest.clone()],
-        "with BACKUP_KEEP=1 only {} should be left in {}, found {archives:?}",
-        newest.display(),
-        backup_dir.display()
-    );
-    let archive_bytes = std::fs::metadata(&newest)?.len();
-
-    // 4. Restore the newest archive with the book's script, start it, compare with the primary.
-    let restored = env.work.join("restored");
-    if restored.exists() {
-        std::fs::remove_dir_all(&restored)?;
-    }
-    std::fs::create_dir_all(&restored)?;
-    std::fs::set_permissions(&restored, std::fs::Permissions::from_mode(0o755))?;
-    let data = restored.join("data");
-    let args = vec![
-        "/usr/local/bin/restore.sh".to_string(),
-        newest.display().to_string(),
-        data.display().to_string(),
-    ];
-    let mut cmd = command_of(backup_svc, &backup_mounts, Some(&args))?;
-    cmd.env("PATH", path_env(&env.bindir));
-    cluster::run(&mut cmd).context("the book's restore script failed")?;
-    let socket_dir = restored.join("sockets");
-    std::fs::create_dir_all(&socket_dir)?;
-    cluster::chown_postgres(&socket_dir)?;
-    let server = Server {
-        bindir: env.bindir.clone(),
-        data,
-        socket_dir,
-        port: replica.port + 1,
-        log: restored.join("postgres.log"),
-    };
-    let config = PathBuf::from(replica_mounts.rewrite("/etc/postgresql/postgresql.conf"));
-    let config = config.exists().then_some(config);
-    server.start(config.as_deref(), &env.extra_settings)?;
-    let copy = Conn {
-        host: server.socket_dir.clone(),
-        port: server.port,
-        ..primary.clone()
-    };
-    let compared = (|| {
-        let rec = copy.query("SELECT pg_is_in_recovery()")?;
-        ensure!(
-            rec == "f",
-            "the restored copy is still in recovery: it would not accept writes"
-        );
-        compare_tables(primary, &copy)
-    })();
-    let stopped = server.stop();
-    let tables = compared?;
-    stopped?;
     Ok(ReplicaReport {
         started_replica: started.is_some(),
         application_name: app_name.to_string(),
         state,
         wal_receiver_status: receiver,
         replay_bytes_behind: behind,
-        backups_run: names.len(),
-        backup_refuses_primary: true,
-        archives_left: archives.len(),
-        archive: newest,
-        archive_bytes,
-        tables_compared: tables.len(),
-        rows_compared: tables.iter().map(|t| t.rows).sum(),
-        tables,
         seconds: 0.0,
     })
 }

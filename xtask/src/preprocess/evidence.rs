@@ -129,19 +129,7 @@ pub fn render(r: &Value) -> String {
         );
     }
     if let Some(rep) = r["replica"].as_object() {
-        let _ = writeln!(
-            o,
-            "\n**Replica, backup, restore**: the replica was `{}` ({} bytes behind after a \
-             write); {} backup runs left {} archive; the backup job refused the primary: {}; the \
-             restored archive held the same rows as the primary in {} tables ({} rows).",
-            s(&rep["state"]),
-            s(&rep["replay_bytes_behind"]),
-            s(&rep["backups_run"]),
-            s(&rep["archives_left"]),
-            s(&rep["backup_refuses_primary"]),
-            s(&rep["tables_compared"]),
-            s(&rep["rows_compared"]),
-        );
+        replica(&mut o, rep);
     }
     let _ = writeln!(
         o,
@@ -222,6 +210,121 @@ pub fn render_flakiness(v: &Value) -> String {
     o
 }
 
+/// The replica, backup and restore section (the `replica` object of the report).
+fn replica(o: &mut String, rep: &serde_json::Map<String, Value>) {
+    let roles = &rep["roles"];
+    let _ = writeln!(
+        o,
+        "\n**Replica, backups and restores.** The replica was `{}` ({} bytes behind after a \
+         write). Synapse's {} sessions logged in as `{}`: superuser {}, member of \
+         `pg_execute_server_program` {}, owner of its database {}; data checksums {}.",
+        s(&rep["state"]),
+        s(&rep["replay_bytes_behind"]),
+        s(&roles["synapse_sessions"]),
+        s(&roles["synapse_role"]),
+        s(&roles["rolsuper"]),
+        s(&roles["execute_server_program"]),
+        s(&roles["owns_database"]),
+        s(&roles["data_checksums"]),
+    );
+    let b = &rep["backup"];
+    let _ = writeln!(
+        o,
+        "\n| backup | repository | label | seconds |\n| --- | --- | --- | ---: |"
+    );
+    for run in b["runs"].as_array().cloned().unwrap_or_default() {
+        let _ = writeln!(
+            o,
+            "| {} | repo{} | `{}` | {} |",
+            s(&run["kind"]),
+            s(&run["repo"]),
+            s(&run["label"]),
+            f1(&run["seconds"]),
+        );
+    }
+    let k = &b["killed"];
+    let _ = writeln!(
+        o,
+        "\nThe job killed (SIGKILL) while copying left `{}` with {} files and no manifest; the \
+         next run {} it, and afterwards all {} backup directories of repo1 were complete and \
+         listed, with {} temporary files left. `pgbackrest check` passed: {}.",
+        s(&k["label"]),
+        s(&k["files_left"]),
+        if k["resumed"] == true {
+            "resumed"
+        } else {
+            "replaced"
+        },
+        s(&k["backup_dirs_after"]),
+        s(&k["temporary_files_after"]),
+        s(&b["check_passed"]),
+    );
+    let _ = writeln!(
+        o,
+        "\n| refused run | exit | the job said |\n| --- | ---: | --- |"
+    );
+    for x in b["refusals"].as_array().cloned().unwrap_or_default() {
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} |",
+            s(&x["case"]),
+            s(&x["exit_code"]),
+            s(&x["message"]),
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\n| repository | backups | files | encrypted | cipher | retention |\n| --- | ---: | ---: | ---: | --- | --- |"
+    );
+    for x in b["repos"].as_array().cloned().unwrap_or_default() {
+        let _ = writeln!(
+            o,
+            "| repo{} | {} | {} | {} | {} | {} |",
+            s(&x["repo"]),
+            s(&x["backups"]),
+            s(&x["files"]),
+            s(&x["encrypted_files"]),
+            s(&x["cipher"]),
+            s(&x["retention"]),
+        );
+    }
+    let p = &rep["point_in_time"];
+    let _ = writeln!(
+        o,
+        "\n**Point in time**, from repo{} to {}: the message sent before it is there: {}; the one \
+         sent after it: {}. The copy opened on timeline {}; `pg_checksums --check` on it: {} \
+         files, {} blocks, {} bad checksums.",
+        s(&p["repo"]),
+        s(&p["target"]),
+        s(&p["first_present"]),
+        s(&p["second_present"]),
+        s(&p["timeline"]),
+        s(&p["checksums"]["files"]),
+        s(&p["checksums"]["blocks"]),
+        s(&p["checksums"]["bad"]),
+    );
+    let x = &rep["restore"];
+    let _ = writeln!(
+        o,
+        "\n**The restore procedure, on the deployment**: recovery took {} s; {} tables ({} rows) \
+         equal to the primary before it was stopped; one-time keys: {} uploaded, {} restored, {} \
+         after the book's step, {} seen by Synapse; everything healthy again after {} s, the \
+         replica streaming: {}; {} messages read back with the old access token; a full backup \
+         afterwards: `{}`.",
+        f1(&x["recovery_seconds"]),
+        s(&x["tables_compared"]),
+        s(&x["rows_compared"]),
+        s(&x["one_time_keys_uploaded"]),
+        s(&x["one_time_keys_restored"]),
+        s(&x["one_time_keys_after"]),
+        s(&x["one_time_keys_seen_by_synapse"]),
+        f1(&x["bring_up_seconds"]),
+        s(&x["replica_streaming_after"]),
+        s(&x["messages_read"]),
+        s(&x["backup_after"]),
+    );
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -236,8 +339,23 @@ mod tests {
             "bring_up": {"ready_at": {"db": 18.0, "init": 2.0}},
             "kills": [{"service": "rooms1", "kind": "rooms worker", "came_back": true, "seconds_to_healthy": 5.5,
                        "restarts": 1, "failed": "send: 2x HTTP 502", "retried": 2, "lost": 0}],
-            "replica": {"state": "streaming", "replay_bytes_behind": 0, "backups_run": 2, "archives_left": 1,
-                        "backup_refuses_primary": true, "tables_compared": 15, "rows_compared": 900}
+            "replica": {"state": "streaming", "replay_bytes_behind": 0,
+                "roles": {"synapse_role": "synapse", "synapse_sessions": 40, "rolsuper": false,
+                          "execute_server_program": false, "owns_database": true, "data_checksums": "on"},
+                "backup": {"runs": [{"repo": 1, "kind": "full", "label": "20261201-221504F", "seconds": 8.3}],
+                           "killed": {"label": "20261201-221504F_20261201-221600D", "files_left": 13,
+                                      "resumed": true, "backup_dirs_after": 2, "temporary_files_after": 0},
+                           "refusals": [{"case": "lag", "message": "backup: the replica's replay is 120 bytes behind", "exit_code": 1}],
+                           "repos": [{"repo": 2, "backups": 1, "files": 40, "encrypted_files": 40,
+                                      "cipher": "aes-256-cbc", "retention": "time 56"}],
+                           "check_passed": true},
+                "point_in_time": {"repo": 2, "target": "2026-12-01 22:15:52.708498+00", "first_present": true,
+                                  "second_present": false, "timeline": "2",
+                                  "checksums": {"files": 947, "blocks": 2833, "bad": 0}},
+                "restore": {"recovery_seconds": 3.2, "tables_compared": 15, "rows_compared": 900,
+                            "one_time_keys_uploaded": 5, "one_time_keys_restored": 5, "one_time_keys_after": 0,
+                            "one_time_keys_seen_by_synapse": 0, "bring_up_seconds": 70.0,
+                            "replica_streaming_after": true, "messages_read": 30, "backup_after": "x"}}
         });
         let md = super::render(&r);
         assert!(md.contains("1 of 2 steps passed"), "{md}");
@@ -247,7 +365,28 @@ mod tests {
         );
         assert!(md.contains("| `init` | 2.0 |\n| `db` | 18.0 |"), "{md}");
         assert!(md.contains("stand-in for nginx"));
-        assert!(md.contains("15 tables (900 rows)"));
+        assert!(md.contains("15 tables (900 rows) equal"), "{md}");
+        assert!(
+            md.contains("| full | repo1 | `20261201-221504F` | 8.3 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| repo2 | 1 | 40 | 40 | aes-256-cbc | time 56 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("there: true; the one sent after it: false")
+                && md.contains("2833 blocks, 0 bad"),
+            "{md}"
+        );
+        assert!(
+            md.contains("logged in as `synapse`: superuser false"),
+            "{md}"
+        );
+        assert!(
+            md.contains("with 13 files and no manifest; the next run resumed it"),
+            "{md}"
+        );
         assert!(!md.contains("a | b"), "pipes are escaped: {md}");
     }
 

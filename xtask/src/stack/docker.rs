@@ -143,6 +143,9 @@ pub struct ModelService {
     pub restart: Option<String>,
     #[serde(default)]
     pub volumes: Vec<ModelVolume>,
+    /// `build:` (context, dockerfile), when Compose builds the image itself.
+    #[serde(default)]
+    pub build: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -8,10 +8,12 @@
 //! through nginx's published port, [`routing`] compares the upstream nginx logged with the
 //! simulator's, [`checks`] runs `nginx -t`, `python -m synapse.config`, the book's `sql` blocks
 //! and the log scan inside the containers, [`kills`] crashes each kind of service in turn and
-//! watches the restart policy bring it back, [`replica`] checks the replica, backup and
-//! restore, and [`report`] writes the JSON report. [`docker`] is the only place that runs
+//! watches the restart policy bring it back, [`replica`] checks the replica and runs
+//! [`backup`] (pgBackRest) and [`restore`] (point in time, and the book's procedure on the
+//! deployment itself), and [`report`] writes the JSON report. [`docker`] is the only place that runs
 //! `docker`.
 
+pub mod backup;
 pub mod checks;
 pub mod client;
 pub mod docker;
@@ -19,6 +21,7 @@ pub mod http;
 pub mod kills;
 pub mod replica;
 pub mod report;
+pub mod restore;
 pub mod routing;
 pub mod run;
 
@@ -97,6 +100,9 @@ pub struct ImageUse {
     /// The stand-in's label, when a stand-in ran.
     pub standin: Option<String>,
     pub services: Vec<String>,
+    /// For an image the Compose file builds: the image its Dockerfile starts `FROM`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub built_from: Option<String>,
 }
 
 /// An error the book caused, located in the Markdown.
@@ -165,12 +171,17 @@ impl Stack {
             .collect()
     }
 
-    /// Services whose image (as the Compose file names it) has `name` as its last path part,
-    /// e.g. `nginx` for `nginx:1.28-alpine`.
+    /// Services whose image (as the Compose file names it, or the image a built one starts
+    /// `FROM`) has `name` as its last path part, e.g. `nginx` for `nginx:1.28-alpine`.
     pub fn services_of_image(&self, name: &str) -> Vec<String> {
         self.images
             .iter()
-            .filter(|i| image_name(&i.official) == name)
+            .filter(|i| {
+                image_name(&i.official) == name
+                    || i.built_from
+                        .as_deref()
+                        .is_some_and(|f| image_name(f) == name)
+            })
             .flat_map(|i| i.services.iter().cloned())
             .collect()
     }
@@ -341,29 +352,80 @@ pub fn prepare(book_root: &Path, paths: &Paths, choice: ImageChoice) -> anyhow::
         };
         by_image.entry(img.clone()).or_default().push(name.clone());
     }
-    let official_ok = || {
-        by_image
-            .keys()
-            .all(|i| docker::image_present(i) || docker::pull(i))
+    // Images the Compose file builds from a Dockerfile of the book: the image it starts FROM.
+    let builds = crate::images::compose_builds(&cf.content)
+        .map_err(|e| book_error("stack::compose", format!("{e:#}"), &first))?;
+    let built_from = |image: &str| -> anyhow::Result<Option<String>> {
+        let Some(b) = builds.iter().find(|b| b.image == image) else {
+            return Ok(None);
+        };
+        let path = b.dockerfile_path();
+        let Some(f) = tree.get(&path) else {
+            bail!(
+                "{}",
+                book_error(
+                    "stack::no-dockerfile",
+                    format!("`{image}` is built from {path}, which the book does not write"),
+                    &service_loc(&tree, &b.service)
+                )
+            );
+        };
+        match crate::images::built::parse_dockerfile(&f.content) {
+            Ok((from, _)) => Ok(Some(from)),
+            Err(e) => bail!(
+                "{}",
+                book_error("stack::dockerfile", e.message, &f.md_loc(e.line))
+            ),
+        }
+    };
+    let official_ok = || -> anyhow::Result<bool> {
+        for i in by_image.keys() {
+            let ok = match built_from(i)? {
+                // Built here: its base must be there or pullable, then `docker compose build`.
+                Some(from) => docker::image_present(&from) || docker::pull(&from),
+                None => docker::image_present(i) || docker::pull(i),
+            };
+            if !ok {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     };
     let use_standins = match choice {
         ImageChoice::Standin => true,
         ImageChoice::Official => {
-            if !official_ok() {
+            if !official_ok()? {
                 bail!("--images official: an image is missing and cannot be pulled");
             }
             false
         }
-        ImageChoice::Auto => !official_ok(),
+        ImageChoice::Auto => !official_ok()?,
     };
     let mut images = Vec::new();
     if use_standins {
-        let official: Vec<String> = by_image.keys().cloned().collect();
         let mut over = Vec::new();
-        for standin in crate::images::standins_for(&official)? {
+        let mut built_services = Vec::new();
+        for (image, services) in &by_image {
+            let standin = match built_from(image)? {
+                Some(_) => {
+                    let b = builds
+                        .iter()
+                        .find(|b| &b.image == image)
+                        .expect("built_from found it");
+                    let text = tree
+                        .get(&b.dockerfile_path())
+                        .map(|f| f.content.clone())
+                        .unwrap_or_default();
+                    built_services.extend(services.iter().cloned());
+                    crate::images::built::standin_for_built(image, &text)?
+                }
+                None => crate::images::standins_for(std::slice::from_ref(image))?
+                    .into_iter()
+                    .next()
+                    .context("no stand-in")?,
+            };
             let built = crate::images::build(&standin)?;
-            let services = by_image[&standin.official].clone();
-            for svc in &services {
+            for svc in services {
                 over.push((svc.clone(), standin.image.clone()));
             }
             eprintln!(
@@ -376,21 +438,31 @@ pub fn prepare(book_root: &Path, paths: &Paths, choice: ImageChoice) -> anyhow::
                 official: standin.official.clone(),
                 used: standin.image.clone(),
                 standin: Some(image_label(&standin.image)),
-                services,
+                services: services.clone(),
+                built_from: standin.derived.as_ref().map(|d| d.from.clone()),
             });
         }
         std::fs::write(
             paths.standin_override(),
-            crate::images::override_yaml(&over),
+            crate::images::override_yaml_built(&over, &built_services),
         )?;
         compose.files.push(paths.standin_override());
     } else {
         for (img, services) in &by_image {
+            let from = built_from(img)?;
+            if from.is_some() {
+                // As a reader's `docker compose up` would: build the book's Dockerfile.
+                let svc = services.first().expect("an image has a service");
+                compose
+                    .ok(&["build", svc], Duration::from_secs(1800))
+                    .with_context(|| format!("docker compose build {svc} ({img})"))?;
+            }
             images.push(ImageUse {
                 official: img.clone(),
                 used: img.clone(),
                 standin: None,
                 services: services.clone(),
+                built_from: from,
             });
         }
     }

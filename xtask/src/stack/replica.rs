@@ -1,38 +1,32 @@
-//! The replica, backup and restore chapters on the live stack: the `db-replica` service
-//! streams from the primary, a write through Synapse reaches it, the `db-backup` job (run as
-//! the book runs it, `docker compose run --rm db-backup`) keeps `BACKUP_KEEP` archives and
-//! refuses a primary, and the newest archive, unpacked by the book's `restore.sh` with the
-//! book's command, starts as a primary holding exactly the rows of Synapse's main tables.
+//! The backup chapters on the live stack, in order: the `db-replica` service streams from the
+//! primary and a write through Synapse reaches it; Synapse logs in as a role that is no
+//! superuser and the cluster has data checksums; then [`super::backup`] (pgBackRest backups
+//! from the replica, killed and refused runs, both repositories encrypted) and
+//! [`super::restore`] (a point-in-time restore from the off-site repository, and the book's
+//! restore procedure on the deployment itself).
 
-use super::Stack;
-use super::checks::psql;
-use anyhow::{Context, bail, ensure};
+use super::checks::{Window, psql};
+use super::client::{Client, State};
+use super::{Stack, backup, restore};
+use anyhow::{Context, ensure};
 use serde::Serialize;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 pub const REPLICA: &str = "db-replica";
-pub const BACKUP: &str = "db-backup";
 
-/// Synapse's main tables: the ones whose rows only change when clients act. (Tables such as
-/// `devices` or `user_ips` are touched by background jobs and would differ by timing alone.)
-pub const MAIN_TABLES: &[&str] = &[
-    "users",
-    "profiles",
-    "rooms",
-    "events",
-    "event_json",
-    "event_edges",
-    "event_auth",
-    "state_events",
-    "current_state_events",
-    "room_memberships",
-    "local_current_membership",
-    "state_groups",
-    "state_groups_state",
-    "state_group_edges",
-    "event_forward_extremities",
-];
+/// Who Synapse is to PostgreSQL, and how the cluster was made.
+#[derive(Debug, Clone, Serialize)]
+pub struct Roles {
+    /// The role every session of Synapse's processes logged in as.
+    pub synapse_role: String,
+    pub synapse_sessions: u64,
+    pub rolsuper: bool,
+    /// Member of `pg_execute_server_program` (`COPY ... TO PROGRAM`).
+    pub execute_server_program: bool,
+    pub owns_database: bool,
+    /// `SHOW data_checksums` on the primary.
+    pub data_checksums: String,
+}
 
 /// What the check saw; every field was measured.
 #[derive(Debug, Clone, Serialize)]
@@ -44,13 +38,10 @@ pub struct ReplicaReport {
     pub wal_receiver_status: String,
     /// Bytes the replica's replay was behind the primary's WAL position after the write.
     pub replay_bytes_behind: i64,
-    pub backups_run: usize,
-    pub archives_left: usize,
-    pub backup_refuses_primary: bool,
-    pub archive: String,
-    pub archive_bytes: u64,
-    pub tables_compared: usize,
-    pub rows_compared: u64,
+    pub roles: Roles,
+    pub backup: backup::BackupReport,
+    pub point_in_time: restore::PitrReport,
+    pub restore: restore::InPlaceReport,
     pub seconds: f64,
 }
 
@@ -68,18 +59,100 @@ fn one(s: &Stack, svc: &str, port: &str, sql: &str) -> anyhow::Result<String> {
     Ok(r.stdout.trim().to_string())
 }
 
-/// Runs the whole check. `write` writes to the primary through Synapse (a message).
+/// Waits (30 s at most) until the replica has replayed everything the primary has written.
+pub fn wait_caught_up(s: &Stack, primary: &str, pport: &str, rport: &str) -> anyhow::Result<i64> {
+    let lsn = one(s, primary, pport, "SELECT pg_current_wal_lsn()")?;
+    let t = Instant::now();
+    loop {
+        let b: i64 = one(
+            s,
+            REPLICA,
+            rport,
+            &format!("SELECT pg_wal_lsn_diff('{lsn}', pg_last_wal_replay_lsn())::bigint"),
+        )?
+        .parse()
+        .context("lsn diff")?;
+        if b <= 0 {
+            return Ok(0);
+        }
+        ensure!(
+            t.elapsed() < Duration::from_secs(30),
+            "the replica is still {b} bytes behind after 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn roles(s: &Stack, primary: &str, pport: &str) -> anyhow::Result<Roles> {
+    // Synapse's sessions: every client connection but psql's (ours, the healthchecks').
+    let row = one(
+        s,
+        primary,
+        pport,
+        "SELECT coalesce(string_agg(DISTINCT usename, ','), '') || '|' || count(*) \
+           FROM pg_stat_activity \
+          WHERE backend_type = 'client backend' AND datname = current_database() \
+            AND application_name <> 'psql' AND pid <> pg_backend_pid()",
+    )?;
+    let (role, n) = row.split_once('|').context("sessions")?;
+    ensure!(
+        !role.is_empty() && !role.contains(','),
+        "Synapse's sessions log in as {role:?}: one role expected"
+    );
+    let r = one(
+        s,
+        primary,
+        pport,
+        &format!(
+            "SELECT rolsuper, pg_has_role(oid, 'pg_execute_server_program', 'MEMBER'), \
+                    (SELECT datdba FROM pg_database WHERE datname = current_database()) = oid, \
+                    current_setting('data_checksums') \
+               FROM pg_roles WHERE rolname = '{}'",
+            role.replace('\'', "''")
+        ),
+    )?;
+    let f: Vec<&str> = r.split('|').collect();
+    ensure!(f.len() == 4, "pg_roles for {role}: {r:?}");
+    let roles = Roles {
+        synapse_role: role.to_string(),
+        synapse_sessions: n.parse().unwrap_or(0),
+        rolsuper: f[0] == "t",
+        execute_server_program: f[1] == "t",
+        owns_database: f[2] == "t",
+        data_checksums: f[3].to_string(),
+    };
+    ensure!(
+        !roles.rolsuper && !roles.execute_server_program && roles.owns_database,
+        "Synapse's role {role}: superuser {}, pg_execute_server_program {}, owns its database {}",
+        roles.rolsuper,
+        roles.execute_server_program,
+        roles.owns_database
+    );
+    ensure!(
+        roles.data_checksums == "on",
+        "the primary runs with data_checksums {}",
+        roles.data_checksums
+    );
+    Ok(roles)
+}
+
+/// Runs the whole check. The client writes through Synapse; `st` gains the messages sent.
+/// Returns the report and the windows in which the restore made services log their shutdown.
 pub fn check(
     s: &Stack,
-    write: &mut dyn FnMut() -> anyhow::Result<()>,
-) -> anyhow::Result<ReplicaReport> {
+    c: &mut Client,
+    st: &mut State,
+) -> anyhow::Result<(ReplicaReport, Vec<Window>)> {
     let t0 = Instant::now();
     let primary = s.primary_db().context("no primary database service")?;
     let pport = port_of(s, &primary);
     let rport = port_of(s, REPLICA);
     ensure!(
-        s.model.services.contains_key(BACKUP),
-        "the book has a `{REPLICA}` service but no `{BACKUP}` job"
+        s.model.services.contains_key(backup::BACKUP)
+            && s.model.services.contains_key(restore::RESTORE),
+        "the book has a `{REPLICA}` service but no `{}` or `{}` job",
+        backup::BACKUP,
+        restore::RESTORE
     );
 
     // Streaming, seen from both ends.
@@ -103,242 +176,40 @@ pub fn check(
     );
 
     // A write through Synapse reaches the replica.
-    write()?;
-    let lsn = one(s, &primary, &pport, "SELECT pg_current_wal_lsn()")?;
-    let t = Instant::now();
-    let behind = loop {
-        let b: i64 = one(
-            s,
-            REPLICA,
-            &rport,
-            &format!("SELECT pg_wal_lsn_diff('{lsn}', pg_last_wal_replay_lsn())::bigint"),
-        )?
-        .parse()
-        .context("lsn diff")?;
-        if b <= 0 || t.elapsed() > Duration::from_secs(30) {
-            break b.max(0);
-        }
-        std::thread::sleep(Duration::from_millis(200));
+    let mut n = 0;
+    let mut write = |c: &mut Client, st: &mut State| -> anyhow::Result<()> {
+        n += 1;
+        let body = format!("written for the backup check {n}");
+        super::client::send_text(c, &st.alice, &st.room_id, &body)?;
+        st.sent_bodies.push(body);
+        Ok(())
     };
+    write(c, st)?;
+    let behind = wait_caught_up(s, &primary, &pport, &rport)?;
+    let roles = roles(s, &primary, &pport)?;
+
+    // One-time keys of a device, in every backup from here on.
+    let uploaded = restore::upload_one_time_keys(c, &st.alice, 5)?;
     ensure!(
-        behind == 0,
-        "the replica is still {behind} bytes behind after 30 s"
+        uploaded >= 5,
+        "Synapse counts {uploaded} one-time keys after the upload"
     );
 
-    // The backup job, as the book runs it, twice with BACKUP_KEEP=1: one archive is left.
-    let backups = s.compose.dir.join("backups");
-    let archives = || -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(&backups)
-            .map(|rd| rd.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default();
-        v.retain(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("synapse-db-"))
-        });
-        v.sort();
-        v
-    };
-    let mut backups_run = 0;
-    for i in 0..2 {
-        if i > 0 {
-            // Archive names have a resolution of one second.
-            std::thread::sleep(Duration::from_millis(1100));
-        }
-        s.compose.ok(
-            &["run", "--rm", "--no-TTY", "-e", "BACKUP_KEEP=1", BACKUP],
-            Duration::from_secs(600),
-        )?;
-        backups_run += 1;
-    }
-    let left = archives();
-    ensure!(
-        left.len() == 1,
-        "BACKUP_KEEP=1 left {} archives: {left:?}",
-        left.len()
-    );
-
-    // Pointed at the primary, it refuses and leaves the archive alone.
-    let r = s.compose.run(
-        &[
-            "run",
-            "--rm",
-            "--no-TTY",
-            "-e",
-            &format!("REPLICA_PORT={pport}"),
-            BACKUP,
-        ],
-        Duration::from_secs(300),
-    )?;
-    let backup_refuses_primary = !r.ok && archives() == left;
-    ensure!(
-        backup_refuses_primary,
-        "the backup job pointed at the primary: exit {:?}, archives {:?}",
-        r.code,
-        archives()
-    );
-
-    // The restore drill, into a scratch directory of the deployment with the book's command.
-    let archive = left[0].clone();
-    let name = archive
-        .file_name()
-        .expect("file")
-        .to_string_lossy()
-        .into_owned();
-    let archive_bytes = std::fs::metadata(&archive).map(|m| m.len()).unwrap_or(0);
-    let drill = s.compose.dir.join("postgres/restore-drill");
-    let restore = s.compose.shell(
-        &format!(
-            "docker compose run --rm --no-deps --entrypoint bash -v \"$PWD/postgres/restore-drill:/restore\" \
-             {BACKUP} /usr/local/bin/restore.sh /backups/{name} /restore"
-        ),
-        None,
-        Duration::from_secs(300),
-    )?;
-    ensure!(restore.ok, "restore.sh failed: {}", restore.text().trim());
-    let result = compare_restored(s, &primary, &pport, &drill);
-    let _ = super::remove_dir(&drill);
-    let (tables_compared, rows_compared) = result?;
-    Ok(ReplicaReport {
-        application_name: application_name.to_string(),
-        state: state.to_string(),
-        wal_receiver_status,
-        replay_bytes_behind: behind,
-        backups_run,
-        archives_left: left.len(),
-        backup_refuses_primary,
-        archive: name,
-        archive_bytes,
-        tables_compared,
-        rows_compared,
-        seconds: t0.elapsed().as_secs_f64(),
-    })
-}
-
-/// Starts the database image on the restored directory (a container of its own, labelled with
-/// the project so teardown finds it), waits for it to finish recovery, and compares every row
-/// of Synapse's main tables with the primary.
-fn compare_restored(
-    s: &Stack,
-    primary: &str,
-    pport: &str,
-    dir: &std::path::Path,
-) -> anyhow::Result<(usize, u64)> {
-    let image = s.model.services[primary]
-        .image
-        .clone()
-        .context("db image")?;
-    let env = s.model.services[primary].env();
-    let user = env
-        .get("POSTGRES_USER")
-        .cloned()
-        .unwrap_or_else(|| "postgres".into());
-    let db = env
-        .get("POSTGRES_DB")
-        .cloned()
-        .unwrap_or_else(|| user.clone());
-    let pw = env.get("POSTGRES_PASSWORD").cloned().unwrap_or_default();
-    let conf = s.compose.dir.join("postgres/postgresql.conf");
-    let name = format!("{}-restore-drill", s.compose.project);
-    let mut c = s.compose.docker();
-    c.args([
-        "run",
-        "-d",
-        "--rm",
-        "--name",
-        &name,
-        "--user",
-        "postgres",
-        "--shm-size",
-        "256m",
-    ])
-    .args([
-        "--label",
-        &format!("com.docker.compose.project={}", s.compose.project),
-    ])
-    .arg("-v")
-    .arg(format!("{}:/var/lib/postgresql/data", dir.display()))
-    .arg("-v")
-    .arg(format!(
-        "{}:/etc/postgresql/postgresql.conf:ro",
-        conf.display()
+    let backup = backup::check(s, &primary, &pport, &rport, &mut || write(c, st))?;
+    let point_in_time = restore::point_in_time(s, c, st, &primary, &pport, 2)?;
+    let (restore, window) = restore::in_place(s, c, st, &primary, &pport, uploaded)?;
+    Ok((
+        ReplicaReport {
+            application_name: application_name.to_string(),
+            state: state.to_string(),
+            wal_receiver_status,
+            replay_bytes_behind: behind,
+            roles,
+            backup,
+            point_in_time,
+            restore,
+            seconds: t0.elapsed().as_secs_f64(),
+        },
+        vec![window],
     ))
-    .arg(&image)
-    .args([
-        "postgres",
-        "-c",
-        "config_file=/etc/postgresql/postgresql.conf",
-        "-c",
-        "unix_socket_directories=/tmp",
-        "-c",
-        "shared_buffers=128MB",
-    ]);
-    let r = super::docker::run_with(c, None, Duration::from_secs(120))?;
-    ensure!(
-        r.ok,
-        "cannot start the restored cluster: {}",
-        r.text().trim()
-    );
-    let result = (|| {
-        let q = |sql: &str| -> anyhow::Result<String> {
-            let mut c = s.compose.docker();
-            c.args(["exec", "-i", "-e", &format!("PGPASSWORD={pw}"), &name])
-                .args([
-                    "psql",
-                    "-X",
-                    "-q",
-                    "-A",
-                    "-t",
-                    "-v",
-                    "ON_ERROR_STOP=1",
-                    "-h",
-                    "/tmp",
-                ])
-                .args(["-U", &user, "-d", &db, "-f", "-"]);
-            let r = super::docker::run_with(c, Some(sql), Duration::from_secs(60))?;
-            if !r.ok {
-                bail!("{}", r.text().trim());
-            }
-            Ok(r.stdout.trim().to_string())
-        };
-        let t = Instant::now();
-        loop {
-            match q("SELECT pg_is_in_recovery()") {
-                Ok(v) if v == "f" => break,
-                _ if t.elapsed() > Duration::from_secs(120) => {
-                    let mut c = s.compose.docker();
-                    c.args(["logs", &name]);
-                    let logs = super::docker::run_with(c, None, Duration::from_secs(30))
-                        .map(|r| r.text())
-                        .unwrap_or_default();
-                    bail!(
-                        "the restored cluster did not open as a primary within 120 s:\n{}",
-                        super::docker::tail(&logs, 15)
-                    );
-                }
-                _ => std::thread::sleep(Duration::from_millis(300)),
-            }
-        }
-        let mut rows = 0;
-        for table in MAIN_TABLES {
-            let sql = format!(
-                "SELECT count(*) || '|' || coalesce(md5(string_agg(t::text, ',' ORDER BY t::text)), '') FROM {table} t"
-            );
-            let restored = q(&sql)?;
-            let live = one(s, primary, pport, &sql)?;
-            ensure!(
-                restored == live,
-                "table {table}: restored {restored}, primary {live}"
-            );
-            rows += restored
-                .split('|')
-                .next()
-                .and_then(|n| n.parse::<u64>().ok())
-                .unwrap_or(0);
-        }
-        Ok((MAIN_TABLES.len(), rows))
-    })();
-    let mut c = s.compose.docker();
-    c.args(["rm", "-f", "-v", &name]);
-    let _ = super::docker::run_with(c, None, Duration::from_secs(120));
-    result
 }

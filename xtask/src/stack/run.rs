@@ -269,8 +269,9 @@ fn test_inner(s: &Stack, report: &mut Report) -> Vec<checks::Window> {
             client::route_samples(&mut c, &s.book, &state, report);
             routing::compare_step(&s.tree, &log, &c.sent, report);
             checks::sql_blocks(s, report);
-            replica_check(s, &mut c, &state, report);
+            let restore_windows = replica_check(s, &mut c, &mut state, report);
             windows = kills::kill_table(&mut c, s, &mut state, report);
+            windows.extend(restore_windows);
         }
         Err(e) => {
             report.push(Step::fail(
@@ -284,38 +285,68 @@ fn test_inner(s: &Stack, report: &mut Report) -> Vec<checks::Window> {
     windows
 }
 
-/// The replica/backup/restore check of the backup chapters, when the book has a replica.
-fn replica_check(s: &Stack, c: &mut client::Client, st: &client::State, report: &mut Report) {
+/// The replica, backup and restore check of the backup chapters, when the book has a
+/// replica. Returns the windows in which the restore made services log their shutdown.
+fn replica_check(
+    s: &Stack,
+    c: &mut client::Client,
+    st: &mut client::State,
+    report: &mut Report,
+) -> Vec<checks::Window> {
     if !s.model.services.contains_key(super::replica::REPLICA) {
-        return;
+        return Vec::new();
     }
     let t = Instant::now();
-    let mut n = 0;
-    let mut write = || -> anyhow::Result<()> {
-        n += 1;
-        client::send_text(
-            c,
-            &st.alice,
-            &st.room_id,
-            &format!("written for the replica check {n}"),
-        )
-        .map(|_| ())
-    };
-    let name = "replica streams, backup from it restores";
-    match super::replica::check(s, &mut write) {
-        Ok(r) => {
+    let name = "replica streams; pgBackRest backups from it; point-in-time and full restores";
+    match super::replica::check(s, c, st) {
+        Ok((r, windows)) => {
             let detail = format!(
-                "{} ({}), {} B behind; {} backup(s); {} tables / {} rows compared after restore",
+                "{} ({}), {} B behind; Synapse as `{}` (superuser: {}); {} backups, a killed one \
+                 {}, {} refusals, {} encrypted files; point in time: first message {}, second {}, \
+                 {} bad checksums in {} blocks; restore: {} tables / {} rows equal, one-time keys \
+                 {} -> {}, {} messages read back",
                 r.state,
                 r.wal_receiver_status,
                 r.replay_bytes_behind,
-                r.backups_run,
-                r.tables_compared,
-                r.rows_compared
+                r.roles.synapse_role,
+                r.roles.rolsuper,
+                r.backup.runs.len(),
+                if r.backup.killed.resumed {
+                    "resumed"
+                } else {
+                    "removed"
+                },
+                r.backup.refusals.len(),
+                r.backup
+                    .repos
+                    .iter()
+                    .map(|x| x.encrypted_files)
+                    .sum::<usize>(),
+                if r.point_in_time.first_present {
+                    "there"
+                } else {
+                    "missing"
+                },
+                if r.point_in_time.second_present {
+                    "there"
+                } else {
+                    "absent"
+                },
+                r.point_in_time.checksums.bad,
+                r.point_in_time.checksums.blocks,
+                r.restore.tables_compared,
+                r.restore.rows_compared,
+                r.restore.one_time_keys_restored,
+                r.restore.one_time_keys_after,
+                r.restore.messages_read,
             );
             report.replica = serde_json::to_value(&r).ok();
             report.push(Step::new(name, true, detail, t.elapsed()));
+            windows
         }
-        Err(e) => report.push(Step::new(name, false, format!("{e:#}"), t.elapsed())),
+        Err(e) => {
+            report.push(Step::new(name, false, format!("{e:#}"), t.elapsed()));
+            Vec::new()
+        }
     }
 }
