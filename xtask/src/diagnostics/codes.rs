@@ -482,6 +482,14 @@ pub const CODES: &[Code] = &[
         "`docker compose config` refuses the extracted tree",
     ),
     error("stack::no-image", "a service names no image"),
+    error(
+        "stack::no-dockerfile",
+        "a service builds an image from a Dockerfile the tree does not have",
+    ),
+    error(
+        "stack::dockerfile",
+        "a Dockerfile the book builds has no stand-in recipe (only `FROM` an image with a stand-in and `RUN apk add`)",
+    ),
     error("stack::not-healthy", "a service does not become healthy"),
 ];
 

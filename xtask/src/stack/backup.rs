@@ -363,13 +363,6 @@ fn temporary_files(repos: &Repos) -> Vec<PathBuf> {
     v
 }
 
-/// The single value a query returns in a service's database.
-fn one_value(s: &Stack, svc: &str, port: &str, sql: &str) -> anyhow::Result<String> {
-    let r = psql(s, svc, Some(port), sql)?;
-    ensure!(r.ok, "psql in {svc}: {}", r.text().trim());
-    Ok(r.stdout.trim().to_string())
-}
-
 /// No session of the primary is still in a backup started by pgBackRest.
 fn primary_backup_sessions(s: &Stack, primary: &str, port: &str) -> anyhow::Result<i64> {
     let r = psql(
@@ -540,7 +533,7 @@ pub fn check(
     // Refusals: a replica whose replay is behind, and a repository without room.
     let pause = psql(
         s,
-        super::replica::REPLICA,
+        super::pg::REPLICA,
         Some(rport),
         "SELECT pg_wal_replay_pause()",
     )?;
@@ -549,9 +542,9 @@ pub fn check(
         // The pause takes effect at the replica's next look at it: wait for it, then write
         // until the replica is measurably behind.
         let t = Instant::now();
-        while one_value(
+        while super::pg::one(
             s,
-            super::replica::REPLICA,
+            super::pg::REPLICA,
             rport,
             "SELECT pg_get_wal_replay_pause_state()",
         )? != "paused"
@@ -562,13 +555,13 @@ pub fn check(
         let t = Instant::now();
         loop {
             lagging_write()?;
-            let replayed = one_value(
+            let replayed = super::pg::one(
                 s,
-                super::replica::REPLICA,
+                super::pg::REPLICA,
                 rport,
                 "SELECT pg_last_wal_replay_lsn()",
             )?;
-            let behind: i64 = one_value(
+            let behind: i64 = super::pg::one(
                 s,
                 primary,
                 pport,
@@ -595,7 +588,7 @@ pub fn check(
     })();
     let resume = psql(
         s,
-        super::replica::REPLICA,
+        super::pg::REPLICA,
         Some(rport),
         "SELECT pg_wal_replay_resume()",
     )?;
@@ -605,7 +598,7 @@ pub fn check(
         resume.text().trim()
     );
     let mut refusals = vec![lag?];
-    super::replica::wait_caught_up(s, primary, pport, rport)?;
+    super::pg::wait_caught_up(s, primary, pport, rport)?;
     refusals.push(refused(
         s,
         &repos,

@@ -19,6 +19,7 @@ pub mod client;
 pub mod docker;
 pub mod http;
 pub mod kills;
+pub mod pg;
 pub mod replica;
 pub mod report;
 pub mod restore;
