@@ -27,7 +27,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// The parts `setup` knows, in the order it runs them.
-pub const PARTS: &[&str] = &["debian", "synapse", "mdbook", "pytools", "compose"];
+pub const PARTS: &[&str] = &[
+    "debian", "synapse", "mdbook", "pytools", "compose", "images",
+];
 
 /// What a part did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -445,11 +447,39 @@ pub fn run_parts(parts: &[String]) -> anyhow::Result<Vec<(String, Outcome)>> {
             }
             "pytools" => pytools(&crate::tools::py_tools())?,
             "compose" => compose()?,
+            "images" => standin_images()?,
             _ => unreachable!("checked above"),
         };
         out.push((p.to_string(), o));
     }
     Ok(out)
+}
+
+/// The stand-in images of the book's Compose file (`cargo xtask images`), when a Docker daemon
+/// answers; a machine without one (the pristine container) skips them, since only the stack
+/// test, which needs the daemon anyway, uses them.
+pub fn standin_images() -> anyhow::Result<Outcome> {
+    if crate::images::docker::daemon_version().is_err() {
+        return Ok(Outcome::AlreadyThere(
+            "no stand-in images: no Docker daemon answers here".into(),
+        ));
+    }
+    let standins = crate::images::standins_of_book(&crate::project_root())?;
+    let mut built = Vec::new();
+    let mut reused = 0;
+    for s in &standins {
+        let b = crate::images::build(s)?;
+        if b.built {
+            built.push(s.image.clone());
+        } else {
+            reused += 1;
+        }
+    }
+    Ok(if built.is_empty() {
+        Outcome::AlreadyThere(format!("{reused} stand-in images, up to date"))
+    } else {
+        Outcome::Installed(format!("stand-in images {}", built.join(" ")))
+    })
 }
 
 #[cfg(test)]

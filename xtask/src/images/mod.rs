@@ -182,6 +182,33 @@ pub(crate) fn standin_for(image: &str) -> anyhow::Result<Standin> {
     })
 }
 
+/// The stand-ins for every image of the Compose file the book at `root` extracts.
+pub fn standins_of_book(root: &std::path::Path) -> anyhow::Result<Vec<Standin>> {
+    const COMPOSE_FILE: &str = "docker-compose.yml";
+    let book = crate::book::load(root).map_err(|d| {
+        anyhow::anyhow!(
+            "cannot load the book: {}",
+            crate::diagnostics::render_human(&d, root)
+        )
+    })?;
+    let tree = crate::extract::assemble(&book, &Default::default()).map_err(|d| {
+        anyhow::anyhow!(
+            "cannot extract the book: {}",
+            crate::diagnostics::render_human(&d, root)
+        )
+    })?;
+    let file = tree
+        .get(COMPOSE_FILE)
+        .with_context(|| format!("the book extracts no {COMPOSE_FILE}"))?;
+    let read = |p: &str| tree.get(p).map(|f| f.content.clone());
+    standins_for_compose(&file.content, &read).with_context(|| {
+        format!(
+            "the images of {COMPOSE_FILE} (written by {})",
+            file.first_loc()
+        )
+    })
+}
+
 /// The stand-ins for every image of a Compose file: [`standins_for`] for the images it pulls,
 /// [`built::standin_for_built`] for those it builds, whose Dockerfile `read` returns (given its
 /// path relative to the Compose file's directory, e.g. `postgres/image/Dockerfile`).
