@@ -45,6 +45,8 @@ pub struct Timings {
     pub bring_up: f64,
     pub smoke: f64,
     pub teardown: f64,
+    /// The variant runs (bring-up, smoke, teardown of each).
+    pub variants: f64,
     pub total: f64,
 }
 
@@ -113,6 +115,8 @@ pub struct Report {
     pub kills: Vec<Kill>,
     /// The PostgreSQL replica/backup/restore check, when the book has a replica.
     pub replica: Option<serde_json::Value>,
+    /// The variants brought up after the main deployment.
+    pub variants: Vec<super::variants::VariantRun>,
 }
 
 impl Report {
@@ -135,7 +139,7 @@ impl Report {
     pub fn summary(&self) -> String {
         let failed = self.steps.iter().filter(|s| !s.ok).count();
         format!(
-            "stack: {} steps, {} failed; upstream matched {}/{}; sql blocks run {}; bring-up {:.1} s, smoke {:.1} s, total {:.1} s\n",
+            "stack: {} steps, {} failed; upstream matched {}/{}; sql blocks run {}; bring-up {:.1} s, smoke {:.1} s, variants {:.1} s, total {:.1} s\n",
             self.steps.len(),
             failed,
             self.upstreams.matched,
@@ -143,6 +147,7 @@ impl Report {
             self.sql_blocks_run,
             self.timings.bring_up,
             self.timings.smoke,
+            self.timings.variants,
             self.timings.total
         )
     }

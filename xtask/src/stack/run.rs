@@ -181,19 +181,24 @@ pub fn test(
         left.join("; "),
         ts.elapsed(),
     ));
-    report.timings.total = t0.elapsed().as_secs_f64();
     let blessed = bless.then(|| {
         s.book
             .root
             .join(&s.book.src)
             .join(crate::preprocess::evidence::REPORT_PATH)
     });
+    // The variants publish the same ports: the main deployment's locks go first.
+    drop(s);
+    let tv = Instant::now();
+    super::variants::run_all(root, paths, images, &mut report);
+    report.timings.variants = tv.elapsed().as_secs_f64();
+    report.timings.total = t0.elapsed().as_secs_f64();
     let code = finish(report, report_file, blessed.as_deref())?;
     Ok(code)
 }
 
 /// Every service's output, kept in `logs/` next to the tree before teardown removes it.
-fn save_logs(s: &Stack) {
+pub(super) fn save_logs(s: &Stack) {
     let dir = s.paths.base.join("logs");
     let _ = std::fs::create_dir_all(&dir);
     for name in s.model.services.keys() {
