@@ -45,6 +45,8 @@ pub struct Timings {
     pub bring_up: f64,
     pub smoke: f64,
     pub teardown: f64,
+    /// The console blocks of the book.
+    pub console: f64,
     /// The variant runs (bring-up, smoke, teardown of each).
     pub variants: f64,
     pub total: f64,
@@ -117,6 +119,8 @@ pub struct Report {
     pub replica: Option<serde_json::Value>,
     /// The variants brought up after the main deployment.
     pub variants: Vec<super::variants::VariantRun>,
+    /// The console blocks: run, matched, skipped.
+    pub console: Option<super::console::Counts>,
 }
 
 impl Report {

@@ -160,7 +160,7 @@ pub fn test(
                 .unwrap_or_default()
         );
     }
-    let windows = test_inner(&s, &mut report);
+    let windows = test_inner(&s, &mut report, bless);
     // Scan logs before teardown (shutdown noise is not a finding).
     let ts = Instant::now();
     let (findings, _) = checks::scan_logs(&s, &windows);
@@ -211,7 +211,7 @@ pub(super) fn save_logs(s: &Stack) {
     }
 }
 
-fn test_inner(s: &Stack, report: &mut Report) -> Vec<checks::Window> {
+fn test_inner(s: &Stack, report: &mut Report, bless: bool) -> Vec<checks::Window> {
     let ts = Instant::now();
     match bring_up(s) {
         Ok(b) => {
@@ -274,6 +274,9 @@ fn test_inner(s: &Stack, report: &mut Report) -> Vec<checks::Window> {
             client::route_samples(&mut c, &s.book, &state, report);
             routing::compare_step(&s.tree, &log, &c.sent, report);
             checks::sql_blocks(s, report);
+            let t = Instant::now();
+            report.console = Some(super::console::run(s, report, bless));
+            report.timings.console = t.elapsed().as_secs_f64();
             let restore_windows = replica_check(s, &mut c, &mut state, report);
             windows = kills::kill_table(&mut c, s, &mut state, report);
             windows.extend(restore_windows);
