@@ -9,32 +9,13 @@
 //! with what came back. Blocks marked `skip="reason"` are counted, not run.
 
 use super::Stack;
-use super::report::{Report, Step};
+use super::report::{ConsoleCounts as Counts, Report, Step};
 use crate::book::console::{self, Command};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// How long one command may take (a backup, a `docker compose run`).
 const TIMEOUT: Duration = Duration::from_secs(300);
-
-/// The counts and findings of the console run, for the report.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct Counts {
-    /// Blocks run (every command executed).
-    pub run: usize,
-    /// Blocks whose every shown output matched and every command succeeded.
-    pub matched: usize,
-    /// Blocks marked `skip`, as `file:line: reason`.
-    pub skipped: Vec<String>,
-    /// Commands executed.
-    pub commands: usize,
-    /// Commands whose shown output was compared.
-    pub compared: usize,
-    /// `file:line: what differed`.
-    pub failures: Vec<String>,
-    /// Markdown files whose shown outputs `--bless` rewrote.
-    pub blessed: Vec<String>,
-}
 
 /// One replacement of shown output lines in a Markdown file.
 struct Edit {

@@ -10,7 +10,9 @@
 //! and the log scan inside the containers, [`kills`] crashes each kind of service in turn and
 //! watches the restart policy bring it back, [`replica`] checks the replica and runs
 //! [`backup`] (pgBackRest) and [`restore`] (point in time, and the book's procedure on the
-//! deployment itself), and [`report`] writes the JSON report. [`docker`] is the only place that runs
+//! deployment itself), [`console`] runs every console block of the book and compares its shown
+//! output, [`variants`] brings up the book's variants after the main run, and [`report`] writes
+//! the JSON report. [`docker`] is the only place that runs
 //! `docker`.
 
 pub mod backup;

@@ -118,9 +118,9 @@ pub struct Report {
     /// The PostgreSQL replica/backup/restore check, when the book has a replica.
     pub replica: Option<serde_json::Value>,
     /// The variants brought up after the main deployment.
-    pub variants: Vec<super::variants::VariantRun>,
+    pub variants: Vec<VariantRun>,
     /// The console blocks: run, matched, skipped.
-    pub console: Option<super::console::Counts>,
+    pub console: Option<ConsoleCounts>,
 }
 
 impl Report {
@@ -183,4 +183,35 @@ pub struct Kill {
     /// Error lines any service logged while this one was down (excused from the log scan).
     pub log_lines: usize,
     pub error: Option<String>,
+}
+
+/// The counts and findings of the console run ([`super::console`]).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ConsoleCounts {
+    /// Blocks run (every command executed).
+    pub run: usize,
+    /// Blocks whose every shown output matched and every command succeeded.
+    pub matched: usize,
+    /// Blocks marked `skip`, as `file:line: reason`.
+    pub skipped: Vec<String>,
+    /// Commands executed.
+    pub commands: usize,
+    /// Commands whose shown output was compared.
+    pub compared: usize,
+    /// `file:line: what differed`.
+    pub failures: Vec<String>,
+    /// Markdown files whose shown outputs `--bless` rewrote.
+    pub blessed: Vec<String>,
+}
+
+/// What one variant run did ([`super::variants`]).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct VariantRun {
+    pub variants: Vec<String>,
+    pub ok: bool,
+    pub bring_up_seconds: f64,
+    /// Seconds from extraction to teardown, bring-up included: what the run added.
+    pub seconds: f64,
+    /// The steps of this run (also in the report's steps, prefixed with the variant names).
+    pub steps: usize,
 }

@@ -170,7 +170,7 @@ pub fn test(
         findings.join("\n"),
         ts.elapsed(),
     ));
-    save_logs(&s);
+    checks::save_logs(&s);
     let ts = Instant::now();
     let left = s.compose.down().unwrap_or_else(|e| vec![format!("{e:#}")]);
     let _ = std::fs::remove_file(paths.state());
@@ -195,20 +195,6 @@ pub fn test(
     report.timings.total = t0.elapsed().as_secs_f64();
     let code = finish(report, report_file, blessed.as_deref())?;
     Ok(code)
-}
-
-/// Every service's output, kept in `logs/` next to the tree before teardown removes it.
-pub(super) fn save_logs(s: &Stack) {
-    let dir = s.paths.base.join("logs");
-    let _ = std::fs::create_dir_all(&dir);
-    for name in s.model.services.keys() {
-        if let Ok(r) = s.compose.run(
-            &["logs", "--no-color", "--timestamps", name],
-            std::time::Duration::from_secs(60),
-        ) {
-            let _ = std::fs::write(dir.join(format!("{name}.log")), r.text());
-        }
-    }
 }
 
 fn test_inner(s: &Stack, report: &mut Report, bless: bool) -> Vec<checks::Window> {

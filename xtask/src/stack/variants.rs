@@ -10,7 +10,7 @@
 //! 80 redirects to HTTPS; `SHOW` confirms the database runs with the variant's settings. No
 //! kill table, no replica: those run on the main deployment.
 
-use super::report::{Report, Step};
+use super::report::{Report, Step, VariantRun};
 use super::{ImageChoice, Paths, Stack, bring_up, checks, client, http};
 use anyhow::{Context, bail, ensure};
 use std::path::{Path, PathBuf};
@@ -21,18 +21,6 @@ pub const RUNS: &[&[&str]] = &[&["https", "small"]];
 
 /// The name the test's certificate is issued for, and that the client asks for.
 pub const TLS_NAME: &str = "matrix.example.com";
-
-/// What one variant run did, for the report.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct VariantRun {
-    pub variants: Vec<String>,
-    pub ok: bool,
-    pub bring_up_seconds: f64,
-    /// Seconds from extraction to teardown, bring-up included: what the run added.
-    pub seconds: f64,
-    /// The steps of this run (also in the report's steps, prefixed with the variant names).
-    pub steps: usize,
-}
 
 /// Brings up each set of [`RUNS`] in turn (the main deployment must be down: the ports are
 /// the same) and adds its steps to `report`.
@@ -53,7 +41,7 @@ pub fn run_all(root: &Path, main: &Paths, images: ImageChoice, report: &mut Repo
         match super::prepare_variants(root, &paths, images, set) {
             Ok(s) => {
                 bring_up_seconds = run_one(&s, &mut sub);
-                super::run::save_logs(&s);
+                checks::save_logs(&s);
                 let ts = Instant::now();
                 let left = s.compose.down().unwrap_or_else(|e| vec![format!("{e:#}")]);
                 sub.push(Step::new(
