@@ -14,6 +14,8 @@
 //!
 //! Architecture invariant: this module knows Markdown and nothing about nginx, YAML or Synapse.
 
+pub mod console;
+
 use crate::diagnostics::{Diagnostic, MdLoc};
 use mdbook_markdown::pulldown_cmark::{CodeBlockKind, Event, Tag, TagEnd};
 use mdbook_markdown::{MarkdownOptions, new_cmark_parser};
@@ -46,7 +48,7 @@ pub const CONFIG_LANGS: &[&str] = &[
 ];
 
 /// Attributes a fence's info string may carry after the language.
-pub const KNOWN_ATTRS: &[&str] = &["title", "variant", "example"];
+pub const KNOWN_ATTRS: &[&str] = &["title", "variant", "example", "skip"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BlockKind {
@@ -102,6 +104,18 @@ impl Block {
             BlockKind::File { target, .. } => Some(target),
             _ => None,
         }
+    }
+
+    /// For a `console` block the stack test runs (no `skip`): its commands and shown output.
+    #[allow(clippy::type_complexity)]
+    pub fn console_session(&self) -> Option<Result<Vec<console::Command>, (usize, String)>> {
+        (self.lang == "console" && !self.attrs.contains_key("skip"))
+            .then(|| console::session(&self.text))
+    }
+
+    /// The reason a `console` block is not run (`skip="..."`).
+    pub fn skip_reason(&self) -> Option<&str> {
+        self.attrs.get("skip").and_then(|r| r.as_deref())
     }
 
     pub fn variant(&self) -> Option<&str> {
@@ -343,14 +357,24 @@ pub fn parse_blocks(file: &str, text: &str) -> (Vec<Block>, Vec<Diagnostic>) {
                     continue;
                 }
                 match classify(&info) {
-                    Ok((lang, attrs, kind)) => blocks.push(Block {
-                        file: file.to_string(),
-                        fence_line,
-                        lang,
-                        attrs,
-                        kind,
-                        text: body,
-                    }),
+                    Ok((lang, attrs, kind)) => {
+                        let b = Block {
+                            file: file.to_string(),
+                            fence_line,
+                            lang,
+                            attrs,
+                            kind,
+                            text: body,
+                        };
+                        if let Some(Err((i, msg))) = b.console_session() {
+                            diags.push(Diagnostic::error(
+                                "book::console-not-runnable",
+                                msg,
+                                &b.line_loc(i),
+                            ));
+                        }
+                        blocks.push(b);
+                    }
                     Err((code, msg)) => diags.push(Diagnostic::error(code, msg, &loc)),
                 }
             }
@@ -416,6 +440,20 @@ pub fn classify(info: &str) -> Result<Classified, (&'static str, String)> {
             return Err((
                 "book::duplicate-attribute",
                 format!("attribute `{key}` is given twice"),
+            ));
+        }
+    }
+    if let Some(reason) = attrs.get("skip") {
+        if lang != "console" {
+            return Err((
+                "book::bad-info-string",
+                "`skip` marks a console block that the stack test does not run".into(),
+            ));
+        }
+        if reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
+            return Err((
+                "book::bad-info-string",
+                "`skip` needs the reason the block cannot run: skip=\"reason\"".into(),
             ));
         }
     }

@@ -88,6 +88,10 @@ pub const CODES: &[Code] = &[
         "a fence gives an attribute twice",
     ),
     error(
+        "book::console-not-runnable",
+        "a console block the stack test would run has a line before its first `$ ` command",
+    ),
+    error(
         "book::unmarked-config-block",
         "a config-language block has neither a `title` nor a marker",
     ),

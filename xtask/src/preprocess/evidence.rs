@@ -68,6 +68,50 @@ pub fn render(r: &Value) -> String {
         f1(&r["timings"]["bring_up"]),
         f1(&r["timings"]["total"]),
     );
+    if let Some(c) = r["console"].as_object() {
+        let skipped = c["skipped"].as_array().cloned().unwrap_or_default();
+        let _ = writeln!(
+            o,
+            "**Console blocks**: {} run ({} commands, {} shown outputs compared), {} matched, {} \
+             skipped ({:.1} s):\n",
+            s(&c["run"]),
+            s(&c["commands"]),
+            s(&c["compared"]),
+            s(&c["matched"]),
+            skipped.len(),
+            r["timings"]["console"].as_f64().unwrap_or(0.0),
+        );
+        for k in skipped {
+            let _ = writeln!(o, "- {}", escape(k.as_str().unwrap_or_default()));
+        }
+        let _ = writeln!(o);
+    }
+    if let Some(vs) = r["variants"].as_array().filter(|v| !v.is_empty()) {
+        let _ = writeln!(
+            o,
+            "**Variants**, brought up after the main deployment and smoke-tested:\n\n\
+             | variants | result | bring-up (s) | whole run (s) | steps |\n| --- | --- | ---: | ---: | ---: |"
+        );
+        for v in vs {
+            let names: Vec<String> = v["variants"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|x| format!("`{}`", s(x)))
+                .collect();
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} | {} |",
+                names.join(" + "),
+                if v["ok"] == true { "passed" } else { "FAILED" },
+                f1(&v["bring_up_seconds"]),
+                f1(&v["seconds"]),
+                s(&v["steps"]),
+            );
+        }
+        let _ = writeln!(o);
+    }
     let _ = writeln!(
         o,
         "**Images.**\n\n| the Compose file names | what ran |\n| --- | --- |"

@@ -307,6 +307,20 @@ pub fn scan_logs(s: &Stack, windows: &[Window]) -> (Vec<String>, Vec<(f64, Strin
     (out, excused)
 }
 
+/// Every service's output, kept in `logs/` next to the tree before teardown removes it.
+pub fn save_logs(s: &Stack) {
+    let dir = s.paths.base.join("logs");
+    let _ = std::fs::create_dir_all(&dir);
+    for name in s.model.services.keys() {
+        if let Ok(r) = s.compose.run(
+            &["logs", "--no-color", "--timestamps", name],
+            std::time::Duration::from_secs(60),
+        ) {
+            let _ = std::fs::write(dir.join(format!("{name}.log")), r.text());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,6 +27,8 @@ pub struct Sent {
 
 pub struct Client {
     pub addr: String,
+    /// TLS to nginx (the HTTPS variant), else plain HTTP.
+    pub tls: Option<http::Tls>,
     pub sent: Vec<Sent>,
     txn: u64,
     pub in_fault: bool,
@@ -56,6 +58,7 @@ impl Client {
     pub fn new(addr: &str) -> Self {
         Client {
             addr: addr.to_string(),
+            tls: None,
             sent: Vec::new(),
             txn: 0,
             in_fault: false,
@@ -97,7 +100,15 @@ impl Client {
         body: Option<&[u8]>,
     ) -> anyhow::Result<Response> {
         for _ in 0..20 {
-            let r = http::request(&self.addr, method, uri, headers, body, self.timeout);
+            let r = http::request_over(
+                &self.addr,
+                self.tls.as_ref(),
+                method,
+                uri,
+                headers,
+                body,
+                self.timeout,
+            );
             self.sent.push(Sent {
                 method: method.to_string(),
                 uri: uri.to_string(),

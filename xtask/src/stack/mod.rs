@@ -10,12 +10,15 @@
 //! and the log scan inside the containers, [`kills`] crashes each kind of service in turn and
 //! watches the restart policy bring it back, [`replica`] checks the replica and runs
 //! [`backup`] (pgBackRest) and [`restore`] (point in time, and the book's procedure on the
-//! deployment itself), and [`report`] writes the JSON report. [`docker`] is the only place that runs
+//! deployment itself), [`console`] runs every console block of the book and compares its shown
+//! output, [`variants`] brings up the book's variants after the main run, and [`report`] writes
+//! the JSON report. [`docker`] is the only place that runs
 //! `docker`.
 
 pub mod backup;
 pub mod checks;
 pub mod client;
+pub mod console;
 pub mod docker;
 pub mod http;
 pub mod kills;
@@ -25,6 +28,7 @@ pub mod report;
 pub mod restore;
 pub mod routing;
 pub mod run;
+pub mod variants;
 
 use crate::book::{self, Book};
 use crate::diagnostics::{Diagnostic, MdLoc};
@@ -310,6 +314,53 @@ pub fn remove_dir(dir: &Path) -> anyhow::Result<()> {
 /// Loads the book, extracts it with generated secrets into `tree/`, reads what Compose
 /// resolves, and chooses the images.
 pub fn prepare(book_root: &Path, paths: &Paths, choice: ImageChoice) -> anyhow::Result<Stack> {
+    prepare_variants(book_root, paths, choice, &[])
+}
+
+/// The override file Compose reads after `docker-compose.yml` when it is in the project
+/// directory (a variant may write one).
+pub const OVERRIDE_FILE: &str = "docker-compose.override.yml";
+
+/// The tree of the book with `variants` applied: each variant's files replace the main ones.
+/// Variants of different files combine; a file two of them give is an error.
+pub fn variant_tree(book: &Book, variants: &[&str]) -> anyhow::Result<Tree> {
+    let opts = |v: Option<&str>| extract::Options {
+        secrets: crate::secrets::Secrets::Generate,
+        variant: v.map(String::from),
+        ..Default::default()
+    };
+    let mut tree = extract::assemble(book, &opts(variants.first().copied()))
+        .map_err(|d| diag_error("cannot extract the book", &d))?;
+    for v in variants.iter().skip(1) {
+        let other = extract::assemble(book, &opts(Some(v)))
+            .map_err(|d| diag_error("cannot extract the book", &d))?;
+        let targets: std::collections::BTreeSet<String> = book
+            .blocks()
+            .filter(|b| b.variant() == Some(v))
+            .filter_map(|b| match &b.kind {
+                book::BlockKind::File { target, .. } => Some(target.clone()),
+                _ => None,
+            })
+            .collect();
+        for t in targets {
+            if let Some(f) = other.files.get(&t) {
+                if f.secret {
+                    bail!("variant `{v}` writes a secret into {t}: it cannot be combined");
+                }
+                tree.files.insert(t.clone(), f.clone());
+            }
+        }
+    }
+    Ok(tree)
+}
+
+/// [`prepare`] for the tree of `variants` (none: the main tree).
+pub fn prepare_variants(
+    book_root: &Path,
+    paths: &Paths,
+    choice: ImageChoice,
+    variants: &[&str],
+) -> anyhow::Result<Stack> {
     if !docker::daemon_answers() {
         bail!(
             "no Docker daemon answers (`docker version`): the stack test runs on the Docker engine"
@@ -319,12 +370,7 @@ pub fn prepare(book_root: &Path, paths: &Paths, choice: ImageChoice) -> anyhow::
         bail!("`docker compose` is not installed: run `cargo xtask setup compose`");
     }
     let book = book::load(book_root).map_err(|d| diag_error("cannot load the book", &d))?;
-    let opts = extract::Options {
-        secrets: crate::secrets::Secrets::Generate,
-        ..Default::default()
-    };
-    let tree =
-        extract::assemble(&book, &opts).map_err(|d| diag_error("cannot extract the book", &d))?;
+    let tree = variant_tree(&book, variants)?;
     let Some(cf) = tree.get(COMPOSE_FILE) else {
         bail!("the book has no `{COMPOSE_FILE}` block: nothing to run");
     };
@@ -333,7 +379,12 @@ pub fn prepare(book_root: &Path, paths: &Paths, choice: ImageChoice) -> anyhow::
     std::fs::create_dir_all(&paths.base)?;
     extract::write_tree(&tree, &paths.tree(), false)
         .map_err(|d| diag_error("cannot write the tree", &d))?;
-    let mut compose = paths.compose(vec![paths.tree().join(COMPOSE_FILE)]);
+    let mut files = vec![paths.tree().join(COMPOSE_FILE)];
+    if tree.get(OVERRIDE_FILE).is_some() {
+        // As Compose does by itself when COMPOSE_FILE is not set.
+        files.push(paths.tree().join(OVERRIDE_FILE));
+    }
+    let mut compose = paths.compose(files);
     let model = compose
         .model()
         .map_err(|e| book_error("stack::compose", format!("{e:#}"), &first))?;

@@ -45,6 +45,10 @@ pub struct Timings {
     pub bring_up: f64,
     pub smoke: f64,
     pub teardown: f64,
+    /// The console blocks of the book.
+    pub console: f64,
+    /// The variant runs (bring-up, smoke, teardown of each).
+    pub variants: f64,
     pub total: f64,
 }
 
@@ -113,6 +117,10 @@ pub struct Report {
     pub kills: Vec<Kill>,
     /// The PostgreSQL replica/backup/restore check, when the book has a replica.
     pub replica: Option<serde_json::Value>,
+    /// The variants brought up after the main deployment.
+    pub variants: Vec<VariantRun>,
+    /// The console blocks: run, matched, skipped.
+    pub console: Option<ConsoleCounts>,
 }
 
 impl Report {
@@ -135,7 +143,7 @@ impl Report {
     pub fn summary(&self) -> String {
         let failed = self.steps.iter().filter(|s| !s.ok).count();
         format!(
-            "stack: {} steps, {} failed; upstream matched {}/{}; sql blocks run {}; bring-up {:.1} s, smoke {:.1} s, total {:.1} s\n",
+            "stack: {} steps, {} failed; upstream matched {}/{}; sql blocks run {}; bring-up {:.1} s, smoke {:.1} s, variants {:.1} s, total {:.1} s\n",
             self.steps.len(),
             failed,
             self.upstreams.matched,
@@ -143,6 +151,7 @@ impl Report {
             self.sql_blocks_run,
             self.timings.bring_up,
             self.timings.smoke,
+            self.timings.variants,
             self.timings.total
         )
     }
@@ -174,4 +183,35 @@ pub struct Kill {
     /// Error lines any service logged while this one was down (excused from the log scan).
     pub log_lines: usize,
     pub error: Option<String>,
+}
+
+/// The counts and findings of the console run ([`super::console`]).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ConsoleCounts {
+    /// Blocks run (every command executed).
+    pub run: usize,
+    /// Blocks whose every shown output matched and every command succeeded.
+    pub matched: usize,
+    /// Blocks marked `skip`, as `file:line: reason`.
+    pub skipped: Vec<String>,
+    /// Commands executed.
+    pub commands: usize,
+    /// Commands whose shown output was compared.
+    pub compared: usize,
+    /// `file:line: what differed`.
+    pub failures: Vec<String>,
+    /// Markdown files whose shown outputs `--bless` rewrote.
+    pub blessed: Vec<String>,
+}
+
+/// What one variant run did ([`super::variants`]).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct VariantRun {
+    pub variants: Vec<String>,
+    pub ok: bool,
+    pub bring_up_seconds: f64,
+    /// Seconds from extraction to teardown, bring-up included: what the run added.
+    pub seconds: f64,
+    /// The steps of this run (also in the report's steps, prefixed with the variant names).
+    pub steps: usize,
 }

@@ -160,7 +160,7 @@ pub fn test(
                 .unwrap_or_default()
         );
     }
-    let windows = test_inner(&s, &mut report);
+    let windows = test_inner(&s, &mut report, bless);
     // Scan logs before teardown (shutdown noise is not a finding).
     let ts = Instant::now();
     let (findings, _) = checks::scan_logs(&s, &windows);
@@ -170,7 +170,7 @@ pub fn test(
         findings.join("\n"),
         ts.elapsed(),
     ));
-    save_logs(&s);
+    checks::save_logs(&s);
     let ts = Instant::now();
     let left = s.compose.down().unwrap_or_else(|e| vec![format!("{e:#}")]);
     let _ = std::fs::remove_file(paths.state());
@@ -181,32 +181,23 @@ pub fn test(
         left.join("; "),
         ts.elapsed(),
     ));
-    report.timings.total = t0.elapsed().as_secs_f64();
     let blessed = bless.then(|| {
         s.book
             .root
             .join(&s.book.src)
             .join(crate::preprocess::evidence::REPORT_PATH)
     });
+    // The variants publish the same ports: the main deployment's locks go first.
+    drop(s);
+    let tv = Instant::now();
+    super::variants::run_all(root, paths, images, &mut report);
+    report.timings.variants = tv.elapsed().as_secs_f64();
+    report.timings.total = t0.elapsed().as_secs_f64();
     let code = finish(report, report_file, blessed.as_deref())?;
     Ok(code)
 }
 
-/// Every service's output, kept in `logs/` next to the tree before teardown removes it.
-fn save_logs(s: &Stack) {
-    let dir = s.paths.base.join("logs");
-    let _ = std::fs::create_dir_all(&dir);
-    for name in s.model.services.keys() {
-        if let Ok(r) = s.compose.run(
-            &["logs", "--no-color", "--timestamps", name],
-            std::time::Duration::from_secs(60),
-        ) {
-            let _ = std::fs::write(dir.join(format!("{name}.log")), r.text());
-        }
-    }
-}
-
-fn test_inner(s: &Stack, report: &mut Report) -> Vec<checks::Window> {
+fn test_inner(s: &Stack, report: &mut Report, bless: bool) -> Vec<checks::Window> {
     let ts = Instant::now();
     match bring_up(s) {
         Ok(b) => {
@@ -269,6 +260,9 @@ fn test_inner(s: &Stack, report: &mut Report) -> Vec<checks::Window> {
             client::route_samples(&mut c, &s.book, &state, report);
             routing::compare_step(&s.tree, &log, &c.sent, report);
             checks::sql_blocks(s, report);
+            let t = Instant::now();
+            report.console = Some(super::console::run(s, report, bless));
+            report.timings.console = t.elapsed().as_secs_f64();
             let restore_windows = replica_check(s, &mut c, &mut state, report);
             windows = kills::kill_table(&mut c, s, &mut state, report);
             windows.extend(restore_windows);
