@@ -54,8 +54,13 @@ impl Ran {
 
 /// Runs `cmd` with `stdin` fed to it, capturing both outputs, killed after `timeout`.
 pub fn run_with(mut cmd: Command, stdin: Option<&str>, timeout: Duration) -> anyhow::Result<Ran> {
+    use std::os::unix::process::CommandExt;
     let shown = format!("{cmd:?}");
+    // A process group of its own: on timeout the whole group is killed, so a grandchild that
+    // holds the output pipes open (`docker compose logs -f` under `bash -c`) cannot keep the
+    // reader waiting for an end of file that never comes.
     let mut child = cmd
+        .process_group(0)
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
@@ -82,7 +87,7 @@ pub fn run_with(mut cmd: Command, stdin: Option<&str>, timeout: Duration) -> any
             ))
         }
         Err(_) => {
-            let _ = rustix::process::kill_process(
+            let _ = rustix::process::kill_process_group(
                 rustix::process::Pid::from_raw(pid as i32).expect("child pid"),
                 rustix::process::Signal::KILL,
             );
@@ -568,5 +573,12 @@ mod tests {
         c.arg("5");
         let e = run_with(c, None, Duration::from_millis(200)).unwrap_err();
         assert!(format!("{e}").contains("did not finish"));
+        // A grandchild holding the output pipe is killed with its parent: the call returns.
+        let t = std::time::Instant::now();
+        let mut c = Command::new("bash");
+        c.arg("-c").arg("sleep 60 & sleep 60; echo never");
+        let e = run_with(c, None, Duration::from_millis(300)).unwrap_err();
+        assert!(format!("{e}").contains("did not finish"));
+        assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
     }
 }
