@@ -112,11 +112,11 @@ pub fn run(root: &Path) -> anyhow::Result<ExitCode> {
     } else {
         String::new()
     };
-    let mut script = format!(
+    let mut script = String::from(
         "set -euo pipefail\n\
          export DEBIAN_FRONTEND=noninteractive\n\
          export GITHUB_ACTIONS=true GITHUB_OUTPUT=/tmp/github-output GITHUB_PATH=/tmp/github-path GITHUB_STEP_SUMMARY=/tmp/github-step-summary.md\n\
-         trap 'echo \"==> pristine: the step summary\"; cat \"$GITHUB_STEP_SUMMARY\" 2>/dev/null || true' EXIT\n"
+         trap 'echo \"==> pristine: the step summary\"; cat \"$GITHUB_STEP_SUMMARY\" 2>/dev/null || true' EXIT\n",
     );
     for (i, (name, run)) in steps.iter().enumerate() {
         script.push_str(&format!(

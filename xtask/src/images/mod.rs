@@ -690,13 +690,13 @@ mod tests {
         let pg = Standin {
             official: "postgres:17-alpine".into(),
             image: standin_tag("postgres:17-alpine"),
-            contract: &contract::CONTRACTS[0],
+            contract: contract::CONTRACTS[0],
             derived: None,
         };
         let built = Standin {
             official: "local-pg:1".into(),
             image: standin_tag("local-pg:1"),
-            contract: &contract::CONTRACTS[0],
+            contract: contract::CONTRACTS[0],
             derived: Some(Box::new(built::Derived {
                 from: "postgres:17-alpine".into(),
                 base: Box::new(pg.clone()),
@@ -710,7 +710,7 @@ mod tests {
                 .collect::<std::collections::BTreeMap<_, _>>()
         };
         check_pinned(
-            &[built.clone()],
+            std::slice::from_ref(&built),
             &pins(&[("postgres", "postgres:17-alpine")]),
         )
         .unwrap();
