@@ -158,6 +158,10 @@ pub fn run(root: &Path) -> anyhow::Result<ExitCode> {
     if has_extra_ca {
         c.arg("-v").arg(format!("{EXTRA_CA_DIR}:{EXTRA_CA_DIR}:ro"));
     }
+    // A machine shared with others limits its builds; the container keeps to the same limit.
+    if let Ok(jobs) = std::env::var("CARGO_BUILD_JOBS") {
+        c.arg("-e").arg(format!("CARGO_BUILD_JOBS={jobs}"));
+    }
     if let Some(t) = toolchain {
         c.arg("-e").arg(format!("RUSTUP_TOOLCHAIN={t}"));
     }
