@@ -131,7 +131,8 @@ pub fn run(root: &Path) -> anyhow::Result<ExitCode> {
         }
     }
     let mut c = Command::new("docker");
-    c.args(["run", "--rm", "--init", "--shm-size", "1g"])
+    // Docker's defaults otherwise (a 64 MiB /dev/shm among them), as GitHub's container jobs get.
+    c.args(["run", "--rm", "--init"])
         .args(["--label", "xtask.pristine=1"])
         .arg("-v")
         .arg(format!("{}:{}", root.display(), root.display()))
