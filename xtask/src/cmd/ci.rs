@@ -152,7 +152,8 @@ pub(crate) fn run(f: flags::Ci) -> anyhow::Result<ExitCode> {
         // GitHub asks for a token nothing else prints: a random one.
         let token = {
             let mut b = [0u8; 16];
-            getrandom::fill(&mut b).context("the operating system's RNG")?;
+            getrandom::fill(&mut b)
+                .map_err(|e| anyhow::anyhow!("the operating system's RNG: {e}"))?;
             b.iter().map(|x| format!("{x:02x}")).collect::<String>()
         };
         if github {
