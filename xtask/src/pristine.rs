@@ -77,6 +77,20 @@ pub fn job_steps(workflow: &Path, job: &str) -> anyhow::Result<Vec<(String, Stri
     Ok(out)
 }
 
+/// The `container.options` of `job` (what GitHub adds to `docker create`), split into words.
+pub fn container_options(workflow: &Path, job: &str) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(workflow)
+        .with_context(|| format!("cannot read {}", workflow.display()))?;
+    let loaded = crate::yaml::load(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {}", workflow.display(), e.message))?;
+    let doc = loaded.docs.first().context("empty workflow")?;
+    Ok(doc
+        .path(&["jobs", job, "container", "options"])
+        .and_then(|o| o.as_str())
+        .map(|o| o.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default())
+}
+
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
@@ -131,8 +145,11 @@ pub fn run(root: &Path) -> anyhow::Result<ExitCode> {
         }
     }
     let mut c = Command::new("docker");
-    // Docker's defaults otherwise (a 64 MiB /dev/shm among them), as GitHub's container jobs get.
+    // The job's own `container.options`, and Docker's defaults otherwise (a 64 MiB /dev/shm
+    // among them), as GitHub's container job gets.
+    let options = container_options(&root.join(WORKFLOW), JOB)?;
     c.args(["run", "--rm", "--init"])
+        .args(&options)
         .args(["--label", "xtask.pristine=1"])
         .arg("-v")
         .arg(format!("{}:{}", root.display(), root.display()))
@@ -197,6 +214,12 @@ mod tests {
             "{steps:?}"
         );
         assert!(steps.iter().all(|(n, _)| n != super::TOOLCHAIN_STEP));
+        let wf = crate::project_root().join(super::WORKFLOW);
+        assert!(
+            super::container_options(&wf, super::JOB)
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(super::shell_quote("it's"), "'it'\\''s'");
     }
 }
