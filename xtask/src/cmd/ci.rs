@@ -9,8 +9,9 @@
 //!
 //! On GitHub Actions (`GITHUB_ACTIONS=true`) `check` prints its findings as workflow commands,
 //! one annotation per finding, and as a table in the step summary; every other step runs
-//! between `::stop-commands::`, so that nothing else it prints (a failing test's captured
-//! `::error` lines, for one) becomes an annotation too. Each step is a log group, and the
+//! between `::stop-commands::` and without `GITHUB_STEP_SUMMARY`, so that nothing else it prints
+//! or writes (a failing test's captured `::error` lines, the tests' own `lint --format github`
+//! runs on fixtures) becomes an annotation or a summary row too. Each step is a log group, and the
 //! step table ends in the step summary.
 
 use crate::flags;
@@ -165,10 +166,16 @@ pub(crate) fn run(f: flags::Ci) -> anyhow::Result<ExitCode> {
             eprintln!("==> {}", step.name);
         }
         let t = Instant::now();
-        let status = Command::new(&cargo)
-            .args(&step.args)
+        let mut cmd = Command::new(&cargo);
+        cmd.args(&step.args)
             .envs(step.env.iter().copied())
-            .current_dir(&root)
+            .current_dir(&root);
+        if !annotates {
+            // Nor does it write the step summary: the tests run `lint --format github` on their
+            // fixtures, whose findings are not the book's.
+            cmd.env_remove("GITHUB_STEP_SUMMARY");
+        }
+        let status = cmd
             .status()
             .with_context(|| format!("cannot run {}", step.name))?;
         let secs = t.elapsed().as_secs_f64();

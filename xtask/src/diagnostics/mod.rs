@@ -246,7 +246,7 @@ pub fn render_markdown(diags: &[Diagnostic]) -> String {
         .filter(|d| d.severity == Severity::Error)
         .count();
     let mut out = format!(
-        "### {} error(s), {} warning(s)\n",
+        "### Findings: {} error(s), {} warning(s)\n",
         errors,
         diags.len() - errors
     );
@@ -338,7 +338,10 @@ mod tests {
     #[test]
     fn markdown_is_one_row_per_finding() {
         let s = render_markdown(&sample());
-        assert!(s.starts_with("### 1 error(s), 1 warning(s)\n"), "{s}");
+        assert!(
+            s.starts_with("### Findings: 1 error(s), 1 warning(s)\n"),
+            "{s}"
+        );
         assert_eq!(
             s.lines().filter(|l| l.starts_with("| error")).count(),
             1,
@@ -353,7 +356,10 @@ mod tests {
             s.contains("| error | `src/a.md:3` | `extract::bad-target` |"),
             "{s}"
         );
-        assert_eq!(render_markdown(&[]), "### 0 error(s), 0 warning(s)\n");
+        assert_eq!(
+            render_markdown(&[]),
+            "### Findings: 0 error(s), 0 warning(s)\n"
+        );
     }
 
     #[test]
