@@ -465,6 +465,7 @@ pub fn standin_images() -> anyhow::Result<Outcome> {
         ));
     }
     let standins = crate::images::standins_of_book(&crate::project_root())?;
+    crate::images::check_pinned(&standins, &crate::images::pinned()?)?;
     let mut built = Vec::new();
     let mut reused = 0;
     for s in &standins {

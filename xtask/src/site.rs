@@ -153,8 +153,63 @@ pub struct Built {
 
 /// Builds the site of the book at `root` into `out` with the pinned tools. `xtask` is the
 /// binary that answers the preprocessor protocol (so mdBook does not `cargo run` it again).
+/// Where the book lives on GitHub, from the one line of `book.toml` that says it:
+/// `[output.html] git-repository-url`. The edit button and the site's path follow from it, unless
+/// book.toml sets them itself (a site on a custom domain is served at `/`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repository {
+    /// `https://github.com/OWNER/NAME`
+    pub url: String,
+    /// mdBook's `edit-url-template`: `URL/edit/main/{path}`.
+    pub edit_url_template: String,
+    /// mdBook's `site-url`: where GitHub Pages serves a project's site, `/NAME/`.
+    pub site_url: String,
+}
+
+/// Reads [`Repository`] from `root/book.toml`.
+pub fn repository(root: &Path) -> anyhow::Result<Repository> {
+    let path = root.join("book.toml");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let cfg: toml::Table = text
+        .parse()
+        .with_context(|| format!("{} is not valid TOML", path.display()))?;
+    let html = cfg
+        .get("output")
+        .and_then(|o| o.get("html"))
+        .and_then(|h| h.as_table());
+    let get = |k: &str| html.and_then(|h| h.get(k)).and_then(|v| v.as_str());
+    let url = get("git-repository-url")
+        .with_context(|| {
+            format!(
+                "{}: [output.html] has no git-repository-url",
+                path.display()
+            )
+        })?
+        .trim_end_matches('/')
+        .to_string();
+    let name = url
+        .strip_prefix("https://github.com/")
+        .and_then(|r| r.split_once('/'))
+        .map(|(_, n)| n)
+        .filter(|n| !n.is_empty() && !n.contains('/'))
+        .with_context(|| {
+            format!(
+                "{}: git-repository-url {url:?} is not https://github.com/OWNER/NAME",
+                path.display()
+            )
+        })?;
+    Ok(Repository {
+        edit_url_template: get("edit-url-template")
+            .map_or_else(|| format!("{url}/edit/main/{{path}}"), str::to_string),
+        site_url: get("site-url").map_or_else(|| format!("/{name}/"), str::to_string),
+        url,
+    })
+}
+
 pub fn build(root: &Path, out: &Path, xtask: &Path) -> anyhow::Result<Built> {
     let tools = ensure_tools()?;
+    let repo = repository(root)?;
     let project = crate::project_root();
     if root.join(MERMAID_JS).exists() || root == project {
         check_vendored_mermaid(root)?;
@@ -174,6 +229,11 @@ pub fn build(root: &Path, out: &Path, xtask: &Path) -> anyhow::Result<Built> {
             "MDBOOK_PREPROCESSOR__MERMAID__COMMAND",
             shell_word(&tools.mermaid),
         )
+        .env(
+            "MDBOOK_OUTPUT__HTML__EDIT_URL_TEMPLATE",
+            &repo.edit_url_template,
+        )
+        .env("MDBOOK_OUTPUT__HTML__SITE_URL", &repo.site_url)
         .status()
         .context("cannot run mdbook")?;
     if !status.success() {

@@ -275,14 +275,17 @@ fn vendored_mermaid_is_the_pinned_version() {
     site::check_vendored_mermaid(&root()).unwrap();
 }
 
-/// Serves `dir` under `/synapse-guide/` (as GitHub Pages does) on a loopback port, answering
+/// Serves `dir` under the site's path (`/NAME/` of book.toml's repository, as GitHub Pages does) on a loopback port, answering
 /// unknown paths with the site's 404 page. Returns the base URL.
 fn serve(dir: PathBuf) -> String {
+    let prefix = site::repository(&root()).unwrap().site_url;
+    let base = prefix.clone();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
             let dir = dir.clone();
+            let prefix = prefix.clone();
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(&stream);
                 let mut request = String::new();
@@ -304,7 +307,7 @@ fn serve(dir: PathBuf) -> String {
                     .unwrap()
                     .to_string();
                 let rel = path
-                    .strip_prefix("/synapse-guide/")
+                    .strip_prefix(prefix.as_str())
                     .map(|p| if p.is_empty() { "index.html" } else { p });
                 let file = rel
                     .filter(|r| !r.contains(".."))
@@ -338,7 +341,7 @@ fn serve(dir: PathBuf) -> String {
             });
         }
     });
-    format!("http://127.0.0.1:{port}/synapse-guide/")
+    format!("http://127.0.0.1:{port}{base}")
 }
 
 /// Flags for Chromium as root in a container on a closed network: no sandbox (root), no shared
@@ -512,13 +515,7 @@ fn browser_check() {
     .unwrap();
 
     let book = xtask::book::load(&root()).unwrap();
-    let template = {
-        let t: toml::Table = read(&root().join("book.toml")).parse().unwrap();
-        t["output"]["html"]["edit-url-template"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
+    let template = site::repository(&root()).unwrap().edit_url_template;
     let mut diagrams = 0;
     for r in &results {
         let page = r["page"].as_str().unwrap();
@@ -624,27 +621,61 @@ fn browser_check() {
     }
 }
 
-/// book.toml names the repository once in substance: the edit button, the repository link and
-/// the source links of the generated pages all point at the same repository, and every asset it
-/// loads exists.
+/// book.toml names the repository once: `git-repository-url`, from which `cargo xtask book`
+/// derives the edit button and the site's path (README, "Publishing a fork"); nothing else in
+/// the repository spells them; and every asset it loads exists.
 #[test]
 fn book_toml_is_consistent() {
     let t: toml::Table = read(&root().join("book.toml")).parse().unwrap();
     let html = t["output"]["html"].as_table().unwrap();
-    let repo = html["git-repository-url"].as_str().unwrap();
-    let edit = html["edit-url-template"].as_str().unwrap();
+    for derived in ["edit-url-template", "site-url"] {
+        assert!(
+            !html.contains_key(derived),
+            "book.toml sets {derived}: `cargo xtask book` derives it from git-repository-url"
+        );
+    }
+    let repo = site::repository(&root()).unwrap();
+    assert_eq!(repo.url, html["git-repository-url"].as_str().unwrap());
     assert_eq!(
-        edit,
-        format!("{repo}/edit/main/{{path}}"),
+        repo.edit_url_template,
+        format!("{}/edit/main/{{path}}", repo.url),
         "the edit button edits this repository's main branch"
     );
-    let site_url = html["site-url"].as_str().unwrap();
-    assert!(
-        site_url.starts_with('/')
-            && site_url.ends_with('/')
-            && repo.ends_with(site_url.trim_end_matches('/')),
-        "site-url {site_url} is where GitHub Pages serves {repo}"
+    let name = repo.url.rsplit('/').next().unwrap();
+    assert_eq!(
+        repo.site_url,
+        format!("/{name}/"),
+        "where GitHub Pages serves it"
     );
+    // One place: no other tracked text names the repository or the site's path.
+    let owner_repo = repo.url.trim_start_matches("https://github.com/");
+    let mut stack = vec![
+        root().join("src"),
+        root().join("xtask"),
+        root().join(".github"),
+    ];
+    let mut files = vec![root().join("README.md"), root().join("versions.toml")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                files.push(p);
+            }
+        }
+    }
+    for f in files {
+        let Ok(text) = std::fs::read_to_string(&f) else {
+            continue;
+        };
+        // This test spells what it looks for only through `repo`.
+        assert!(
+            !text.contains(owner_repo) && !text.contains(&format!("\"{}\"", repo.site_url)),
+            "{} names the repository or the site path: book.toml holds them",
+            f.display()
+        );
+    }
     for key in ["additional-css", "additional-js"] {
         for asset in html[key].as_array().unwrap() {
             let p = root().join(asset.as_str().unwrap());

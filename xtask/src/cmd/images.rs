@@ -37,6 +37,11 @@ pub(crate) fn run(f: flags::Images) -> anyhow::Result<ExitCode> {
             users.join(", ")
         )
     })?;
+    // The repository's own book runs exactly the images versions.toml pins.
+    let is_repo = |p: &std::path::Path| p.canonicalize().ok();
+    if is_repo(&root) == is_repo(&crate::project_root()) {
+        images::check_pinned(&standins, &images::pinned()?)?;
+    }
     eprintln!("docker {}", images::docker::daemon_version()?);
     let base = images::pristine_debian()?;
     eprintln!("base: {base}");

@@ -38,13 +38,8 @@ pub(crate) fn run(f: flags::Mdbook) -> anyhow::Result<ExitCode> {
         Err(Failure::Book(mut diags, root)) => {
             crate::diagnostics::sort(&mut diags);
             eprint!("{}", crate::diagnostics::render_human(&diags, &root));
-            // On GitHub Actions, also in the workflow-command form. stdout belongs to mdBook, so
-            // this goes to stderr; the workflows run `cargo xtask check --format github` first,
-            // which prints the same findings as annotations on stdout, where GitHub documents it
-            // reads them.
-            if std::env::var_os("GITHUB_ACTIONS").is_some_and(|v| v == "true") {
-                eprint!("{}", crate::diagnostics::render_github(&diags));
-            }
+            // Human text only, on GitHub Actions too: `cargo xtask ci` runs `cargo xtask check
+            // --format github` before the site, and one finding is one annotation.
             let errors = diags
                 .iter()
                 .filter(|d| d.severity == crate::diagnostics::Severity::Error)

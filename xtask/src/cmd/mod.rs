@@ -47,5 +47,35 @@ pub(crate) fn report(diags: &mut [Diagnostic], format: Format, root: &Path) -> E
         Format::Human => eprint!("{text}"),
         Format::Github | Format::Json => print!("{text}"),
     }
+    // On GitHub Actions the annotations are also a table in the step summary.
+    if format == Format::Github {
+        append_step_summary(&diagnostics::render_markdown(diags));
+    }
     ExitCode::from(diagnostics::exit_status(diags))
+}
+
+/// A GitHub workflow command (`::{command}`), on stdout where the runner reads them, flushed
+/// before any child process writes to the same stream.
+#[allow(clippy::print_stdout)]
+pub(crate) fn github_command(command: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "::{command}");
+    let _ = out.flush();
+}
+
+/// Appends Markdown to the job's step summary (`$GITHUB_STEP_SUMMARY`) when there is one.
+pub(crate) fn append_step_summary(markdown: &str) {
+    let Some(path) = std::env::var_os("GITHUB_STEP_SUMMARY") else {
+        return;
+    };
+    use std::io::Write as _;
+    let written = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&path)
+        .and_then(|mut f| writeln!(f, "{markdown}"));
+    if let Err(e) = written {
+        eprintln!("warning: cannot write the step summary {path:?}: {e}");
+    }
 }

@@ -239,6 +239,39 @@ pub fn render_github(diags: &[Diagnostic]) -> String {
     out
 }
 
+/// A Markdown table of the findings (GitHub's step summary): severity, where, code, message.
+pub fn render_markdown(diags: &[Diagnostic]) -> String {
+    let errors = diags
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count();
+    let mut out = format!(
+        "### Findings: {} error(s), {} warning(s)\n",
+        errors,
+        diags.len() - errors
+    );
+    if diags.is_empty() {
+        return out;
+    }
+    out.push_str("\n| | where | code | message |\n| --- | --- | --- | --- |\n");
+    let cell = |s: &str| s.replace('|', "\\|").replace('\n', "<br>");
+    for d in diags {
+        let sev = match d.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        let _ = writeln!(
+            out,
+            "| {sev} | `{}:{}` | `{}` | {} |",
+            d.file,
+            d.line,
+            d.code,
+            cell(&d.message)
+        );
+    }
+    out
+}
+
 fn escape_data(s: &str) -> String {
     s.replace('%', "%25")
         .replace('\r', "%0D")
@@ -300,6 +333,33 @@ mod tests {
         assert!(s.contains("::error file=src/a.md,line=3,title=extract%3A%3Abad-target::target \"../x\" leaves the tree"));
         assert!(s.contains("file=src/b%2Cc.md"));
         assert!(s.contains("50%25 done, a:b%0Aline 2%0Aline 3"));
+    }
+
+    #[test]
+    fn markdown_is_one_row_per_finding() {
+        let s = render_markdown(&sample());
+        assert!(
+            s.starts_with("### Findings: 1 error(s), 1 warning(s)\n"),
+            "{s}"
+        );
+        assert_eq!(
+            s.lines().filter(|l| l.starts_with("| error")).count(),
+            1,
+            "{s}"
+        );
+        assert_eq!(
+            s.lines().filter(|l| l.starts_with("| warning")).count(),
+            1,
+            "{s}"
+        );
+        assert!(
+            s.contains("| error | `src/a.md:3` | `extract::bad-target` |"),
+            "{s}"
+        );
+        assert_eq!(
+            render_markdown(&[]),
+            "### Findings: 0 error(s), 0 warning(s)\n"
+        );
     }
 
     #[test]

@@ -311,6 +311,61 @@ pub fn compose_builds(compose_yaml: &str) -> anyhow::Result<Vec<ComposeBuild>> {
     Ok(out)
 }
 
+/// The image a stand-in replaces upstream: for an image the Compose file builds, its
+/// Dockerfile's `FROM`; else the image itself.
+pub fn upstream(s: &Standin) -> &str {
+    s.derived.as_ref().map_or(&s.official, |d| &d.from)
+}
+
+/// `versions.toml [images]`: the images the book runs, by name.
+pub fn pinned() -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let v = crate::tools::versions()?;
+    let table = v
+        .get("images")
+        .and_then(|i| i.as_table())
+        .context("versions.toml has no [images] table")?;
+    table
+        .iter()
+        .map(|(k, v)| {
+            v.as_str()
+                .map(|s| (k.clone(), s.to_string()))
+                .with_context(|| format!("versions.toml [images] {k} is not a string"))
+        })
+        .collect()
+}
+
+/// Checks that the images `standins` replace upstream ([`upstream`]) are exactly the `pinned`
+/// ones: each one the Compose file runs is pinned, and each pin is run. The error names every
+/// difference.
+pub fn check_pinned(
+    standins: &[Standin],
+    pinned: &std::collections::BTreeMap<String, String>,
+) -> anyhow::Result<()> {
+    let run: Vec<&str> = standins.iter().map(upstream).collect();
+    let mut problems = Vec::new();
+    for image in &run {
+        if !pinned.values().any(|p| p == image) {
+            problems.push(format!(
+                "the Compose file runs `{image}`, which versions.toml [images] does not pin"
+            ));
+        }
+    }
+    for (name, image) in pinned {
+        if !run.contains(&image.as_str()) {
+            problems.push(format!(
+                "versions.toml [images] {name} = `{image}`, which the Compose file does not run"
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        bail!(
+            "{} (the book and versions.toml name the same images: change both)",
+            problems.join("; ")
+        );
+    }
+    Ok(())
+}
+
 /// A Compose override file that puts the stand-ins in place of the official images:
 /// `services: NAME: image: STANDIN` for each (service, image) pair. The image may be the
 /// official name (mapped with [`standin_tag`]) or already a stand-in tag. `pull_policy: never`
@@ -629,6 +684,57 @@ impl Drop for BuildLock {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn pinned_images_are_the_upstream_ones() {
+        let pg = Standin {
+            official: "postgres:17-alpine".into(),
+            image: standin_tag("postgres:17-alpine"),
+            contract: contract::CONTRACTS[0],
+            derived: None,
+        };
+        let built = Standin {
+            official: "local-pg:1".into(),
+            image: standin_tag("local-pg:1"),
+            contract: contract::CONTRACTS[0],
+            derived: Some(Box::new(built::Derived {
+                from: "postgres:17-alpine".into(),
+                base: Box::new(pg.clone()),
+                packages: Vec::new(),
+            })),
+        };
+        assert_eq!(upstream(&built), "postgres:17-alpine");
+        let pins = |v: &[(&str, &str)]| {
+            v.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        check_pinned(
+            std::slice::from_ref(&built),
+            &pins(&[("postgres", "postgres:17-alpine")]),
+        )
+        .unwrap();
+        let e = format!(
+            "{:#}",
+            check_pinned(
+                &[built],
+                &pins(&[
+                    ("postgres", "postgres:18-alpine"),
+                    ("redis", "redis:7.4-alpine")
+                ])
+            )
+            .unwrap_err()
+        );
+        assert!(
+            e.contains("runs `postgres:17-alpine`, which versions.toml [images] does not pin"),
+            "{e}"
+        );
+        assert!(
+            e.contains("[images] redis = `redis:7.4-alpine`, which the Compose file does not run"),
+            "{e}"
+        );
+        assert!(pinned().unwrap().contains_key("synapse"));
+    }
     use super::*;
 
     #[test]
