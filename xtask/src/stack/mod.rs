@@ -16,6 +16,7 @@
 pub mod backup;
 pub mod checks;
 pub mod client;
+pub mod daytwo;
 pub mod docker;
 pub mod http;
 pub mod kills;

@@ -2,7 +2,9 @@
 //! `down`, and `test` (all of it, with a report).
 
 use super::report::{Report, Step};
-use super::{ImageChoice, Paths, Stack, bring_up, checks, client, kills, prepare, routing};
+use super::{
+    ImageChoice, Paths, Stack, bring_up, checks, client, daytwo, kills, prepare, routing,
+};
 use anyhow::Context;
 use std::path::Path;
 use std::process::ExitCode;
@@ -207,6 +209,8 @@ fn save_logs(s: &Stack) {
 }
 
 fn test_inner(s: &Stack, report: &mut Report) -> Vec<checks::Window> {
+    // Before the stack is up: its one-off containers use the same fixed network.
+    daytwo::prepare_script(s, report);
     let ts = Instant::now();
     match bring_up(s) {
         Ok(b) => {
@@ -268,6 +272,7 @@ fn test_inner(s: &Stack, report: &mut Report) -> Vec<checks::Window> {
         Ok(mut state) => {
             client::route_samples(&mut c, &s.book, &state, report);
             routing::compare_step(&s.tree, &log, &c.sent, report);
+            daytwo::admin_access(s, &addr, report);
             checks::sql_blocks(s, report);
             let restore_windows = replica_check(s, &mut c, &mut state, report);
             windows = kills::kill_table(&mut c, s, &mut state, report);

@@ -1,0 +1,239 @@
+//! What an operator lives with after the first start (issue 16), run against the deployment:
+//!
+//! - [`prepare_script`]: the downloadable archive (the book's placeholders) does not start, the
+//!   book's `prepare.sh` fills it in (server name, secrets from `openssl rand`, a key from
+//!   Synapse's `generate_signing_key` in the image), and then it does. Runs before the stack is
+//!   up: its one-off containers use the same fixed Compose network.
+//! - [`admin_access`]: the admin API answers the host (through the published port) and refuses
+//!   another container of the Compose network, even one claiming to be the host.
+//! - [`token_redaction`]: a request with `?access_token=SECRET` leaves the secret in no log.
+//! - [`limits`]: every long-running container has a memory limit and a bounded log.
+//! - [`metrics`]: every target of the book's Prometheus configuration answers a scrape once.
+
+use super::docker::{Compose, run_with};
+use super::report::{Report, Step};
+use super::{COMPOSE_FILE, Stack, http};
+use anyhow::{Context, bail, ensure};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const TIMEOUT: Duration = Duration::from_secs(180);
+
+/// The server name the archive check gives `prepare.sh`.
+pub const PREPARED_NAME: &str = "example.org";
+
+/// The archive as downloaded: refused by the init container; `prepare.sh`; then accepted.
+pub fn prepare_script(s: &Stack, report: &mut Report) {
+    let t = Instant::now();
+    let name = "the archive (placeholders) does not start; prepare.sh fills it in; then it does";
+    let dir = s.paths.base.join("archive");
+    let compose = Compose {
+        project: format!("{}-archive", s.compose.project),
+        dir: dir.clone(),
+        files: std::iter::once(dir.join(COMPOSE_FILE))
+            .chain(s.compose.files.iter().skip(1).cloned())
+            .collect(),
+    };
+    let r = prepare_script_inner(s, &compose);
+    let _ = compose.down();
+    let _ = super::remove_dir(&dir);
+    match r {
+        Ok(detail) => report.push(Step::new(name, true, detail, t.elapsed())),
+        Err(e) => report.push(Step::new(name, false, format!("{e:#}"), t.elapsed())),
+    }
+}
+
+fn prepare_script_inner(s: &Stack, compose: &Compose) -> anyhow::Result<String> {
+    let tree = crate::extract::assemble(&s.book, &Default::default())
+        .map_err(|d| super::diag_error("cannot extract the book", &d))?;
+    ensure!(
+        tree.get("prepare.sh").is_some(),
+        "the book writes no prepare.sh"
+    );
+    crate::extract::write_tree(&tree, &compose.dir, false)
+        .map_err(|d| super::diag_error("cannot write the tree", &d))?;
+    let init = init_service(s)?;
+    let before = compose.run(&["run", "--rm", &init], TIMEOUT)?;
+    ensure!(
+        !before.ok,
+        "`docker compose run {init}` started on the book's placeholders:\n{}",
+        before.text()
+    );
+    ensure!(
+        before.text().contains("placeholders"),
+        "`{init}` failed on the placeholders, but not with the guard's message:\n{}",
+        super::docker::tail(&before.text(), 10)
+    );
+    let ran = compose.shell(&format!("sh prepare.sh {PREPARED_NAME}"), None, TIMEOUT)?;
+    ensure!(
+        ran.ok,
+        "sh prepare.sh failed ({:?}):\n{}",
+        ran.code,
+        super::docker::tail(&ran.text(), 20)
+    );
+    let mut left = Vec::new();
+    for f in &tree.files {
+        let path = compose.dir.join(f.0);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue; // the key note, removed; checked below
+        };
+        if text.contains(crate::secrets::PLACEHOLDER_MARK) {
+            left.push(format!("{} holds a placeholder", f.0));
+        }
+        if f.0 != "prepare.sh" && text.contains(crate::extract::EXAMPLE_SERVER_NAME) {
+            left.push(format!("{} still names the book's server", f.0));
+        }
+    }
+    ensure!(left.is_empty(), "after prepare.sh: {}", left.join("; "));
+    let key_rel = format!("synapse/keys/{PREPARED_NAME}.signing.key");
+    let key = compose.dir.join(&key_rel);
+    let text = std::fs::read_to_string(&key).with_context(|| format!("no key at {key_rel}"))?;
+    ensure!(valid_key(&text), "{key_rel} is not a Synapse key: {text:?}");
+    let mut modes = Vec::new();
+    for f in [".postgres.env", "synapse/homeserver.yaml", key_rel.as_str()] {
+        let m = mode(&compose.dir.join(f))?;
+        ensure!(m & 0o077 == 0, "{f} has mode {m:o}: others can read it");
+        modes.push(format!("{f} {m:o}"));
+    }
+    let after = compose.run(&["run", "--rm", &init], TIMEOUT)?;
+    ensure!(
+        after.ok,
+        "`{init}` still refuses after prepare.sh:\n{}",
+        super::docker::tail(&after.text(), 10)
+    );
+    Ok(format!(
+        "`{init}` refused the archive ({}); prepare.sh {PREPARED_NAME}: no placeholder or \
+         example.com left, key {} from generate_signing_key, modes {}; `{init}` then ran",
+        before
+            .text()
+            .lines()
+            .find(|l| l.contains("placeholders"))
+            .unwrap_or("")
+            .trim(),
+        text.split_whitespace().nth(1).unwrap_or("?"),
+        modes.join(", ")
+    ))
+}
+
+/// `ed25519 a_XXXX <43 characters of unpadded base64: a 32-byte seed>`, one line.
+fn valid_key(text: &str) -> bool {
+    use base64::Engine as _;
+    let w: Vec<&str> = text.split_whitespace().collect();
+    w.len() == 3
+        && w[0] == "ed25519"
+        && w[1].starts_with("a_")
+        && base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode(w[2])
+            .is_ok_and(|b| b.len() == 32)
+}
+
+fn mode(p: &Path) -> anyhow::Result<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    Ok(std::fs::metadata(p)
+        .with_context(|| format!("{}", p.display()))?
+        .permissions()
+        .mode()
+        & 0o777)
+}
+
+/// The one-shot service every other one waits for: the one with a restart policy of "no" that
+/// mounts the Synapse data directory.
+fn init_service(s: &Stack) -> anyhow::Result<String> {
+    s.model
+        .services
+        .iter()
+        .find(|(n, svc)| {
+            svc.restart.as_deref() == Some("no") && n.starts_with("init")
+        })
+        .map(|(n, _)| n.clone())
+        .context("no init service in the Compose file")
+}
+
+/// The main Synapse process's service.
+fn main_service(s: &Stack) -> Option<String> {
+    s.synapse_services().into_iter().find(|n| {
+        s.model.services[n]
+            .synapse_module()
+            .is_some_and(|m| m == "synapse.app.homeserver")
+    })
+}
+
+fn nginx_service(s: &Stack) -> Option<String> {
+    s.services_of_image("nginx")
+        .into_iter()
+        .find(|n| s.servers().contains(n))
+}
+
+/// The admin API: 200 from the host (the published port), 403 from another container of the
+/// Compose network, with and without a forged `X-Forwarded-For`.
+pub fn admin_access(s: &Stack, addr: &str, report: &mut Report) {
+    let t = Instant::now();
+    let name = "admin API: the host gets in, another container of the network gets 403";
+    let r = (|| -> anyhow::Result<String> {
+        let path = "/_synapse/admin/v1/server_version";
+        let host = http::request(addr, "GET", path, &[], None, Duration::from_secs(30))?;
+        ensure!(
+            host.status == 200,
+            "from the host: HTTP {} (expected 200)",
+            host.status
+        );
+        let from = main_service(s).context("no main Synapse service")?;
+        let nginx = nginx_service(s).context("no nginx service")?;
+        let port = s.model.services[&nginx]
+            .published()
+            .first()
+            .map(|(_, p)| *p)
+            .context("nginx publishes no port")?;
+        let url = format!("http://{nginx}:{port}{path}");
+        let mut got = Vec::new();
+        for forged in [None, Some("127.0.0.1"), Some("172.31.253.1")] {
+            let mut argv = vec!["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}"];
+            let h = forged.map(|ip| format!("X-Forwarded-For: {ip}"));
+            if let Some(h) = &h {
+                argv.extend(["-H", h.as_str()]);
+            }
+            argv.push(&url);
+            let r = s.compose.exec(&from, &argv, &[], None, TIMEOUT)?;
+            let code = r.stdout.trim().to_string();
+            ensure!(
+                code == "403",
+                "from `{from}` ({}): HTTP {code} (expected 403)",
+                forged.map_or("no header".to_string(), |ip| format!("claiming {ip}"))
+            );
+            got.push(code);
+        }
+        Ok(format!(
+            "host 200; from `{from}` via {url}: {} (plain, X-Forwarded-For 127.0.0.1, X-Forwarded-For of the gateway)",
+            got.join(", ")
+        ))
+    })();
+    match r {
+        Ok(d) => report.push(Step::new(name, true, d, t.elapsed())),
+        Err(e) => report.push(Step::new(name, false, format!("{e:#}"), t.elapsed())),
+    }
+}
+
+/// Runs `docker ARGS` (not compose) and returns stdout, failing on a non-zero status.
+fn docker(args: &[&str]) -> anyhow::Result<String> {
+    let mut c = std::process::Command::new("docker");
+    c.args(args);
+    let r = run_with(c, None, Duration::from_secs(60))?;
+    if !r.ok {
+        bail!("docker {} failed: {}", args.join(" "), r.text().trim());
+    }
+    Ok(r.stdout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys() {
+        assert!(valid_key(
+            "ed25519 a_AbCd AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n"
+        ));
+        assert!(!valid_key(crate::secrets::KEY_PLACEHOLDER));
+        assert!(!valid_key("ed25519 a_x AAAA\n"));
+    }
+}
