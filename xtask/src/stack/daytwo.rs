@@ -142,9 +142,7 @@ fn init_service(s: &Stack) -> anyhow::Result<String> {
     s.model
         .services
         .iter()
-        .find(|(n, svc)| {
-            svc.restart.as_deref() == Some("no") && n.starts_with("init")
-        })
+        .find(|(n, svc)| svc.restart.as_deref() == Some("no") && n.starts_with("init"))
         .map(|(n, _)| n.clone())
         .context("no init service in the Compose file")
 }
@@ -205,6 +203,235 @@ pub fn admin_access(s: &Stack, addr: &str, report: &mut Report) {
         Ok(format!(
             "host 200; from `{from}` via {url}: {} (plain, X-Forwarded-For 127.0.0.1, X-Forwarded-For of the gateway)",
             got.join(", ")
+        ))
+    })();
+    match r {
+        Ok(d) => report.push(Step::new(name, true, d, t.elapsed())),
+        Err(e) => report.push(Step::new(name, false, format!("{e:#}"), t.elapsed())),
+    }
+}
+
+/// Sends alice's real token in the query string (and with a percent-encoded parameter name,
+/// which Synapse decodes), then looks for it in every container's output and in Synapse's log
+/// files: it must be in none.
+pub fn token_redaction(s: &Stack, addr: &str, token: &str, report: &mut Report) {
+    let t = Instant::now();
+    let name = "a request with ?access_token= leaves the token in no log";
+    let r = (|| -> anyhow::Result<String> {
+        let mut statuses = Vec::new();
+        for key in ["access_token", "access%5Ftoken"] {
+            let uri = format!("/_matrix/client/v3/account/whoami?{key}={token}");
+            let resp = http::request(addr, "GET", &uri, &[], None, Duration::from_secs(30))?;
+            statuses.push(format!("{key}: HTTP {}", resp.status));
+            ensure!(
+                resp.status == 200,
+                "GET whoami?{key}=…: HTTP {} (Synapse should accept the token there)",
+                resp.status
+            );
+        }
+        // Let nginx and Synapse write their lines.
+        std::thread::sleep(Duration::from_secs(2));
+        let mut found = Vec::new();
+        let mut redacted = 0;
+        let mut searched = 0;
+        for svc in s.model.services.keys() {
+            let Ok(text) = s.compose.logs(svc) else {
+                continue;
+            };
+            searched += 1;
+            redacted += text
+                .lines()
+                .filter(|l| l.contains("/account/whoami?<redacted>"))
+                .count();
+            if text.contains(token) {
+                found.push(format!("the output of `{svc}`"));
+            }
+        }
+        let dir = s.compose.dir.join("synapse/logs");
+        let mut files = 0;
+        for e in std::fs::read_dir(&dir).with_context(|| format!("{}", dir.display()))? {
+            let p = e?.path();
+            let Ok(text) = std::fs::read_to_string(&p) else {
+                continue;
+            };
+            files += 1;
+            if text.contains(token) {
+                found.push(format!("{}", p.display()));
+            }
+        }
+        ensure!(found.is_empty(), "the token is in {}", found.join(", "));
+        ensure!(
+            redacted >= 2,
+            "nginx logged {redacted} redacted whoami requests (expected 2): was the request logged at all?"
+        );
+        Ok(format!(
+            "{}; the token is in none of {searched} services' output and {files} Synapse log files; \
+             nginx logged both as /account/whoami?<redacted>",
+            statuses.join(", ")
+        ))
+    })();
+    match r {
+        Ok(d) => report.push(Step::new(name, true, d, t.elapsed())),
+        Err(e) => report.push(Step::new(name, false, format!("{e:#}"), t.elapsed())),
+    }
+}
+
+/// Every container of the project: a bounded log (json-file with max-size); every long-running
+/// one: a memory limit.
+pub fn limits(s: &Stack, report: &mut Report) {
+    let t = Instant::now();
+    let name = "every container has a rotated log, every long-running one a memory limit";
+    let r = (|| -> anyhow::Result<String> {
+        let servers = s.servers();
+        let mut bad = Vec::new();
+        let mut caps: std::collections::BTreeMap<u64, Vec<String>> = Default::default();
+        let mut logs = std::collections::BTreeSet::new();
+        let containers = s.compose.ps()?;
+        ensure!(!containers.is_empty(), "no container");
+        for c in &containers {
+            let out = docker(&[
+                "inspect",
+                "--format",
+                "{{.HostConfig.Memory}}|{{.HostConfig.LogConfig.Type}}|{{index .HostConfig.LogConfig.Config \"max-size\"}}|{{index .HostConfig.LogConfig.Config \"max-file\"}}",
+                &c.id,
+            ])?;
+            let f: Vec<&str> = out.trim().split('|').collect();
+            let mem: u64 = f.first().and_then(|x| x.parse().ok()).unwrap_or(0);
+            let (driver, size, count) = (
+                f.get(1).copied().unwrap_or(""),
+                f.get(2).copied().unwrap_or(""),
+                f.get(3).copied().unwrap_or(""),
+            );
+            let rotated = matches!(driver, "local" | "journald")
+                || (driver == "json-file" && !size.is_empty() && size != "<no value>");
+            if !rotated {
+                bad.push(format!(
+                    "{}: log driver {driver} without max-size",
+                    c.service
+                ));
+            } else {
+                logs.insert(format!("{driver} max-size {size} max-file {count}"));
+            }
+            if servers.contains(&c.service) {
+                if mem == 0 {
+                    bad.push(format!("{}: no memory limit", c.service));
+                } else {
+                    caps.entry(mem >> 20).or_default().push(c.service.clone());
+                }
+            }
+        }
+        ensure!(bad.is_empty(), "{}", bad.join("; "));
+        let caps: Vec<String> = caps
+            .iter()
+            .map(|(mib, svcs)| format!("{mib} MiB x{} ({})", svcs.len(), svcs.join(" ")))
+            .collect();
+        Ok(format!(
+            "{} containers; logs: {}; memory caps: {}",
+            containers.len(),
+            logs.into_iter().collect::<Vec<_>>().join(", "),
+            caps.join("; ")
+        ))
+    })();
+    match r {
+        Ok(d) => report.push(Step::new(name, true, d, t.elapsed())),
+        Err(e) => report.push(Step::new(name, false, format!("{e:#}"), t.elapsed())),
+    }
+}
+
+/// Every target of the book's Prometheus configuration, scraped once from inside the Compose
+/// network (the main process's container, with its `curl`); every Synapse service among them;
+/// every metric the alert rules name present in what they export.
+pub fn metrics(s: &Stack, report: &mut Report) {
+    let t = Instant::now();
+    let name = "every Prometheus target answers a scrape; every metric of the alert rules exists";
+    let r = (|| -> anyhow::Result<String> {
+        let configs = crate::lint::prometheus::configs(&s.tree);
+        let cfg = configs
+            .first()
+            .context("the book has no Prometheus configuration")?;
+        let root = cfg
+            .yaml_root()
+            .context("the Prometheus configuration is not YAML")?;
+        let targets: Vec<String> = crate::lint::prometheus::targets(cfg)
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect();
+        let hosts: std::collections::BTreeSet<&str> =
+            targets.iter().filter_map(|t| t.split(':').next()).collect();
+        let missing: Vec<String> = s
+            .synapse_services()
+            .into_iter()
+            .filter(|svc| !hosts.contains(svc.as_str()))
+            .collect();
+        ensure!(
+            missing.is_empty(),
+            "Synapse services that are no target: {}",
+            missing.join(", ")
+        );
+        let path = root
+            .get("scrape_configs")
+            .and_then(|j| j.items().first())
+            .and_then(|j| j.get("metrics_path"))
+            .and_then(|n| n.as_str())
+            .unwrap_or("/metrics")
+            .to_string();
+        let from = main_service(s).context("no main Synapse service")?;
+        let mut all = String::new();
+        let mut series = 0;
+        for target in &targets {
+            let url = format!("http://{target}{path}");
+            let r = s
+                .compose
+                .exec(&from, &["curl", "-fsS", &url], &[], None, TIMEOUT)?;
+            ensure!(
+                r.ok && r.stdout.contains("process_resident_memory_bytes"),
+                "{url} from `{from}`: {}",
+                super::docker::tail(&r.text(), 5)
+            );
+            series += r.stdout.lines().filter(|l| !l.starts_with('#')).count();
+            all.push_str(&r.stdout);
+        }
+        // The metric names of the rules' expressions.
+        let dir = Path::new(&cfg.path).parent().unwrap_or(Path::new(""));
+        let mut names = std::collections::BTreeSet::new();
+        let re = regex::Regex::new(r"\b((?:synapse|process|python)_[a-z0-9_]+)").expect("regex");
+        for rf in root
+            .get("rule_files")
+            .map(|n| n.str_list())
+            .unwrap_or_default()
+        {
+            let p = dir.join(rf).to_string_lossy().into_owned();
+            let f = s
+                .tree
+                .get(&p)
+                .with_context(|| format!("rule file {p} is not in the tree"))?;
+            let rr = f.yaml_root().context("rule file is not YAML")?;
+            for g in rr.get("groups").map_or(&[][..], |n| n.items()) {
+                for rule in g.get("rules").map_or(&[][..], |n| n.items()) {
+                    if let Some(e) = rule.get("expr").and_then(|n| n.as_str()) {
+                        for c in re.captures_iter(e) {
+                            names.insert(c[1].to_string());
+                        }
+                    }
+                }
+            }
+        }
+        let absent: Vec<&String> = names
+            .iter()
+            .filter(|n| {
+                !all.lines()
+                    .any(|l| l.starts_with(&format!("{n}{{")) || l.starts_with(&format!("{n} ")))
+            })
+            .collect();
+        ensure!(
+            absent.is_empty(),
+            "metrics the alert rules use but no process exports: {absent:?}"
+        );
+        Ok(format!(
+            "{} targets ({}) scraped from `{from}`: {series} samples; the rules' metrics all exported: {}",
+            targets.len(),
+            targets.join(" "),
+            names.into_iter().collect::<Vec<_>>().join(", ")
         ))
     })();
     match r {

@@ -2,9 +2,7 @@
 //! `down`, and `test` (all of it, with a report).
 
 use super::report::{Report, Step};
-use super::{
-    ImageChoice, Paths, Stack, bring_up, checks, client, daytwo, kills, prepare, routing,
-};
+use super::{ImageChoice, Paths, Stack, bring_up, checks, client, daytwo, kills, prepare, routing};
 use anyhow::Context;
 use std::path::Path;
 use std::process::ExitCode;
@@ -273,6 +271,9 @@ fn test_inner(s: &Stack, report: &mut Report) -> Vec<checks::Window> {
             client::route_samples(&mut c, &s.book, &state, report);
             routing::compare_step(&s.tree, &log, &c.sent, report);
             daytwo::admin_access(s, &addr, report);
+            daytwo::token_redaction(s, &addr, &state.alice.token, report);
+            daytwo::limits(s, report);
+            daytwo::metrics(s, report);
             checks::sql_blocks(s, report);
             let restore_windows = replica_check(s, &mut c, &mut state, report);
             windows = kills::kill_table(&mut c, s, &mut state, report);
