@@ -273,11 +273,13 @@ fn test_inner(s: &Stack, report: &mut Report) -> Vec<checks::Window> {
             daytwo::admin_access(s, &addr, report);
             daytwo::token_redaction(s, &addr, &state.alice.token, report);
             daytwo::limits(s, report);
+            daytwo::well_known(s, &addr, report);
             daytwo::metrics(s, report);
             checks::sql_blocks(s, report);
             let restore_windows = replica_check(s, &mut c, &mut state, report);
             windows = kills::kill_table(&mut c, s, &mut state, report);
             windows.extend(restore_windows);
+            windows.extend(daytwo::upgrade(s, &mut c, &state, report));
         }
         Err(e) => {
             report.push(Step::fail(
