@@ -165,11 +165,12 @@ fn nginx_service(s: &Stack) -> Option<String> {
         .find(|n| s.servers().contains(n))
 }
 
-/// The admin API: 200 from the host (the published port), 403 from another container of the
-/// Compose network, with and without a forged `X-Forwarded-For`.
+/// The admin API: 200 from the host (the published port) and from the main process's container
+/// (where the book runs `register_new_matrix_user`), 403 from another container of the Compose
+/// network, with and without a forged `X-Forwarded-For`.
 pub fn admin_access(s: &Stack, addr: &str, report: &mut Report) {
     let t = Instant::now();
-    let name = "admin API: the host gets in, another container of the network gets 403";
+    let name = "admin API: the host and the main container get in, another container gets 403";
     let r = (|| -> anyhow::Result<String> {
         let path = "/_synapse/admin/v1/server_version";
         let host = http::request(addr, "GET", path, &[], None, Duration::from_secs(30))?;
@@ -178,7 +179,12 @@ pub fn admin_access(s: &Stack, addr: &str, report: &mut Report) {
             "from the host: HTTP {} (expected 200)",
             host.status
         );
-        let from = main_service(s).context("no main Synapse service")?;
+        let main = main_service(s).context("no main Synapse service")?;
+        let other = s
+            .synapse_services()
+            .into_iter()
+            .find(|n| n != &main)
+            .context("no Synapse worker service")?;
         let nginx = nginx_service(s).context("no nginx service")?;
         let port = s.model.services[&nginx]
             .published()
@@ -186,25 +192,36 @@ pub fn admin_access(s: &Stack, addr: &str, report: &mut Report) {
             .map(|(_, p)| *p)
             .context("nginx publishes no port")?;
         let url = format!("http://{nginx}:{port}{path}");
-        let mut got = Vec::new();
-        for forged in [None, Some("127.0.0.1"), Some("172.31.253.1")] {
+        let code = |from: &str, forged: Option<&str>| -> anyhow::Result<String> {
             let mut argv = vec!["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}"];
             let h = forged.map(|ip| format!("X-Forwarded-For: {ip}"));
             if let Some(h) = &h {
                 argv.extend(["-H", h.as_str()]);
             }
             argv.push(&url);
-            let r = s.compose.exec(&from, &argv, &[], None, TIMEOUT)?;
-            let code = r.stdout.trim().to_string();
+            Ok(s.compose
+                .exec(from, &argv, &[], None, TIMEOUT)?
+                .stdout
+                .trim()
+                .to_string())
+        };
+        let from_main = code(&main, None)?;
+        ensure!(
+            from_main == "200",
+            "from `{main}`: HTTP {from_main} (expected 200: the book runs register_new_matrix_user there)"
+        );
+        let mut got = Vec::new();
+        for forged in [None, Some("127.0.0.1"), Some("172.31.253.1")] {
+            let c = code(&other, forged)?;
             ensure!(
-                code == "403",
-                "from `{from}` ({}): HTTP {code} (expected 403)",
+                c == "403",
+                "from `{other}` ({}): HTTP {c} (expected 403)",
                 forged.map_or("no header".to_string(), |ip| format!("claiming {ip}"))
             );
-            got.push(code);
+            got.push(c);
         }
         Ok(format!(
-            "host 200; from `{from}` via {url}: {} (plain, X-Forwarded-For 127.0.0.1, X-Forwarded-For of the gateway)",
+            "host 200; `{main}` 200; `{other}` via {url}: {} (plain, X-Forwarded-For 127.0.0.1, X-Forwarded-For of the gateway)",
             got.join(", ")
         ))
     })();
