@@ -8,8 +8,11 @@
 //! The signing key is written where `signing_key_path` in the Synapse config points, mapped from
 //! the container path to the tree through the Compose file's bind mounts (the Compose model,
 //! [`crate::compose`]). Its format is Synapse's
-//! own: `ed25519 a_XXXX <unpadded base64 of a 32-byte seed>`. Without `generate` the key is a
-//! placeholder too (valid in form, so the tree still starts, but plainly not secret).
+//! own: `ed25519 a_XXXX <unpadded base64 of a 32-byte seed>`. Without `generate` (the
+//! downloadable archive) the file holds [`KEY_PLACEHOLDER`], a note that is not a key: a key
+//! everyone can read would be a valid identity for anyone to sign as. Synapse refuses to parse
+//! it, the deployment's init container refuses to start while it is there, and the book's
+//! `prepare.sh` replaces it with a key from Synapse's `generate_signing_key`.
 
 use crate::compose::Compose;
 use crate::diagnostics::Diagnostic;
@@ -18,6 +21,10 @@ use base64::Engine as _;
 use regex::Regex;
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
+
+/// The signing key file of a tree extracted without `--secrets generate`: not a key.
+pub const KEY_PLACEHOLDER: &str = "CHANGEME: this is not a signing key. Run `sh prepare.sh SERVER_NAME` in the \
+     deployment directory (see the book's introduction) to make one.\n";
 
 /// What to do with secret placeholders.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -117,10 +124,7 @@ fn write_signing_key(
                 base64::engine::general_purpose::STANDARD_NO_PAD.encode(seed)
             )
         }
-        // 43 characters of unpadded base64 that decode to 32 bytes: valid in form, clearly fake.
-        Secrets::Placeholders => {
-            "ed25519 a_CHANGEME CHANGEMEsigningkeyCHANGEMEsigningkeyCHANGEM\n".to_string()
-        }
+        Secrets::Placeholders => KEY_PLACEHOLDER.to_string(),
     };
     let loc_frag = Fragment {
         md_file: loc.file.clone(),
@@ -223,22 +227,17 @@ mod tests {
     }
 
     #[test]
-    fn placeholders_stay_and_key_is_well_formed() {
+    fn placeholders_stay_and_the_key_is_no_key() {
         let mut t = tree();
         apply(&mut t, &Secrets::Placeholders).unwrap();
         assert!(t.files[".postgres.env"].content.contains("CHANGEME_pg"));
-        let key = t.files["synapse/keys/example.com.signing.key"]
-            .content
-            .clone();
-        let seed = key.trim().split(' ').nth(2).unwrap();
-        assert_eq!(seed.len(), 43);
-        assert_eq!(
-            base64::engine::general_purpose::STANDARD_NO_PAD
-                .decode(seed)
-                .map(|s| s.len())
-                .ok(),
-            Some(32)
-        );
+        let key = &t.files["synapse/keys/example.com.signing.key"];
+        assert!(key.secret);
+        // Not `ed25519 <version> <base64 seed>`: a key everyone can read would be one anyone
+        // could sign as. The note names the script that makes a real one.
+        assert_eq!(key.content, KEY_PLACEHOLDER);
+        assert!(!key.content.starts_with("ed25519 "));
+        assert!(key.content.contains(PLACEHOLDER_MARK) && key.content.contains("prepare.sh"));
     }
 
     #[test]

@@ -291,3 +291,21 @@ fn json_format() {
 fn github_format() {
     insta::assert_snapshot!(format_output("github"));
 }
+
+/// `--server-name matrix.example.org` on the book (whose server is `matrix.<server name>`)
+/// would make the host `matrix.matrix.example.org`: extract says so, and what to pass instead.
+#[test]
+fn a_host_name_as_server_name_is_warned_about() {
+    let book = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = tempfile::tempdir().unwrap();
+    let a = extract(&book, out.path(), &["--server-name", "matrix.example.org"]).success();
+    let err = String::from_utf8_lossy(&a.get_output().stderr).into_owned();
+    assert!(
+        err.contains("`matrix.matrix.example.org`") && err.contains("pass that instead"),
+        "{err}"
+    );
+    let out = tempfile::tempdir().unwrap();
+    let a = extract(&book, out.path(), &["--server-name", "example.org"]).success();
+    let err = String::from_utf8_lossy(&a.get_output().stderr).into_owned();
+    assert!(!err.contains("warning"), "{err}");
+}

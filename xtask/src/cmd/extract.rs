@@ -24,6 +24,15 @@ pub(crate) fn run(f: flags::Extract) -> anyhow::Result<ExitCode> {
         Ok(t) => t,
         Err(mut d) => return Ok(report(&mut d, f.format, &root)),
     };
+    if let Some(name) = &f.server_name
+        && let Some(host) = doubled_host(name, &tree)
+    {
+        eprintln!(
+            "warning: --server-name {name} makes the server's host name `{host}`. The server name \
+             is the domain in user IDs (@alice:{name}); if that should be `{}`, pass that instead.",
+            name.trim_start_matches("matrix.")
+        );
+    }
     let out = f.out.clone().unwrap_or_else(|| extract::default_out(&root));
     match extract::write_tree(&tree, &out, f.force) {
         Ok(r) => {
@@ -35,4 +44,12 @@ pub(crate) fn run(f: flags::Extract) -> anyhow::Result<ExitCode> {
         }
         Err(mut d) => Ok(report(&mut d, f.format, &root)),
     }
+}
+
+/// The host name the tree ends up with when `name` already starts with the prefix the book puts
+/// before the server name (`matrix.`): `matrix.matrix.example.org`.
+fn doubled_host(name: &str, tree: &crate::tree::Tree) -> Option<String> {
+    let host = format!("matrix.{name}");
+    (name.starts_with("matrix.") && tree.files.values().any(|f| f.content.contains(&host)))
+        .then_some(host)
 }

@@ -303,6 +303,19 @@ pub const CODES: &[Code] = &[
         "sql::query-failed",
         "an `sql` block fails on a live Synapse database",
     ),
+    // Prometheus
+    error(
+        "prometheus::promtool",
+        "`promtool check config` rejects the Prometheus configuration or one of its rule files",
+    ),
+    error(
+        "prometheus::missing-target",
+        "a Synapse process serves metrics that the Prometheus configuration does not scrape",
+    ),
+    warning(
+        "prometheus::no-promtool",
+        "promtool is missing, so the Prometheus configuration was not checked",
+    ),
     // Shell
     warning(
         "shell::no-shellcheck",

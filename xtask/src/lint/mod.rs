@@ -15,6 +15,7 @@
 //!   API, TLS), the real `nginx -t` and gixy-ng;
 //! - [`postgres`]: `postgresql.conf` checked by the installed PostgreSQL server;
 //! - [`shell`]: shellcheck on every script;
+//! - [`prometheus`]: `promtool check config` and every Synapse metrics listener a target;
 //! - [`security`]: IP range blacklists, no placeholder left in a tree with generated secrets;
 //! - [`links`]: internal links and `#anchors` between the book's pages.
 //!
@@ -27,6 +28,7 @@ pub mod compose_config;
 pub mod links;
 pub mod nginx;
 pub mod postgres;
+pub mod prometheus;
 pub mod security;
 pub mod shell;
 pub mod synapse;
@@ -180,6 +182,7 @@ pub fn check_tree(view: &TreeView<'_>, opts: Options) -> Vec<Diagnostic> {
     }
     diags.append(&mut postgres::check(view));
     diags.append(&mut shell::check(view));
+    diags.append(&mut prometheus::check(view));
     diags.append(&mut security::check_tree(view));
     diags.append(&mut nginx::check(view));
     diags

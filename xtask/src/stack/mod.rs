@@ -19,6 +19,7 @@ pub mod backup;
 pub mod checks;
 pub mod client;
 pub mod console;
+pub mod daytwo;
 pub mod docker;
 pub mod http;
 pub mod kills;

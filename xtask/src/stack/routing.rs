@@ -60,6 +60,20 @@ pub fn parse_line(line: &str) -> Option<LogLine> {
     })
 }
 
+/// What the book's access log format writes for a request URI: the URI itself, or the path and
+/// `?<redacted>` when the query string may hold an access token (nginx's
+/// `$loggable_request_uri`, in `maps.conf`).
+pub const REDACTED_QUERY: &str = "?<redacted>";
+
+/// Whether the access log's `logged` URI is the line of a request sent as `sent`: the same, or
+/// the same path with the query string redacted.
+pub fn logged_as(logged: &str, sent: &str) -> bool {
+    logged == sent
+        || logged
+            .strip_suffix(REDACTED_QUERY)
+            .is_some_and(|path| sent.split_once('?').is_some_and(|(p, _)| p == path))
+}
+
 /// nginx's access log: what the nginx service wrote to its output (the official image links
 /// `/var/log/nginx/access.log` to stdout), from a mark on.
 pub struct NginxLog<'a> {
@@ -149,7 +163,7 @@ pub fn compare(sent: &[Sent], log: &[LogLine], predict: &Predict<'_>) -> super::
             // matched to its log line, but only reported: nginx fails over while a worker is down
             if let Some(off) = log[pos..]
                 .iter()
-                .position(|l| l.method == s.method && l.uri == s.uri)
+                .position(|l| l.method == s.method && logged_as(&l.uri, &s.uri))
             {
                 let line = &log[pos + off];
                 pos += off + 1;
@@ -167,7 +181,7 @@ pub fn compare(sent: &[Sent], log: &[LogLine], predict: &Predict<'_>) -> super::
         }
         let Some(off) = log[pos..]
             .iter()
-            .position(|l| l.method == s.method && l.uri == s.uri)
+            .position(|l| l.method == s.method && logged_as(&l.uri, &s.uri))
         else {
             // A location with `access_log off` (a health endpoint): fine only if it does not proxy.
             match predict(&s.method, &s.uri) {
@@ -288,6 +302,18 @@ pub fn compare_step(tree: &Tree, log: &NginxLog<'_>, sent: &[Sent], report: &mut
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redacted_query_strings_match_what_was_sent() {
+        let sent = "/_matrix/federation/v1/openid/userinfo?access_token=abc";
+        assert!(logged_as(sent, sent));
+        assert!(logged_as(
+            "/_matrix/federation/v1/openid/userinfo?<redacted>",
+            sent
+        ));
+        assert!(!logged_as("/_matrix/federation/v1/other?<redacted>", sent));
+        assert!(!logged_as("/a?<redacted>", "/a"));
+    }
 
     #[test]
     fn log_lines() {

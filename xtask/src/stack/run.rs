@@ -2,7 +2,7 @@
 //! `down`, and `test` (all of it, with a report).
 
 use super::report::{Report, Step};
-use super::{ImageChoice, Paths, Stack, bring_up, checks, client, kills, prepare, routing};
+use super::{ImageChoice, Paths, Stack, bring_up, checks, client, daytwo, kills, prepare, routing};
 use anyhow::Context;
 use std::path::Path;
 use std::process::ExitCode;
@@ -198,6 +198,8 @@ pub fn test(
 }
 
 fn test_inner(s: &Stack, report: &mut Report, bless: bool) -> Vec<checks::Window> {
+    // Before the stack is up: its one-off containers use the same fixed network.
+    daytwo::prepare_script(s, report);
     let ts = Instant::now();
     match bring_up(s) {
         Ok(b) => {
@@ -259,6 +261,11 @@ fn test_inner(s: &Stack, report: &mut Report, bless: bool) -> Vec<checks::Window
         Ok(mut state) => {
             client::route_samples(&mut c, &s.book, &state, report);
             routing::compare_step(&s.tree, &log, &c.sent, report);
+            daytwo::admin_access(s, &addr, report);
+            daytwo::token_redaction(s, &addr, &state.alice.token, report);
+            daytwo::limits(s, report);
+            daytwo::well_known(s, &addr, report);
+            daytwo::metrics(s, report);
             checks::sql_blocks(s, report);
             let t = Instant::now();
             report.console = Some(super::console::run(s, report, bless));
@@ -266,6 +273,7 @@ fn test_inner(s: &Stack, report: &mut Report, bless: bool) -> Vec<checks::Window
             let restore_windows = replica_check(s, &mut c, &mut state, report);
             windows = kills::kill_table(&mut c, s, &mut state, report);
             windows.extend(restore_windows);
+            windows.extend(daytwo::upgrade(s, &mut c, &state, report));
         }
         Err(e) => {
             report.push(Step::fail(
