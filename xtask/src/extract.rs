@@ -167,42 +167,10 @@ fn valid_server_name(name: &str) -> bool {
             .is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.chars().all(|c| c.is_ascii_digit()))
 }
 
-/// A target is a relative path of plain components made of safe characters.
+/// A target is a relative path of plain components made of safe characters
+/// ([`crate::contain::rel`], the rule every written path follows), and not the manifest.
 pub fn check_target(target: &str) -> Result<(), String> {
-    if target.is_empty() {
-        return Err("empty target path".into());
-    }
-    if target.starts_with('/') || Path::new(target).is_absolute() {
-        return Err(format!(
-            "target `{target}` is absolute: targets are relative to the deployment root"
-        ));
-    }
-    if target.ends_with('/') {
-        return Err(format!("target `{target}` names a directory, not a file"));
-    }
-    for comp in target.split('/') {
-        match comp {
-            "" => {
-                return Err(format!(
-                    "target `{target}` has an empty path component (`//`)"
-                ));
-            }
-            "." | ".." => {
-                return Err(format!(
-                    "target `{target}` contains `{comp}`: it could leave the output directory"
-                ));
-            }
-            _ => {}
-        }
-        if let Some(c) = comp
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || "._-+@".contains(*c)))
-        {
-            return Err(format!(
-                "target `{target}` holds the character {c:?}: use letters, digits and . _ - + @"
-            ));
-        }
-    }
+    crate::contain::rel(target)?;
     if target.split('/').any(|c| c == MANIFEST) {
         return Err(format!(
             "target `{target}` would overwrite extract's own manifest"
@@ -221,8 +189,43 @@ pub struct WriteReport {
 /// Writes the tree into `out`. Checks everything first; on any problem nothing is written.
 /// Errors carry the Markdown location of the block concerned.
 pub fn write_tree(tree: &Tree, out: &Path, force: bool) -> Result<WriteReport, Vec<Diagnostic>> {
+    write_tree_of(tree, out, force, None)
+}
+
+/// [`write_tree`] for the book at `book`: `out` must neither hold the book nor lie inside its
+/// sources, so no target (and no cleanup) can touch a file the book is made of.
+pub fn write_tree_of(
+    tree: &Tree,
+    out: &Path,
+    force: bool,
+    book: Option<(&Path, &str)>,
+) -> Result<WriteReport, Vec<Diagnostic>> {
+    write_with(tree, out, force, book, &|from, to| std::fs::rename(from, to))
+}
+
+type Rename<'a> = &'a dyn Fn(&Path, &Path) -> std::io::Result<()>;
+
+fn write_with(
+    tree: &Tree,
+    out: &Path,
+    force: bool,
+    book: Option<(&Path, &str)>,
+    rename: Rename<'_>,
+) -> Result<WriteReport, Vec<Diagnostic>> {
     let mut diags = Vec::new();
     let book_loc = MdLoc::new("book.toml", 1);
+    let manifest_path = out.join(MANIFEST);
+    if std::fs::symlink_metadata(&manifest_path).is_ok_and(|m| !m.is_file()) {
+        return Err(vec![Diagnostic::error(
+            "extract::symlink-escape",
+            format!(
+                "{} is not a plain file (a symbolic link or a directory): extract neither reads \
+                 nor writes through it",
+                manifest_path.display()
+            ),
+            &book_loc,
+        )]);
+    }
     let previous = read_manifest(out);
     if out.exists() {
         if !out.is_dir() {
@@ -244,15 +247,23 @@ pub fn write_tree(tree: &Tree, out: &Path, force: bool) -> Result<WriteReport, V
             )]);
         }
     }
-    let out_canon = if out.exists() {
-        out.canonicalize().ok()
-    } else {
-        None
-    };
+    if let Some((root, src)) = book
+        && let Some(why) = over_book(out, root, src)
+    {
+        return Err(vec![Diagnostic::error(
+            "extract::out-over-book",
+            format!("--out {} {why}: extract would write over the book's own files; choose a directory outside them", out.display()),
+            &book_loc,
+        )]);
+    }
 
     // Check each target against what is on disk.
     for file in tree.files.values() {
         let loc = file.first_loc();
+        if let Err(msg) = check_target(&file.path) {
+            diags.push(Diagnostic::error("extract::bad-target", msg, &loc));
+            continue;
+        }
         let mut p = out.to_path_buf();
         let comps: Vec<&str> = file.path.split('/').collect();
         for (i, comp) in comps.iter().enumerate() {
@@ -262,27 +273,17 @@ pub fn write_tree(tree: &Tree, out: &Path, force: bool) -> Result<WriteReport, V
                 break;
             };
             if meta.file_type().is_symlink() {
-                let escapes = match (p.canonicalize(), &out_canon) {
-                    (Ok(real), Some(root)) => !real.starts_with(root),
-                    _ => true,
-                };
-                if escapes || last {
-                    diags.push(Diagnostic::error(
-                        "extract::symlink-escape",
-                        format!(
-                            "target `{}` goes through the symlink {}, which {}",
-                            file.path,
-                            p.display(),
-                            if escapes {
-                                "points out of the output directory"
-                            } else {
-                                "would be replaced"
-                            }
-                        ),
-                        &loc,
-                    ));
-                    break;
-                }
+                diags.push(Diagnostic::error(
+                    "extract::symlink-escape",
+                    format!(
+                        "target `{}` goes through the symbolic link {}: extract writes through no link, \
+                         inside the output directory or out of it",
+                        file.path,
+                        p.display(),
+                    ),
+                    &loc,
+                ));
+                break;
             } else if last && meta.is_dir() {
                 diags.push(Diagnostic::error(
                     "extract::target-collision",
@@ -316,41 +317,50 @@ pub fn write_tree(tree: &Tree, out: &Path, force: bool) -> Result<WriteReport, V
     };
     std::fs::create_dir_all(out)
         .map_err(|e| io_err(format!("cannot create {}", out.display()), e))?;
+    remove_leftovers(out);
     // Stage every file inside `out` (same filesystem, so the renames below are atomic).
-    let staging = out.join(format!(".extract-tmp-{}", std::process::id()));
+    let staging = out.join(format!("{STAGING_PREFIX}{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
-    let staged = stage(tree, &staging);
-    if let Err(e) = staged {
+    if let Err(e) = stage(tree, &staging.join("new")) {
         let _ = std::fs::remove_dir_all(&staging);
         return Err(io_err(
             format!("cannot stage files in {}", staging.display()),
             e,
         ));
     }
-    let mut report = WriteReport::default();
-    for file in tree.files.values() {
-        let dest = out.join(&file.path);
-        let res = dest
-            .parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|()| std::fs::rename(staging.join(&file.path), &dest));
-        if let Err(e) = res {
-            let _ = std::fs::remove_dir_all(&staging);
-            return Err(io_err(
-                format!("cannot move {} into place", dest.display()),
-                e,
-            ));
-        }
-        report.written += 1;
+    let previous = previous.unwrap_or_default();
+    // Until the move is over, the manifest names every file either run wrote: a run killed
+    // midway leaves nothing of ours unlisted, so the next run can clean it.
+    let during: BTreeSet<&str> = previous
+        .iter()
+        .map(String::as_str)
+        .chain(tree.files.keys().map(String::as_str))
+        .collect();
+    if let Err(e) = write_manifest(out, &staging, during) {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(io_err("cannot write the manifest".into(), e));
     }
-    let _ = std::fs::remove_dir_all(&staging);
+    let mut report = WriteReport::default();
+    if let Err((dest, e)) = move_into_place(tree, out, &staging, rename) {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(io_err(
+            format!(
+                "cannot move {} into place (every file was put back as it was)",
+                dest.display()
+            ),
+            e,
+        ));
+    }
+    report.written = tree.files.len();
 
-    // Remove what an earlier run wrote and the book no longer produces.
-    for old in previous.unwrap_or_default() {
-        if tree.files.contains_key(&old) || check_target(&old).is_err() {
+    // Remove what an earlier run wrote and the book no longer produces, following no link.
+    for old in &previous {
+        if tree.files.contains_key(old) || check_target(old).is_err() {
             continue;
         }
-        let p = out.join(&old);
+        let Ok(p) = crate::contain::join(out, old) else {
+            continue;
+        };
         if std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_file())
             && std::fs::remove_file(&p).is_ok()
         {
@@ -365,23 +375,152 @@ pub fn write_tree(tree: &Tree, out: &Path, force: bool) -> Result<WriteReport, V
             }
         }
     }
-    let manifest: String = tree.files.keys().map(|k| format!("{k}\n")).collect();
-    std::fs::write(
-        out.join(MANIFEST),
-        format!("# Files written by `cargo xtask extract`; it removes only these.\n{manifest}"),
-    )
-    .map_err(|e| io_err("cannot write the manifest".into(), e))?;
+    let res = write_manifest(out, &staging, tree.files.keys().map(String::as_str));
+    let _ = std::fs::remove_dir_all(&staging);
+    res.map_err(|e| io_err("cannot write the manifest".into(), e))?;
     Ok(report)
+}
+
+/// The name of extract's staging directory in `out`, followed by the process id.
+pub const STAGING_PREFIX: &str = ".extract-tmp-";
+
+/// Why `out` would put the book's own files at risk: it is the book's directory or holds it, or
+/// lies inside its sources. None when it does not.
+fn over_book(out: &Path, root: &Path, src: &str) -> Option<&'static str> {
+    let canon = |p: &Path| {
+        // `out` may not exist yet: canonicalize its nearest existing ancestor.
+        let mut base = p.to_path_buf();
+        let mut rest = Vec::new();
+        while !base.exists() {
+            rest.push(base.file_name()?.to_os_string());
+            base = base.parent()?.to_path_buf();
+        }
+        let mut c = base.canonicalize().ok()?;
+        c.extend(rest.iter().rev());
+        Some(c)
+    };
+    let out = canon(if out.is_absolute() {
+        out.to_path_buf()
+    } else {
+        std::env::current_dir().ok()?.join(out)
+    }
+    .as_path())?;
+    let root = root.canonicalize().ok()?;
+    if root.starts_with(&out) {
+        Some("is the book's directory or holds it")
+    } else if out.starts_with(root.join(src)) {
+        Some("is inside the book's sources")
+    } else {
+        None
+    }
+}
+
+/// Removes the staging directories of earlier runs that were killed (their process is gone).
+fn remove_leftovers(out: &Path) {
+    let Ok(rd) = std::fs::read_dir(out) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(STAGING_PREFIX))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let alive = pid != std::process::id() && Path::new("/proc").join(pid.to_string()).exists();
+        // remove_dir_all removes a link itself, never what it points to.
+        if !alive {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// Writes the manifest naming `files` (staged, then renamed over the old one).
+fn write_manifest<'a>(
+    out: &Path,
+    staging: &Path,
+    files: impl IntoIterator<Item = &'a str>,
+) -> std::io::Result<()> {
+    let list: String = files.into_iter().map(|k| format!("{k}\n")).collect();
+    let tmp = staging.join("manifest");
+    std::fs::write(
+        &tmp,
+        format!("# Files written by `cargo xtask extract`; it removes only these.\n{list}"),
+    )?;
+    std::fs::rename(&tmp, out.join(MANIFEST))
+}
+
+/// Moves the staged files over their destinations. On a failure every destination is put back
+/// as it was (the old file restored, a new one removed, directories made for it removed) and the
+/// failing destination returned.
+fn move_into_place(
+    tree: &Tree,
+    out: &Path,
+    staging: &Path,
+    rename: Rename<'_>,
+) -> Result<(), (PathBuf, std::io::Error)> {
+    enum Done {
+        Replaced(PathBuf, PathBuf),
+        Created(PathBuf),
+        Dir(PathBuf),
+    }
+    let mut done: Vec<Done> = Vec::new();
+    let mut result = Ok(());
+    for (i, file) in tree.files.values().enumerate() {
+        let dest = out.join(&file.path);
+        let step = (|| {
+            // Directories on the way, outermost first, each remembered for a rollback.
+            let mut p = out.to_path_buf();
+            let comps: Vec<&str> = file.path.split('/').collect();
+            for comp in &comps[..comps.len() - 1] {
+                p.push(comp);
+                if std::fs::symlink_metadata(&p).is_err() {
+                    std::fs::create_dir(&p)?;
+                    done.push(Done::Dir(p.clone()));
+                }
+            }
+            if std::fs::symlink_metadata(&dest).is_ok() {
+                let old = staging.join("old").join(i.to_string());
+                std::fs::create_dir_all(staging.join("old"))?;
+                rename(&dest, &old)?;
+                done.push(Done::Replaced(dest.clone(), old));
+            } else {
+                done.push(Done::Created(dest.clone()));
+            }
+            rename(&staging.join("new").join(&file.path), &dest)
+        })();
+        if let Err(e) = step {
+            result = Err((dest, e));
+            break;
+        }
+    }
+    if result.is_err() {
+        for d in done.into_iter().rev() {
+            match d {
+                Done::Replaced(dest, old) => {
+                    let _ = std::fs::rename(old, dest);
+                }
+                Done::Created(dest) => {
+                    if std::fs::symlink_metadata(&dest).is_ok_and(|m| m.is_file()) {
+                        let _ = std::fs::remove_file(dest);
+                    }
+                }
+                Done::Dir(dir) => {
+                    let _ = std::fs::remove_dir(dir);
+                }
+            }
+        }
+    }
+    result
 }
 
 fn stage(tree: &Tree, staging: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(staging)?;
     for file in tree.files.values() {
-        let p = staging.join(&file.path);
-        if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::write(&p, &file.content)?;
+        let p = crate::contain::write(staging, &file.path, &file.content)?;
         let mode = if file.secret {
             0o600
         } else if file.content.starts_with("#!") {
@@ -402,7 +541,11 @@ fn dir_has_entries(dir: &Path) -> bool {
 
 /// The files a previous extract wrote, or None when `out` has no manifest.
 pub fn read_manifest(out: &Path) -> Option<Vec<String>> {
-    let text = std::fs::read_to_string(out.join(MANIFEST)).ok()?;
+    let path = out.join(MANIFEST);
+    if !std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+        return None;
+    }
+    let text = std::fs::read_to_string(&path).ok()?;
     Some(
         text.lines()
             .filter(|l| !l.starts_with('#') && !l.is_empty())

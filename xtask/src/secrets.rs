@@ -95,12 +95,21 @@ fn write_signing_key(
         Diagnostic::error(
             "extract::signing-key-unmapped",
             format!(
-                "signing_key_path `{key_path}` is not under any bind mount of the Compose file, \
-                 so extract cannot tell where to write the key"
+                "signing_key_path `{key_path}` is not under any bind mount of the Compose file \
+                 that stays inside the deployment directory, so extract cannot tell where to \
+                 write the key"
             ),
             &loc,
         )
     })?;
+    // The key is written like a block's `title`: the same containment rule.
+    if let Err(msg) = crate::contain::rel(&tree_path) {
+        return Err(Diagnostic::error(
+            "extract::bad-target",
+            format!("signing_key_path `{key_path}` lands at a path extract refuses: {msg}"),
+            &loc,
+        ));
+    }
     if let Some(existing) = tree.files.get(&tree_path) {
         return Err(Diagnostic::error(
             "extract::signing-key-in-book",

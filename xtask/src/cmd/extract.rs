@@ -25,7 +25,7 @@ pub(crate) fn run(f: flags::Extract) -> anyhow::Result<ExitCode> {
         Err(mut d) => return Ok(report(&mut d, f.format, &root)),
     };
     let out = f.out.clone().unwrap_or_else(|| extract::default_out(&root));
-    match extract::write_tree(&tree, &out, f.force) {
+    match extract::write_tree_of(&tree, &out, f.force, Some((&book.root, &book.src))) {
         Ok(r) => {
             eprintln!("extracted {} files into {}", r.written, out.display());
             for old in &r.removed {

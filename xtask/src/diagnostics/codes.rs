@@ -114,7 +114,11 @@ pub const CODES: &[Code] = &[
     ),
     error(
         "extract::symlink-escape",
-        "a target goes through a symlink out of the output directory",
+        "a target or the manifest goes through a symbolic link",
+    ),
+    input(
+        "extract::out-over-book",
+        "`--out` is the book's directory, holds it, or lies inside its sources",
     ),
     error("extract::io", "writing the tree failed"),
     error(

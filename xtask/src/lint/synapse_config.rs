@@ -173,15 +173,12 @@ fn run_python(
     }
     let key = cache::key(&parts);
     cache::memo(&key, || {
-        let dir = cache::scratch_dir("synapse");
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = cache::scratch_dir("synapse")?;
         let root = dir.to_string_lossy().into_owned();
         let res = (|| {
             for f in &files {
-                let p = dir.join("tree").join(&f.path);
-                std::fs::create_dir_all(p.parent().expect("tree paths have a parent"))
+                crate::contain::write(&dir.join("tree"), &f.path, &f.content)
                     .map_err(|e| e.to_string())?;
-                std::fs::write(&p, &f.content).map_err(|e| e.to_string())?;
             }
             let mut real: Vec<(String, Vec<String>)> = Vec::new();
             for (name, files) in plan {

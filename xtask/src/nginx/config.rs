@@ -250,11 +250,7 @@ pub fn write_scratch_etc(
         let Some(rel) = path.strip_prefix(dir) else {
             continue;
         };
-        let out = etc.join(rel);
-        if let Some(p) = out.parent() {
-            std::fs::create_dir_all(p)?;
-        }
-        std::fs::write(out, rewrite(&tf.content))?;
+        crate::contain::write(etc, rel, rewrite(&tf.content))?;
     }
     Ok(())
 }

@@ -89,9 +89,12 @@ fn stand_in_certificates(cfg: &Config, etc: &Path) -> std::io::Result<()> {
             "ssl_certificate_key" => true,
             _ => return,
         };
+        // A path that leaves `/etc/nginx/` (`..`, a link) gets no stand-in: nothing is
+        // written outside the scratch copy, and `nginx -t` says it cannot load the file.
         if let Some(p) = d.arg(0)
             && let Some(rel) = p.strip_prefix(CONTAINER_PREFIX)
-            && !etc.join(rel).exists()
+            && let Ok(out) = crate::contain::join(etc, rel)
+            && std::fs::symlink_metadata(&out).is_err()
         {
             wanted.push((rel.to_string(), key));
         }
@@ -127,11 +130,7 @@ fn stand_in_certificates(cfg: &Config, etc: &Path) -> std::io::Result<()> {
         return Ok(());
     }
     for (rel, is_key) in wanted {
-        let out = etc.join(rel);
-        if let Some(p) = out.parent() {
-            std::fs::create_dir_all(p)?;
-        }
-        std::fs::copy(if is_key { &key } else { &crt }, out)?;
+        crate::contain::write(etc, &rel, std::fs::read(if is_key { &key } else { &crt })?)?;
     }
     Ok(())
 }
@@ -167,8 +166,7 @@ fn run(
     root: &str,
     dir: &str,
 ) -> std::io::Result<(bool, String)> {
-    let scratch =
-        std::env::temp_dir().join(format!("xtask-nginx-t-{}-{}", std::process::id(), unique()));
+    let scratch = crate::contain::scratch("nginx-t", None)?;
     let etc = scratch.join("etc/nginx");
     let res = (|| {
         let conf = prepare(tree, cfg, root, dir, &scratch)?;
@@ -186,12 +184,6 @@ fn run(
     })();
     let _ = std::fs::remove_dir_all(&scratch);
     res
-}
-
-fn unique() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Rewrites container paths into the scratch prefix, keeping every line where it was.
