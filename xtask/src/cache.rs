@@ -67,10 +67,9 @@ pub fn dir() -> PathBuf {
         return PathBuf::from(d);
     }
     let repo = crate::project_root();
-    let ours = BOOK.get().is_none_or(|b| {
-        repo.canonicalize()
-            .is_ok_and(|r| &r == b)
-    });
+    let ours = BOOK
+        .get()
+        .is_none_or(|b| repo.canonicalize().is_ok_and(|r| &r == b));
     if ours {
         return repo.join("target").join("lint-cache");
     }

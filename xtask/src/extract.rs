@@ -200,7 +200,9 @@ pub fn write_tree_of(
     force: bool,
     book: Option<(&Path, &str)>,
 ) -> Result<WriteReport, Vec<Diagnostic>> {
-    write_with(tree, out, force, book, &|from, to| std::fs::rename(from, to))
+    write_with(tree, out, force, book, &|from, to| {
+        std::fs::rename(from, to)
+    })
 }
 
 type Rename<'a> = &'a dyn Fn(&Path, &Path) -> std::io::Result<()>;
@@ -252,7 +254,10 @@ fn write_with(
     {
         return Err(vec![Diagnostic::error(
             "extract::out-over-book",
-            format!("--out {} {why}: extract would write over the book's own files; choose a directory outside them", out.display()),
+            format!(
+                "--out {} {why}: extract would write over the book's own files; choose a directory outside them",
+                out.display()
+            ),
             &book_loc,
         )]);
     }
@@ -399,12 +404,14 @@ fn over_book(out: &Path, root: &Path, src: &str) -> Option<&'static str> {
         c.extend(rest.iter().rev());
         Some(c)
     };
-    let out = canon(if out.is_absolute() {
-        out.to_path_buf()
-    } else {
-        std::env::current_dir().ok()?.join(out)
-    }
-    .as_path())?;
+    let out = canon(
+        if out.is_absolute() {
+            out.to_path_buf()
+        } else {
+            std::env::current_dir().ok()?.join(out)
+        }
+        .as_path(),
+    )?;
     let root = root.canonicalize().ok()?;
     if root.starts_with(&out) {
         Some("is the book's directory or holds it")

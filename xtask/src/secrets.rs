@@ -92,16 +92,16 @@ fn write_signing_key(
     let tree_path = compose
         .and_then(|c| c.container_to_tree(&key_path))
         .ok_or_else(|| {
-        Diagnostic::error(
-            "extract::signing-key-unmapped",
-            format!(
-                "signing_key_path `{key_path}` is not under any bind mount of the Compose file \
+            Diagnostic::error(
+                "extract::signing-key-unmapped",
+                format!(
+                    "signing_key_path `{key_path}` is not under any bind mount of the Compose file \
                  that stays inside the deployment directory, so extract cannot tell where to \
                  write the key"
-            ),
-            &loc,
-        )
-    })?;
+                ),
+                &loc,
+            )
+        })?;
     // The key is written like a block's `title`: the same containment rule.
     if let Err(msg) = crate::contain::rel(&tree_path) {
         return Err(Diagnostic::error(

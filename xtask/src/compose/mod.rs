@@ -212,7 +212,8 @@ impl Service {
                 MountKind::Bind if !m.source.starts_with('/') && !m.source.starts_with('~') => {
                     // A source or path that climbs out of the project directory (`./../keys`,
                     // `/data/../../x`) lands outside the tree.
-                    match clean_rel(&m.source).and_then(|base| clean_rel(&format!("./{base}/{rest}")))
+                    match clean_rel(&m.source)
+                        .and_then(|base| clean_rel(&format!("./{base}/{rest}")))
                     {
                         Some(t) => Resolved::Tree(t),
                         None => Resolved::Elsewhere(format!("{}/{rest}", m.source)),

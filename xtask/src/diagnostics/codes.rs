@@ -340,6 +340,10 @@ pub const CODES: &[Code] = &[
     error("nginx::bad-regex", "a regex that is not valid PCRE"),
     error("nginx::bad-map", "a `map` nginx would refuse"),
     error(
+        "nginx::variable-cycle",
+        "a `map` reads itself, directly or through other maps (nginx gives an empty value)",
+    ),
+    error(
         "nginx::bad-address",
         "an `allow`/`deny` address nginx would refuse",
     ),

@@ -153,6 +153,8 @@ struct Server {
 
 #[derive(Debug, Clone)]
 struct Map {
+    /// The `map` directive (for the cycle diagnostic).
+    at: MdLoc,
     source: Complex,
     exact: HashMap<Vec<u8>, Complex>,
     regexes: Vec<(Rx, Complex)>,
@@ -502,6 +504,7 @@ impl Router {
                     let source = b.complex(src, d);
                     let name = var.strip_prefix('$').unwrap_or(var).to_ascii_lowercase();
                     let mut m = Map {
+                        at: md(tree, d),
                         source,
                         exact: HashMap::new(),
                         regexes: Vec::new(),
@@ -614,6 +617,7 @@ impl Router {
                 _ => {}
             }
         }
+        b.diags.extend(map_cycles(&maps));
         if servers.is_empty() {
             b.diags.push(Diagnostic::error(
                 "nginx::no-server",
@@ -679,6 +683,7 @@ impl Router {
             vars: HashMap::new(),
             caps: Vec::new(),
             used: BTreeMap::new(),
+            evaluating: Vec::new(),
         };
 
         // Server rewrite phase.
@@ -931,6 +936,78 @@ struct Ctx<'a> {
     vars: HashMap<String, String>,
     caps: Vec<Option<Vec<u8>>>,
     used: BTreeMap<String, String>,
+    /// The maps being evaluated, innermost last: a name already here is a cycle, and more than
+    /// [`VARIABLE_DEPTH`] of them is what nginx also calls one.
+    evaluating: Vec<String>,
+}
+
+/// nginx's `ngx_http_variable_depth`: how deeply variables may evaluate variables.
+const VARIABLE_DEPTH: usize = 100;
+
+/// The `map`s that read themselves, directly or through other maps: nginx accepts them
+/// (`nginx -t` passes) but every request that reads one logs "cycle while evaluating variable"
+/// and gets an empty value. Found without recursion, so any chain length is safe.
+fn map_cycles(maps: &HashMap<String, Map>) -> Vec<Diagnostic> {
+    let deps = |m: &Map| -> Vec<String> {
+        let mut v: Vec<String> = std::iter::once(&m.source)
+            .chain(m.exact.values())
+            .chain(m.regexes.iter().map(|(_, c)| c))
+            .chain(std::iter::once(&m.default))
+            .flat_map(Complex::vars)
+            .filter(|v| maps.contains_key(*v))
+            .map(String::from)
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    // 0 unseen, 1 on the current path, 2 done.
+    let mut state: HashMap<&str, u8> = HashMap::new();
+    let mut names: Vec<&String> = maps.keys().collect();
+    names.sort();
+    let mut diags = Vec::new();
+    for start in names {
+        if state.get(start.as_str()).copied().unwrap_or(0) != 0 {
+            continue;
+        }
+        // (map name, its dependencies, next index)
+        let mut stack: Vec<(&str, Vec<String>, usize)> =
+            vec![(start.as_str(), deps(&maps[start]), 0)];
+        state.insert(start.as_str(), 1);
+        while let Some((name, ds, i)) = stack.last_mut() {
+            if let Some(next) = ds.get(*i).cloned() {
+                *i += 1;
+                let (key, m) = maps.get_key_value(&next).expect("deps are maps");
+                match state.get(key.as_str()).copied().unwrap_or(0) {
+                    0 => {
+                        state.insert(key.as_str(), 1);
+                        stack.push((key.as_str(), deps(m), 0));
+                    }
+                    1 => {
+                        let from = stack.iter().position(|(n, _, _)| *n == key).unwrap_or(0);
+                        let cycle: Vec<String> = stack[from..]
+                            .iter()
+                            .map(|(n, _, _)| format!("${n}"))
+                            .chain(std::iter::once(format!("${key}")))
+                            .collect();
+                        diags.push(Diagnostic::error(
+                            "nginx::variable-cycle",
+                            format!(
+                                "the map of ${key} reads itself ({}): nginx -t accepts it, but every request that uses it logs \"cycle while evaluating variable\" and gets an empty value",
+                                cycle.join(" -> ")
+                            ),
+                            &m.at,
+                        ));
+                    }
+                    _ => {}
+                }
+            } else {
+                state.insert(name, 2);
+                stack.pop();
+            }
+        }
+    }
+    diags
 }
 
 impl Ctx<'_> {
@@ -954,7 +1031,7 @@ impl Ctx<'_> {
                     }
                 }
                 Part::Var(v) => {
-                    let val = self.var(v, 0);
+                    let val = self.var(v);
                     s.push_str(&val);
                 }
             }
@@ -962,40 +1039,45 @@ impl Ctx<'_> {
         s
     }
 
-    fn var(&mut self, name: &str, depth: usize) -> String {
+    fn var(&mut self, name: &str) -> String {
         if let Some(v) = self.vars.get(name) {
             return v.clone();
         }
-        if depth > 16 {
-            return String::new();
-        }
-        if let Some(m) = self.r.maps.get(name) {
-            let src = self.eval(&m.source);
-            let low = src.to_ascii_lowercase().into_bytes();
-            let val = if let Some(v) = m.exact.get(&low) {
-                self.eval(&v.clone())
-            } else {
-                let mut hit = None;
-                if !src.is_empty() {
-                    for (re, v) in &m.regexes {
-                        if let Some(c) = re.captures(src.as_bytes()) {
-                            hit = Some((c, v.clone()));
-                            break;
-                        }
-                    }
-                }
-                match hit {
-                    Some((c, v)) => {
-                        self.set_caps(c);
-                        self.eval(&v)
-                    }
-                    None => self.eval(&m.default.clone()),
-                }
-            };
+        let r = self.r;
+        if let Some(m) = r.maps.get(name) {
+            if self.evaluating.len() >= VARIABLE_DEPTH || self.evaluating.iter().any(|n| n == name)
+            {
+                // nginx: "cycle while evaluating variable", and the value is empty.
+                return String::new();
+            }
+            self.evaluating.push(name.to_string());
+            let val = self.map_value(m);
+            self.evaluating.pop();
             self.used.insert(name.to_string(), val.clone());
             self.vars.insert(name.to_string(), val.clone());
             return val;
         }
+        self.builtin(name)
+    }
+
+    fn map_value(&mut self, m: &Map) -> String {
+        let src = self.eval(&m.source);
+        let low = src.to_ascii_lowercase().into_bytes();
+        if let Some(v) = m.exact.get(&low) {
+            return self.eval(v);
+        }
+        if !src.is_empty() {
+            for (re, v) in &m.regexes {
+                if let Some(c) = re.captures(src.as_bytes()) {
+                    self.set_caps(c);
+                    return self.eval(v);
+                }
+            }
+        }
+        self.eval(&m.default)
+    }
+
+    fn builtin(&self, name: &str) -> String {
         let req = self.req;
         match name {
             "uri" | "document_uri" => req.path_str(),
@@ -1040,6 +1122,43 @@ mod tests {
             .location
             .map(|l| format!("{}{}", l.modifier, l.pattern))
             .unwrap_or_default()
+    }
+
+    #[test]
+    fn map_cycles_are_diagnostics_and_long_chains_do_not_overflow() {
+        for conf in [
+            "http { map $y $y { default $y; } server { location / { return 200 $y; } } }",
+            "http { map $a $b { default $a; } map $b $a { default $b; } server { location / { return 200 $a; } } }",
+            "http { map $uri $a { ~x $c; default 1; } map $a $c { default $a; } server { location / { return 200 $a; } } }",
+        ] {
+            let d = Router::from_tree(&tree_from(&[("nginx/nginx.conf", conf)])).unwrap_err();
+            assert!(
+                d.iter().any(|d| d.code == "nginx::variable-cycle"),
+                "{conf}: {d:?}"
+            );
+        }
+        // 20000 maps, each reading the next: deeper than nginx's variable depth, no cycle.
+        let n = 20_000;
+        let mut conf = String::from("http {\n");
+        for i in 0..n {
+            conf.push_str(&format!(
+                "map $m{} $m{i} {{ default x$m{}; }}\n",
+                i + 1,
+                i + 1
+            ));
+        }
+        conf.push_str(&format!("map $uri $m{n} {{ default end; }}\n"));
+        conf.push_str("server { location / { return 200 $m0; } }\n}\n");
+        let r = router(&conf);
+        let o = r.route("GET", "/");
+        assert_eq!(o.status, Some(200));
+        assert!(
+            o.text
+                .as_deref()
+                .is_some_and(|t| t.len() <= VARIABLE_DEPTH + 1),
+            "{:?}",
+            o.text.map(|t| t.len())
+        );
     }
 
     #[test]
