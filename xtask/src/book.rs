@@ -201,9 +201,29 @@ pub fn load(root: &Path) -> Result<Book, Vec<Diagnostic>> {
 
     let mut chapters = Vec::new();
     let mut diags = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
     for (name, location) in links {
-        let rel = format!("{src}/{}", location.to_string_lossy().replace('\\', "/"));
         let listed_at = MdLoc::new(summary_rel.clone(), summary_line(&summary_text, &location));
+        let raw = location.to_string_lossy().replace('\\', "/");
+        // `ch.md` and `./ch.md` are one chapter; one that leaves the sources is refused (mdBook
+        // itself stops on it: chapters are always inside a book).
+        let Some(clean) = crate::contain::normalize(&raw).filter(|c| !c.is_empty()) else {
+            diags.push(Diagnostic::error(
+                "book::unreadable",
+                format!("SUMMARY.md lists `{raw}`, which is not a file inside `{src}/`"),
+                &listed_at,
+            ));
+            continue;
+        };
+        let rel = format!("{src}/{clean}");
+        if !seen.insert(rel.clone()) {
+            diags.push(Diagnostic::warning(
+                "book::duplicate-chapter",
+                format!("SUMMARY.md lists `{rel}` a second time: its blocks are read once"),
+                &listed_at,
+            ));
+            continue;
+        }
         match read_utf8(root, &rel, &listed_at) {
             Ok(text) => {
                 let (blocks, mut d) = parse_blocks(&rel, &text);
@@ -257,13 +277,39 @@ fn summary_line(summary: &str, location: &Path) -> usize {
 /// Reads a book file as UTF-8. `listed_at` is where the file is referenced from, used when the
 /// file cannot be read at all; a non-UTF-8 file is reported at its own first bad line.
 fn read_utf8(root: &Path, rel: &str, listed_at: &MdLoc) -> Result<String, Diagnostic> {
-    let bytes = std::fs::read(root.join(rel)).map_err(|e| {
+    let unreadable = |why: String| {
         Diagnostic::error(
             "book::unreadable",
-            format!("cannot read `{rel}`: {e}"),
+            format!("cannot read `{rel}`: {why}"),
             listed_at,
         )
-    })?;
+    };
+    let path = root.join(rel);
+    // Only a regular file of bounded size is read (a link to /dev/zero or a FIFO would never end).
+    let meta = std::fs::metadata(&path).map_err(|e| unreadable(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(unreadable("it is not a regular file".into()));
+    }
+    if meta.len() > MAX_FILE {
+        return Err(unreadable(format!(
+            "it is {} bytes; a book file may have {MAX_FILE} at most",
+            meta.len()
+        )));
+    }
+    let mut bytes = Vec::new();
+    {
+        use std::io::Read as _;
+        std::fs::File::open(&path)
+            .and_then(|f| f.take(MAX_FILE + 1).read_to_end(&mut bytes))
+            .map_err(|e| unreadable(e.to_string()))?;
+    }
+    if bytes.len() as u64 > MAX_FILE {
+        return Err(unreadable(format!("it has more than {MAX_FILE} bytes")));
+    }
+    // mdBook drops a byte order mark before parsing (mdbook-driver's `load_chapter`).
+    if bytes.starts_with(b"\xef\xbb\xbf") {
+        bytes.drain(..3);
+    }
     String::from_utf8(bytes).map_err(|e| {
         let valid = e.utf8_error().valid_up_to();
         let line = e.as_bytes()[..valid]
@@ -278,6 +324,9 @@ fn read_utf8(root: &Path, rel: &str, listed_at: &MdLoc) -> Result<String, Diagno
         )
     })
 }
+
+/// The largest book file read (SUMMARY.md or a chapter): 16 MiB.
+pub const MAX_FILE: u64 = 16 << 20;
 
 /// 1-based line of byte offset `pos` in `text`.
 pub fn line_of(text: &str, pos: usize) -> usize {
@@ -313,34 +362,68 @@ pub fn parse_blocks(file: &str, text: &str) -> (Vec<Block>, Vec<Diagnostic>) {
     let mut diags = Vec::new();
     let parser = new_cmark_parser(text, &MarkdownOptions::default()).into_offset_iter();
     let lines = LineIndex::new(text);
-    let mut current: Option<(usize, String, String, std::ops::Range<usize>)> = None;
+    includes(file, text, &lines, &mut diags);
+    // (fence line, info string, content, the block's source range, where its content ends)
+    let mut current: Option<(usize, String, String, std::ops::Range<usize>, usize)> = None;
+    let mut indented: Option<usize> = None;
     for (event, range) in parser {
         match event {
             Event::Start(Tag::CodeBlock(CodeBlockKind::Fenced(info))) => {
+                let content_start = text[range.clone()]
+                    .find('\n')
+                    .map_or(range.end, |i| range.start + i + 1);
                 current = Some((
                     lines.line(range.start),
                     info.to_string(),
                     String::new(),
                     range,
+                    content_start,
                 ));
             }
+            Event::Start(Tag::CodeBlock(CodeBlockKind::Indented)) => {
+                indented = Some(lines.line(range.start));
+            }
             Event::Text(t) => {
-                if let Some((_, _, body, _)) = current.as_mut() {
+                if let Some((_, _, body, _, end)) = current.as_mut() {
                     body.push_str(&t);
+                    *end = range.end;
                 }
             }
             Event::End(TagEnd::CodeBlock) => {
-                let Some((fence_line, info, body, range)) = current.take() else {
+                if let Some(line) = indented.take() {
+                    diags.push(Diagnostic::warning(
+                        "book::indented-code-block",
+                        "an indented code block is shown as code but never extracted nor checked: \
+                         make it a fenced block (``` with a `title` or a marker) or indent it less",
+                        &MdLoc::new(file, line),
+                    ));
+                    continue;
+                }
+                let Some((fence_line, info, body, range, content_end)) = current.take() else {
                     continue;
                 };
                 let loc = MdLoc::new(file, fence_line);
-                if !is_closed(&text[range.clone()]) {
+                if !is_closed(
+                    &text[range.clone()],
+                    &text[content_end.min(range.end)..range.end],
+                ) {
                     diags.push(Diagnostic::error(
                         "book::unterminated-fence",
                         "this code fence is never closed: everything after it to the end of the file became part of the block",
                         &loc,
                     ));
                     continue;
+                }
+                if let Some(n) = fence_like_line(&text[range.clone()], &body) {
+                    diags.push(Diagnostic::warning(
+                        "book::fence-in-block",
+                        format!(
+                            "line {} looks like a code fence, but mdBook reads it as part of the block opened here \
+                             (a closing fence is indented less than four spaces, has no info string, and in a quote keeps the quote's `>`)",
+                            fence_line + 1 + n
+                        ),
+                        &loc,
+                    ));
                 }
                 match classify(&info) {
                     Ok((lang, attrs, kind)) => blocks.push(Block {
@@ -360,28 +443,64 @@ pub fn parse_blocks(file: &str, text: &str) -> (Vec<Block>, Vec<Diagnostic>) {
     (blocks, diags)
 }
 
-/// Whether a fenced block's source text ends with a closing fence.
-fn is_closed(src: &str) -> bool {
-    let mut lines = src.lines();
-    let Some(open) = lines.next() else {
-        return false;
-    };
-    let open = open.trim_start_matches([' ', '>']).trim_start();
+/// Whether a fenced block (source `src`) was closed by a fence: pulldown-cmark (mdBook's parser)
+/// decided where the block's content ends, and `after` is the source after that content. A block
+/// it never saw closed runs to the end of its container, so nothing but container prefixes
+/// follows its content (a would-be closing fence indented four spaces, or `>`-prefixed outside
+/// a quote, is content); a closed one is followed by its closing fence.
+fn is_closed(src: &str, after: &str) -> bool {
+    let open = src.lines().next().unwrap_or("");
+    let open = open.trim_start_matches([' ', '>', '\t']);
     let ch = match open.chars().next() {
         Some(c @ ('`' | '~')) => c,
         _ => return true, // not a fence we understand; let mdBook decide
     };
     let n = open.chars().take_while(|&c| c == ch).count();
-    let Some(last) = src.trim_end_matches(['\n', '\r']).lines().last() else {
-        return false;
-    };
-    if src.lines().count() < 2 {
-        return false;
+    after.lines().any(|l| {
+        let l = l.trim_start_matches([' ', '>', '\t']);
+        let m = l.chars().take_while(|&c| c == ch).count();
+        m >= n && l[m * ch.len_utf8()..].trim().is_empty()
+    })
+}
+
+/// The 0-based line of `body` (the content of the block with source `src`) that looks like a
+/// fence of the block's own kind: a mistake mdBook silently turns into content.
+fn fence_like_line(src: &str, body: &str) -> Option<usize> {
+    let open = src.lines().next()?.trim_start_matches([' ', '>', '\t']);
+    let ch = open.chars().next().filter(|c| matches!(c, '`' | '~'))?;
+    let n = open.chars().take_while(|&c| c == ch).count();
+    body.lines().position(|l| {
+        let l = l.trim_start_matches([' ', '>', '\t']);
+        l.chars().take_while(|&c| c == ch).count() >= n
+    })
+}
+
+/// mdBook's `links` preprocessor (`{{#include}}`, `{{#rustdoc_include}}`, `{{#playground}}`)
+/// runs after our checks, so text it pulls in would reach the site unchecked and unextracted
+/// (and could name any file on the machine): each one is an error. `\{{#` is mdBook's escape.
+fn includes(file: &str, text: &str, lines: &LineIndex, diags: &mut Vec<Diagnostic>) {
+    let mut from = 0;
+    while let Some(i) = text[from..].find("{{#") {
+        let at = from + i;
+        from = at + 3;
+        if at > 0 && text.as_bytes()[at - 1] == b'\\' {
+            continue;
+        }
+        let name: String = text[at + 3..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if matches!(name.as_str(), "include" | "rustdoc_include" | "playground") {
+            diags.push(Diagnostic::error(
+                "book::include",
+                format!(
+                    "`{{{{#{name}}}}}` is expanded by mdBook after every check: the text it brings in \
+                     would be neither extracted nor checked; put the text in the chapter itself"
+                ),
+                &MdLoc::new(file, lines.line(at)),
+            ));
+        }
     }
-    // Inside containers (lists, block quotes) the closing fence may be prefixed.
-    let last = last.trim_start_matches([' ', '>', '\t']);
-    let m = last.chars().take_while(|&c| c == ch).count();
-    m >= n && last[m * ch.len_utf8()..].trim().is_empty()
 }
 
 type Classified = (String, BTreeMap<String, Option<String>>, BlockKind);
@@ -451,6 +570,12 @@ pub fn classify(info: &str) -> Result<Classified, (&'static str, String)> {
             return Err((
                 "book::bad-info-string",
                 "`variant` needs the `title` of the file it is an alternative of".into(),
+            ));
+        }
+        (Some(_), _, false) if lang == "routes" => {
+            return Err((
+                "book::bad-info-string",
+                "a `routes` block is a table `check` asserts, not a file: drop its `title`".into(),
             ));
         }
         (Some(target), variant, false) => BlockKind::File { target, variant },

@@ -91,6 +91,22 @@ pub const CODES: &[Code] = &[
         "book::unmarked-config-block",
         "a config-language block has neither a `title` nor a marker",
     ),
+    warning(
+        "book::fence-in-block",
+        "a line inside a fenced block looks like a fence mdBook does not take as one",
+    ),
+    warning(
+        "book::indented-code-block",
+        "an indented code block: shown, but never extracted nor checked",
+    ),
+    error(
+        "book::include",
+        "an mdBook `{{#include}}` (expanded after every check, so never checked)",
+    ),
+    warning(
+        "book::duplicate-chapter",
+        "SUMMARY.md lists a chapter twice (read once)",
+    ),
     input(
         "mdbook::protocol",
         "mdBook sent the preprocessor something that is not its 0.5 protocol",
