@@ -85,16 +85,16 @@ pub fn assemble(book: &Book, opts: &Options) -> Result<Tree, Vec<Diagnostic>> {
         }
     }
 
-    // A target that is a prefix directory of another target cannot be both.
-    let all: Vec<&String> = by_target.keys().collect();
-    for t in &all {
-        for u in &all {
-            if u.starts_with(&format!("{t}/")) {
-                let b = by_target[*t][0];
+    // A target that is a prefix directory of another target cannot be both (each target's
+    // directories looked up: linear in the number of targets).
+    for u in by_target.keys() {
+        for (i, _) in u.match_indices('/') {
+            let t = &u[..i];
+            if let Some(blocks) = by_target.get(t) {
                 diags.push(Diagnostic::error(
                     "extract::target-collision",
                     format!("`{t}` is a file here but a directory for `{u}`"),
-                    &b.fence_loc(),
+                    &blocks[0].fence_loc(),
                 ));
             }
         }
@@ -116,6 +116,7 @@ pub fn assemble(book: &Book, opts: &Options) -> Result<Tree, Vec<Diagnostic>> {
             continue; // only variants of other names: not part of this tree
         };
         let mut content = String::new();
+        let mut out_line = 1;
         let mut fragments = Vec::new();
         for b in &chosen {
             let mut text = b.text.clone();
@@ -125,14 +126,14 @@ pub fn assemble(book: &Book, opts: &Options) -> Result<Tree, Vec<Diagnostic>> {
             if !text.is_empty() && !text.ends_with('\n') {
                 text.push('\n');
             }
-            let out_line = content.lines().count() + 1;
-            let lines = text.lines().count().max(1);
+            let lines = text.lines().count();
             fragments.push(Fragment {
                 md_file: b.file.clone(),
                 md_line: b.first_line(),
                 out_line,
-                lines,
+                lines: lines.max(1),
             });
+            out_line += lines;
             content.push_str(&text);
         }
         let lang = chosen.first().map(|b| b.lang.clone()).unwrap_or_default();

@@ -338,7 +338,10 @@ pub const CODES: &[Code] = &[
         "nginx::include-outside",
         "an `include` outside the nginx directory",
     ),
-    error("nginx::include-cycle", "files include each other"),
+    error(
+        "nginx::include-cycle",
+        "files include each other, or includes splice in too many files",
+    ),
     error(
         "nginx::directive",
         "an unknown directive, or one in the wrong context or with the wrong arguments",
