@@ -153,6 +153,7 @@ impl Analysis {
             }
         });
         let mut diags = self.assembly.clone();
+        diags.extend(self.book.warnings.iter().cloned());
         diags.extend(found.into_iter().flatten());
         unique(diags)
     }

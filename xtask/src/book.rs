@@ -130,6 +130,9 @@ pub struct Book {
     pub title: Option<String>,
     /// Chapters in reading order (SUMMARY order, depth first). Draft chapters are skipped.
     pub chapters: Vec<Chapter>,
+    /// Warnings found while reading (an indented code block, a chapter listed twice, ...):
+    /// reported by every command, they do not stop the reading.
+    pub warnings: Vec<Diagnostic>,
 }
 
 impl Book {
@@ -238,12 +241,16 @@ pub fn load(root: &Path) -> Result<Book, Vec<Diagnostic>> {
             Err(d) => diags.push(d),
         }
     }
-    if diags.is_empty() {
+    if diags
+        .iter()
+        .all(|d| d.severity == crate::diagnostics::Severity::Warning)
+    {
         Ok(Book {
             root: root.to_path_buf(),
             src,
             title,
             chapters,
+            warnings: diags,
         })
     } else {
         Err(diags)

@@ -596,6 +596,86 @@ mod tests {
         }
     }
 
+    fn tree_of(files: &[(&str, &str)]) -> Tree {
+        let mut t = Tree::from_literal(files);
+        for f in t.files.values_mut() {
+            f.lang = "text".into();
+        }
+        t
+    }
+
+    /// A rename that fails on its `n`-th call (0-based), for the rollback.
+    fn failing(n: usize) -> impl Fn(&Path, &Path) -> std::io::Result<()> {
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        move |from, to| {
+            if calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == n {
+                Err(std::io::Error::other("injected failure"))
+            } else {
+                std::fs::rename(from, to)
+            }
+        }
+    }
+
+    #[test]
+    fn a_failed_move_puts_everything_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let old = tree_of(&[
+            ("a.txt", "old a\n"),
+            ("b/c.txt", "old c\n"),
+            ("gone.txt", "x\n"),
+        ]);
+        write_tree(&old, &out, false).unwrap();
+        let new = tree_of(&[
+            ("a.txt", "new a\n"),
+            ("b/c.txt", "new c\n"),
+            ("d/e/f.txt", "new f\n"),
+            ("z.txt", "new z\n"),
+        ]);
+        // Every rename, in turn, fails: each time the tree is exactly the old one.
+        for n in 0..8 {
+            let r = write_with(&new, &out, false, None, &failing(n));
+            if r.is_ok() {
+                break;
+            }
+            let d = r.unwrap_err();
+            assert_eq!(d[0].code, "extract::io");
+            assert_eq!(
+                std::fs::read_to_string(out.join("a.txt")).unwrap(),
+                "old a\n"
+            );
+            assert_eq!(
+                std::fs::read_to_string(out.join("b/c.txt")).unwrap(),
+                "old c\n"
+            );
+            assert!(out.join("gone.txt").is_file());
+            assert!(
+                !out.join("d").exists() && !out.join("z.txt").exists(),
+                "n={n}"
+            );
+            // the manifest names at least every file on disk, and no staging is left
+            let m = read_manifest(&out).unwrap();
+            for f in ["a.txt", "b/c.txt", "gone.txt"] {
+                assert!(m.iter().any(|l| l == f), "{m:?}");
+            }
+            let names: Vec<String> = std::fs::read_dir(&out)
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            assert!(
+                names.iter().all(|n| !n.starts_with(STAGING_PREFIX)),
+                "{names:?}"
+            );
+        }
+        write_tree(&new, &out, false).unwrap();
+        assert!(!out.join("gone.txt").exists());
+        assert_eq!(
+            read_manifest(&out).unwrap(),
+            ["a.txt", "b/c.txt", "d/e/f.txt", "z.txt"]
+        );
+    }
+
     #[test]
     fn server_names() {
         assert!(valid_server_name("matrix.example.org"));

@@ -262,6 +262,7 @@ fn link_checker_never_panics() {
                     blocks: Vec::new(),
                 },
             ],
+            warnings: Vec::new(),
         };
         let res = std::panic::catch_unwind(|| xtask::lint::links::check(&book));
         assert!(res.is_ok(), "panic on iteration {i} with {text:?}");

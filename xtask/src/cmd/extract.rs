@@ -31,7 +31,7 @@ pub(crate) fn run(f: flags::Extract) -> anyhow::Result<ExitCode> {
             for old in &r.removed {
                 eprintln!("removed {old} (no longer in the book)");
             }
-            Ok(report(&mut [], f.format, &root))
+            Ok(report(&mut book.warnings.clone(), f.format, &root))
         }
         Err(mut d) => Ok(report(&mut d, f.format, &root)),
     }

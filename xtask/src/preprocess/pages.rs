@@ -528,6 +528,7 @@ mod tests {
                 text: md.into(),
                 blocks,
             }],
+            warnings: Vec::new(),
         };
         let s = samples(&book);
         assert_eq!(s.len(), 2);
