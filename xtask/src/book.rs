@@ -208,8 +208,8 @@ pub fn load(root: &Path) -> Result<Book, Vec<Diagnostic>> {
     for (name, location) in links {
         let listed_at = MdLoc::new(summary_rel.clone(), summary_line(&summary_text, &location));
         let raw = location.to_string_lossy().replace('\\', "/");
-        // `ch.md` and `./ch.md` are one chapter; one that leaves the sources is refused (mdBook
-        // itself stops on it: chapters are always inside a book).
+        // A chapter spelled twice (with and without a leading `./`) is one chapter; one that
+        // leaves the sources is refused (mdBook stops on it: chapters are always inside a book).
         let Some(clean) = crate::contain::normalize(&raw).filter(|c| !c.is_empty()) else {
             diags.push(Diagnostic::error(
                 "book::unreadable",
