@@ -241,8 +241,10 @@ fn main() {
     std::fs::create_dir_all(&out).expect("target/bench");
     std::fs::write(
         out.join("hostile.json"),
-        serde_json::to_string_pretty(&serde_json::json!({ "runs": runs, "load": load, "shapes": json }))
-            .expect("JSON"),
+        serde_json::to_string_pretty(
+            &serde_json::json!({ "runs": runs, "load": load, "shapes": json }),
+        )
+        .expect("JSON"),
     )
     .expect("target/bench/hostile.json");
     if std::env::var_os("BENCH_BLESS").is_some() {
