@@ -121,7 +121,7 @@ pub fn assemble(book: &Book, opts: &Options) -> Result<Tree, Vec<Diagnostic>> {
         for b in &chosen {
             let mut text = b.text.clone();
             if let Some(name) = &opts.server_name {
-                text = text.replace(EXAMPLE_SERVER_NAME, name);
+                text = replace_name(&text, EXAMPLE_SERVER_NAME, name);
             }
             if !text.is_empty() && !text.ends_with('\n') {
                 text.push('\n');
@@ -152,6 +152,30 @@ pub fn assemble(book: &Book, opts: &Options) -> Result<Tree, Vec<Diagnostic>> {
     Ok(tree)
 }
 
+/// `text` with every occurrence of the host name `from` that is a whole name replaced by `to`:
+/// `example.com`, `matrix.example.com`, `@u:example.com`, `%3Aexample.com` and
+/// `example.com.signing.key` change, `notexample.com` and `example.community` do not.
+pub fn replace_name(text: &str, from: &str, to: &str) -> String {
+    let label = |c: u8| c.is_ascii_alphanumeric() || c == b'-' || c == b'_';
+    let b = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    for (i, _) in text.match_indices(from) {
+        let end = i + from.len();
+        // After a percent escape (`%3A`), the name starts afresh.
+        let escaped = i >= 3 && b[i - 3] == b'%' && b[i - 2].is_ascii_hexdigit() && b[i - 1].is_ascii_hexdigit();
+        let before = i == 0 || !label(b[i - 1]) || escaped;
+        let after = end == b.len() || !label(b[end]);
+        if before && after && i >= last {
+            out.push_str(&text[last..i]);
+            out.push_str(to);
+            last = end;
+        }
+    }
+    out.push_str(&text[last..]);
+    out
+}
+
 fn valid_server_name(name: &str) -> bool {
     let (host, port) = match name.rsplit_once(':') {
         Some((h, p)) => (h, Some(p)),
@@ -164,8 +188,9 @@ fn valid_server_name(name: &str) -> bool {
                 && l.len() <= 63
                 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         })
-        && port
-            .is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.chars().all(|c| c.is_ascii_digit()))
+        && port.is_none_or(|p| {
+            p.chars().all(|c| c.is_ascii_digit()) && p.parse::<u16>().is_ok_and(|n| n > 0)
+        })
 }
 
 /// A target is a relative path of plain components made of safe characters
@@ -683,5 +708,19 @@ mod tests {
         assert!(!valid_server_name("exa mple.org"));
         assert!(!valid_server_name("a..b"));
         assert!(!valid_server_name("a/b"));
+        assert!(!valid_server_name("a.org:99999") && !valid_server_name("a.org:0"));
+        assert!(!valid_server_name("a.org:") && !valid_server_name("a.org:+1"));
+        assert!(valid_server_name("a.org:65535"));
+        for (text, want) in [
+            ("example.com", "m.org"),
+            ("notexample.com", "notexample.com"),
+            ("example.community", "example.community"),
+            ("matrix.example.com:443", "matrix.m.org:443"),
+            ("@u:example.com %3Aexample.com", "@u:m.org %3Am.org"),
+            ("/data/example.com.signing.key", "/data/m.org.signing.key"),
+            ("my-example.com", "my-example.com"),
+        ] {
+            assert_eq!(replace_name(text, "example.com", "m.org"), want, "{text}");
+        }
     }
 }

@@ -57,10 +57,44 @@ pub fn apply(tree: &mut Tree, mode: &Secrets) -> Result<(), Vec<Diagnostic>> {
             file.set_content(replaced);
         }
     }
-    match key {
-        Some(key) => write_signing_key(tree, mode, key).map_err(|d| vec![d]),
-        None => Ok(()),
+    if let Some(key) = key {
+        write_signing_key(tree, mode, key).map_err(|d| vec![d])?;
     }
+    // `generate` promises a tree without placeholders: one it cannot replace is an error.
+    if *mode == Secrets::Generate {
+        let left = placeholders_left(tree);
+        if !left.is_empty() {
+            return Err(left);
+        }
+    }
+    Ok(())
+}
+
+/// Any placeholder left in a tree extracted with generated secrets (`extract --secrets
+/// generate` must leave none): `CHANGEME` in any other form than `CHANGEME_<lowercase name>`.
+pub fn placeholders_left(tree: &Tree) -> Vec<Diagnostic> {
+    let mut diags = Vec::new();
+    for f in tree.files.values() {
+        if !f.content.contains(PLACEHOLDER_MARK) {
+            continue;
+        }
+        for (i, line) in f.content.lines().enumerate() {
+            if line.contains(PLACEHOLDER_MARK) {
+                diags.push(
+                    Diagnostic::error(
+                        "security::placeholder-left",
+                        format!(
+                            "`{PLACEHOLDER_MARK}` survives `extract --secrets generate` here: a placeholder must be \
+                             `CHANGEME_<lowercase name>` to be replaced"
+                        ),
+                        &f.md_loc(i + 1),
+                    )
+                    .with_note(format!("in {}, line {}: {}", f.path, i + 1, crate::diagnostics::clip(line.trim()))),
+                );
+            }
+        }
+    }
+    diags
 }
 
 /// The Synapse config that names the signing key (a YAML file with a top-level

@@ -33,9 +33,9 @@ fn got(o: &Outcome, d: Option<&Deployment>) -> String {
             .map_or(s.to_string(), |(p, _)| p.name.clone())
     };
     match (&o.upstream, &o.server) {
-        (Some(u), Some(s)) => format!("{u} {}", who(s)),
+        (Some(u), Some(s)) => format!("upstream {u}, server {}", who(s)),
         (Some(u), None) => format!(
-            "{u} (any of {})",
+            "upstream {u} (any of {})",
             o.servers
                 .iter()
                 .map(|s| who(s))
@@ -80,8 +80,8 @@ pub fn compare(o: &Outcome, e: &Expect, d: Option<&Deployment>) -> Option<String
         Expect::Upstream {
             name,
             server: Some(s),
-        } => format!("{name} {s}"),
-        Expect::Upstream { name, server: None } => name.clone(),
+        } => format!("upstream {name}, server {s}"),
+        Expect::Upstream { name, server: None } => format!("upstream {name}"),
     };
     Some(format!(
         "{} {}: expected `{want}`, nginx gives `{}`",
