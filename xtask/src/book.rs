@@ -186,10 +186,11 @@ pub fn load(root: &Path) -> Result<Book, Vec<Diagnostic>> {
     let summary_text =
         read_utf8(root, &summary_rel, &MdLoc::new(summary_rel.clone(), 1)).map_err(|d| vec![d])?;
     let summary = parse_summary(&summary_text).map_err(|e| {
+        let msg = format!("{e:#}");
         vec![Diagnostic::error(
             "book::bad-summary",
-            format!("SUMMARY.md cannot be parsed: {e:#}"),
-            &MdLoc::new(summary_rel.clone(), 1),
+            format!("SUMMARY.md cannot be parsed: {msg}"),
+            &MdLoc::new(summary_rel.clone(), summary_error_line(&msg, &summary_text)),
         )]
     })?;
 
@@ -266,6 +267,31 @@ fn flatten(items: &[SummaryItem], out: &mut Vec<(String, PathBuf)>) {
             flatten(&link.nested_items, out);
         }
     }
+}
+
+/// The line mdBook's SUMMARY parser names in its error (`failed to parse SUMMARY.md line N,
+/// column M: ...`), or for a duplicate file the line that lists it the second time; else 1.
+fn summary_error_line(msg: &str, summary: &str) -> usize {
+    if let Some(rest) = msg.split("SUMMARY.md line ").nth(1)
+        && let Some(n) = rest.split(|c: char| !c.is_ascii_digit()).next()
+        && let Ok(n) = n.parse::<usize>()
+    {
+        return n.max(1);
+    }
+    if let Some(rest) = msg.split("Duplicate file in SUMMARY.md: ").nth(1) {
+        let file = rest.trim().trim_matches('"');
+        let needle = format!("({file})");
+        if let Some(i) = summary
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| l.contains(&needle))
+            .map(|(i, _)| i)
+            .nth(1)
+        {
+            return i + 1;
+        }
+    }
+    1
 }
 
 /// The line of SUMMARY.md that lists `location` (1 if it cannot be found).

@@ -163,7 +163,10 @@ pub fn replace_name(text: &str, from: &str, to: &str) -> String {
     for (i, _) in text.match_indices(from) {
         let end = i + from.len();
         // After a percent escape (`%3A`), the name starts afresh.
-        let escaped = i >= 3 && b[i - 3] == b'%' && b[i - 2].is_ascii_hexdigit() && b[i - 1].is_ascii_hexdigit();
+        let escaped = i >= 3
+            && b[i - 3] == b'%'
+            && b[i - 2].is_ascii_hexdigit()
+            && b[i - 1].is_ascii_hexdigit();
         let before = i == 0 || !label(b[i - 1]) || escaped;
         let after = end == b.len() || !label(b[end]);
         if before && after && i >= last {
@@ -352,12 +355,14 @@ fn write_with(
     // Stage every file inside `out` (same filesystem, so the renames below are atomic).
     let staging = out.join(format!("{STAGING_PREFIX}{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
-    if let Err(e) = stage(tree, &staging.join("new")) {
+    if let Err((file, e)) = stage(tree, &staging.join("new")) {
         let _ = std::fs::remove_dir_all(&staging);
-        return Err(io_err(
-            format!("cannot stage files in {}", staging.display()),
-            e,
-        ));
+        let at = file.map_or_else(|| book_loc.clone(), TreeFile::first_loc);
+        return Err(vec![Diagnostic::error(
+            "extract::io",
+            format!("cannot stage files in {}: {e}", staging.display()),
+            &at,
+        )]);
     }
     let previous = previous.unwrap_or_default();
     // Until the move is over, the manifest names every file either run wrote: a run killed
@@ -372,15 +377,16 @@ fn write_with(
         return Err(io_err("cannot write the manifest".into(), e));
     }
     let mut report = WriteReport::default();
-    if let Err((dest, e)) = move_into_place(tree, out, &staging, rename) {
+    if let Err((file, e)) = move_into_place(tree, out, &staging, rename) {
         let _ = std::fs::remove_dir_all(&staging);
-        return Err(io_err(
+        return Err(vec![Diagnostic::error(
+            "extract::io",
             format!(
-                "cannot move {} into place (every file was put back as it was)",
-                dest.display()
+                "cannot move {} into place (every file was put back as it was): {e}",
+                out.join(&file.path).display()
             ),
-            e,
-        ));
+            &file.first_loc(),
+        )]);
     }
     report.written = tree.files.len();
 
@@ -487,13 +493,13 @@ fn write_manifest<'a>(
 
 /// Moves the staged files over their destinations. On a failure every destination is put back
 /// as it was (the old file restored, a new one removed, directories made for it removed) and the
-/// failing destination returned.
-fn move_into_place(
-    tree: &Tree,
+/// failing file returned.
+fn move_into_place<'t>(
+    tree: &'t Tree,
     out: &Path,
     staging: &Path,
     rename: Rename<'_>,
-) -> Result<(), (PathBuf, std::io::Error)> {
+) -> Result<(), (&'t TreeFile, std::io::Error)> {
     enum Done {
         Replaced(PathBuf, PathBuf),
         Created(PathBuf),
@@ -525,7 +531,7 @@ fn move_into_place(
             rename(&staging.join("new").join(&file.path), &dest)
         })();
         if let Err(e) = step {
-            result = Err((dest, e));
+            result = Err((file, e));
             break;
         }
     }
@@ -549,11 +555,11 @@ fn move_into_place(
     result
 }
 
-fn stage(tree: &Tree, staging: &Path) -> std::io::Result<()> {
+/// Writes every file under `staging`; on a failure, the file (None: the directory itself).
+fn stage<'t>(tree: &'t Tree, staging: &Path) -> Result<(), (Option<&'t TreeFile>, std::io::Error)> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(staging)?;
+    std::fs::create_dir_all(staging).map_err(|e| (None, e))?;
     for file in tree.files.values() {
-        let p = crate::contain::write(staging, &file.path, &file.content)?;
         let mode = if file.secret {
             0o600
         } else if file.content.starts_with("#!") {
@@ -561,7 +567,9 @@ fn stage(tree: &Tree, staging: &Path) -> std::io::Result<()> {
         } else {
             0o644
         };
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))?;
+        crate::contain::write(staging, &file.path, &file.content)
+            .and_then(|p| std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)))
+            .map_err(|e| (Some(file), e))?;
     }
     Ok(())
 }
