@@ -399,9 +399,11 @@ pub fn parse_blocks(file: &str, text: &str) -> (Vec<Block>, Vec<Diagnostic>) {
     // (fence line, info string, content, the block's source range, where its content ends)
     let mut current: Option<(usize, String, String, std::ops::Range<usize>, usize)> = None;
     let mut indented: Option<usize> = None;
+    let mut code_ranges = Vec::new();
     for (event, range) in parser {
         match event {
             Event::Start(Tag::CodeBlock(CodeBlockKind::Fenced(info))) => {
+                code_ranges.push(range.clone());
                 let content_start = text[range.clone()]
                     .find('\n')
                     .map_or(range.end, |i| range.start + i + 1);
@@ -414,6 +416,7 @@ pub fn parse_blocks(file: &str, text: &str) -> (Vec<Block>, Vec<Diagnostic>) {
                 ));
             }
             Event::Start(Tag::CodeBlock(CodeBlockKind::Indented)) => {
+                code_ranges.push(range.clone());
                 indented = Some(lines.line(range.start));
             }
             Event::Text(t) => {
@@ -473,7 +476,40 @@ pub fn parse_blocks(file: &str, text: &str) -> (Vec<Block>, Vec<Diagnostic>) {
             _ => {}
         }
     }
+    not_fences(file, text, &code_ranges, &mut diags);
     (blocks, diags)
+}
+
+/// Lines outside every code block that look like a backtick fence whose info string holds a
+/// backtick: CommonMark takes such a line for text (inline code), so the block the author meant
+/// does not exist and its closing fence opens one instead. Said at the line itself.
+fn not_fences(
+    file: &str,
+    text: &str,
+    code: &[std::ops::Range<usize>],
+    diags: &mut Vec<Diagnostic>,
+) {
+    let mut offset = 0;
+    let mut next_code = 0;
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let start = offset;
+        offset += line.len();
+        while next_code < code.len() && code[next_code].end <= start {
+            next_code += 1;
+        }
+        if code.get(next_code).is_some_and(|r| r.start <= start) {
+            continue;
+        }
+        let l = line.trim_start_matches([' ', '>']);
+        let n = l.bytes().take_while(|&b| b == b'`').count();
+        if n >= 3 && l[n..].contains('`') {
+            diags.push(Diagnostic::error(
+                "book::bad-info-string",
+                "this line is no code fence for mdBook: the info string of a ``` fence cannot hold a backtick (use ~~~ or drop the backtick)",
+                &MdLoc::new(file, i + 1),
+            ));
+        }
+    }
 }
 
 /// Whether a fenced block (source `src`) was closed by a fence: pulldown-cmark (mdBook's parser)
@@ -510,24 +546,27 @@ fn fence_like_line(src: &str, body: &str) -> Option<usize> {
 
 /// mdBook's `links` preprocessor (`{{#include}}`, `{{#rustdoc_include}}`, `{{#playground}}`)
 /// runs after our checks, so text it pulls in would reach the site unchecked and unextracted
-/// (and could name any file on the machine): each one is an error. `\{{#` is mdBook's escape.
+/// (and could name any file on the machine): each one is an error. Found with the links
+/// preprocessor's own pattern (mdbook-driver 0.5.4, `builtin_preprocessors/links.rs`), escapes
+/// (`\{{#...}}`) included.
 fn includes(file: &str, text: &str, lines: &LineIndex, diags: &mut Vec<Diagnostic>) {
-    let mut from = 0;
-    while let Some(i) = text[from..].find("{{#") {
-        let at = from + i;
-        from = at + 3;
-        if at > 0 && text.as_bytes()[at - 1] == b'\\' {
-            continue;
-        }
-        let name: String = text[at + 3..]
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect();
-        if matches!(name.as_str(), "include" | "rustdoc_include" | "playground") {
+    static LINK: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"\\\{\{\#.*\}\}|\{\{\s*\#([a-zA-Z0-9_]+)\s+([^}]+)\}\}")
+            .expect("mdBook's link pattern")
+    });
+    if !text.contains("{{") {
+        return;
+    }
+    for c in LINK.captures_iter(text) {
+        let Some(name) = c.get(1).map(|m| m.as_str()) else {
+            continue; // escaped
+        };
+        if matches!(name, "include" | "rustdoc_include" | "playground") {
+            let at = c.get(0).map_or(0, |m| m.start());
             diags.push(Diagnostic::error(
                 "book::include",
                 format!(
-                    "`{{{{#{name}}}}}` is expanded by mdBook after every check: the text it brings in \
+                    "`{{{{#{name} ...}}}}` is expanded by mdBook after every check: the text it brings in \
                      would be neither extracted nor checked; put the text in the chapter itself"
                 ),
                 &MdLoc::new(file, lines.line(at)),

@@ -451,6 +451,17 @@ fn fences_close_exactly_where_mdbook_closes_them() {
     // A byte order mark before a line-1 fence: mdBook drops it.
     w.chapter("\u{feff}```yaml title=\"a.yaml\"\na: 1\n```\n");
     assert_eq!(w.cmd("extract", &[]).0, 0);
+    // A backtick in a backtick fence's info string: no fence at all for mdBook, said at that
+    // line (not at the "closing" fence, which opens a block instead).
+    for info in ["yaml title=\"a.yaml\" `x`", "yaml title=\"a`b.yaml\""] {
+        w.chapter(&format!("# C\n\n```{info}\na: 1\n```\n\ntext\n"));
+        let (code, err) = w.cmd("check", &[]);
+        assert_eq!(code, 1, "{err}");
+        assert!(
+            err.contains("book::bad-info-string") && err.contains("c.md:3"),
+            "{err}"
+        );
+    }
     // An indented code block holding config is shown but never checked: said.
     w.chapter("# C\n\nText.\n\n    server_name: example.com\n    listen: 8008\n");
     let (code, err) = w.cmd("lint", &[]);
