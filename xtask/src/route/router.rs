@@ -660,6 +660,19 @@ impl Router {
             notes: Vec::new(),
             location_id: None,
         };
+        // nginx's request-line parser takes a method of A-Z, `_` and `-` only; anything else
+        // (`get`) is a 400 before any location is looked at.
+        if method.is_empty()
+            || !method
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b == b'_' || b == b'-')
+        {
+            out.status = Some(400);
+            out.notes.push(format!(
+                "nginx takes methods of capital letters, `_` and `-` only: `{method}` is a bad request"
+            ));
+            return out;
+        }
         let req = match uri::parse(raw) {
             Ok(r) => r,
             Err(e) => {
@@ -683,6 +696,7 @@ impl Router {
             vars: HashMap::new(),
             caps: Vec::new(),
             used: BTreeMap::new(),
+            failed: None,
             evaluating: Vec::new(),
         };
 
@@ -693,6 +707,12 @@ impl Router {
         }
         // Find location.
         let (status, loc) = self.find(&server.level, &req.path, &mut cx);
+        if status == Found::Failed {
+            out.status = Some(500);
+            out.notes.extend(cx.failed.take());
+            out.vars = cx.used;
+            return out;
+        }
         let Some(id) = loc else {
             out.notes
                 .push("no location matches: the server's own configuration serves it".into());
@@ -723,7 +743,15 @@ impl Router {
         } else {
             &l.access
         };
-        let ip: Option<IpAddr> = client.parse().ok();
+        // An IPv4-mapped IPv6 client (`::ffff:10.0.0.1`) meets the IPv4 rules when there are any
+        // (`allow`/`deny all` count), as ngx_http_access_module does.
+        let v4_rules = access
+            .iter()
+            .any(|a| a.net.is_none_or(|(n, _)| n.is_ipv4()));
+        let ip: Option<IpAddr> = client.parse().ok().map(|ip| match ip {
+            IpAddr::V6(v6) if v4_rules => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            ip => ip,
+        });
         for a in access {
             let hit = match (a.net, ip) {
                 (None, _) => true,
@@ -834,7 +862,15 @@ impl Router {
                     return true;
                 }
                 Action::Rewrite(re, to, flag) => {
-                    if re.is_match(&cx.req.path) {
+                    let hit = match re.try_is_match(&cx.req.path) {
+                        Ok(hit) => hit,
+                        Err(e) => {
+                            out.status = Some(500);
+                            out.notes.push(regex_failed(&re.pattern, &e));
+                            return true;
+                        }
+                    };
+                    if hit {
                         out.notes.push(format!(
                             "`rewrite {} {to}{}` matches: the simulator does not follow rewrites",
                             re.pattern,
@@ -881,7 +917,7 @@ impl Router {
         if let Some(p) = p {
             noregex = self.locations[p].modifier == "^~";
             let (rc, n) = self.find(&self.locations[p].children, u, cx);
-            if matches!(rc, Found::Ok | Found::Redirect) {
+            if matches!(rc, Found::Ok | Found::Redirect | Found::Failed) {
                 return (rc, n);
             }
             if n.is_some() {
@@ -891,12 +927,20 @@ impl Router {
         if !noregex {
             for &r in &level.regex {
                 let l = &self.locations[r];
-                let Some(caps) = l.re.as_ref().and_then(|re| re.captures(u)) else {
-                    continue;
+                let Some(re) = l.re.as_ref() else { continue };
+                let caps = match re.try_captures(u) {
+                    Ok(Some(caps)) => caps,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        cx.failed = Some(regex_failed(&re.pattern, &e));
+                        return (Found::Failed, None);
+                    }
                 };
                 cx.set_caps(caps);
                 let (rc, n) = self.find(&l.children, u, cx);
-                let _ = rc;
+                if rc == Found::Failed {
+                    return (rc, n);
+                }
                 return (Found::Ok, n.or(Some(r)));
             }
         }
@@ -925,6 +969,16 @@ enum Found {
     Redirect,
     Again,
     Declined,
+    /// A regex could not be matched (PCRE2's match limit): nginx answers 500.
+    Failed,
+}
+
+/// The note of a regex nginx fails to match (and answers 500 for).
+fn regex_failed(pattern: &str, e: &str) -> String {
+    format!(
+        "matching `{}` fails ({e}): nginx logs \"pcre2_match() failed\" and answers 500",
+        crate::diagnostics::clip(pattern)
+    )
 }
 
 /// Per-request variable state.
@@ -936,6 +990,8 @@ struct Ctx<'a> {
     vars: HashMap<String, String>,
     caps: Vec<Option<Vec<u8>>>,
     used: BTreeMap<String, String>,
+    /// Why location selection failed ([`Found::Failed`]).
+    failed: Option<String>,
     /// The maps being evaluated, innermost last: a name already here is a cycle, and more than
     /// [`VARIABLE_DEPTH`] of them is what nginx also calls one.
     evaluating: Vec<String>,
@@ -1122,6 +1178,41 @@ mod tests {
             .location
             .map(|l| format!("{}{}", l.modifier, l.pattern))
             .unwrap_or_default()
+    }
+
+    #[test]
+    fn methods_mapped_addresses_and_failed_regexes_as_nginx() {
+        let r = router(
+            "http { server {
+               location / { allow 10.0.0.0/8; deny all; return 200; }
+               location /a { allow 10.0.0.0/8; deny all; proxy_pass http://u; }
+               location /six { allow fd00::/8; deny all; proxy_pass http://u; }
+               location ~ \"^/re(a|aa)*c\" { return 201; }
+               location /re { return 202; }
+               location /rw { rewrite \"^/rw(a|aa)*c\" /x; return 203; }
+             } upstream u { server unix:/s.sock; } }",
+        );
+        for m in ["get", "Get", "GE T", "G1", ""] {
+            assert_eq!(r.route(m, "/").status, Some(400), "{m:?}");
+        }
+        assert_eq!(r.route_from("G_E-T", "/a", "10.0.0.1").status, None);
+        // An IPv4-mapped client meets the IPv4 rules (ngx_http_access_module).
+        assert_eq!(r.route_from("GET", "/a", "::ffff:10.0.0.1").status, None);
+        assert_eq!(
+            r.route_from("GET", "/a", "::ffff:11.0.0.1").status,
+            Some(403)
+        );
+        assert_eq!(r.route_from("GET", "/a", "::1").status, Some(403));
+        // PCRE2's match limit: nginx answers 500 (a location, a rewrite).
+        let long = format!("/re{}b", "a".repeat(5000));
+        let o = r.route("GET", &long);
+        assert_eq!(o.status, Some(500), "{:?}", o.notes);
+        assert_eq!(r.route("GET", "/reaab").status, Some(202));
+        assert_eq!(
+            r.route("GET", &format!("/rw{}b", "a".repeat(5000))).status,
+            Some(500)
+        );
+        assert_eq!(r.route("GET", "/rwab").status, Some(203));
     }
 
     #[test]
