@@ -666,3 +666,41 @@ fn large_inputs_finish() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("more than 10000 files"), "{err}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// 9. Messages that say what happened
+
+#[test]
+fn server_names_and_placeholders_are_not_half_done() {
+    let w = World::new();
+    w.chapter(
+        "# C\n\n```yaml title=\"a.yaml\"\nname: example.com\nother: notexample.com\nroom: \"!r:example.com\"\npassword: CHANGEME_X\n```\n",
+    );
+    // A placeholder `generate` cannot replace stops the write.
+    let (code, err) = w.cmd("extract", &["--secrets", "generate"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("security::placeholder-left"), "{err}");
+    assert!(!w.out().exists());
+    // Whole names only; ports in range.
+    for bad in ["a.org:99999", "a.org:0", "a.org:", "a b"] {
+        let (code, err) = w.cmd("extract", &["--server-name", bad]);
+        assert_eq!(code, 2, "{bad}: {err}");
+    }
+    let (code, err) = w.cmd("extract", &["--server-name", "m.org:8448"]);
+    assert_eq!(code, 0, "{err}");
+    let a = std::fs::read_to_string(w.out().join("a.yaml")).unwrap();
+    assert!(
+        a.contains("name: m.org:8448\n")
+            && a.contains("other: notexample.com\n")
+            && a.contains("!r:m.org:8448"),
+        "{a}"
+    );
+    // A 1 MB line is quoted in part.
+    let long = "x".repeat(1 << 20);
+    w.chapter(&format!(
+        "# C\n\n```yaml title=\"a.yaml\"\na: [{long}\n```\n"
+    ));
+    let (code, err) = w.cmd("lint", &[]);
+    assert_eq!(code, 1);
+    assert!(err.len() < 20_000, "{} bytes of messages", err.len());
+}

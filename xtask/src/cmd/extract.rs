@@ -24,6 +24,13 @@ pub(crate) fn run(f: flags::Extract) -> anyhow::Result<ExitCode> {
         Ok(t) => t,
         Err(mut d) => return Ok(report(&mut d, f.format, &root)),
     };
+    // `generate` promises a tree without placeholders: one it cannot replace stops the write.
+    if opts.secrets == secrets::Secrets::Generate {
+        let mut left = secrets::placeholders_left(&tree);
+        if !left.is_empty() {
+            return Ok(report(&mut left, f.format, &root));
+        }
+    }
     let out = f.out.clone().unwrap_or_else(|| extract::default_out(&root));
     match extract::write_tree_of(&tree, &out, f.force, Some((&book.root, &book.src))) {
         Ok(r) => {

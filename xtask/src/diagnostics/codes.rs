@@ -442,7 +442,7 @@ pub const CODES: &[Code] = &[
     ),
     error(
         "route::shadowed-location",
-        "a location no request can reach",
+        "a location no request seems to reach (every varied path tried, or every sample, goes elsewhere)",
     ),
     error("route::unreached-location", "a location no sample reaches"),
     error(
