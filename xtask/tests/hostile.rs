@@ -704,3 +704,41 @@ fn server_names_and_placeholders_are_not_half_done() {
     assert_eq!(code, 1);
     assert!(err.len() < 20_000, "{} bytes of messages", err.len());
 }
+
+/// The mdBook preprocessor reads the same books: the same findings, no crash, no write.
+#[test]
+fn the_preprocessor_meets_the_same_books() {
+    let w = World::new();
+    let up = "../".repeat(12);
+    let t = w.t.to_str().unwrap().trim_start_matches('/').to_string();
+    for chapter in [
+        format!(
+            "# C\n\n{}{}",
+            compose("./synapse:/data"),
+            homeserver(&format!("/data/{up}{t}/sentinel/victim.txt"))
+        ),
+        "# C\n\n```nginx title=\"nginx/nginx.conf\"\nevents {}\nhttp {\n map $y $y { default $y; }\n server { listen 8008; location / { return 200 $y; } }\n}\n```\n".to_string(),
+        "# C\n\n{{#include ../../sentinel/victim.txt}}\n".to_string(),
+        "# C\n\n```yaml title=\"a.yaml\"\na: 1\n    ```\n".to_string(),
+    ] {
+        w.chapter(&chapter);
+        let before = w.snapshot();
+        let input = serde_json::json!([
+            {"root": w.book(), "mdbook_version": "0.5.4", "renderer": "html", "config": {}},
+            {"items": []}
+        ]);
+        let out = Command::cargo_bin("xtask")
+            .unwrap()
+            .arg("mdbook")
+            .write_stdin(input.to_string())
+            .env("TMPDIR", w.t.join("tmp"))
+            .env("XTASK_LINT_CACHE_DIR", w.t.join("cache"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        let code = out.status.code().expect("no signal");
+        assert!((code == 1 || code == 2) && err.contains("error["), "{code}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert_eq!(changed(&before, &w.snapshot()), Vec::<String>::new());
+    }
+}
