@@ -149,7 +149,9 @@ impl Book {
 /// Loads the book at `root`. On any problem, returns every diagnostic found (not just the first).
 pub fn load(root: &Path) -> Result<Book, Vec<Diagnostic>> {
     let toml_loc = MdLoc::new("book.toml", 1);
-    let toml_text = match std::fs::read_to_string(root.join("book.toml")) {
+    let toml_text = match read_bounded(&root.join("book.toml"))
+        .and_then(|b| String::from_utf8(b).map_err(|_| "it is not UTF-8".to_string()))
+    {
         Ok(t) => t,
         Err(e) => {
             return Err(vec![Diagnostic::error(
@@ -317,28 +319,7 @@ fn read_utf8(root: &Path, rel: &str, listed_at: &MdLoc) -> Result<String, Diagno
             listed_at,
         )
     };
-    let path = root.join(rel);
-    // Only a regular file of bounded size is read (a link to /dev/zero or a FIFO would never end).
-    let meta = std::fs::metadata(&path).map_err(|e| unreadable(e.to_string()))?;
-    if !meta.is_file() {
-        return Err(unreadable("it is not a regular file".into()));
-    }
-    if meta.len() > MAX_FILE {
-        return Err(unreadable(format!(
-            "it is {} bytes; a book file may have {MAX_FILE} at most",
-            meta.len()
-        )));
-    }
-    let mut bytes = Vec::new();
-    {
-        use std::io::Read as _;
-        std::fs::File::open(&path)
-            .and_then(|f| f.take(MAX_FILE + 1).read_to_end(&mut bytes))
-            .map_err(|e| unreadable(e.to_string()))?;
-    }
-    if bytes.len() as u64 > MAX_FILE {
-        return Err(unreadable(format!("it has more than {MAX_FILE} bytes")));
-    }
+    let mut bytes = read_bounded(&root.join(rel)).map_err(unreadable)?;
     // mdBook drops a byte order mark before parsing (mdbook-driver's `load_chapter`).
     if bytes.starts_with(b"\xef\xbb\xbf") {
         bytes.drain(..3);
@@ -358,8 +339,32 @@ fn read_utf8(root: &Path, rel: &str, listed_at: &MdLoc) -> Result<String, Diagno
     })
 }
 
-/// The largest book file read (SUMMARY.md or a chapter): 16 MiB.
+/// The largest book file read (book.toml, SUMMARY.md or a chapter): 16 MiB.
 pub const MAX_FILE: u64 = 16 << 20;
+
+/// The bytes of a regular file of at most [`MAX_FILE`] bytes (a link to `/dev/zero` or a FIFO
+/// would never end, and is refused without being opened).
+fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("it is not a regular file".into());
+    }
+    if meta.len() > MAX_FILE {
+        return Err(format!(
+            "it is {} bytes; a book file may have {MAX_FILE} at most",
+            meta.len()
+        ));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_FILE + 1).read_to_end(&mut bytes))
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_FILE {
+        return Err(format!("it has more than {MAX_FILE} bytes"));
+    }
+    Ok(bytes)
+}
 
 /// 1-based line of byte offset `pos` in `text`.
 pub fn line_of(text: &str, pos: usize) -> usize {

@@ -578,6 +578,22 @@ fn includes_titled_routes_duplicates_and_special_files() {
     }
 }
 
+#[test]
+fn book_toml_and_summary_that_never_end_are_refused() {
+    for file in ["book.toml", "src/SUMMARY.md"] {
+        let w = World::new();
+        w.chapter("# C\n");
+        let p = w.book().join(file);
+        std::fs::remove_file(&p).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &p).unwrap();
+        for cmd in ["check", "extract", "lint"] {
+            let (code, err) = w.cmd(cmd, &[]);
+            assert_eq!(code, 2, "{file} {cmd}: {err}");
+            assert!(err.contains("not a regular file"), "{err}");
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 6. Large inputs: every reader linear (results asserted here; times in the benchmark)
 
