@@ -245,6 +245,10 @@ fn write_with(
 ) -> Result<WriteReport, Vec<Diagnostic>> {
     let mut diags = Vec::new();
     let book_loc = MdLoc::new("book.toml", 1);
+    // `--out` itself may be a link (the operator's choice): everything below is resolved from
+    // where it points, and nothing under it may be a link.
+    let resolved = out.canonicalize().ok().filter(|p| p.is_dir());
+    let out = resolved.as_deref().unwrap_or(out);
     let manifest_path = out.join(MANIFEST);
     if std::fs::symlink_metadata(&manifest_path).is_ok_and(|m| !m.is_file()) {
         return Err(vec![Diagnostic::error(
