@@ -752,6 +752,69 @@ mod tests {
     }
 
     #[test]
+    fn fences_close_where_pulldown_cmark_closes_them() {
+        let codes = |md: &str| -> Vec<(&'static str, usize)> {
+            let (_, d) = parse_blocks("src/t.md", md);
+            d.iter().map(|d| (codes_name(&d.code), d.line)).collect()
+        };
+        fn codes_name(c: &str) -> &'static str {
+            crate::diagnostics::codes::lookup(c).map_or("?", |c| c.name)
+        }
+        // Indented four spaces, or `>`-prefixed outside a quote: content, so never closed.
+        for tail in ["    ```\n", "> ```\n", "\t```\n"] {
+            let md = format!("```yaml title=\"a\"\na: 1\n{tail}");
+            assert_eq!(codes(&md), [("book::unterminated-fence", 1)], "{tail:?}");
+        }
+        // Up to three spaces, in a quote with its marker, in a list item: closed.
+        for md in [
+            "```yaml title=\"a\"\na: 1\n   ```\n",
+            "> ```yaml title=\"a\"\n> a: 1\n> ```\n",
+            "- x\n\n  ```yaml title=\"a\"\n  a: 1\n  ```\n",
+            "~~~yaml title=\"a\"\n```\n~~~\n",
+        ] {
+            let (b, d) = parse_blocks("src/t.md", md);
+            assert!(b.len() == 1 && d.is_empty(), "{md:?}: {d:?}");
+        }
+        // A would-be closing fence before more blocks: the block swallows them, and it is said.
+        assert_eq!(
+            codes("```yaml title=\"a\"\na: 1\n    ```\n\n```yaml title=\"b\"\nb: 2\n```\n"),
+            [("book::fence-in-block", 1)]
+        );
+        // An empty block, closed and not.
+        assert!(parse_blocks("src/t.md", "```text\n```\n").1.is_empty());
+        assert_eq!(codes("```text\n"), [("book::unterminated-fence", 1)]);
+        // A backtick in a backtick fence's info string: said at that line.
+        assert!(codes("x\n\n```yaml `y`\na: 1\n```\n").contains(&("book::bad-info-string", 3)));
+        // Indented code blocks and includes.
+        assert_eq!(
+            codes("text\n\n    a: 1\n"),
+            [("book::indented-code-block", 3)]
+        );
+        assert_eq!(
+            codes(
+                "a\n{{#include x.md}}\n\\{{#include y.md}}\n{{ #playground z.rs }}\n{{#include}}\n{{#title T}}\n"
+            ),
+            [("book::include", 2), ("book::include", 4)]
+        );
+    }
+
+    #[test]
+    fn summary_errors_at_their_line() {
+        assert_eq!(
+            summary_error_line("failed to parse SUMMARY.md line 7, column 1: x", ""),
+            7
+        );
+        assert_eq!(
+            summary_error_line(
+                "Duplicate file in SUMMARY.md: \"c.md\"",
+                "# S\n\n- [a](c.md)\n- [b](c.md)\n"
+            ),
+            4
+        );
+        assert_eq!(summary_error_line("something else", "x"), 1);
+    }
+
+    #[test]
     fn unterminated_fence_is_reported_at_its_opening_line() {
         let md = "a\n\n```yaml title=\"x.yaml\"\nk: v\n";
         let (blocks, diags) = parse_blocks("src/t.md", md);
