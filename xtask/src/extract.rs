@@ -428,26 +428,35 @@ pub const STAGING_PREFIX: &str = ".extract-tmp-";
 /// Why `out` would put the book's own files at risk: it is the book's directory or holds it, or
 /// lies inside its sources. None when it does not.
 fn over_book(out: &Path, root: &Path, src: &str) -> Option<&'static str> {
-    let canon = |p: &Path| {
-        // `out` may not exist yet: canonicalize its nearest existing ancestor.
-        let mut base = p.to_path_buf();
-        let mut rest = Vec::new();
-        while !base.exists() {
-            rest.push(base.file_name()?.to_os_string());
-            base = base.parent()?.to_path_buf();
+    // Where `out` will be: its longest existing ancestor resolved, then the rest with `..`
+    // taken as the directories will be made (create_dir_all makes `new/` before `new/..`).
+    let canon = |p: &Path| -> Option<PathBuf> {
+        let comps: Vec<Component<'_>> = p.components().collect();
+        let mut split = comps.len();
+        while split > 0 && !comps[..split].iter().collect::<PathBuf>().exists() {
+            split -= 1;
         }
-        let mut c = base.canonicalize().ok()?;
-        c.extend(rest.iter().rev());
+        let mut c = comps[..split]
+            .iter()
+            .collect::<PathBuf>()
+            .canonicalize()
+            .ok()?;
+        for part in &comps[split..] {
+            match part {
+                Component::ParentDir => {
+                    c.pop();
+                }
+                Component::Normal(n) => c.push(n),
+                _ => {}
+            }
+        }
         Some(c)
     };
-    let out = canon(
-        if out.is_absolute() {
-            out.to_path_buf()
-        } else {
-            std::env::current_dir().ok()?.join(out)
-        }
-        .as_path(),
-    )?;
+    let out = canon(&if out.is_absolute() {
+        out.to_path_buf()
+    } else {
+        std::env::current_dir().ok()?.join(out)
+    })?;
     let root = root.canonicalize().ok()?;
     if root.starts_with(&out) {
         Some("is the book's directory or holds it")

@@ -316,6 +316,8 @@ fn out_over_the_book_never_touches_its_sources() {
         book.clone(),
         book.join("src"),
         book.join("src/deploy"),
+        book.join("new/../src/y"),
+        book.join("deploy/../.."),
         w.t.clone(),
         PathBuf::from("/"),
     ] {
