@@ -259,6 +259,45 @@ fn stand_in_certificates_stay_in_the_scratch_copy() {
 }
 
 #[test]
+fn nginx_t_creates_nothing_outside_its_scratch_copy() {
+    let w = World::new();
+    let up = "../".repeat(12);
+    let t = w.t.to_str().unwrap().to_string();
+    let rel = t.trim_start_matches('/');
+    for line in [
+        format!("error_log {t}/sentinel/e.log;"),
+        format!("http_access_log {t}/sentinel/a.log;").replace("http_", ""),
+        format!("client_body_temp_path {t}/sentinel/body;"),
+        format!("proxy_temp_path /var/log/nginx/{up}{rel}/sentinel/p;"),
+        format!("proxy_cache_path /etc/nginx/{up}{rel}/sentinel/c keys_zone=z:1m;"),
+        format!("fastcgi_temp_path ../../../../../../../../../../../{rel}/sentinel/f;"),
+    ] {
+        let (main, http) = if line.starts_with("error_log") {
+            (line.clone(), String::new())
+        } else {
+            (String::new(), line.clone())
+        };
+        w.chapter(&format!(
+            "# C\n\n```nginx title=\"nginx/nginx.conf\"\nevents {{}}\n{main}\nhttp {{\n {http}\n server {{ listen 8008; location / {{ return 200; }} }}\n}}\n```\n"
+        ));
+        for cmd in ["lint", "check"] {
+            let (_, err) = w.cmd(cmd, &[]);
+            // Either `nginx -t` is not run, or the configuration is refused before it would be.
+            assert!(
+                err.contains("nginx::nginx-t-not-run")
+                    || err.contains("nginx::directive")
+                    || !has_nginx(),
+                "{line}: {err}"
+            );
+        }
+    }
+}
+
+fn has_nginx() -> bool {
+    xtask::tools::which("nginx").is_some() || Path::new("/usr/sbin/nginx").exists()
+}
+
+#[test]
 fn cleanup_and_the_manifest_follow_no_link() {
     let w = World::new();
     let with = "# C\n\n```yaml title=\"synapse/homeserver.yaml\"\na: 1\n```\n\n```yaml title=\"other.yaml\"\nb: 2\n```\n";

@@ -298,6 +298,49 @@ pub fn glob_match(pat: &str, s: &str) -> bool {
     cur[n]
 }
 
+/// The first directive that makes nginx create or load a file outside the scratch copy `nginx
+/// -t` runs in (logs under `/var/log/nginx/` and files under `/etc/nginx/` are moved into it;
+/// relative paths land under its prefix), and why. Public so every runner of the real nginx
+/// (`nginx -t`, the routing cross-check) asks the same question.
+pub fn outside_scratch(cfg: &Config) -> Option<(super::ast::Directive, String)> {
+    let mut found = None;
+    super::ast::walk(&cfg.directives, &mut |d, _| {
+        if found.is_some() {
+            return;
+        }
+        let name = d.name.as_str();
+        let path = match name {
+            "error_log" | "access_log" | "pid" | "lock_file" | "load_module" => d.arg(0),
+            n if n.ends_with("_temp_path") || n.ends_with("_cache_path") => d.arg(0),
+            _ => None,
+        };
+        let Some(p) = path else { return };
+        let harmless = matches!(
+            p,
+            "off" | "stderr" | "/dev/stdout" | "/dev/stderr" | "/dev/null"
+        ) || p.starts_with("syslog:")
+            || p.starts_with("memory:");
+        let inside = |rest: &str| crate::contain::normalize(rest).is_some();
+        let ok = harmless
+            || p.strip_prefix(CONTAINER_PREFIX).is_some_and(inside)
+            || p.strip_prefix("/var/log/nginx/").is_some_and(inside)
+            || (name == "load_module"
+                && p.strip_prefix("/usr/lib/nginx/modules/")
+                    .is_some_and(inside))
+            || (!p.starts_with('/') && inside(p));
+        if !ok {
+            found = Some((
+                d.clone(),
+                format!(
+                    "`{name} {}` names a file outside {CONTAINER_PREFIX} and /var/log/nginx/, which `nginx -t` would create or load on this machine",
+                    crate::diagnostics::clip(p)
+                ),
+            ));
+        }
+    });
+    found
+}
+
 /// Writes the tree's nginx files (those under `dir`) into a scratch copy of `/etc/nginx` at
 /// `etc`, with the image files nginx expects beside them, each file's text passed through
 /// `rewrite` (container paths to scratch paths). Used by `nginx -t` and gixy.

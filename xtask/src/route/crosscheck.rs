@@ -154,7 +154,15 @@ fn wait_port(port: u16, procs: &mut Procs) -> Result<(), String> {
 }
 
 fn spawn(nginx: &Path, conf: &Path, pid: &Path) -> std::io::Result<Child> {
+    // The directory of the pid file (the scratch directory) is the prefix: relative paths
+    // land in it.
+    let prefix = pid
+        .parent()
+        .map(|p| format!("{}/", p.display()))
+        .unwrap_or_default();
     Command::new(nginx)
+        .arg("-p")
+        .arg(prefix)
         .args(["-e", "stderr", "-g"])
         .arg(format!("daemon off; pid {};", pid.display()))
         .arg("-c")
@@ -174,6 +182,13 @@ pub fn against_nginx(tree: &Tree, samples: &[Sample]) -> Result<Report, String> 
     let dir = root
         .rsplit_once('/')
         .map_or(String::new(), |(d, _)| format!("{d}/"));
+    if let Some((_, why)) = config::load(tree)
+        .ok()
+        .as_ref()
+        .and_then(config::outside_scratch)
+    {
+        return Err(format!("nginx is not run: {why}"));
+    }
     let scratch = crate::contain::scratch("xc", None).map_err(|e| e.to_string())?;
     let result = run(&nginx, tree, samples, &root, &dir, &scratch);
     let _ = std::fs::remove_dir_all(&scratch);

@@ -28,6 +28,15 @@ pub fn check(tree: &Tree, cfg: &Config) -> Vec<Diagnostic> {
     let dir = root
         .rsplit_once('/')
         .map_or(String::new(), |(d, _)| format!("{d}/"));
+    // `nginx -t` creates the log files and temporary directories a configuration names: one
+    // that would land outside the scratch copy is not run at all.
+    if let Some((d, why)) = config::outside_scratch(cfg) {
+        return vec![Diagnostic::warning(
+            "nginx::nginx-t-not-run",
+            format!("`nginx -t` was not run: {why}"),
+            &config::md(tree, &d.file, d.line),
+        )];
+    }
     // The answer depends only on nginx, the files and whether openssl can stand in for the
     // operator's certificates: cached (target/lint-cache), so an unchanged book runs no nginx.
     let id = crate::cache::tool_id(&nginx);
@@ -172,6 +181,9 @@ fn run(
         let conf = prepare(tree, cfg, root, dir, &scratch)?;
         let etc_s = format!("{}/", etc.display());
         let out = Command::new(nginx)
+            // The scratch directory is the prefix: relative paths land in it.
+            .arg("-p")
+            .arg(format!("{}/", scratch.display()))
             .args(["-t", "-q", "-e", "stderr", "-g"])
             .arg(format!("pid {}/nginx.pid;", scratch.display()))
             .arg("-c")
