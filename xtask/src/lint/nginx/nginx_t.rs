@@ -41,7 +41,7 @@ pub fn check(tree: &Tree, cfg: &Config) -> Vec<Diagnostic> {
     // operator's certificates: cached (target/lint-cache), so an unchanged book runs no nginx.
     let id = crate::cache::tool_id(&nginx);
     let mut parts: Vec<&[u8]> = vec![
-        b"nginx -t v1",
+        b"nginx -t v2",
         &id,
         if crate::tools::which("openssl").is_some() {
             b"ssl"
