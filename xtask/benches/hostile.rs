@@ -77,6 +77,17 @@ fn map_chain(n: usize) -> String {
     nginx(&format!("{maps} map $uri $m{n} {{ default end; }}"))
 }
 
+fn locations(n: usize) -> String {
+    let locs: String = (0..n)
+        .map(|i| {
+            format!("  location /p{i}/ {{ return 200; }}\n  location ~ ^/r{i}/ {{ return 201; }}\n")
+        })
+        .collect();
+    format!(
+        "```nginx title=\"nginx/nginx.conf\"\nevents {{}}\nhttp {{\n server {{ listen 8008; server_tokens off;\n{locs} }}\n}}\n```\n"
+    )
+}
+
 const SHAPES: &[Shape] = &[
     Shape {
         name: "blocks, each its own file",
@@ -116,6 +127,14 @@ const SHAPES: &[Shape] = &[
         small: 1_000,
         chapter: glob_stars,
         cmd: &["route", "/"],
+        status: 0,
+    },
+    Shape {
+        name: "prefix and regex locations (not a reader: each prefix is probed through every regex)",
+        unit: "pairs",
+        small: 100,
+        chapter: locations,
+        cmd: &["check"],
         status: 0,
     },
     Shape {

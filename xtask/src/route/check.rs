@@ -241,14 +241,18 @@ pub fn check(
                 l.name.trim_end_matches('/')
             )))
             .collect();
-        let outs: Vec<Outcome> = witnesses.iter().map(|w| router.route("GET", w)).collect();
-        if outs.iter().all(|o| {
+        // Stops at the first path that reaches the location (usually its own name).
+        let mut first = None;
+        let all_taken = witnesses.iter().all(|w| {
+            let o = router.route("GET", w);
+            first.get_or_insert(o.location_id);
             o.location_id != Some(id)
                 && o.location_id
                     .is_some_and(|w| router.locations[w].regex().is_some())
-        }) {
+        });
+        if all_taken {
             shadowed[id] = true;
-            let w = outs[0].location_id.unwrap_or(id);
+            let w = first.flatten().unwrap_or(id);
             diags.push(Diagnostic::error(
                 "route::shadowed-location",
                 format!(

@@ -928,6 +928,15 @@ impl Router {
             for &r in &level.regex {
                 let l = &self.locations[r];
                 let Some(re) = l.re.as_ref() else { continue };
+                // Most regexes do not match: a plain match first (no captures to allocate).
+                match re.try_is_match(u) {
+                    Ok(false) => continue,
+                    Ok(true) => {}
+                    Err(e) => {
+                        cx.failed = Some(regex_failed(&re.pattern, &e));
+                        return (Found::Failed, None);
+                    }
+                }
                 let caps = match re.try_captures(u) {
                     Ok(Some(caps)) => caps,
                     Ok(None) => continue,
