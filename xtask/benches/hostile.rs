@@ -130,7 +130,7 @@ const SHAPES: &[Shape] = &[
         status: 0,
     },
     Shape {
-        name: "prefix and regex locations (not a reader: each prefix is probed through every regex)",
+        name: "prefix and regex locations (a check, not a reader)",
         unit: "pairs",
         small: 100,
         chapter: locations,
