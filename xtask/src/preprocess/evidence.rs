@@ -170,11 +170,16 @@ pub fn render_flakiness(v: &Value) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "{passed} of {} runs passed: {quiet} in a row, then {} while a release build of the \
+        "{passed} of {} runs passed{}: {quiet} in a row with no load added by the script (the \
+         load average column shows what else ran), then {} while a release build of the \
          workspace kept both cores busy ({} cores, {} GiB).\n\n\
          | run | machine | result | whole test (s) | bring-up (s) | upstreams as predicted | kills back, nothing lost | load average before → after |\n\
          | ---: | --- | --- | ---: | ---: | --- | --- | --- |",
         runs.len(),
+        v["commit"]
+            .as_str()
+            .map(|c| format!(" (commit `{}`)", escape(c)))
+            .unwrap_or_default(),
         runs.len() - quiet,
         s(&m["cores"]),
         f1(&m["memory_gib"]),
@@ -196,7 +201,7 @@ pub fn render_flakiness(v: &Value) -> String {
             if r["kind"] == "loaded" {
                 "building"
             } else {
-                "quiet"
+                "no added load"
             },
             f1(&r["seconds"]),
             f1(&r["bring_up"]),
@@ -392,18 +397,20 @@ mod tests {
 
     #[test]
     fn renders_the_flakiness_series() {
-        let v = serde_json::json!({"machine": {"cores": 2, "memory_gib": 23.5}, "runs": [
+        let v = serde_json::json!({"machine": {"cores": 2, "memory_gib": 23.5}, "commit": "e8de5bd0a1b2", "runs": [
             {"run": 1, "kind": "quiet", "ok": true, "seconds": 210.4, "bring_up": 68.1, "upstreams": "268/268",
              "kills_back": 11, "kills": 11, "load_before": 0.5, "load_after": 2.1},
             {"run": 2, "kind": "loaded", "ok": false, "failed": ["kill -9 x: not back"], "seconds": 300.0,
              "load_before": 4.0, "load_after": 5.0}]});
         let md = super::render_flakiness(&v);
         assert!(
-            md.starts_with("1 of 2 runs passed: 1 in a row, then 1 while"),
+            md.starts_with("1 of 2 runs passed (commit `e8de5bd0a1b2`): 1 in a row with no load"),
             "{md}"
         );
         assert!(
-            md.contains("| 1 | quiet | pass | 210.4 | 68.1 | 268/268 | 11/11 | 0.5 → 2.1 |"),
+            md.contains(
+                "| 1 | no added load | pass | 210.4 | 68.1 | 268/268 | 11/11 | 0.5 → 2.1 |"
+            ),
             "{md}"
         );
         assert!(
