@@ -80,6 +80,7 @@ pub struct Analysis {
 impl Analysis {
     /// Loads the book at `root` and analyses it; Err when the book cannot be read.
     pub fn of_book(root: &Path) -> Result<Analysis, Vec<Diagnostic>> {
+        crate::cache::for_book(root);
         Ok(Analysis::new(book::load(root)?))
     }
 
@@ -152,6 +153,7 @@ impl Analysis {
             }
         });
         let mut diags = self.assembly.clone();
+        diags.extend(self.book.warnings.iter().cloned());
         diags.extend(found.into_iter().flatten());
         unique(diags)
     }
@@ -196,8 +198,17 @@ fn write_to_temp(tree: &Tree) -> Vec<Diagnostic> {
     } else {
         std::env::temp_dir()
     };
-    let tmp = base.join(format!("xtask-check-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
+    // A fresh directory of ours: the temporary directory itself is never created.
+    let tmp = match crate::contain::scratch("check", Some(&base)) {
+        Ok(t) => t,
+        Err(e) => {
+            return vec![Diagnostic::error(
+                "extract::io",
+                format!("cannot make a directory to write the tree into: {e}"),
+                &crate::diagnostics::MdLoc::new("book.toml", 1),
+            )];
+        }
+    };
     let res = extract::write_tree(tree, &tmp, false);
     let _ = std::fs::remove_dir_all(&tmp);
     res.err().unwrap_or_default()

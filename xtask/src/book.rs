@@ -144,6 +144,9 @@ pub struct Book {
     pub title: Option<String>,
     /// Chapters in reading order (SUMMARY order, depth first). Draft chapters are skipped.
     pub chapters: Vec<Chapter>,
+    /// Warnings found while reading (an indented code block, a chapter listed twice, ...):
+    /// reported by every command, they do not stop the reading.
+    pub warnings: Vec<Diagnostic>,
 }
 
 impl Book {
@@ -160,7 +163,9 @@ impl Book {
 /// Loads the book at `root`. On any problem, returns every diagnostic found (not just the first).
 pub fn load(root: &Path) -> Result<Book, Vec<Diagnostic>> {
     let toml_loc = MdLoc::new("book.toml", 1);
-    let toml_text = match std::fs::read_to_string(root.join("book.toml")) {
+    let toml_text = match read_bounded(&root.join("book.toml"))
+        .and_then(|b| String::from_utf8(b).map_err(|_| "it is not UTF-8".to_string()))
+    {
         Ok(t) => t,
         Err(e) => {
             return Err(vec![Diagnostic::error(
@@ -197,10 +202,11 @@ pub fn load(root: &Path) -> Result<Book, Vec<Diagnostic>> {
     let summary_text =
         read_utf8(root, &summary_rel, &MdLoc::new(summary_rel.clone(), 1)).map_err(|d| vec![d])?;
     let summary = parse_summary(&summary_text).map_err(|e| {
+        let msg = format!("{e:#}");
         vec![Diagnostic::error(
             "book::bad-summary",
-            format!("SUMMARY.md cannot be parsed: {e:#}"),
-            &MdLoc::new(summary_rel.clone(), 1),
+            format!("SUMMARY.md cannot be parsed: {msg}"),
+            &MdLoc::new(summary_rel.clone(), summary_error_line(&msg, &summary_text)),
         )]
     })?;
 
@@ -215,9 +221,29 @@ pub fn load(root: &Path) -> Result<Book, Vec<Diagnostic>> {
 
     let mut chapters = Vec::new();
     let mut diags = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
     for (name, location) in links {
-        let rel = format!("{src}/{}", location.to_string_lossy().replace('\\', "/"));
         let listed_at = MdLoc::new(summary_rel.clone(), summary_line(&summary_text, &location));
+        let raw = location.to_string_lossy().replace('\\', "/");
+        // A chapter spelled twice (with and without a leading `./`) is one chapter; one that
+        // leaves the sources is refused (mdBook stops on it: chapters are always inside a book).
+        let Some(clean) = crate::contain::normalize(&raw).filter(|c| !c.is_empty()) else {
+            diags.push(Diagnostic::error(
+                "book::unreadable",
+                format!("SUMMARY.md lists `{raw}`, which is not a file inside `{src}/`"),
+                &listed_at,
+            ));
+            continue;
+        };
+        let rel = format!("{src}/{clean}");
+        if !seen.insert(rel.clone()) {
+            diags.push(Diagnostic::warning(
+                "book::duplicate-chapter",
+                format!("SUMMARY.md lists `{rel}` a second time: its blocks are read once"),
+                &listed_at,
+            ));
+            continue;
+        }
         match read_utf8(root, &rel, &listed_at) {
             Ok(text) => {
                 let (blocks, mut d) = parse_blocks(&rel, &text);
@@ -232,12 +258,16 @@ pub fn load(root: &Path) -> Result<Book, Vec<Diagnostic>> {
             Err(d) => diags.push(d),
         }
     }
-    if diags.is_empty() {
+    if diags
+        .iter()
+        .all(|d| d.severity == crate::diagnostics::Severity::Warning)
+    {
         Ok(Book {
             root: root.to_path_buf(),
             src,
             title,
             chapters,
+            warnings: diags,
         })
     } else {
         Err(diags)
@@ -253,6 +283,31 @@ fn flatten(items: &[SummaryItem], out: &mut Vec<(String, PathBuf)>) {
             flatten(&link.nested_items, out);
         }
     }
+}
+
+/// The line mdBook's SUMMARY parser names in its error (`failed to parse SUMMARY.md line N,
+/// column M: ...`), or for a duplicate file the line that lists it the second time; else 1.
+fn summary_error_line(msg: &str, summary: &str) -> usize {
+    if let Some(rest) = msg.split("SUMMARY.md line ").nth(1)
+        && let Some(n) = rest.split(|c: char| !c.is_ascii_digit()).next()
+        && let Ok(n) = n.parse::<usize>()
+    {
+        return n.max(1);
+    }
+    if let Some(rest) = msg.split("Duplicate file in SUMMARY.md: ").nth(1) {
+        let file = rest.trim().trim_matches('"');
+        let needle = format!("({file})");
+        if let Some(i) = summary
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| l.contains(&needle))
+            .map(|(i, _)| i)
+            .nth(1)
+        {
+            return i + 1;
+        }
+    }
+    1
 }
 
 /// The line of SUMMARY.md that lists `location` (1 if it cannot be found).
@@ -271,13 +326,18 @@ fn summary_line(summary: &str, location: &Path) -> usize {
 /// Reads a book file as UTF-8. `listed_at` is where the file is referenced from, used when the
 /// file cannot be read at all; a non-UTF-8 file is reported at its own first bad line.
 fn read_utf8(root: &Path, rel: &str, listed_at: &MdLoc) -> Result<String, Diagnostic> {
-    let bytes = std::fs::read(root.join(rel)).map_err(|e| {
+    let unreadable = |why: String| {
         Diagnostic::error(
             "book::unreadable",
-            format!("cannot read `{rel}`: {e}"),
+            format!("cannot read `{rel}`: {why}"),
             listed_at,
         )
-    })?;
+    };
+    let mut bytes = read_bounded(&root.join(rel)).map_err(unreadable)?;
+    // mdBook drops a byte order mark before parsing (mdbook-driver's `load_chapter`).
+    if bytes.starts_with(b"\xef\xbb\xbf") {
+        bytes.drain(..3);
+    }
     String::from_utf8(bytes).map_err(|e| {
         let valid = e.utf8_error().valid_up_to();
         let line = e.as_bytes()[..valid]
@@ -291,6 +351,33 @@ fn read_utf8(root: &Path, rel: &str, listed_at: &MdLoc) -> Result<String, Diagno
             &MdLoc::new(rel, line),
         )
     })
+}
+
+/// The largest book file read (book.toml, SUMMARY.md or a chapter): 16 MiB.
+pub const MAX_FILE: u64 = 16 << 20;
+
+/// The bytes of a regular file of at most [`MAX_FILE`] bytes (a link to `/dev/zero` or a FIFO
+/// would never end, and is refused without being opened).
+fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("it is not a regular file".into());
+    }
+    if meta.len() > MAX_FILE {
+        return Err(format!(
+            "it is {} bytes; a book file may have {MAX_FILE} at most",
+            meta.len()
+        ));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_FILE + 1).read_to_end(&mut bytes))
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_FILE {
+        return Err(format!("it has more than {MAX_FILE} bytes"));
+    }
+    Ok(bytes)
 }
 
 /// 1-based line of byte offset `pos` in `text`.
@@ -327,34 +414,71 @@ pub fn parse_blocks(file: &str, text: &str) -> (Vec<Block>, Vec<Diagnostic>) {
     let mut diags = Vec::new();
     let parser = new_cmark_parser(text, &MarkdownOptions::default()).into_offset_iter();
     let lines = LineIndex::new(text);
-    let mut current: Option<(usize, String, String, std::ops::Range<usize>)> = None;
+    includes(file, text, &lines, &mut diags);
+    // (fence line, info string, content, the block's source range, where its content ends)
+    let mut current: Option<(usize, String, String, std::ops::Range<usize>, usize)> = None;
+    let mut indented: Option<usize> = None;
+    let mut code_ranges = Vec::new();
     for (event, range) in parser {
         match event {
             Event::Start(Tag::CodeBlock(CodeBlockKind::Fenced(info))) => {
+                code_ranges.push(range.clone());
+                let content_start = text[range.clone()]
+                    .find('\n')
+                    .map_or(range.end, |i| range.start + i + 1);
                 current = Some((
                     lines.line(range.start),
                     info.to_string(),
                     String::new(),
                     range,
+                    content_start,
                 ));
             }
+            Event::Start(Tag::CodeBlock(CodeBlockKind::Indented)) => {
+                code_ranges.push(range.clone());
+                indented = Some(lines.line(range.start));
+            }
             Event::Text(t) => {
-                if let Some((_, _, body, _)) = current.as_mut() {
+                if let Some((_, _, body, _, end)) = current.as_mut() {
                     body.push_str(&t);
+                    *end = range.end;
                 }
             }
             Event::End(TagEnd::CodeBlock) => {
-                let Some((fence_line, info, body, range)) = current.take() else {
+                if let Some(line) = indented.take() {
+                    diags.push(Diagnostic::warning(
+                        "book::indented-code-block",
+                        "an indented code block is shown as code but never extracted nor checked: \
+                         make it a fenced block (``` with a `title` or a marker) or indent it less",
+                        &MdLoc::new(file, line),
+                    ));
+                    continue;
+                }
+                let Some((fence_line, info, body, range, content_end)) = current.take() else {
                     continue;
                 };
                 let loc = MdLoc::new(file, fence_line);
-                if !is_closed(&text[range.clone()]) {
+                if !is_closed(
+                    &text[range.clone()],
+                    &text[content_end.min(range.end)..range.end],
+                ) {
                     diags.push(Diagnostic::error(
                         "book::unterminated-fence",
                         "this code fence is never closed: everything after it to the end of the file became part of the block",
                         &loc,
                     ));
                     continue;
+                }
+                if let Some(n) = fence_like_line(&text[range.clone()], &body) {
+                    diags.push(Diagnostic::warning(
+                        "book::fence-in-block",
+                        format!(
+                            "line {} looks like a code fence, but mdBook reads it as part of the block opened here \
+                             (a closing fence is indented less than four spaces, has no info string, and in a quote keeps the quote's `>`)",
+                            fence_line + 1 + n
+                        ),
+                        &loc,
+                    ));
                 }
                 match classify(&info) {
                     Ok((lang, attrs, kind)) => {
@@ -381,31 +505,103 @@ pub fn parse_blocks(file: &str, text: &str) -> (Vec<Block>, Vec<Diagnostic>) {
             _ => {}
         }
     }
+    not_fences(file, text, &code_ranges, &mut diags);
     (blocks, diags)
 }
 
-/// Whether a fenced block's source text ends with a closing fence.
-fn is_closed(src: &str) -> bool {
-    let mut lines = src.lines();
-    let Some(open) = lines.next() else {
-        return false;
-    };
-    let open = open.trim_start_matches([' ', '>']).trim_start();
+/// Lines outside every code block that look like a backtick fence whose info string holds a
+/// backtick: CommonMark takes such a line for text (inline code), so the block the author meant
+/// does not exist and its closing fence opens one instead. Said at the line itself.
+fn not_fences(
+    file: &str,
+    text: &str,
+    code: &[std::ops::Range<usize>],
+    diags: &mut Vec<Diagnostic>,
+) {
+    let mut offset = 0;
+    let mut next_code = 0;
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let start = offset;
+        offset += line.len();
+        while next_code < code.len() && code[next_code].end <= start {
+            next_code += 1;
+        }
+        if code.get(next_code).is_some_and(|r| r.start <= start) {
+            continue;
+        }
+        let l = line.trim_start_matches([' ', '>']);
+        let n = l.bytes().take_while(|&b| b == b'`').count();
+        if n >= 3 && l[n..].contains('`') {
+            diags.push(Diagnostic::error(
+                "book::bad-info-string",
+                "this line is no code fence for mdBook: the info string of a ``` fence cannot hold a backtick (use ~~~ or drop the backtick)",
+                &MdLoc::new(file, i + 1),
+            ));
+        }
+    }
+}
+
+/// Whether a fenced block (source `src`) was closed by a fence: pulldown-cmark (mdBook's parser)
+/// decided where the block's content ends, and `after` is the source after that content. A block
+/// it never saw closed runs to the end of its container, so nothing but container prefixes
+/// follows its content (a would-be closing fence indented four spaces, or `>`-prefixed outside
+/// a quote, is content); a closed one is followed by its closing fence.
+fn is_closed(src: &str, after: &str) -> bool {
+    let open = src.lines().next().unwrap_or("");
+    let open = open.trim_start_matches([' ', '>', '\t']);
     let ch = match open.chars().next() {
         Some(c @ ('`' | '~')) => c,
         _ => return true, // not a fence we understand; let mdBook decide
     };
     let n = open.chars().take_while(|&c| c == ch).count();
-    let Some(last) = src.trim_end_matches(['\n', '\r']).lines().last() else {
-        return false;
-    };
-    if src.lines().count() < 2 {
-        return false;
+    after.lines().any(|l| {
+        let l = l.trim_start_matches([' ', '>', '\t']);
+        let m = l.chars().take_while(|&c| c == ch).count();
+        m >= n && l[m * ch.len_utf8()..].trim().is_empty()
+    })
+}
+
+/// The 0-based line of `body` (the content of the block with source `src`) that looks like a
+/// fence of the block's own kind: a mistake mdBook silently turns into content.
+fn fence_like_line(src: &str, body: &str) -> Option<usize> {
+    let open = src.lines().next()?.trim_start_matches([' ', '>', '\t']);
+    let ch = open.chars().next().filter(|c| matches!(c, '`' | '~'))?;
+    let n = open.chars().take_while(|&c| c == ch).count();
+    body.lines().position(|l| {
+        let l = l.trim_start_matches([' ', '>', '\t']);
+        l.chars().take_while(|&c| c == ch).count() >= n
+    })
+}
+
+/// mdBook's `links` preprocessor (`{{#include}}`, `{{#rustdoc_include}}`, `{{#playground}}`)
+/// runs after our checks, so text it pulls in would reach the site unchecked and unextracted
+/// (and could name any file on the machine): each one is an error. Found with the links
+/// preprocessor's own pattern (mdbook-driver 0.5.4, `builtin_preprocessors/links.rs`), escapes
+/// (`\{{#...}}`) included.
+fn includes(file: &str, text: &str, lines: &LineIndex, diags: &mut Vec<Diagnostic>) {
+    static LINK: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"\\\{\{\#.*\}\}|\{\{\s*\#([a-zA-Z0-9_]+)\s+([^}]+)\}\}")
+            .expect("mdBook's link pattern")
+    });
+    if !text.contains("{{") {
+        return;
     }
-    // Inside containers (lists, block quotes) the closing fence may be prefixed.
-    let last = last.trim_start_matches([' ', '>', '\t']);
-    let m = last.chars().take_while(|&c| c == ch).count();
-    m >= n && last[m * ch.len_utf8()..].trim().is_empty()
+    for c in LINK.captures_iter(text) {
+        let Some(name) = c.get(1).map(|m| m.as_str()) else {
+            continue; // escaped
+        };
+        if matches!(name, "include" | "rustdoc_include" | "playground") {
+            let at = c.get(0).map_or(0, |m| m.start());
+            diags.push(Diagnostic::error(
+                "book::include",
+                format!(
+                    "`{{{{#{name} ...}}}}` is expanded by mdBook after every check: the text it brings in \
+                     would be neither extracted nor checked; put the text in the chapter itself"
+                ),
+                &MdLoc::new(file, lines.line(at)),
+            ));
+        }
+    }
 }
 
 type Classified = (String, BTreeMap<String, Option<String>>, BlockKind);
@@ -489,6 +685,12 @@ pub fn classify(info: &str) -> Result<Classified, (&'static str, String)> {
             return Err((
                 "book::bad-info-string",
                 "`variant` needs the `title` of the file it is an alternative of".into(),
+            ));
+        }
+        (Some(_), _, false) if lang == "routes" => {
+            return Err((
+                "book::bad-info-string",
+                "a `routes` block is a table `check` asserts, not a file: drop its `title`".into(),
             ));
         }
         (Some(target), variant, false) => BlockKind::File { target, variant },
@@ -585,6 +787,69 @@ mod tests {
         }
         assert_eq!(classify("sql").unwrap().2, BlockKind::Sql);
         assert_eq!(classify("routes").unwrap().2, BlockKind::Routes);
+    }
+
+    #[test]
+    fn fences_close_where_pulldown_cmark_closes_them() {
+        let codes = |md: &str| -> Vec<(&'static str, usize)> {
+            let (_, d) = parse_blocks("src/t.md", md);
+            d.iter().map(|d| (codes_name(&d.code), d.line)).collect()
+        };
+        fn codes_name(c: &str) -> &'static str {
+            crate::diagnostics::codes::lookup(c).map_or("?", |c| c.name)
+        }
+        // Indented four spaces, or `>`-prefixed outside a quote: content, so never closed.
+        for tail in ["    ```\n", "> ```\n", "\t```\n"] {
+            let md = format!("```yaml title=\"a\"\na: 1\n{tail}");
+            assert_eq!(codes(&md), [("book::unterminated-fence", 1)], "{tail:?}");
+        }
+        // Up to three spaces, in a quote with its marker, in a list item: closed.
+        for md in [
+            "```yaml title=\"a\"\na: 1\n   ```\n",
+            "> ```yaml title=\"a\"\n> a: 1\n> ```\n",
+            "- x\n\n  ```yaml title=\"a\"\n  a: 1\n  ```\n",
+            "~~~yaml title=\"a\"\n```\n~~~\n",
+        ] {
+            let (b, d) = parse_blocks("src/t.md", md);
+            assert!(b.len() == 1 && d.is_empty(), "{md:?}: {d:?}");
+        }
+        // A would-be closing fence before more blocks: the block swallows them, and it is said.
+        assert_eq!(
+            codes("```yaml title=\"a\"\na: 1\n    ```\n\n```yaml title=\"b\"\nb: 2\n```\n"),
+            [("book::fence-in-block", 1)]
+        );
+        // An empty block, closed and not.
+        assert!(parse_blocks("src/t.md", "```text\n```\n").1.is_empty());
+        assert_eq!(codes("```text\n"), [("book::unterminated-fence", 1)]);
+        // A backtick in a backtick fence's info string: said at that line.
+        assert!(codes("x\n\n```yaml `y`\na: 1\n```\n").contains(&("book::bad-info-string", 3)));
+        // Indented code blocks and includes.
+        assert_eq!(
+            codes("text\n\n    a: 1\n"),
+            [("book::indented-code-block", 3)]
+        );
+        assert_eq!(
+            codes(
+                "a\n{{#include x.md}}\n\\{{#include y.md}}\n{{ #playground z.rs }}\n{{#include}}\n{{#title T}}\n"
+            ),
+            [("book::include", 2), ("book::include", 4)]
+        );
+    }
+
+    #[test]
+    fn summary_errors_at_their_line() {
+        assert_eq!(
+            summary_error_line("failed to parse SUMMARY.md line 7, column 1: x", ""),
+            7
+        );
+        assert_eq!(
+            summary_error_line(
+                "Duplicate file in SUMMARY.md: \"c.md\"",
+                "# S\n\n- [a](c.md)\n- [b](c.md)\n"
+            ),
+            4
+        );
+        assert_eq!(summary_error_line("something else", "x"), 1);
     }
 
     #[test]

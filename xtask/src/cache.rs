@@ -1,11 +1,14 @@
 //! A result cache for the external checkers (shellcheck, postgres, Synapse's config check,
 //! `nginx -t`, gixy-ng, `docker compose config`) and for the versions of the tools themselves.
 //!
-//! Their answer depends only on the input and on the tool binary, so it is kept under
-//! `target/lint-cache/`, keyed by a hash of the tool's path, size and modification time, its
-//! arguments and its input. A second `cargo xtask check` of an unchanged book then starts no
-//! external process at all, which is what keeps it fast. Delete the directory (or set
-//! `XTASK_LINT_NO_CACHE=1`) to force fresh runs.
+//! Their answer depends only on the input and on the tool binary, so it is kept on disk, keyed
+//! by a hash of the tool's path, size and modification time, its arguments and its input. A
+//! second `cargo xtask check` of an unchanged book then starts no external process at all, which
+//! is what keeps it fast. Where ([`dir`]): `XTASK_LINT_CACHE_DIR` when set; else
+//! `target/lint-cache/` of this repository when the book checked is the repository's own (or no
+//! book was named); else a cache of the user's (`$XDG_CACHE_HOME/synapse-guide-xtask/lint-cache`,
+//! by default under `~/.cache`), so checking another book writes nothing into this repository.
+//! Delete the directory (or set `XTASK_LINT_NO_CACHE=1`) to force fresh runs.
 //!
 //! [`Memo`] is the in-process counterpart: a value computed once per key and process (a YAML
 //! parse per text, a Compose model per Compose file, a compiled regex per pattern), even when
@@ -51,20 +54,46 @@ impl<K: std::hash::Hash + Eq, V: Clone> Default for Memo<K, V> {
     }
 }
 
-fn dir() -> PathBuf {
-    crate::project_root().join("target").join("lint-cache")
+static BOOK: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Says which book this process checks (the first call wins); it decides [`dir`].
+pub fn for_book(root: &std::path::Path) {
+    let _ = BOOK.set(root.canonicalize().unwrap_or_else(|_| root.to_path_buf()));
+}
+
+/// Where the answers are kept (see the module's documentation).
+pub fn dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("XTASK_LINT_CACHE_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    let repo = crate::project_root();
+    let ours = BOOK
+        .get()
+        .is_none_or(|b| repo.canonicalize().is_ok_and(|r| &r == b));
+    if ours {
+        return repo.join("target").join("lint-cache");
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|d| !d.is_empty())
+                .map(|h| PathBuf::from(h).join(".cache"))
+        })
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("synapse-guide-xtask").join("lint-cache")
 }
 
 fn enabled() -> bool {
     std::env::var_os("XTASK_LINT_NO_CACHE").is_none()
 }
 
-/// A fresh scratch directory path under the system temp dir, unique within this process and
-/// across processes (two threads may check the same input at the same time).
-pub fn scratch_dir(what: &str) -> PathBuf {
-    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    std::env::temp_dir().join(format!("xtask-lint-{what}-{}-{n}", std::process::id()))
+/// A fresh, empty scratch directory under the system temp dir, unique within this process and
+/// across processes (two threads may check the same input at the same time); the temp dir
+/// itself is never created ([`crate::contain::scratch`]).
+pub fn scratch_dir(what: &str) -> Result<PathBuf, String> {
+    crate::contain::scratch(&format!("lint-{what}"), None).map_err(|e| e.to_string())
 }
 
 /// A key from the given parts: the SHA-1 of each part's length and bytes, in hex.

@@ -85,16 +85,16 @@ pub fn assemble(book: &Book, opts: &Options) -> Result<Tree, Vec<Diagnostic>> {
         }
     }
 
-    // A target that is a prefix directory of another target cannot be both.
-    let all: Vec<&String> = by_target.keys().collect();
-    for t in &all {
-        for u in &all {
-            if u.starts_with(&format!("{t}/")) {
-                let b = by_target[*t][0];
+    // A target that is a prefix directory of another target cannot be both (each target's
+    // directories looked up: linear in the number of targets).
+    for u in by_target.keys() {
+        for (i, _) in u.match_indices('/') {
+            let t = &u[..i];
+            if let Some(blocks) = by_target.get(t) {
                 diags.push(Diagnostic::error(
                     "extract::target-collision",
                     format!("`{t}` is a file here but a directory for `{u}`"),
-                    &b.fence_loc(),
+                    &blocks[0].fence_loc(),
                 ));
             }
         }
@@ -116,23 +116,24 @@ pub fn assemble(book: &Book, opts: &Options) -> Result<Tree, Vec<Diagnostic>> {
             continue; // only variants of other names: not part of this tree
         };
         let mut content = String::new();
+        let mut out_line = 1;
         let mut fragments = Vec::new();
         for b in &chosen {
             let mut text = b.text.clone();
             if let Some(name) = &opts.server_name {
-                text = text.replace(EXAMPLE_SERVER_NAME, name);
+                text = replace_name(&text, EXAMPLE_SERVER_NAME, name);
             }
             if !text.is_empty() && !text.ends_with('\n') {
                 text.push('\n');
             }
-            let out_line = content.lines().count() + 1;
-            let lines = text.lines().count().max(1);
+            let lines = text.lines().count();
             fragments.push(Fragment {
                 md_file: b.file.clone(),
                 md_line: b.first_line(),
                 out_line,
-                lines,
+                lines: lines.max(1),
             });
+            out_line += lines;
             content.push_str(&text);
         }
         let lang = chosen.first().map(|b| b.lang.clone()).unwrap_or_default();
@@ -151,6 +152,33 @@ pub fn assemble(book: &Book, opts: &Options) -> Result<Tree, Vec<Diagnostic>> {
     Ok(tree)
 }
 
+/// `text` with every occurrence of the host name `from` that is a whole name replaced by `to`:
+/// `example.com`, `matrix.example.com`, `@u:example.com`, `%3Aexample.com` and
+/// `example.com.signing.key` change, `notexample.com` and `example.community` do not.
+pub fn replace_name(text: &str, from: &str, to: &str) -> String {
+    let label = |c: u8| c.is_ascii_alphanumeric() || c == b'-' || c == b'_';
+    let b = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    for (i, _) in text.match_indices(from) {
+        let end = i + from.len();
+        // After a percent escape (`%3A`), the name starts afresh.
+        let escaped = i >= 3
+            && b[i - 3] == b'%'
+            && b[i - 2].is_ascii_hexdigit()
+            && b[i - 1].is_ascii_hexdigit();
+        let before = i == 0 || !label(b[i - 1]) || escaped;
+        let after = end == b.len() || !label(b[end]);
+        if before && after && i >= last {
+            out.push_str(&text[last..i]);
+            out.push_str(to);
+            last = end;
+        }
+    }
+    out.push_str(&text[last..]);
+    out
+}
+
 fn valid_server_name(name: &str) -> bool {
     let (host, port) = match name.rsplit_once(':') {
         Some((h, p)) => (h, Some(p)),
@@ -163,46 +191,15 @@ fn valid_server_name(name: &str) -> bool {
                 && l.len() <= 63
                 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         })
-        && port
-            .is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.chars().all(|c| c.is_ascii_digit()))
+        && port.is_none_or(|p| {
+            p.chars().all(|c| c.is_ascii_digit()) && p.parse::<u16>().is_ok_and(|n| n > 0)
+        })
 }
 
-/// A target is a relative path of plain components made of safe characters.
+/// A target is a relative path of plain components made of safe characters
+/// ([`crate::contain::rel`], the rule every written path follows), and not the manifest.
 pub fn check_target(target: &str) -> Result<(), String> {
-    if target.is_empty() {
-        return Err("empty target path".into());
-    }
-    if target.starts_with('/') || Path::new(target).is_absolute() {
-        return Err(format!(
-            "target `{target}` is absolute: targets are relative to the deployment root"
-        ));
-    }
-    if target.ends_with('/') {
-        return Err(format!("target `{target}` names a directory, not a file"));
-    }
-    for comp in target.split('/') {
-        match comp {
-            "" => {
-                return Err(format!(
-                    "target `{target}` has an empty path component (`//`)"
-                ));
-            }
-            "." | ".." => {
-                return Err(format!(
-                    "target `{target}` contains `{comp}`: it could leave the output directory"
-                ));
-            }
-            _ => {}
-        }
-        if let Some(c) = comp
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || "._-+@".contains(*c)))
-        {
-            return Err(format!(
-                "target `{target}` holds the character {c:?}: use letters, digits and . _ - + @"
-            ));
-        }
-    }
+    crate::contain::rel(target)?;
     if target.split('/').any(|c| c == MANIFEST) {
         return Err(format!(
             "target `{target}` would overwrite extract's own manifest"
@@ -221,8 +218,49 @@ pub struct WriteReport {
 /// Writes the tree into `out`. Checks everything first; on any problem nothing is written.
 /// Errors carry the Markdown location of the block concerned.
 pub fn write_tree(tree: &Tree, out: &Path, force: bool) -> Result<WriteReport, Vec<Diagnostic>> {
+    write_tree_of(tree, out, force, None)
+}
+
+/// [`write_tree`] for the book at `book`: `out` must neither hold the book nor lie inside its
+/// sources, so no target (and no cleanup) can touch a file the book is made of.
+pub fn write_tree_of(
+    tree: &Tree,
+    out: &Path,
+    force: bool,
+    book: Option<(&Path, &str)>,
+) -> Result<WriteReport, Vec<Diagnostic>> {
+    write_with(tree, out, force, book, &|from, to| {
+        std::fs::rename(from, to)
+    })
+}
+
+type Rename<'a> = &'a dyn Fn(&Path, &Path) -> std::io::Result<()>;
+
+fn write_with(
+    tree: &Tree,
+    out: &Path,
+    force: bool,
+    book: Option<(&Path, &str)>,
+    rename: Rename<'_>,
+) -> Result<WriteReport, Vec<Diagnostic>> {
     let mut diags = Vec::new();
     let book_loc = MdLoc::new("book.toml", 1);
+    // `--out` itself may be a link (the operator's choice): everything below is resolved from
+    // where it points, and nothing under it may be a link.
+    let resolved = out.canonicalize().ok().filter(|p| p.is_dir());
+    let out = resolved.as_deref().unwrap_or(out);
+    let manifest_path = out.join(MANIFEST);
+    if std::fs::symlink_metadata(&manifest_path).is_ok_and(|m| !m.is_file()) {
+        return Err(vec![Diagnostic::error(
+            "extract::symlink-escape",
+            format!(
+                "{} is not a plain file (a symbolic link or a directory): extract neither reads \
+                 nor writes through it",
+                manifest_path.display()
+            ),
+            &book_loc,
+        )]);
+    }
     let previous = read_manifest(out);
     if out.exists() {
         if !out.is_dir() {
@@ -244,15 +282,26 @@ pub fn write_tree(tree: &Tree, out: &Path, force: bool) -> Result<WriteReport, V
             )]);
         }
     }
-    let out_canon = if out.exists() {
-        out.canonicalize().ok()
-    } else {
-        None
-    };
+    if let Some((root, src)) = book
+        && let Some(why) = over_book(out, root, src)
+    {
+        return Err(vec![Diagnostic::error(
+            "extract::out-over-book",
+            format!(
+                "--out {} {why}: extract would write over the book's own files; choose a directory outside them",
+                out.display()
+            ),
+            &book_loc,
+        )]);
+    }
 
     // Check each target against what is on disk.
     for file in tree.files.values() {
         let loc = file.first_loc();
+        if let Err(msg) = check_target(&file.path) {
+            diags.push(Diagnostic::error("extract::bad-target", msg, &loc));
+            continue;
+        }
         let mut p = out.to_path_buf();
         let comps: Vec<&str> = file.path.split('/').collect();
         for (i, comp) in comps.iter().enumerate() {
@@ -262,27 +311,17 @@ pub fn write_tree(tree: &Tree, out: &Path, force: bool) -> Result<WriteReport, V
                 break;
             };
             if meta.file_type().is_symlink() {
-                let escapes = match (p.canonicalize(), &out_canon) {
-                    (Ok(real), Some(root)) => !real.starts_with(root),
-                    _ => true,
-                };
-                if escapes || last {
-                    diags.push(Diagnostic::error(
-                        "extract::symlink-escape",
-                        format!(
-                            "target `{}` goes through the symlink {}, which {}",
-                            file.path,
-                            p.display(),
-                            if escapes {
-                                "points out of the output directory"
-                            } else {
-                                "would be replaced"
-                            }
-                        ),
-                        &loc,
-                    ));
-                    break;
-                }
+                diags.push(Diagnostic::error(
+                    "extract::symlink-escape",
+                    format!(
+                        "target `{}` goes through the symbolic link {}: extract writes through no link, \
+                         inside the output directory or out of it",
+                        file.path,
+                        p.display(),
+                    ),
+                    &loc,
+                ));
+                break;
             } else if last && meta.is_dir() {
                 diags.push(Diagnostic::error(
                     "extract::target-collision",
@@ -316,41 +355,53 @@ pub fn write_tree(tree: &Tree, out: &Path, force: bool) -> Result<WriteReport, V
     };
     std::fs::create_dir_all(out)
         .map_err(|e| io_err(format!("cannot create {}", out.display()), e))?;
+    remove_leftovers(out);
     // Stage every file inside `out` (same filesystem, so the renames below are atomic).
-    let staging = out.join(format!(".extract-tmp-{}", std::process::id()));
+    let staging = out.join(format!("{STAGING_PREFIX}{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
-    let staged = stage(tree, &staging);
-    if let Err(e) = staged {
+    if let Err((file, e)) = stage(tree, &staging.join("new")) {
         let _ = std::fs::remove_dir_all(&staging);
-        return Err(io_err(
-            format!("cannot stage files in {}", staging.display()),
-            e,
-        ));
+        let at = file.map_or_else(|| book_loc.clone(), TreeFile::first_loc);
+        return Err(vec![Diagnostic::error(
+            "extract::io",
+            format!("cannot stage files in {}: {e}", staging.display()),
+            &at,
+        )]);
+    }
+    let previous = previous.unwrap_or_default();
+    // Until the move is over, the manifest names every file either run wrote: a run killed
+    // midway leaves nothing of ours unlisted, so the next run can clean it.
+    let during: BTreeSet<&str> = previous
+        .iter()
+        .map(String::as_str)
+        .chain(tree.files.keys().map(String::as_str))
+        .collect();
+    if let Err(e) = write_manifest(out, &staging, during) {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(io_err("cannot write the manifest".into(), e));
     }
     let mut report = WriteReport::default();
-    for file in tree.files.values() {
-        let dest = out.join(&file.path);
-        let res = dest
-            .parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|()| std::fs::rename(staging.join(&file.path), &dest));
-        if let Err(e) = res {
-            let _ = std::fs::remove_dir_all(&staging);
-            return Err(io_err(
-                format!("cannot move {} into place", dest.display()),
-                e,
-            ));
-        }
-        report.written += 1;
+    if let Err((file, e)) = move_into_place(tree, out, &staging, rename) {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(vec![Diagnostic::error(
+            "extract::io",
+            format!(
+                "cannot move {} into place (every file was put back as it was): {e}",
+                out.join(&file.path).display()
+            ),
+            &file.first_loc(),
+        )]);
     }
-    let _ = std::fs::remove_dir_all(&staging);
+    report.written = tree.files.len();
 
-    // Remove what an earlier run wrote and the book no longer produces.
-    for old in previous.unwrap_or_default() {
-        if tree.files.contains_key(&old) || check_target(&old).is_err() {
+    // Remove what an earlier run wrote and the book no longer produces, following no link.
+    for old in &previous {
+        if tree.files.contains_key(old) || check_target(old).is_err() {
             continue;
         }
-        let p = out.join(&old);
+        let Ok(p) = crate::contain::join(out, old) else {
+            continue;
+        };
         if std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_file())
             && std::fs::remove_file(&p).is_ok()
         {
@@ -365,23 +416,163 @@ pub fn write_tree(tree: &Tree, out: &Path, force: bool) -> Result<WriteReport, V
             }
         }
     }
-    let manifest: String = tree.files.keys().map(|k| format!("{k}\n")).collect();
-    std::fs::write(
-        out.join(MANIFEST),
-        format!("# Files written by `cargo xtask extract`; it removes only these.\n{manifest}"),
-    )
-    .map_err(|e| io_err("cannot write the manifest".into(), e))?;
+    let res = write_manifest(out, &staging, tree.files.keys().map(String::as_str));
+    let _ = std::fs::remove_dir_all(&staging);
+    res.map_err(|e| io_err("cannot write the manifest".into(), e))?;
     Ok(report)
 }
 
-fn stage(tree: &Tree, staging: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    for file in tree.files.values() {
-        let p = staging.join(&file.path);
-        if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent)?;
+/// The name of extract's staging directory in `out`, followed by the process id.
+pub const STAGING_PREFIX: &str = ".extract-tmp-";
+
+/// Why `out` would put the book's own files at risk: it is the book's directory or holds it, or
+/// lies inside its sources. None when it does not.
+fn over_book(out: &Path, root: &Path, src: &str) -> Option<&'static str> {
+    // Where `out` will be: its longest existing ancestor resolved, then the rest with `..`
+    // taken as the directories will be made (create_dir_all makes `new/` before `new/..`).
+    let canon = |p: &Path| -> Option<PathBuf> {
+        let comps: Vec<Component<'_>> = p.components().collect();
+        let mut split = comps.len();
+        while split > 0 && !comps[..split].iter().collect::<PathBuf>().exists() {
+            split -= 1;
         }
-        std::fs::write(&p, &file.content)?;
+        let mut c = comps[..split]
+            .iter()
+            .collect::<PathBuf>()
+            .canonicalize()
+            .ok()?;
+        for part in &comps[split..] {
+            match part {
+                Component::ParentDir => {
+                    c.pop();
+                }
+                Component::Normal(n) => c.push(n),
+                _ => {}
+            }
+        }
+        Some(c)
+    };
+    let out = canon(&if out.is_absolute() {
+        out.to_path_buf()
+    } else {
+        std::env::current_dir().ok()?.join(out)
+    })?;
+    let root = root.canonicalize().ok()?;
+    if root.starts_with(&out) {
+        Some("is the book's directory or holds it")
+    } else if out.starts_with(root.join(src)) {
+        Some("is inside the book's sources")
+    } else {
+        None
+    }
+}
+
+/// Removes the staging directories of earlier runs that were killed (their process is gone).
+fn remove_leftovers(out: &Path) {
+    let Ok(rd) = std::fs::read_dir(out) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(STAGING_PREFIX))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let alive = pid != std::process::id() && Path::new("/proc").join(pid.to_string()).exists();
+        // remove_dir_all removes a link itself, never what it points to.
+        if !alive {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// Writes the manifest naming `files` (staged, then renamed over the old one).
+fn write_manifest<'a>(
+    out: &Path,
+    staging: &Path,
+    files: impl IntoIterator<Item = &'a str>,
+) -> std::io::Result<()> {
+    let list: String = files.into_iter().map(|k| format!("{k}\n")).collect();
+    let tmp = staging.join("manifest");
+    std::fs::write(
+        &tmp,
+        format!("# Files written by `cargo xtask extract`; it removes only these.\n{list}"),
+    )?;
+    std::fs::rename(&tmp, out.join(MANIFEST))
+}
+
+/// Moves the staged files over their destinations. On a failure every destination is put back
+/// as it was (the old file restored, a new one removed, directories made for it removed) and the
+/// failing file returned.
+fn move_into_place<'t>(
+    tree: &'t Tree,
+    out: &Path,
+    staging: &Path,
+    rename: Rename<'_>,
+) -> Result<(), (&'t TreeFile, std::io::Error)> {
+    enum Done {
+        Replaced(PathBuf, PathBuf),
+        Created(PathBuf),
+        Dir(PathBuf),
+    }
+    let mut done: Vec<Done> = Vec::new();
+    let mut result = Ok(());
+    for (i, file) in tree.files.values().enumerate() {
+        let dest = out.join(&file.path);
+        let step = (|| {
+            // Directories on the way, outermost first, each remembered for a rollback.
+            let mut p = out.to_path_buf();
+            let comps: Vec<&str> = file.path.split('/').collect();
+            for comp in &comps[..comps.len() - 1] {
+                p.push(comp);
+                if std::fs::symlink_metadata(&p).is_err() {
+                    std::fs::create_dir(&p)?;
+                    done.push(Done::Dir(p.clone()));
+                }
+            }
+            if std::fs::symlink_metadata(&dest).is_ok() {
+                let old = staging.join("old").join(i.to_string());
+                std::fs::create_dir_all(staging.join("old"))?;
+                rename(&dest, &old)?;
+                done.push(Done::Replaced(dest.clone(), old));
+            } else {
+                done.push(Done::Created(dest.clone()));
+            }
+            rename(&staging.join("new").join(&file.path), &dest)
+        })();
+        if let Err(e) = step {
+            result = Err((file, e));
+            break;
+        }
+    }
+    if result.is_err() {
+        for d in done.into_iter().rev() {
+            match d {
+                Done::Replaced(dest, old) => {
+                    let _ = std::fs::rename(old, dest);
+                }
+                Done::Created(dest) => {
+                    if std::fs::symlink_metadata(&dest).is_ok_and(|m| m.is_file()) {
+                        let _ = std::fs::remove_file(dest);
+                    }
+                }
+                Done::Dir(dir) => {
+                    let _ = std::fs::remove_dir(dir);
+                }
+            }
+        }
+    }
+    result
+}
+
+/// Writes every file under `staging`; on a failure, the file (None: the directory itself).
+fn stage<'t>(tree: &'t Tree, staging: &Path) -> Result<(), (Option<&'t TreeFile>, std::io::Error)> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(staging).map_err(|e| (None, e))?;
+    for file in tree.files.values() {
         let mode = if file.secret {
             0o600
         } else if file.content.starts_with("#!") {
@@ -389,7 +580,9 @@ fn stage(tree: &Tree, staging: &Path) -> std::io::Result<()> {
         } else {
             0o644
         };
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))?;
+        crate::contain::write(staging, &file.path, &file.content)
+            .and_then(|p| std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)))
+            .map_err(|e| (Some(file), e))?;
     }
     Ok(())
 }
@@ -402,7 +595,11 @@ fn dir_has_entries(dir: &Path) -> bool {
 
 /// The files a previous extract wrote, or None when `out` has no manifest.
 pub fn read_manifest(out: &Path) -> Option<Vec<String>> {
-    let text = std::fs::read_to_string(out.join(MANIFEST)).ok()?;
+    let path = out.join(MANIFEST);
+    if !std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+        return None;
+    }
+    let text = std::fs::read_to_string(&path).ok()?;
     Some(
         text.lines()
             .filter(|l| !l.starts_with('#') && !l.is_empty())
@@ -445,6 +642,86 @@ mod tests {
         }
     }
 
+    fn tree_of(files: &[(&str, &str)]) -> Tree {
+        let mut t = Tree::from_literal(files);
+        for f in t.files.values_mut() {
+            f.lang = "text".into();
+        }
+        t
+    }
+
+    /// A rename that fails on its `n`-th call (0-based), for the rollback.
+    fn failing(n: usize) -> impl Fn(&Path, &Path) -> std::io::Result<()> {
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        move |from, to| {
+            if calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == n {
+                Err(std::io::Error::other("injected failure"))
+            } else {
+                std::fs::rename(from, to)
+            }
+        }
+    }
+
+    #[test]
+    fn a_failed_move_puts_everything_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let old = tree_of(&[
+            ("a.txt", "old a\n"),
+            ("b/c.txt", "old c\n"),
+            ("gone.txt", "x\n"),
+        ]);
+        write_tree(&old, &out, false).unwrap();
+        let new = tree_of(&[
+            ("a.txt", "new a\n"),
+            ("b/c.txt", "new c\n"),
+            ("d/e/f.txt", "new f\n"),
+            ("z.txt", "new z\n"),
+        ]);
+        // Every rename, in turn, fails: each time the tree is exactly the old one.
+        for n in 0..8 {
+            let r = write_with(&new, &out, false, None, &failing(n));
+            if r.is_ok() {
+                break;
+            }
+            let d = r.unwrap_err();
+            assert_eq!(d[0].code, "extract::io");
+            assert_eq!(
+                std::fs::read_to_string(out.join("a.txt")).unwrap(),
+                "old a\n"
+            );
+            assert_eq!(
+                std::fs::read_to_string(out.join("b/c.txt")).unwrap(),
+                "old c\n"
+            );
+            assert!(out.join("gone.txt").is_file());
+            assert!(
+                !out.join("d").exists() && !out.join("z.txt").exists(),
+                "n={n}"
+            );
+            // the manifest names at least every file on disk, and no staging is left
+            let m = read_manifest(&out).unwrap();
+            for f in ["a.txt", "b/c.txt", "gone.txt"] {
+                assert!(m.iter().any(|l| l == f), "{m:?}");
+            }
+            let names: Vec<String> = std::fs::read_dir(&out)
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            assert!(
+                names.iter().all(|n| !n.starts_with(STAGING_PREFIX)),
+                "{names:?}"
+            );
+        }
+        write_tree(&new, &out, false).unwrap();
+        assert!(!out.join("gone.txt").exists());
+        assert_eq!(
+            read_manifest(&out).unwrap(),
+            ["a.txt", "b/c.txt", "d/e/f.txt", "z.txt"]
+        );
+    }
+
     #[test]
     fn server_names() {
         assert!(valid_server_name("matrix.example.org"));
@@ -452,5 +729,19 @@ mod tests {
         assert!(!valid_server_name("exa mple.org"));
         assert!(!valid_server_name("a..b"));
         assert!(!valid_server_name("a/b"));
+        assert!(!valid_server_name("a.org:99999") && !valid_server_name("a.org:0"));
+        assert!(!valid_server_name("a.org:") && !valid_server_name("a.org:+1"));
+        assert!(valid_server_name("a.org:65535"));
+        for (text, want) in [
+            ("example.com", "m.org"),
+            ("notexample.com", "notexample.com"),
+            ("example.community", "example.community"),
+            ("matrix.example.com:443", "matrix.m.org:443"),
+            ("@u:example.com %3Aexample.com", "@u:m.org %3Am.org"),
+            ("/data/example.com.signing.key", "/data/m.org.signing.key"),
+            ("my-example.com", "my-example.com"),
+        ] {
+            assert_eq!(replace_name(text, "example.com", "m.org"), want, "{text}");
+        }
     }
 }

@@ -6,6 +6,7 @@ pub mod book;
 pub mod cache;
 pub mod cmd;
 pub mod compose;
+pub mod contain;
 pub mod diagnostics;
 pub mod extract;
 pub mod flags;

@@ -64,10 +64,37 @@ pub fn apply(tree: &mut Tree, mode: &Secrets) -> Result<(), Vec<Diagnostic>> {
             file.set_content(replaced);
         }
     }
-    match key {
-        Some(key) => write_signing_key(tree, mode, key).map_err(|d| vec![d]),
-        None => Ok(()),
+    if let Some(key) = key {
+        write_signing_key(tree, mode, key).map_err(|d| vec![d])?;
     }
+    Ok(())
+}
+
+/// Any placeholder left in a tree extracted with generated secrets (`extract --secrets
+/// generate` must leave none): `CHANGEME` in any other form than `CHANGEME_<lowercase name>`.
+pub fn placeholders_left(tree: &Tree) -> Vec<Diagnostic> {
+    let mut diags = Vec::new();
+    for f in tree.files.values() {
+        if !f.content.contains(PLACEHOLDER_MARK) {
+            continue;
+        }
+        for (i, line) in f.content.lines().enumerate() {
+            if line.contains(PLACEHOLDER_MARK) {
+                diags.push(
+                    Diagnostic::error(
+                        "security::placeholder-left",
+                        format!(
+                            "`{PLACEHOLDER_MARK}` survives `extract --secrets generate` here: a placeholder must be \
+                             `CHANGEME_<lowercase name>` to be replaced"
+                        ),
+                        &f.md_loc(i + 1),
+                    )
+                    .with_note(format!("in {}, line {}: {}", f.path, i + 1, crate::diagnostics::clip(line.trim()))),
+                );
+            }
+        }
+    }
+    diags
 }
 
 /// The Synapse config that names the signing key (a YAML file with a top-level
@@ -99,15 +126,24 @@ fn write_signing_key(
     let tree_path = compose
         .and_then(|c| c.container_to_tree(&key_path))
         .ok_or_else(|| {
-        Diagnostic::error(
-            "extract::signing-key-unmapped",
-            format!(
-                "signing_key_path `{key_path}` is not under any bind mount of the Compose file, \
-                 so extract cannot tell where to write the key"
-            ),
+            Diagnostic::error(
+                "extract::signing-key-unmapped",
+                format!(
+                    "signing_key_path `{key_path}` is not under any bind mount of the Compose file \
+                 that stays inside the deployment directory, so extract cannot tell where to \
+                 write the key"
+                ),
+                &loc,
+            )
+        })?;
+    // The key is written like a block's `title`: the same containment rule.
+    if let Err(msg) = crate::contain::rel(&tree_path) {
+        return Err(Diagnostic::error(
+            "extract::bad-target",
+            format!("signing_key_path `{key_path}` lands at a path extract refuses: {msg}"),
             &loc,
-        )
-    })?;
+        ));
+    }
     if let Some(existing) = tree.files.get(&tree_path) {
         return Err(Diagnostic::error(
             "extract::signing-key-in-book",

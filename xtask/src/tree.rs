@@ -43,6 +43,8 @@ pub struct TreeFile {
     pub lang: String,
     /// The YAML parse of `content`, made on first use.
     yaml: OnceLock<Parse>,
+    /// The start of each line of `content`, made on first use.
+    lines: OnceLock<crate::book::LineIndex>,
 }
 
 impl TreeFile {
@@ -59,6 +61,7 @@ impl TreeFile {
             secret: false,
             lang: lang.into(),
             yaml: OnceLock::new(),
+            lines: OnceLock::new(),
         }
     }
 
@@ -66,17 +69,18 @@ impl TreeFile {
     pub fn set_content(&mut self, content: String) {
         self.content = content;
         self.yaml = OnceLock::new();
+        self.lines = OnceLock::new();
     }
 
     /// Markdown location of 1-based line `line` of this file.
     pub fn md_loc(&self, line: usize) -> MdLoc {
         let line = line.max(1);
+        // The last fragment starting at or before `line` (a binary search: fragments are in
+        // file order).
+        let i = self.fragments.partition_point(|f| f.out_line <= line);
         let frag = self
             .fragments
-            .iter()
-            .rev()
-            .find(|f| f.out_line <= line)
-            .or(self.fragments.first())
+            .get(i.saturating_sub(1))
             .expect("a tree file has at least one fragment");
         let off = (line - frag.out_line).min(frag.lines.saturating_sub(1));
         MdLoc::new(frag.md_file.clone(), frag.md_line + off)
@@ -84,7 +88,15 @@ impl TreeFile {
 
     /// Markdown location of byte offset `pos` of this file.
     pub fn md_loc_at(&self, pos: usize) -> MdLoc {
-        self.md_loc(crate::book::line_of(&self.content, pos))
+        self.md_loc(self.line_of(pos))
+    }
+
+    /// The 1-based line of byte offset `pos` of the file (a binary search in the file's line
+    /// index, made on first use).
+    pub fn line_of(&self, pos: usize) -> usize {
+        self.lines
+            .get_or_init(|| crate::book::LineIndex::new(&self.content))
+            .line(pos)
     }
 
     /// Where the file starts in the book (its first fragment's first line).

@@ -331,7 +331,13 @@ pub fn load(text: &str) -> Result<Loaded, Issue> {
         if guard.exceeded(&event) {
             return Err(Issue {
                 code: TOO_COMPLEX,
-                message: format!("aliases here expand to more than {MAX_NODES} nodes"),
+                message: if guard.aliases {
+                    format!("aliases here expand to more than {MAX_NODES} nodes")
+                } else {
+                    format!(
+                        "the document has more than {MAX_NODES} nodes, more than a config file needs"
+                    )
+                },
                 line: span.start.line().max(1),
             });
         }
@@ -358,38 +364,44 @@ struct SizeGuard {
     sizes: HashMap<usize, usize>,
     /// Open collections: (anchor id, nodes so far).
     stack: Vec<(usize, usize)>,
-    total: usize,
+    /// Nodes so far, finished or in open collections (kept as events come: never re-summed).
+    all: usize,
+    /// Whether an alias was met (for the message).
+    aliases: bool,
 }
 
 impl SizeGuard {
     /// Accounts for `ev`; true when the document now holds more than [`MAX_NODES`].
     fn exceeded(&mut self, ev: &Event<'_>) -> bool {
         let done = match ev {
-            Event::Scalar(_, _, anchor, _) => Some((*anchor, 1)),
-            Event::Alias(id) => Some((0, self.sizes.get(id).copied().unwrap_or(1))),
+            Event::Scalar(_, _, anchor, _) => {
+                self.all = self.all.saturating_add(1);
+                Some((*anchor, 1))
+            }
+            Event::Alias(id) => {
+                self.aliases = true;
+                let n = self.sizes.get(id).copied().unwrap_or(1);
+                self.all = self.all.saturating_add(n);
+                Some((0, n))
+            }
             Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                self.all = self.all.saturating_add(1);
                 self.stack.push((*anchor, 1));
                 None
             }
+            // A finished collection's nodes move to its parent: `all` stays.
             Event::SequenceEnd | Event::MappingEnd => self.stack.pop(),
             _ => None,
         };
-        let Some((anchor, n)) = done else {
-            return false;
-        };
-        if anchor != 0 {
-            self.sizes.insert(anchor, n);
+        if let Some((anchor, n)) = done {
+            if anchor != 0 {
+                self.sizes.insert(anchor, n);
+            }
+            if let Some((_, c)) = self.stack.last_mut() {
+                *c = c.saturating_add(n);
+            }
         }
-        match self.stack.last_mut() {
-            Some((_, c)) => *c = c.saturating_add(n),
-            None => self.total = self.total.saturating_add(n),
-        }
-        let open: usize = self
-            .stack
-            .iter()
-            .map(|(_, c)| *c)
-            .fold(0, usize::saturating_add);
-        self.total.saturating_add(open) > MAX_NODES
+        self.all > MAX_NODES
     }
 }
 
@@ -537,6 +549,8 @@ impl Builder {
     /// Pairs up keys and values, reports duplicates, applies `<<` merges.
     fn finish_map(&mut self, flat: Vec<Node>) -> Vec<(Node, Node)> {
         let mut own: Vec<(Node, Node)> = Vec::new();
+        // Each string key's index in `own` (one look-up per key: linear in the map's size).
+        let mut index: HashMap<String, usize> = HashMap::new();
         let mut merges: Vec<Node> = Vec::new();
         let mut it = flat.into_iter();
         while let Some(k) = it.next() {
@@ -554,18 +568,19 @@ impl Builder {
                 merges.push(v);
                 continue;
             }
-            if let Some(name) = k.as_str()
-                && let Some((first, _)) = own.iter().find(|(ek, _)| ek.as_str() == Some(name))
-            {
-                self.issues.push(Issue {
-                    code: "yaml::duplicate-key",
-                    message: format!(
-                        "duplicate key `{name}` (first defined on line {})",
-                        first.line()
-                    ),
-                    line: k.line(),
-                });
-                continue;
+            if let Some(name) = k.as_str() {
+                if let Some(&first) = index.get(name) {
+                    self.issues.push(Issue {
+                        code: "yaml::duplicate-key",
+                        message: format!(
+                            "duplicate key `{name}` (first defined on line {})",
+                            own[first].0.line()
+                        ),
+                        line: k.line(),
+                    });
+                    continue;
+                }
+                index.insert(name.to_string(), own.len());
             }
             own.push((k, v));
         }
@@ -592,12 +607,14 @@ impl Builder {
                     continue;
                 };
                 for (k, v) in entries {
-                    let name = k.as_str().map(String::from);
-                    if own
-                        .iter()
-                        .any(|(ek, _)| ek.as_str().map(String::from) == name)
-                    {
-                        continue;
+                    match k.as_str() {
+                        Some(name) if index.contains_key(name) => continue,
+                        Some(name) => {
+                            index.insert(name.to_string(), own.len());
+                        }
+                        // A key that is not a scalar is kept unless one is already there.
+                        None if own.iter().any(|(ek, _)| ek.as_str().is_none()) => continue,
+                        None => {}
                     }
                     own.push((k, v));
                 }

@@ -262,6 +262,7 @@ fn link_checker_never_panics() {
                     blocks: Vec::new(),
                 },
             ],
+            warnings: Vec::new(),
         };
         let res = std::panic::catch_unwind(|| xtask::lint::links::check(&book));
         assert!(res.is_ok(), "panic on iteration {i} with {text:?}");
@@ -296,5 +297,154 @@ fn pathological_inputs_are_refused_not_crashed() {
         l.issues.iter().any(|i| i.code == "yaml::too-complex"),
         "{:?}",
         l.issues
+    );
+}
+
+const MOUNT_SOURCES: &[&str] = &[
+    ".",
+    "./",
+    "./synapse",
+    "synapse",
+    "./synapse/",
+    "./../keys",
+    "../keys",
+    "..",
+    "./synapse/../..",
+    "./a/../../b",
+    "./nginx",
+    "./nginx/../..",
+    "/abs/dir",
+    "~/keys",
+    "named",
+    "./syn apse",
+    "./.",
+    "./a//b",
+    "./%2e%2e",
+    "./${X}",
+];
+
+const CONTAINER_PARTS: &[&str] = &[
+    "/data",
+    "/data/",
+    "/",
+    "/keys",
+    "/etc/nginx",
+    "/data/..",
+    "/data/./x",
+    "/d",
+];
+
+const KEY_PARTS: &[&str] = &[
+    "/data",
+    "/",
+    "..",
+    ".",
+    "keys",
+    "k.key",
+    "",
+    "x y",
+    "%2e",
+    "\\",
+    "..%2f",
+    "/etc/nginx",
+    "sub",
+    "...",
+    "-",
+    "@",
+    "\u{e9}",
+    "\t",
+];
+
+/// Generated Compose mounts and `signing_key_path`s: extract's assembly never panics, and every
+/// path of the tree it makes (the key's included) passes the containment rule of `title`; some
+/// of them are written, and nothing appears beside the output directory.
+#[test]
+fn compose_mounts_and_key_paths_stay_contained() {
+    let iters: usize = std::env::var("LINT_FUZZ_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3000)
+        / 3;
+    let mut r = Rng(0x4B_E7 | 1);
+    let world = tempfile::tempdir().unwrap();
+    let sentinel = world.path().join("sentinel");
+    std::fs::create_dir_all(&sentinel).unwrap();
+    std::fs::write(sentinel.join("victim.txt"), "keep\n").unwrap();
+    let (mut keys, mut refused) = (0, 0);
+    for i in 0..iters {
+        let mounts: Vec<String> = (0..1 + r.below(3))
+            .map(|_| {
+                format!(
+                    "{}:{}",
+                    MOUNT_SOURCES[r.below(MOUNT_SOURCES.len())],
+                    CONTAINER_PARTS[r.below(CONTAINER_PARTS.len())]
+                )
+            })
+            .collect();
+        let key: String = (0..1 + r.below(6))
+            .map(|_| KEY_PARTS[r.below(KEY_PARTS.len())])
+            .collect::<Vec<_>>()
+            .join(if r.below(3) == 0 { "" } else { "/" });
+        let md = format!(
+            "```yaml title=\"docker-compose.yml\"\nservices:\n  synapse:\n    image: x\n    volumes:\n{}\n```\n\n```yaml title=\"synapse/homeserver.yaml\"\nsigning_key_path: {:?}\n```\n",
+            mounts
+                .iter()
+                .map(|m| format!("      - {m:?}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            key
+        );
+        let (blocks, _) = xtask::book::parse_blocks("src/c.md", &md);
+        let book = xtask::book::Book {
+            root: world.path().to_path_buf(),
+            src: "src".into(),
+            title: None,
+            chapters: vec![xtask::book::Chapter {
+                name: "c".into(),
+                path: "src/c.md".into(),
+                text: md.clone(),
+                blocks,
+            }],
+            warnings: Vec::new(),
+        };
+        let opts = xtask::extract::Options {
+            secrets: xtask::secrets::Secrets::Generate,
+            ..Default::default()
+        };
+        let res = std::panic::catch_unwind(|| xtask::extract::assemble(&book, &opts));
+        let Ok(res) = res else {
+            panic!("panic on iteration {i} with {md}");
+        };
+        let Ok(tree) = res else {
+            refused += 1;
+            continue;
+        };
+        keys += usize::from(tree.files.len() > 2);
+        for path in tree.files.keys() {
+            assert!(
+                xtask::contain::rel(path).is_ok(),
+                "iteration {i}: `{path}` escapes, from {mounts:?} and {key:?}"
+            );
+        }
+        if i % 25 == 0 {
+            let out = world.path().join("out");
+            let _ = std::fs::remove_dir_all(&out);
+            xtask::extract::write_tree(&tree, &out, false).unwrap();
+            let names: Vec<_> = std::fs::read_dir(world.path())
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name())
+                .collect();
+            assert_eq!(names.len(), 2, "iteration {i}: {names:?}");
+            assert_eq!(
+                std::fs::read_to_string(sentinel.join("victim.txt")).unwrap(),
+                "keep\n"
+            );
+            assert_eq!(std::fs::read_dir(&sentinel).unwrap().count(), 1);
+        }
+    }
+    assert!(
+        keys > 0 && refused > 0,
+        "{keys} keys written, {refused} refused"
     );
 }

@@ -33,14 +33,21 @@ pub(crate) fn run(f: flags::Extract) -> anyhow::Result<ExitCode> {
             name.trim_start_matches("matrix.")
         );
     }
+    // `generate` promises a tree without placeholders: one it cannot replace stops the write.
+    if opts.secrets == secrets::Secrets::Generate {
+        let mut left = secrets::placeholders_left(&tree);
+        if !left.is_empty() {
+            return Ok(report(&mut left, f.format, &root));
+        }
+    }
     let out = f.out.clone().unwrap_or_else(|| extract::default_out(&root));
-    match extract::write_tree(&tree, &out, f.force) {
+    match extract::write_tree_of(&tree, &out, f.force, Some((&book.root, &book.src))) {
         Ok(r) => {
             eprintln!("extracted {} files into {}", r.written, out.display());
             for old in &r.removed {
                 eprintln!("removed {old} (no longer in the book)");
             }
-            Ok(report(&mut [], f.format, &root))
+            Ok(report(&mut book.warnings.clone(), f.format, &root))
         }
         Err(mut d) => Ok(report(&mut d, f.format, &root)),
     }

@@ -105,19 +105,10 @@ pub struct Compose {
     pub vars: BTreeMap<String, String>,
 }
 
-/// `a/./b/../c` -> `a/c`, relative and without empty parts.
-pub fn clean_rel(p: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for c in p.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
-    }
-    parts.join("/")
+/// `a/./b/../c` -> `a/c`, relative and without empty parts; None when the path is absolute or
+/// climbs above its start ([`crate::contain::normalize`]).
+pub fn clean_rel(p: &str) -> Option<String> {
+    crate::contain::normalize(p)
 }
 
 impl Compose {
@@ -219,10 +210,19 @@ impl Service {
             None => Resolved::Unmounted,
             Some((m, rest)) => match m.kind {
                 MountKind::Bind if !m.source.starts_with('/') && !m.source.starts_with('~') => {
-                    let base = clean_rel(&m.source);
-                    Resolved::Tree(clean_rel(&format!("{base}/{rest}")))
+                    // A source or path that climbs out of the project directory (`./../keys`,
+                    // `/data/../../x`) lands outside the tree.
+                    match clean_rel(&m.source)
+                        .and_then(|base| clean_rel(&format!("./{base}/{rest}")))
+                    {
+                        Some(t) => Resolved::Tree(t),
+                        None => Resolved::Elsewhere(format!("{}/{rest}", m.source)),
+                    }
                 }
-                MountKind::Volume => Resolved::Volume(m.source.clone(), clean_rel(&rest)),
+                MountKind::Volume => match clean_rel(&rest) {
+                    Some(r) => Resolved::Volume(m.source.clone(), r),
+                    None => Resolved::Elsewhere(format!("{}/{rest}", m.source)),
+                },
                 _ => Resolved::Elsewhere(format!("{}/{rest}", m.source)),
             },
         }
@@ -254,8 +254,7 @@ impl Service {
     ) -> Result<BTreeMap<String, String>, String> {
         let mut out = BTreeMap::new();
         for f in &self.env_files {
-            let path = clean_rel(&f.text);
-            let text = read(&path).ok_or_else(|| {
+            let text = clean_rel(&f.text).and_then(|p| read(&p)).ok_or_else(|| {
                 format!(
                     "service `{}` reads env_file `{}`, which does not exist",
                     self.name, f.text

@@ -95,6 +95,22 @@ pub const CODES: &[Code] = &[
         "book::unmarked-config-block",
         "a config-language block has neither a `title` nor a marker",
     ),
+    warning(
+        "book::fence-in-block",
+        "a line inside a fenced block looks like a fence mdBook does not take as one",
+    ),
+    warning(
+        "book::indented-code-block",
+        "an indented code block: shown, but never extracted nor checked",
+    ),
+    error(
+        "book::include",
+        "an mdBook `{{#include}}` (expanded after every check, so never checked)",
+    ),
+    warning(
+        "book::duplicate-chapter",
+        "SUMMARY.md lists a chapter twice (read once)",
+    ),
     input(
         "mdbook::protocol",
         "mdBook sent the preprocessor something that is not its 0.5 protocol",
@@ -118,7 +134,11 @@ pub const CODES: &[Code] = &[
     ),
     error(
         "extract::symlink-escape",
-        "a target goes through a symlink out of the output directory",
+        "a target or the manifest goes through a symbolic link",
+    ),
+    input(
+        "extract::out-over-book",
+        "`--out` is the book's directory, holds it, or lies inside its sources",
     ),
     error("extract::io", "writing the tree failed"),
     error(
@@ -335,7 +355,10 @@ pub const CODES: &[Code] = &[
         "nginx::include-outside",
         "an `include` outside the nginx directory",
     ),
-    error("nginx::include-cycle", "files include each other"),
+    error(
+        "nginx::include-cycle",
+        "files include each other, or includes splice in too many files",
+    ),
     error(
         "nginx::directive",
         "an unknown directive, or one in the wrong context or with the wrong arguments",
@@ -352,6 +375,10 @@ pub const CODES: &[Code] = &[
     ),
     error("nginx::bad-regex", "a regex that is not valid PCRE"),
     error("nginx::bad-map", "a `map` nginx would refuse"),
+    error(
+        "nginx::variable-cycle",
+        "a `map` reads itself, directly or through other maps (nginx gives an empty value)",
+    ),
     error(
         "nginx::bad-address",
         "an `allow`/`deny` address nginx would refuse",
@@ -432,7 +459,7 @@ pub const CODES: &[Code] = &[
     ),
     error(
         "route::shadowed-location",
-        "a location no request can reach",
+        "a location no request seems to reach (every varied path tried, or every sample, goes elsewhere)",
     ),
     error("route::unreached-location", "a location no sample reaches"),
     error(

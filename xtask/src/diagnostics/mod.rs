@@ -83,7 +83,7 @@ impl Diagnostic {
         Diagnostic {
             severity,
             code: code.to_string(),
-            message: message.into(),
+            message: clip(&message.into()),
             file: at.file.clone(),
             line: at.line,
             notes: Vec::new(),
@@ -123,7 +123,7 @@ impl Diagnostic {
                 Severity::Warning
             },
             code: code.to_string(),
-            message: message.into(),
+            message: clip(&message.into()),
             file: at.file.clone(),
             line: at.line,
             notes: Vec::new(),
@@ -131,7 +131,7 @@ impl Diagnostic {
     }
 
     pub fn with_note(mut self, note: impl Into<String>) -> Self {
-        self.notes.push(note.into());
+        self.notes.push(clip(&note.into()));
         self
     }
 
@@ -172,9 +172,28 @@ pub fn render(diags: &[Diagnostic], format: Format, book_root: &Path) -> String 
     }
 }
 
+/// The longest message, note or quoted source line a diagnostic carries, in bytes: a hostile
+/// input (a 1 MB regex, a 1 MB line) is quoted in part, never whole.
+pub const MAX_TEXT: usize = 400;
+
+/// `text`, cut to about [`MAX_TEXT`] bytes (at a character boundary) with what was left out said.
+pub fn clip(text: &str) -> String {
+    if text.len() <= MAX_TEXT {
+        return text.to_string();
+    }
+    let mut end = MAX_TEXT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} more bytes)", &text[..end], text.len() - end)
+}
+
 /// rustc-style text, with the Markdown source line when it can be read.
 pub fn render_human(diags: &[Diagnostic], book_root: &Path) -> String {
     let mut out = String::new();
+    // Each file is read and split into lines once, however many diagnostics point into it.
+    let mut files: std::collections::HashMap<&str, Option<Vec<String>>> =
+        std::collections::HashMap::new();
     for d in diags {
         let sev = match d.severity {
             Severity::Error => "error",
@@ -182,7 +201,14 @@ pub fn render_human(diags: &[Diagnostic], book_root: &Path) -> String {
         };
         let _ = writeln!(out, "{sev}[{}]: {}", d.code, d.message);
         let _ = writeln!(out, "  --> {}:{}", d.file, d.line);
-        if let Some(src) = source_line(book_root, &d.file, d.line) {
+        let lines = files
+            .entry(d.file.as_str())
+            .or_insert_with(|| source_lines(book_root, &d.file));
+        let src = lines
+            .as_ref()
+            .and_then(|l| l.get(d.line.checked_sub(1)?))
+            .map(|l| clip(l));
+        if let Some(src) = src {
             let num = d.line.to_string();
             let pad = " ".repeat(num.len());
             let _ = writeln!(out, "{pad} |");
@@ -205,13 +231,20 @@ pub fn render_human(diags: &[Diagnostic], book_root: &Path) -> String {
     out
 }
 
-fn source_line(book_root: &Path, file: &str, line: usize) -> Option<String> {
-    if line == 0 {
+/// The lines of a file of the book (a relative path inside it, a regular file: a diagnostic
+/// never quotes a file from elsewhere on the machine).
+fn source_lines(book_root: &Path, file: &str) -> Option<Vec<String>> {
+    if file.starts_with('/') || file.split('/').any(|c| c == "..") {
         return None;
     }
-    let bytes = std::fs::read(book_root.join(file)).ok()?;
+    let path = book_root.join(file);
+    let meta = std::fs::metadata(&path).ok()?;
+    if !meta.is_file() || meta.len() > 64 << 20 {
+        return None;
+    }
+    let bytes = std::fs::read(path).ok()?;
     let text = String::from_utf8_lossy(&bytes);
-    text.lines().nth(line - 1).map(|l| l.trim_end().to_string())
+    Some(text.lines().map(|l| l.trim_end().to_string()).collect())
 }
 
 /// GitHub workflow commands: `::error file=…,line=…,title=…::message`.

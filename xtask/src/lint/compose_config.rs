@@ -93,18 +93,11 @@ pub fn check(view: &TreeView<'_>, compose: &Compose, own: &[Diagnostic]) -> Vec<
 /// Writes the tree to a scratch directory and runs `docker-compose config --quiet` there:
 /// (passed, its output with the scratch path replaced by [`TREE`]).
 fn run(view: &TreeView<'_>, bin: &Path, compose_file: &str) -> std::io::Result<(bool, String)> {
-    let scratch = crate::cache::scratch_dir("compose");
+    let scratch = crate::cache::scratch_dir("compose").map_err(std::io::Error::other)?;
     let res = (|| {
         for (path, tf) in &view.tree.files {
-            // The extractor refuses anything else; never write outside the scratch directory.
-            if path.starts_with('/') || path.split('/').any(|c| c == ".." || c.is_empty()) {
-                continue;
-            }
-            let dest = scratch.join(path);
-            if let Some(dir) = dest.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            std::fs::write(&dest, &tf.content)?;
+            // The same containment as extract: never write outside the scratch directory.
+            crate::contain::write(&scratch, path, &tf.content)?;
         }
         let out = Command::new(bin)
             .env_clear()

@@ -79,8 +79,7 @@ fn running_as_root() -> bool {
 /// One pass of the server over `content`: its complaints, in order.
 fn server_pass(bin: &std::path::Path, content: &str) -> Result<Vec<Finding>, String> {
     use std::os::unix::fs::PermissionsExt;
-    let dir = cache::scratch_dir("pg");
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let dir = cache::scratch_dir("pg")?;
     let _cleanup = Cleanup(dir.clone());
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
         .map_err(|e| e.to_string())?;

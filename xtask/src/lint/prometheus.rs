@@ -102,13 +102,21 @@ fn promtool(view: &TreeView<'_>, f: &TreeFile) -> Vec<Diagnostic> {
             &f.first_loc(),
         )];
     };
-    let dir = crate::cache::scratch_dir("promtool");
+    let dir = match crate::cache::scratch_dir("promtool") {
+        Ok(d) => d,
+        Err(e) => {
+            return vec![Diagnostic::warning(
+                "prometheus::no-promtool",
+                format!("no scratch directory for promtool: {e}"),
+                &f.first_loc(),
+            )];
+        }
+    };
     let _ = std::fs::remove_dir_all(&dir);
     let result = (|| -> std::io::Result<std::process::Output> {
         for t in view.tree.files.values() {
-            let p = dir.join(&t.path);
-            std::fs::create_dir_all(p.parent().expect("tree paths have a parent"))?;
-            std::fs::write(&p, &t.content)?;
+            // The same containment as extract: never write outside the scratch directory.
+            crate::contain::write(&dir, &t.path, &t.content)?;
         }
         std::process::Command::new(&exe)
             .args(["check", "config"])

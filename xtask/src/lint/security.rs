@@ -11,7 +11,6 @@
 
 use super::TreeView;
 use crate::diagnostics::Diagnostic;
-use crate::secrets::PLACEHOLDER_MARK;
 use crate::tree::Tree;
 use std::net::IpAddr;
 
@@ -146,30 +145,10 @@ pub fn check_tree(view: &TreeView<'_>) -> Vec<Diagnostic> {
     diags
 }
 
-/// Any placeholder left in a tree extracted with generated secrets (`extract --secrets
-/// generate` must leave none).
+/// Any placeholder left in a tree extracted with generated secrets
+/// ([`crate::secrets::placeholders_left`]).
 pub fn placeholders_left(tree: &Tree) -> Vec<Diagnostic> {
-    let mut diags = Vec::new();
-    {
-        for f in tree.files.values() {
-            for (i, line) in f.content.lines().enumerate() {
-                if line.contains(PLACEHOLDER_MARK) {
-                    diags.push(
-                        Diagnostic::error(
-                            "security::placeholder-left",
-                            format!(
-                                "`{PLACEHOLDER_MARK}` survives `extract --secrets generate` here: a placeholder must be \
-                                 `CHANGEME_<lowercase name>` to be replaced"
-                            ),
-                            &f.md_loc(i + 1),
-                        )
-                        .with_note(format!("in {}, line {}: {}", f.path, i + 1, line.trim())),
-                    );
-                }
-            }
-        }
-    }
-    diags
+    crate::secrets::placeholders_left(tree)
 }
 
 #[cfg(test)]

@@ -173,14 +173,10 @@ fn run_python(
     }
     let key = cache::key(&parts);
     cache::memo(&key, || {
-        let dir = cache::scratch_dir("synapse");
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = cache::scratch_dir("synapse")?;
         let root = dir.to_string_lossy().into_owned();
         let res = (|| {
             for f in &files {
-                let p = dir.join("tree").join(&f.path);
-                std::fs::create_dir_all(p.parent().expect("tree paths have a parent"))
-                    .map_err(|e| e.to_string())?;
                 // The archive's key is a note, not a key (see `secrets`): Synapse would stop at
                 // it before reading the rest. The scratch copy gets a throwaway one.
                 let content = if f.content == crate::secrets::KEY_PLACEHOLDER {
@@ -188,7 +184,8 @@ fn run_python(
                 } else {
                     f.content.as_str()
                 };
-                std::fs::write(&p, content).map_err(|e| e.to_string())?;
+                crate::contain::write(&dir.join("tree"), &f.path, content)
+                    .map_err(|e| e.to_string())?;
             }
             let mut real: Vec<(String, Vec<String>)> = Vec::new();
             for (name, files) in plan {

@@ -70,7 +70,12 @@ pub fn load(tree: &Tree) -> Result<Config, Vec<Diagnostic>> {
         .map_or(String::new(), |(d, _)| d.to_string());
     let mut diags = Vec::new();
     let mut stack = vec![root.clone()];
-    let directives = load_file(tree, &dir, &root, &mut stack, &mut diags).unwrap_or_default();
+    let mut budget = MAX_LOADS;
+    let directives =
+        load_file(tree, &dir, &root, &mut stack, &mut budget, &mut diags).unwrap_or_default();
+    // One report per place and message (a cycle is met once per way into it).
+    let mut seen = std::collections::HashSet::new();
+    diags.retain(|d| seen.insert((d.file.clone(), d.line, d.message.clone())));
     if diags.is_empty() {
         Ok(Config {
             root,
@@ -82,17 +87,22 @@ pub fn load(tree: &Tree) -> Result<Config, Vec<Diagnostic>> {
     }
 }
 
+/// How many files (with repeats) one configuration may splice in: includes that include each
+/// other multiply, and past this the configuration is refused instead of expanded.
+pub const MAX_LOADS: usize = 10_000;
+
 fn load_file(
     tree: &Tree,
     dir: &str,
     file: &str,
     stack: &mut Vec<String>,
+    budget: &mut usize,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<Vec<Directive>> {
     let tf = tree.get(file)?;
     match ast::parse(file, tf.content.as_bytes()) {
         Ok(mut dirs) => {
-            resolve(tree, dir, &mut dirs, stack, diags);
+            resolve(tree, dir, &mut dirs, stack, budget, diags);
             Some(dirs)
         }
         Err(e) => {
@@ -110,12 +120,13 @@ fn resolve(
     dir: &str,
     dirs: &mut Vec<Directive>,
     stack: &mut Vec<String>,
+    budget: &mut usize,
     diags: &mut Vec<Diagnostic>,
 ) {
     let mut out = Vec::with_capacity(dirs.len());
     for mut d in std::mem::take(dirs) {
         if let Some(b) = &mut d.block {
-            resolve(tree, dir, b, stack, diags);
+            resolve(tree, dir, b, stack, budget, diags);
         }
         if d.name != "include" || d.args.len() != 1 {
             out.push(d);
@@ -156,10 +167,28 @@ fn resolve(
                     format!("`include {pat}` includes `{f}` again"),
                     &at,
                 ));
+                // A cycle is an error already: nothing more is spliced in (every way into the
+                // cycle would be expanded again).
+                *budget = 0;
+                continue;
+            }
+            if *budget == 0 {
+                continue;
+            }
+            *budget -= 1;
+            if *budget == 0 {
+                diags.push(Diagnostic::error(
+                    "nginx::include-cycle",
+                    format!(
+                        "the includes splice in more than {MAX_LOADS} files (includes that \
+                         include each other multiply): the configuration is not expanded further"
+                    ),
+                    &at,
+                ));
                 continue;
             }
             stack.push(f.clone());
-            if let Some(mut ds) = load_file(tree, dir, f, stack, diags) {
+            if let Some(mut ds) = load_file(tree, dir, f, stack, budget, diags) {
                 spliced.append(&mut ds);
             }
             stack.pop();
@@ -191,43 +220,125 @@ fn to_tree_pattern(dir: &str, pat: &str) -> Option<String> {
 }
 
 /// Shell-style glob over `/`-separated paths: `*` and `?` never match `/`; `[...]` classes.
+/// The pattern runs as a set of states over the path (no backtracking): time is the product of
+/// the two lengths, whatever the number of `*`.
 pub fn glob_match(pat: &str, s: &str) -> bool {
-    fn go(p: &[u8], s: &[u8]) -> bool {
-        match p.first() {
-            None => s.is_empty(),
-            Some(b'*') => (0..=s.len())
-                .take_while(|&i| i == 0 || s[i - 1] != b'/')
-                .any(|i| go(&p[1..], &s[i..])),
-            Some(b'?') => !s.is_empty() && s[0] != b'/' && go(&p[1..], &s[1..]),
-            Some(b'[') => {
-                let Some(end) = p.iter().skip(1).position(|&c| c == b']').map(|e| e + 1) else {
-                    return !s.is_empty() && s[0] == b'[' && go(&p[1..], &s[1..]);
-                };
-                if s.is_empty() {
-                    return false;
-                }
-                let class = &p[1..end];
-                let (neg, class) = match class.first() {
-                    Some(b'!' | b'^') => (true, &class[1..]),
-                    _ => (false, class),
-                };
-                let mut hit = false;
-                let mut i = 0;
-                while i < class.len() {
-                    if i + 2 < class.len() && class[i + 1] == b'-' {
-                        hit |= class[i] <= s[0] && s[0] <= class[i + 2];
-                        i += 3;
-                    } else {
-                        hit |= class[i] == s[0];
-                        i += 1;
-                    }
-                }
-                hit != neg && go(&p[end + 1..], &s[1..])
-            }
-            Some(&c) => !s.is_empty() && s[0] == c && go(&p[1..], &s[1..]),
-        }
+    enum Tok<'a> {
+        Byte(u8),
+        Any,
+        Star,
+        Class(bool, &'a [u8]),
     }
-    go(pat.as_bytes(), s.as_bytes())
+    let p = pat.as_bytes();
+    let mut toks = Vec::new();
+    let mut i = 0;
+    while i < p.len() {
+        match p[i] {
+            b'*' => toks.push(Tok::Star),
+            b'?' => toks.push(Tok::Any),
+            b'[' => match p[i + 1..].iter().position(|&c| c == b']') {
+                Some(e) => {
+                    let class = &p[i + 1..i + 1 + e];
+                    let (neg, class) = match class.first() {
+                        Some(b'!' | b'^') => (true, &class[1..]),
+                        _ => (false, class),
+                    };
+                    toks.push(Tok::Class(neg, class));
+                    i += e + 1;
+                }
+                None => toks.push(Tok::Byte(b'[')),
+            },
+            c => toks.push(Tok::Byte(c)),
+        }
+        i += 1;
+    }
+    let in_class = |class: &[u8], c: u8| {
+        let mut hit = false;
+        let mut i = 0;
+        while i < class.len() {
+            if i + 2 < class.len() && class[i + 1] == b'-' {
+                hit |= class[i] <= c && c <= class[i + 2];
+                i += 3;
+            } else {
+                hit |= class[i] == c;
+                i += 1;
+            }
+        }
+        hit
+    };
+    let n = toks.len();
+    // A `*` may match nothing: a state before one is also the state after it.
+    let close = |set: &mut Vec<bool>| {
+        for i in 0..n {
+            if set[i] && matches!(toks[i], Tok::Star) {
+                set[i + 1] = true;
+            }
+        }
+    };
+    let mut cur = vec![false; n + 1];
+    cur[0] = true;
+    close(&mut cur);
+    for &c in s.as_bytes() {
+        let mut next = vec![false; n + 1];
+        for i in (0..n).filter(|&i| cur[i]) {
+            match toks[i] {
+                Tok::Byte(b) if b == c => next[i + 1] = true,
+                Tok::Any if c != b'/' => next[i + 1] = true,
+                Tok::Star if c != b'/' => next[i] = true,
+                Tok::Class(neg, class) if in_class(class, c) != neg => next[i + 1] = true,
+                _ => {}
+            }
+        }
+        close(&mut next);
+        if !next.iter().any(|&b| b) {
+            return false;
+        }
+        cur = next;
+    }
+    cur[n]
+}
+
+/// The first directive that makes nginx create or load a file outside the scratch copy `nginx
+/// -t` runs in (logs under `/var/log/nginx/` and files under `/etc/nginx/` are moved into it;
+/// relative paths land under its prefix), and why. Public so every runner of the real nginx
+/// (`nginx -t`, the routing cross-check) asks the same question.
+pub fn outside_scratch(cfg: &Config) -> Option<(super::ast::Directive, String)> {
+    let mut found = None;
+    super::ast::walk(&cfg.directives, &mut |d, _| {
+        if found.is_some() {
+            return;
+        }
+        let name = d.name.as_str();
+        let path = match name {
+            "error_log" | "access_log" | "pid" | "lock_file" | "load_module" => d.arg(0),
+            n if n.ends_with("_temp_path") || n.ends_with("_cache_path") => d.arg(0),
+            _ => None,
+        };
+        let Some(p) = path else { return };
+        let harmless = matches!(
+            p,
+            "off" | "stderr" | "/dev/stdout" | "/dev/stderr" | "/dev/null"
+        ) || p.starts_with("syslog:")
+            || p.starts_with("memory:");
+        let inside = |rest: &str| crate::contain::normalize(rest).is_some();
+        let ok = harmless
+            || p.strip_prefix(CONTAINER_PREFIX).is_some_and(inside)
+            || p.strip_prefix("/var/log/nginx/").is_some_and(inside)
+            || (name == "load_module"
+                && p.strip_prefix("/usr/lib/nginx/modules/")
+                    .is_some_and(inside))
+            || (!p.starts_with('/') && inside(p));
+        if !ok {
+            found = Some((
+                d.clone(),
+                format!(
+                    "`{name} {}` names a file outside {CONTAINER_PREFIX} and /var/log/nginx/, which `nginx -t` would create or load on this machine",
+                    crate::diagnostics::clip(p)
+                ),
+            ));
+        }
+    });
+    found
 }
 
 /// Writes the tree's nginx files (those under `dir`) into a scratch copy of `/etc/nginx` at
@@ -250,11 +361,7 @@ pub fn write_scratch_etc(
         let Some(rel) = path.strip_prefix(dir) else {
             continue;
         };
-        let out = etc.join(rel);
-        if let Some(p) = out.parent() {
-            std::fs::create_dir_all(p)?;
-        }
-        std::fs::write(out, rewrite(&tf.content))?;
+        crate::contain::write(etc, rel, rewrite(&tf.content))?;
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Regexes exactly as nginx compiles them
 //! (<https://github.com/nginx/nginx/blob/master/src/core/ngx_regex.c>): PCRE2, no UTF, byte
-//! semantics, `PCRE2_CASELESS` for `~*`. We use the same engine (the `pcre2` crate), so there is
+//! semantics, `PCRE2_CASELESS` for `~*`, no JIT (nginx's default `pcre_jit off`), so a match
+//! that hits PCRE2's match limit fails here where it fails in nginx (which answers 500). We use the same engine (the `pcre2` crate), so there is
 //! no dialect to translate and no pattern whose meaning differs.
 
 use pcre2::bytes::{Regex, RegexBuilder};
@@ -29,7 +30,9 @@ impl Rx {
                 .caseless(caseless)
                 .utf(false)
                 .ucp(false)
-                .jit_if_available(true)
+                // nginx's default is `pcre_jit off`: no JIT, so PCRE2's match limit applies
+                // where it does in nginx.
+                .jit_if_available(false)
                 .build(pattern)
                 .map_err(|e| e.to_string())
                 .map(|re| Rx {
@@ -52,10 +55,24 @@ impl Rx {
         self.re.is_match(s).unwrap_or(false)
     }
 
+    /// Whether the pattern matches; Err when matching fails (PCRE2's match limit): nginx then
+    /// answers 500 for a `location`, `if` or `rewrite`.
+    pub fn try_is_match(&self, s: &[u8]) -> Result<bool, String> {
+        self.re.is_match(s).map_err(|e| e.to_string())
+    }
+
     /// Matches and returns captures; a matching error (e.g. match limit) counts as no match,
-    /// as nginx treats `NGX_REGEX_NO_MATCHED` and logs other errors.
+    /// as a `map` does (it falls back to its default).
     pub fn captures(&self, s: &[u8]) -> Option<Caps> {
-        let c = self.re.captures(s).ok()??;
+        self.try_captures(s).ok().flatten()
+    }
+
+    /// Matches and returns captures; Err when matching fails (PCRE2's match limit), where nginx
+    /// answers 500 for a `location`.
+    pub fn try_captures(&self, s: &[u8]) -> Result<Option<Caps>, String> {
+        let Some(c) = self.re.captures(s).map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
         let numbered = (0..c.len())
             .map(|i| c.get(i).map(|m| m.as_bytes().to_vec()))
             .collect();
@@ -72,7 +89,7 @@ impl Rx {
                 ))
             })
             .collect();
-        Some(Caps { numbered, named })
+        Ok(Some(Caps { numbered, named }))
     }
 }
 

@@ -228,6 +228,8 @@ pub fn routing_table(site: &Site, page: &str) -> String {
     out.push_str(&flowchart(site));
     let mut current: Option<&MdLoc> = None;
     let mut headings_seen: BTreeMap<String, usize> = BTreeMap::new();
+    // Each chapter's headings, found once however many `routes` blocks it has.
+    let mut heads: BTreeMap<&str, Vec<(usize, String)>> = BTreeMap::new();
     for (sample, routed) in &site.routes {
         if current != Some(&sample.block) {
             let chapter = site
@@ -246,7 +248,12 @@ pub fn routing_table(site: &Site, page: &str) -> String {
             }
             // Named after the section of the chapter the block is in.
             let section = chapter
-                .and_then(|c| section_before(&c.text, sample.block.line))
+                .and_then(|c| {
+                    let h = heads
+                        .entry(c.path.as_str())
+                        .or_insert_with(|| headings(&c.text));
+                    last_before(h, sample.block.line)
+                })
                 .map(|s| format!(": {}", md_text(&s)))
                 .unwrap_or_default();
             let seen = headings_seen.entry(format!("{name}{section}")).or_default();
@@ -321,29 +328,39 @@ pub fn routing_table(site: &Site, page: &str) -> String {
 }
 
 /// The text of the last heading above 1-based `line` of a chapter's Markdown.
+#[cfg(test)]
 fn section_before(text: &str, line: usize) -> Option<String> {
+    last_before(&headings(text), line)
+}
+
+/// The last of `headings` (from [`headings`]) above 1-based `line` (a binary search).
+fn last_before(headings: &[(usize, String)], line: usize) -> Option<String> {
+    let i = headings.partition_point(|(l, _)| *l <= line);
+    i.checked_sub(1).map(|i| headings[i].1.clone())
+}
+
+/// Every heading of a chapter's Markdown: (1-based line, text), in order. One parse per chapter.
+fn headings(text: &str) -> Vec<(usize, String)> {
     use mdbook_markdown::pulldown_cmark::{Event, Tag, TagEnd};
     let parser = mdbook_markdown::new_cmark_parser(text, &Default::default()).into_offset_iter();
-    let mut last = None;
-    let mut current: Option<String> = None;
+    let lines = crate::book::LineIndex::new(text);
+    let mut out = Vec::new();
+    let mut current: Option<(usize, String)> = None;
     for (event, range) in parser {
         match event {
             Event::Start(Tag::Heading { .. }) => {
-                if crate::book::line_of(text, range.start) > line {
-                    break;
-                }
-                current = Some(String::new());
+                current = Some((lines.line(range.start), String::new()));
             }
             Event::Text(t) | Event::Code(t) => {
-                if let Some(c) = current.as_mut() {
+                if let Some((_, c)) = current.as_mut() {
                     c.push_str(&t);
                 }
             }
-            Event::End(TagEnd::Heading(_)) => last = current.take(),
+            Event::End(TagEnd::Heading(_)) => out.extend(current.take()),
             _ => {}
         }
     }
-    last
+    out
 }
 
 /// A mermaid flowchart of where the samples go: nginx → upstream → server, edges labelled with
@@ -528,6 +545,7 @@ mod tests {
                 text: md.into(),
                 blocks,
             }],
+            warnings: Vec::new(),
         };
         let s = samples(&book);
         assert_eq!(s.len(), 2);

@@ -1,5 +1,5 @@
 //! `check_book`: every `routes` block of the book asserted against the simulator, every routed
-//! sample checked against the routing contract, and locations no request can reach reported.
+//! sample checked against the routing contract, and locations no request seems to reach reported.
 
 use super::contract::{self, Contract};
 use super::router::{DEFAULT_CLIENT, Outcome, Router};
@@ -33,9 +33,9 @@ fn got(o: &Outcome, d: Option<&Deployment>) -> String {
             .map_or(s.to_string(), |(p, _)| p.name.clone())
     };
     match (&o.upstream, &o.server) {
-        (Some(u), Some(s)) => format!("{u} {}", who(s)),
+        (Some(u), Some(s)) => format!("upstream {u}, server {}", who(s)),
         (Some(u), None) => format!(
-            "{u} (any of {})",
+            "upstream {u} (any of {})",
             o.servers
                 .iter()
                 .map(|s| who(s))
@@ -80,8 +80,8 @@ pub fn compare(o: &Outcome, e: &Expect, d: Option<&Deployment>) -> Option<String
         Expect::Upstream {
             name,
             server: Some(s),
-        } => format!("{name} {s}"),
-        Expect::Upstream { name, server: None } => name.clone(),
+        } => format!("upstream {name}, server {s}"),
+        Expect::Upstream { name, server: None } => format!("upstream {name}"),
     };
     Some(format!(
         "{} {}: expected `{want}`, nginx gives `{}`",
@@ -219,30 +219,46 @@ pub fn check(
             }
         }
     }
-    // Prefix locations a regex always takes first (witnesses: the name itself and below it).
+    // Prefix locations a regex always takes first. Whether a regex takes every path below a
+    // prefix cannot be decided in general, so it is said only when a varied set of paths (every
+    // kind of character after the prefix: letters of both cases, digits, punctuation, a deeper
+    // path, a byte outside ASCII) all go to regexes; one that gets through shows the location
+    // is reachable.
     let mut shadowed = vec![false; n];
+    const SUFFIXES: &[&str] = &[
+        "", "x", "/x", "X", "0", "-", "_", ".", "~", "%20", "/", "x/y", "x.y", "X/0", "@", "!",
+        ":", ";", "+", "=", ",", "%C3%A9", "(", "'", "*", "$", "0/",
+    ];
     for (id, l) in router.locations.iter().enumerate() {
         if l.regex().is_some() || !l.name.starts_with('/') {
             continue;
         }
-        let witnesses = [
-            l.name.clone(),
-            format!("{}x", l.name),
-            format!("{}/x", l.name.trim_end_matches('/')),
-        ];
-        let outs: Vec<Outcome> = witnesses.iter().map(|w| router.route("GET", w)).collect();
-        if outs.iter().all(|o| {
+        let witnesses: Vec<String> = SUFFIXES
+            .iter()
+            .map(|s| format!("{}{s}", l.name))
+            .chain(std::iter::once(format!(
+                "{}/x",
+                l.name.trim_end_matches('/')
+            )))
+            .collect();
+        // Stops at the first path that reaches the location (usually its own name).
+        let mut first = None;
+        let all_taken = witnesses.iter().all(|w| {
+            let o = router.route("GET", w);
+            first.get_or_insert(o.location_id);
             o.location_id != Some(id)
                 && o.location_id
                     .is_some_and(|w| router.locations[w].regex().is_some())
-        }) {
+        });
+        if all_taken {
             shadowed[id] = true;
-            let w = outs[0].location_id.unwrap_or(id);
+            let w = first.flatten().unwrap_or(id);
             diags.push(Diagnostic::error(
                 "route::shadowed-location",
                 format!(
-                    "no request can reach this location: `{}` and paths below it go to {} first",
+                    "no request seems to reach this location: `{}` and the {} varied paths below it tried go to {} first",
                     l.name,
+                    witnesses.len() - 1,
                     loc_desc(router, w)
                 ),
                 &l.md,

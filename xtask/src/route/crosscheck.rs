@@ -154,7 +154,15 @@ fn wait_port(port: u16, procs: &mut Procs) -> Result<(), String> {
 }
 
 fn spawn(nginx: &Path, conf: &Path, pid: &Path) -> std::io::Result<Child> {
+    // The directory of the pid file (the scratch directory) is the prefix: relative paths
+    // land in it.
+    let prefix = pid
+        .parent()
+        .map(|p| format!("{}/", p.display()))
+        .unwrap_or_default();
     Command::new(nginx)
+        .arg("-p")
+        .arg(prefix)
         .args(["-e", "stderr", "-g"])
         .arg(format!("daemon off; pid {};", pid.display()))
         .arg("-c")
@@ -174,13 +182,14 @@ pub fn against_nginx(tree: &Tree, samples: &[Sample]) -> Result<Report, String> 
     let dir = root
         .rsplit_once('/')
         .map_or(String::new(), |(d, _)| format!("{d}/"));
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let scratch = std::env::temp_dir().join(format!(
-        "xtask-xc-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&scratch);
+    if let Some((_, why)) = config::load(tree)
+        .ok()
+        .as_ref()
+        .and_then(config::outside_scratch)
+    {
+        return Err(format!("nginx is not run: {why}"));
+    }
+    let scratch = crate::contain::scratch("xc", None).map_err(|e| e.to_string())?;
     let result = run(&nginx, tree, samples, &root, &dir, &scratch);
     let _ = std::fs::remove_dir_all(&scratch);
     result
@@ -218,11 +227,7 @@ fn run(
         }
         let text = rewrite(&tf.content, &sc, port);
         tf.set_content(text);
-        let out = etc.join(rel);
-        if let Some(p) = out.parent() {
-            std::fs::create_dir_all(p).map_err(io)?;
-        }
-        std::fs::write(&out, &tf.content).map_err(io)?;
+        crate::contain::write(&etc, rel, &tf.content).map_err(io)?;
     }
     let router =
         Router::from_tree(&rt).map_err(|d| format!("{} errors building the router", d.len()))?;
@@ -240,7 +245,12 @@ fn run(
         "worker_processes 1;\nerror_log {sc}/log/back.log;\nevents {{}}\nhttp {{\n access_log off;\n client_body_temp_path {sc}/tmp/b;\n proxy_temp_path {sc}/tmp/p;\n"
     );
     for (path, name) in &sockets {
-        if let Some(parent) = Path::new(path).parent() {
+        // Every socket lives in the scratch directory: one that would leave it is refused.
+        let inside = path
+            .strip_prefix(&format!("{sc}/"))
+            .and_then(|rel| crate::contain::join(scratch, rel).ok())
+            .ok_or_else(|| format!("the socket {name} leaves the scratch directory"))?;
+        if let Some(parent) = inside.parent() {
             std::fs::create_dir_all(parent).map_err(io)?;
         }
         back +=

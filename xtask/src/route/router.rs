@@ -153,6 +153,8 @@ struct Server {
 
 #[derive(Debug, Clone)]
 struct Map {
+    /// The `map` directive (for the cycle diagnostic).
+    at: MdLoc,
     source: Complex,
     exact: HashMap<Vec<u8>, Complex>,
     regexes: Vec<(Rx, Complex)>,
@@ -502,6 +504,7 @@ impl Router {
                     let source = b.complex(src, d);
                     let name = var.strip_prefix('$').unwrap_or(var).to_ascii_lowercase();
                     let mut m = Map {
+                        at: md(tree, d),
                         source,
                         exact: HashMap::new(),
                         regexes: Vec::new(),
@@ -614,6 +617,7 @@ impl Router {
                 _ => {}
             }
         }
+        b.diags.extend(map_cycles(&maps));
         if servers.is_empty() {
             b.diags.push(Diagnostic::error(
                 "nginx::no-server",
@@ -656,6 +660,19 @@ impl Router {
             notes: Vec::new(),
             location_id: None,
         };
+        // nginx's request-line parser takes a method of A-Z, `_` and `-` only; anything else
+        // (`get`) is a 400 before any location is looked at.
+        if method.is_empty()
+            || !method
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b == b'_' || b == b'-')
+        {
+            out.status = Some(400);
+            out.notes.push(format!(
+                "nginx takes methods of capital letters, `_` and `-` only: `{method}` is a bad request"
+            ));
+            return out;
+        }
         let req = match uri::parse(raw) {
             Ok(r) => r,
             Err(e) => {
@@ -679,6 +696,8 @@ impl Router {
             vars: HashMap::new(),
             caps: Vec::new(),
             used: BTreeMap::new(),
+            failed: None,
+            evaluating: Vec::new(),
         };
 
         // Server rewrite phase.
@@ -688,6 +707,12 @@ impl Router {
         }
         // Find location.
         let (status, loc) = self.find(&server.level, &req.path, &mut cx);
+        if status == Found::Failed {
+            out.status = Some(500);
+            out.notes.extend(cx.failed.take());
+            out.vars = cx.used;
+            return out;
+        }
         let Some(id) = loc else {
             out.notes
                 .push("no location matches: the server's own configuration serves it".into());
@@ -718,7 +743,15 @@ impl Router {
         } else {
             &l.access
         };
-        let ip: Option<IpAddr> = client.parse().ok();
+        // An IPv4-mapped IPv6 client (`::ffff:10.0.0.1`) meets the IPv4 rules when there are any
+        // (`allow`/`deny all` count), as ngx_http_access_module does.
+        let v4_rules = access
+            .iter()
+            .any(|a| a.net.is_none_or(|(n, _)| n.is_ipv4()));
+        let ip: Option<IpAddr> = client.parse().ok().map(|ip| match ip {
+            IpAddr::V6(v6) if v4_rules => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            ip => ip,
+        });
         for a in access {
             let hit = match (a.net, ip) {
                 (None, _) => true,
@@ -829,7 +862,15 @@ impl Router {
                     return true;
                 }
                 Action::Rewrite(re, to, flag) => {
-                    if re.is_match(&cx.req.path) {
+                    let hit = match re.try_is_match(&cx.req.path) {
+                        Ok(hit) => hit,
+                        Err(e) => {
+                            out.status = Some(500);
+                            out.notes.push(regex_failed(&re.pattern, &e));
+                            return true;
+                        }
+                    };
+                    if hit {
                         out.notes.push(format!(
                             "`rewrite {} {to}{}` matches: the simulator does not follow rewrites",
                             re.pattern,
@@ -876,7 +917,7 @@ impl Router {
         if let Some(p) = p {
             noregex = self.locations[p].modifier == "^~";
             let (rc, n) = self.find(&self.locations[p].children, u, cx);
-            if matches!(rc, Found::Ok | Found::Redirect) {
+            if matches!(rc, Found::Ok | Found::Redirect | Found::Failed) {
                 return (rc, n);
             }
             if n.is_some() {
@@ -886,12 +927,29 @@ impl Router {
         if !noregex {
             for &r in &level.regex {
                 let l = &self.locations[r];
-                let Some(caps) = l.re.as_ref().and_then(|re| re.captures(u)) else {
-                    continue;
+                let Some(re) = l.re.as_ref() else { continue };
+                // Most regexes do not match: a plain match first (no captures to allocate).
+                match re.try_is_match(u) {
+                    Ok(false) => continue,
+                    Ok(true) => {}
+                    Err(e) => {
+                        cx.failed = Some(regex_failed(&re.pattern, &e));
+                        return (Found::Failed, None);
+                    }
+                }
+                let caps = match re.try_captures(u) {
+                    Ok(Some(caps)) => caps,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        cx.failed = Some(regex_failed(&re.pattern, &e));
+                        return (Found::Failed, None);
+                    }
                 };
                 cx.set_caps(caps);
                 let (rc, n) = self.find(&l.children, u, cx);
-                let _ = rc;
+                if rc == Found::Failed {
+                    return (rc, n);
+                }
                 return (Found::Ok, n.or(Some(r)));
             }
         }
@@ -920,6 +978,16 @@ enum Found {
     Redirect,
     Again,
     Declined,
+    /// A regex could not be matched (PCRE2's match limit): nginx answers 500.
+    Failed,
+}
+
+/// The note of a regex nginx fails to match (and answers 500 for).
+fn regex_failed(pattern: &str, e: &str) -> String {
+    format!(
+        "matching `{}` fails ({e}): nginx logs \"pcre2_match() failed\" and answers 500",
+        crate::diagnostics::clip(pattern)
+    )
 }
 
 /// Per-request variable state.
@@ -931,6 +999,80 @@ struct Ctx<'a> {
     vars: HashMap<String, String>,
     caps: Vec<Option<Vec<u8>>>,
     used: BTreeMap<String, String>,
+    /// Why location selection failed ([`Found::Failed`]).
+    failed: Option<String>,
+    /// The maps being evaluated, innermost last: a name already here is a cycle, and more than
+    /// [`VARIABLE_DEPTH`] of them is what nginx also calls one.
+    evaluating: Vec<String>,
+}
+
+/// nginx's `ngx_http_variable_depth`: how deeply variables may evaluate variables.
+const VARIABLE_DEPTH: usize = 100;
+
+/// The `map`s that read themselves, directly or through other maps: nginx accepts them
+/// (`nginx -t` passes) but every request that reads one logs "cycle while evaluating variable"
+/// and gets an empty value. Found without recursion, so any chain length is safe.
+fn map_cycles(maps: &HashMap<String, Map>) -> Vec<Diagnostic> {
+    let deps = |m: &Map| -> Vec<String> {
+        let mut v: Vec<String> = std::iter::once(&m.source)
+            .chain(m.exact.values())
+            .chain(m.regexes.iter().map(|(_, c)| c))
+            .chain(std::iter::once(&m.default))
+            .flat_map(Complex::vars)
+            .filter(|v| maps.contains_key(*v))
+            .map(String::from)
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    // 0 unseen, 1 on the current path, 2 done.
+    let mut state: HashMap<&str, u8> = HashMap::new();
+    let mut names: Vec<&String> = maps.keys().collect();
+    names.sort();
+    let mut diags = Vec::new();
+    for start in names {
+        if state.get(start.as_str()).copied().unwrap_or(0) != 0 {
+            continue;
+        }
+        // (map name, its dependencies, next index)
+        let mut stack: Vec<(&str, Vec<String>, usize)> =
+            vec![(start.as_str(), deps(&maps[start]), 0)];
+        state.insert(start.as_str(), 1);
+        while let Some((name, ds, i)) = stack.last_mut() {
+            if let Some(next) = ds.get(*i).cloned() {
+                *i += 1;
+                let (key, m) = maps.get_key_value(&next).expect("deps are maps");
+                match state.get(key.as_str()).copied().unwrap_or(0) {
+                    0 => {
+                        state.insert(key.as_str(), 1);
+                        stack.push((key.as_str(), deps(m), 0));
+                    }
+                    1 => {
+                        let from = stack.iter().position(|(n, _, _)| *n == key).unwrap_or(0);
+                        let cycle: Vec<String> = stack[from..]
+                            .iter()
+                            .map(|(n, _, _)| format!("${n}"))
+                            .chain(std::iter::once(format!("${key}")))
+                            .collect();
+                        diags.push(Diagnostic::error(
+                            "nginx::variable-cycle",
+                            format!(
+                                "the map of ${key} reads itself ({}): nginx -t accepts it, but every request that uses it logs \"cycle while evaluating variable\" and gets an empty value",
+                                cycle.join(" -> ")
+                            ),
+                            &m.at,
+                        ));
+                    }
+                    _ => {}
+                }
+            } else {
+                state.insert(name, 2);
+                stack.pop();
+            }
+        }
+    }
+    diags
 }
 
 impl Ctx<'_> {
@@ -954,7 +1096,7 @@ impl Ctx<'_> {
                     }
                 }
                 Part::Var(v) => {
-                    let val = self.var(v, 0);
+                    let val = self.var(v);
                     s.push_str(&val);
                 }
             }
@@ -962,40 +1104,45 @@ impl Ctx<'_> {
         s
     }
 
-    fn var(&mut self, name: &str, depth: usize) -> String {
+    fn var(&mut self, name: &str) -> String {
         if let Some(v) = self.vars.get(name) {
             return v.clone();
         }
-        if depth > 16 {
-            return String::new();
-        }
-        if let Some(m) = self.r.maps.get(name) {
-            let src = self.eval(&m.source);
-            let low = src.to_ascii_lowercase().into_bytes();
-            let val = if let Some(v) = m.exact.get(&low) {
-                self.eval(&v.clone())
-            } else {
-                let mut hit = None;
-                if !src.is_empty() {
-                    for (re, v) in &m.regexes {
-                        if let Some(c) = re.captures(src.as_bytes()) {
-                            hit = Some((c, v.clone()));
-                            break;
-                        }
-                    }
-                }
-                match hit {
-                    Some((c, v)) => {
-                        self.set_caps(c);
-                        self.eval(&v)
-                    }
-                    None => self.eval(&m.default.clone()),
-                }
-            };
+        let r = self.r;
+        if let Some(m) = r.maps.get(name) {
+            if self.evaluating.len() >= VARIABLE_DEPTH || self.evaluating.iter().any(|n| n == name)
+            {
+                // nginx: "cycle while evaluating variable", and the value is empty.
+                return String::new();
+            }
+            self.evaluating.push(name.to_string());
+            let val = self.map_value(m);
+            self.evaluating.pop();
             self.used.insert(name.to_string(), val.clone());
             self.vars.insert(name.to_string(), val.clone());
             return val;
         }
+        self.builtin(name)
+    }
+
+    fn map_value(&mut self, m: &Map) -> String {
+        let src = self.eval(&m.source);
+        let low = src.to_ascii_lowercase().into_bytes();
+        if let Some(v) = m.exact.get(&low) {
+            return self.eval(v);
+        }
+        if !src.is_empty() {
+            for (re, v) in &m.regexes {
+                if let Some(c) = re.captures(src.as_bytes()) {
+                    self.set_caps(c);
+                    return self.eval(v);
+                }
+            }
+        }
+        self.eval(&m.default)
+    }
+
+    fn builtin(&self, name: &str) -> String {
         let req = self.req;
         match name {
             "uri" | "document_uri" => req.path_str(),
@@ -1040,6 +1187,78 @@ mod tests {
             .location
             .map(|l| format!("{}{}", l.modifier, l.pattern))
             .unwrap_or_default()
+    }
+
+    #[test]
+    fn methods_mapped_addresses_and_failed_regexes_as_nginx() {
+        let r = router(
+            "http { server {
+               location / { allow 10.0.0.0/8; deny all; return 200; }
+               location /a { allow 10.0.0.0/8; deny all; proxy_pass http://u; }
+               location /six { allow fd00::/8; deny all; proxy_pass http://u; }
+               location ~ \"^/re(a|aa)*c\" { return 201; }
+               location /re { return 202; }
+               location /rw { rewrite \"^/rw(a|aa)*c\" /x; return 203; }
+             } upstream u { server unix:/s.sock; } }",
+        );
+        for m in ["get", "Get", "GE T", "G1", ""] {
+            assert_eq!(r.route(m, "/").status, Some(400), "{m:?}");
+        }
+        assert_eq!(r.route_from("G_E-T", "/a", "10.0.0.1").status, None);
+        // An IPv4-mapped client meets the IPv4 rules (ngx_http_access_module).
+        assert_eq!(r.route_from("GET", "/a", "::ffff:10.0.0.1").status, None);
+        assert_eq!(
+            r.route_from("GET", "/a", "::ffff:11.0.0.1").status,
+            Some(403)
+        );
+        assert_eq!(r.route_from("GET", "/a", "::1").status, Some(403));
+        // PCRE2's match limit: nginx answers 500 (a location, a rewrite).
+        let long = format!("/re{}b", "a".repeat(5000));
+        let o = r.route("GET", &long);
+        assert_eq!(o.status, Some(500), "{:?}", o.notes);
+        assert_eq!(r.route("GET", "/reaab").status, Some(202));
+        assert_eq!(
+            r.route("GET", &format!("/rw{}b", "a".repeat(5000))).status,
+            Some(500)
+        );
+        assert_eq!(r.route("GET", "/rwab").status, Some(203));
+    }
+
+    #[test]
+    fn map_cycles_are_diagnostics_and_long_chains_do_not_overflow() {
+        for conf in [
+            "http { map $y $y { default $y; } server { location / { return 200 $y; } } }",
+            "http { map $a $b { default $a; } map $b $a { default $b; } server { location / { return 200 $a; } } }",
+            "http { map $uri $a { ~x $c; default 1; } map $a $c { default $a; } server { location / { return 200 $a; } } }",
+        ] {
+            let d = Router::from_tree(&tree_from(&[("nginx/nginx.conf", conf)])).unwrap_err();
+            assert!(
+                d.iter().any(|d| d.code == "nginx::variable-cycle"),
+                "{conf}: {d:?}"
+            );
+        }
+        // 20000 maps, each reading the next: deeper than nginx's variable depth, no cycle.
+        let n = 20_000;
+        let mut conf = String::from("http {\n");
+        for i in 0..n {
+            conf.push_str(&format!(
+                "map $m{} $m{i} {{ default x$m{}; }}\n",
+                i + 1,
+                i + 1
+            ));
+        }
+        conf.push_str(&format!("map $uri $m{n} {{ default end; }}\n"));
+        conf.push_str("server { location / { return 200 $m0; } }\n}\n");
+        let r = router(&conf);
+        let o = r.route("GET", "/");
+        assert_eq!(o.status, Some(200));
+        assert!(
+            o.text
+                .as_deref()
+                .is_some_and(|t| t.len() <= VARIABLE_DEPTH + 1),
+            "{:?}",
+            o.text.map(|t| t.len())
+        );
     }
 
     #[test]

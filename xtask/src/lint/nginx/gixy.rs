@@ -110,12 +110,7 @@ pub fn check(tree: &Tree) -> Vec<Diagnostic> {
     }
     let key = crate::cache::key(&parts);
     let res = crate::cache::memo(&key, || {
-        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let scratch = std::env::temp_dir().join(format!(
-            "xtask-gixy-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
+        let scratch = crate::contain::scratch("gixy", None).map_err(|e| e.to_string())?;
         let r =
             run(tree, &root, &dir, &scratch.join("etc/nginx"), &skip).map_err(|e| e.to_string());
         let _ = std::fs::remove_dir_all(&scratch);

@@ -28,11 +28,20 @@ pub fn check(tree: &Tree, cfg: &Config) -> Vec<Diagnostic> {
     let dir = root
         .rsplit_once('/')
         .map_or(String::new(), |(d, _)| format!("{d}/"));
+    // `nginx -t` creates the log files and temporary directories a configuration names: one
+    // that would land outside the scratch copy is not run at all.
+    if let Some((d, why)) = config::outside_scratch(cfg) {
+        return vec![Diagnostic::warning(
+            "nginx::nginx-t-not-run",
+            format!("`nginx -t` was not run: {why}"),
+            &config::md(tree, &d.file, d.line),
+        )];
+    }
     // The answer depends only on nginx, the files and whether openssl can stand in for the
     // operator's certificates: cached (target/lint-cache), so an unchanged book runs no nginx.
     let id = crate::cache::tool_id(&nginx);
     let mut parts: Vec<&[u8]> = vec![
-        b"nginx -t v1",
+        b"nginx -t v2",
         &id,
         if crate::tools::which("openssl").is_some() {
             b"ssl"
@@ -89,9 +98,12 @@ fn stand_in_certificates(cfg: &Config, etc: &Path) -> std::io::Result<()> {
             "ssl_certificate_key" => true,
             _ => return,
         };
+        // A path that leaves `/etc/nginx/` (`..`, a link) gets no stand-in: nothing is
+        // written outside the scratch copy, and `nginx -t` says it cannot load the file.
         if let Some(p) = d.arg(0)
             && let Some(rel) = p.strip_prefix(CONTAINER_PREFIX)
-            && !etc.join(rel).exists()
+            && let Ok(out) = crate::contain::join(etc, rel)
+            && std::fs::symlink_metadata(&out).is_err()
         {
             wanted.push((rel.to_string(), key));
         }
@@ -127,11 +139,7 @@ fn stand_in_certificates(cfg: &Config, etc: &Path) -> std::io::Result<()> {
         return Ok(());
     }
     for (rel, is_key) in wanted {
-        let out = etc.join(rel);
-        if let Some(p) = out.parent() {
-            std::fs::create_dir_all(p)?;
-        }
-        std::fs::copy(if is_key { &key } else { &crt }, out)?;
+        crate::contain::write(etc, &rel, std::fs::read(if is_key { &key } else { &crt })?)?;
     }
     Ok(())
 }
@@ -167,13 +175,15 @@ fn run(
     root: &str,
     dir: &str,
 ) -> std::io::Result<(bool, String)> {
-    let scratch =
-        std::env::temp_dir().join(format!("xtask-nginx-t-{}-{}", std::process::id(), unique()));
+    let scratch = crate::contain::scratch("nginx-t", None)?;
     let etc = scratch.join("etc/nginx");
     let res = (|| {
         let conf = prepare(tree, cfg, root, dir, &scratch)?;
         let etc_s = format!("{}/", etc.display());
         let out = Command::new(nginx)
+            // The scratch directory is the prefix: relative paths land in it.
+            .arg("-p")
+            .arg(format!("{}/", scratch.display()))
             .args(["-t", "-q", "-e", "stderr", "-g"])
             .arg(format!("pid {}/nginx.pid;", scratch.display()))
             .arg("-c")
@@ -186,12 +196,6 @@ fn run(
     })();
     let _ = std::fs::remove_dir_all(&scratch);
     res
-}
-
-fn unique() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Rewrites container paths into the scratch prefix, keeping every line where it was.
