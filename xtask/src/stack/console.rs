@@ -145,9 +145,17 @@ fn execute(s: &Stack, c: &Command) -> anyhow::Result<(Option<i32>, Vec<String>)>
 
 /// Whether the last stage of a pipeline is `grep` (whose status 1 means "no line matched").
 fn ends_in_grep(cmd: &str) -> bool {
-    cmd.rsplit('|')
-        .next()
-        .is_some_and(|last| last.trim_start().starts_with("grep "))
+    // The last stage after an unquoted `|` (a `|` inside quotes belongs to a pattern).
+    let (mut quote, mut last) = (None, 0);
+    for (i, ch) in cmd.char_indices() {
+        match (quote, ch) {
+            (None, '\'' | '"') => quote = Some(ch),
+            (Some(q), c) if c == q => quote = None,
+            (None, '|') => last = i + 1,
+            _ => {}
+        }
+    }
+    cmd[last..].trim_start().starts_with("grep ")
 }
 
 fn tail(lines: &[String], n: usize) -> String {
@@ -194,6 +202,10 @@ mod tests {
         assert!(ends_in_grep("docker compose logs db | grep -i 'x'"));
         assert!(!ends_in_grep("docker compose logs db | grep x | tail"));
         assert!(!ends_in_grep("docker compose ps"));
+        assert!(ends_in_grep(
+            "docker compose logs db | grep -E 'duration: |still waiting for'"
+        ));
+        assert!(!ends_in_grep("grep 'a|b' f | wc -l"));
     }
 
     #[test]
