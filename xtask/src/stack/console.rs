@@ -28,7 +28,15 @@ struct Edit {
 }
 
 /// Runs every console block; pushes one step; with `bless`, rewrites mismatched outputs.
-pub fn run(s: &Stack, report: &mut Report, bless: bool) -> Counts {
+/// `windows` gets the time of each block that stops or restarts services: what the processes
+/// log while they are stopped on purpose (a worker's lost Redis connection) is not a finding,
+/// as for the kill table.
+pub fn run(
+    s: &Stack,
+    report: &mut Report,
+    bless: bool,
+    windows: &mut Vec<super::checks::Window>,
+) -> Counts {
     let t = Instant::now();
     let mut counts = Counts::default();
     let mut edits: BTreeMap<String, Vec<Edit>> = BTreeMap::new();
@@ -47,6 +55,8 @@ pub fn run(s: &Stack, report: &mut Report, bless: bool) -> Counts {
         };
         counts.run += 1;
         let mut ok = true;
+        let stops = cmds.iter().any(|c| stops_services(&c.text));
+        let from = super::checks::now();
         for c in &cmds {
             counts.commands += 1;
             let loc = b.line_loc(c.line);
@@ -96,6 +106,12 @@ pub fn run(s: &Stack, report: &mut Report, bless: bool) -> Counts {
                 }
             }
         }
+        if stops {
+            windows.push(super::checks::Window {
+                from,
+                to: super::checks::now() + 1.0,
+            });
+        }
         if ok {
             counts.matched += 1;
         }
@@ -141,6 +157,14 @@ fn execute(s: &Stack, c: &Command) -> anyhow::Result<(Option<i32>, Vec<String>)>
     let line = format!("{{ {}\n}} 2>&1", c.text);
     let r = s.compose.shell(&line, None, TIMEOUT)?;
     Ok((r.code, console::normalise(&r.text())))
+}
+
+/// Whether a command stops or restarts services of the deployment.
+fn stops_services(cmd: &str) -> bool {
+    let words: Vec<&str> = cmd.split_whitespace().collect();
+    words.windows(3).any(|w| {
+        w[0] == "docker" && w[1] == "compose" && ["stop", "restart", "down", "kill"].contains(&w[2])
+    })
 }
 
 /// Whether the last stage of a pipeline is `grep` (whose status 1 means "no line matched").
@@ -202,6 +226,8 @@ mod tests {
         assert!(ends_in_grep("docker compose logs db | grep -i 'x'"));
         assert!(!ends_in_grep("docker compose logs db | grep x | tail"));
         assert!(!ends_in_grep("docker compose ps"));
+        assert!(stops_services("docker compose stop client_sync1 synapse"));
+        assert!(!stops_services("docker compose logs stop"));
         assert!(ends_in_grep(
             "docker compose logs db | grep -E 'duration: |still waiting for'"
         ));

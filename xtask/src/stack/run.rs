@@ -268,11 +268,13 @@ fn test_inner(s: &Stack, report: &mut Report, bless: bool) -> Vec<checks::Window
             daytwo::metrics(s, report);
             checks::sql_blocks(s, report);
             let t = Instant::now();
-            report.console = Some(super::console::run(s, report, bless));
+            let mut console_windows = Vec::new();
+            report.console = Some(super::console::run(s, report, bless, &mut console_windows));
             report.timings.console = t.elapsed().as_secs_f64();
             let restore_windows = replica_check(s, &mut c, &mut state, report);
             windows = kills::kill_table(&mut c, s, &mut state, report);
             windows.extend(restore_windows);
+            windows.extend(console_windows);
             windows.extend(daytwo::upgrade(s, &mut c, &state, report));
         }
         Err(e) => {
