@@ -152,6 +152,21 @@ fn truncate(s: &str) -> String {
     s.chars().take(300).collect()
 }
 
+/// [`shared_secret`] of the stack's tree, or a failed step (and `None`) when it cannot be read.
+pub fn shared_secret_step(s: &super::Stack, report: &mut super::report::Report) -> Option<String> {
+    match shared_secret(&s.compose.dir) {
+        Ok(x) => Some(x),
+        Err(e) => {
+            report.push(super::report::Step::fail(
+                "read the registration secret",
+                format!("{e:#}"),
+                0.0,
+            ));
+            None
+        }
+    }
+}
+
 /// The registration shared secret of the extracted deployment.
 pub fn shared_secret(tree_dir: &Path) -> anyhow::Result<String> {
     let re = regex::Regex::new(r#"(?m)^registration_shared_secret:\s*["']?([^"'\s#]+)"#)

@@ -183,12 +183,6 @@ fn main_service(s: &Stack) -> Option<String> {
     })
 }
 
-fn nginx_service(s: &Stack) -> Option<String> {
-    s.services_of_image("nginx")
-        .into_iter()
-        .find(|n| s.servers().contains(n))
-}
-
 /// The admin API: 200 from the host (the published port) and from the main process's container
 /// (where the book runs `register_new_matrix_user`), 403 from another container of the Compose
 /// network, with and without a forged `X-Forwarded-For`.
@@ -212,7 +206,7 @@ pub fn admin_access(s: &Stack, addr: &str, report: &mut Report) {
             .into_iter()
             .find(|n| n != &main)
             .context("no Synapse worker service")?;
-        let nginx = nginx_service(s).context("no nginx service")?;
+        let nginx = s.nginx_service().context("no nginx service")?;
         let port = s.model.services[&nginx]
             .published()
             .first()

@@ -139,10 +139,7 @@ pub fn kill_table(c: &mut Client, s: &Stack, st: &mut State, report: &mut Report
 }
 
 fn nginx_service(s: &Stack) -> String {
-    s.services_of_image("nginx")
-        .into_iter()
-        .find(|n| s.servers().contains(n))
-        .unwrap_or_else(|| "nginx".into())
+    s.nginx_service().unwrap_or_else(|| "nginx".into())
 }
 
 fn kill_one(

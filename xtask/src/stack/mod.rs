@@ -204,6 +204,14 @@ impl Stack {
             .collect()
     }
 
+    /// The long-running nginx service (the one whose log and ports the tests read).
+    pub fn nginx_service(&self) -> Option<String> {
+        let servers = self.servers();
+        self.services_of_image("nginx")
+            .into_iter()
+            .find(|n| servers.contains(n))
+    }
+
     /// Where the client reaches nginx: the first port an nginx service publishes.
     pub fn client_addr(&self) -> anyhow::Result<String> {
         for svc in self.services_of_image("nginx") {

@@ -16,25 +16,7 @@ pub const RESTORE: &str = "db-restore";
 /// Where the point-in-time drill restores to, in the containers.
 const DRILL_PATH: &str = "/pitr";
 
-/// Synapse's main tables: the ones whose rows only change when clients act. (Tables such as
-/// `devices` or `user_ips` are touched by background jobs and would differ by timing alone.)
-pub const MAIN_TABLES: &[&str] = &[
-    "users",
-    "profiles",
-    "rooms",
-    "events",
-    "event_json",
-    "event_edges",
-    "event_auth",
-    "state_events",
-    "current_state_events",
-    "room_memberships",
-    "local_current_membership",
-    "state_groups",
-    "state_groups_state",
-    "state_group_edges",
-    "event_forward_extremities",
-];
+pub use crate::pgcheck::replica::MAIN_TABLES;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Checksums {

@@ -224,22 +224,10 @@ fn test_inner(s: &Stack, report: &mut Report, bless: bool) -> Vec<checks::Window
     checks::nginx_t(s, report);
     checks::synapse_config(s, report);
 
-    let nginx = s
-        .services_of_image("nginx")
-        .into_iter()
-        .find(|n| s.servers().contains(n))
-        .unwrap_or_else(|| "nginx".into());
+    let nginx = s.nginx_service().unwrap_or_else(|| "nginx".into());
     let log = routing::NginxLog::mark(&s.compose, &nginx);
-    let secret = match client::shared_secret(&s.compose.dir) {
-        Ok(x) => x,
-        Err(e) => {
-            report.push(Step::fail(
-                "read the registration secret",
-                format!("{e:#}"),
-                0.0,
-            ));
-            return vec![];
-        }
+    let Some(secret) = client::shared_secret_step(s, report) else {
+        return vec![];
     };
     let addr = match s.client_addr() {
         Ok(a) => a,

@@ -118,21 +118,10 @@ fn run_one(s: &Stack, report: &mut Report) -> f64 {
     };
     checks::nginx_t(s, report);
     settings_in_force(s, report);
-    let secret = match client::shared_secret(&s.compose.dir) {
-        Ok(x) => x,
-        Err(e) => {
-            report.push(Step::fail(
-                "read the registration secret",
-                format!("{e:#}"),
-                0.0,
-            ));
-            return seconds;
-        }
+    let Some(secret) = client::shared_secret_step(s, report) else {
+        return seconds;
     };
-    let nginx = s
-        .services_of_image("nginx")
-        .into_iter()
-        .find(|n| s.servers().contains(n));
+    let nginx = s.nginx_service();
     let published = |target: u16| -> Option<String> {
         let svc = nginx.as_ref()?;
         s.model.services[svc]
@@ -290,11 +279,7 @@ fn certificate(s: &Stack) -> anyhow::Result<Option<Made>> {
     let (Some(cert), Some(key)) = (cert, key) else {
         return Ok(None);
     };
-    let svc = s
-        .services_of_image("nginx")
-        .into_iter()
-        .find(|n| s.servers().contains(n))
-        .context("no nginx service")?;
+    let svc = s.nginx_service().context("no nginx service")?;
     let host_path = |container: &str| -> anyhow::Result<PathBuf> {
         for v in &s.model.services[&svc].volumes {
             let Some(src) = &v.source else { continue };
