@@ -13,6 +13,7 @@ pub mod flags;
 pub mod images;
 pub mod lint;
 pub mod nginx;
+pub mod outer_proxy;
 pub mod pgcheck;
 pub mod preprocess;
 pub mod pristine;

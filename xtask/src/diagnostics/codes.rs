@@ -323,6 +323,15 @@ pub const CODES: &[Code] = &[
         "sql::query-failed",
         "an `sql` block fails on a live Synapse database",
     ),
+    // The reader's own reverse proxy
+    error(
+        "outer::body-limit",
+        "the outer proxy's body limit is below Synapse's `max_upload_size`, or cannot be read",
+    ),
+    error(
+        "outer::upstream",
+        "the outer proxy passes requests nowhere, or elsewhere than where Compose publishes nginx",
+    ),
     // Prometheus
     error(
         "prometheus::promtool",

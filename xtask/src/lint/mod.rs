@@ -17,6 +17,7 @@
 //! - [`shell`]: shellcheck on every script;
 //! - [`prometheus`]: `promtool check config` and every Synapse metrics listener a target;
 //! - [`security`]: IP range blacklists, no placeholder left in a tree with generated secrets;
+//! - [`outer_proxy`]: the reader's own proxy in front (body limit, where it passes requests);
 //! - [`links`]: internal links and `#anchors` between the book's pages.
 //!
 //! The external checkers' answers are cached ([`crate::cache`]), so an unchanged book lints
@@ -27,6 +28,7 @@ pub mod compose;
 pub mod compose_config;
 pub mod links;
 pub mod nginx;
+pub mod outer_proxy;
 pub mod postgres;
 pub mod prometheus;
 pub mod security;
@@ -185,6 +187,7 @@ pub fn check_tree(view: &TreeView<'_>, opts: Options) -> Vec<Diagnostic> {
     diags.append(&mut prometheus::check(view));
     diags.append(&mut security::check_tree(view));
     diags.append(&mut nginx::check(view));
+    diags.append(&mut outer_proxy::check(view));
     diags
 }
 

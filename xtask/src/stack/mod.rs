@@ -23,12 +23,14 @@ pub mod daytwo;
 pub mod docker;
 pub mod http;
 pub mod kills;
+pub mod outer;
 pub mod pg;
 pub mod replica;
 pub mod report;
 pub mod restore;
 pub mod routing;
 pub mod run;
+pub mod tls;
 pub mod variants;
 
 use crate::book::{self, Book};

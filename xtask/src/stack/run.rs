@@ -254,6 +254,7 @@ fn test_inner(s: &Stack, report: &mut Report, bless: bool) -> Vec<checks::Window
             daytwo::limits(s, report);
             daytwo::well_known(s, &addr, report);
             daytwo::metrics(s, report);
+            super::outer::check(s, &secret, report);
             checks::sql_blocks(s, report);
             let t = Instant::now();
             let mut console_windows = Vec::new();
