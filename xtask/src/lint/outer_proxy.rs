@@ -18,27 +18,27 @@ pub fn check(view: &TreeView<'_>) -> Vec<Diagnostic> {
         let at = |line: usize| f.md_loc(line);
         match model::body_limit(kind, &f.content) {
             Ok(limit) => {
-                if let Some((max, max_line)) = model::max_upload_size(view.tree) {
-                    if limit < max {
-                        let line = model::body_limit_line(kind, &f.content).unwrap_or(1);
-                        let mut d = Diagnostic::error(
-                            "outer::body-limit",
-                            format!(
-                                "{} accepts bodies of {limit} bytes at most, less than Synapse's \
-                                 max_upload_size ({max} bytes): larger uploads would fail with 413 \
-                                 before reaching the deployment",
-                                kind.label()
-                            ),
-                            &at(line),
-                        );
-                        if let Some(l) = max_line {
-                            d = d.with_note(format!(
-                                "max_upload_size is set at {}",
-                                view.loc("synapse/homeserver.yaml", l)
-                            ));
-                        }
-                        diags.push(d);
+                if let Some((max, max_line)) = model::max_upload_size(view.tree)
+                    && limit < max
+                {
+                    let line = model::body_limit_line(kind, &f.content).unwrap_or(1);
+                    let mut d = Diagnostic::error(
+                        "outer::body-limit",
+                        format!(
+                            "{} accepts bodies of {limit} bytes at most, less than Synapse's \
+                             max_upload_size ({max} bytes): larger uploads would fail with 413 \
+                             before reaching the deployment",
+                            kind.label()
+                        ),
+                        &at(line),
+                    );
+                    if let Some(l) = max_line {
+                        d = d.with_note(format!(
+                            "max_upload_size is set at {}",
+                            view.loc("synapse/homeserver.yaml", l)
+                        ));
                     }
+                    diags.push(d);
                 }
             }
             Err(e) => diags.push(Diagnostic::error(

@@ -261,8 +261,7 @@ impl Run {
         let text = r.text();
         let last = text
             .lines()
-            .filter(|l| !l.trim().is_empty())
-            .last()
+            .rfind(|l| !l.trim().is_empty())
             .unwrap_or_default()
             .to_string();
         Ok((r.ok, if r.ok { last } else { text }))
