@@ -598,7 +598,7 @@ fn server(s: &Standin, out: &mut Vec<ContractResult>) -> anyhow::Result<()> {
             // The book's nginx.conf names no `user`: workers must still be nginx (101).
             scratch.write(
                 "nginx.conf",
-                "events {}\nhttp {\n    server {\n        listen 80;\n        location / { return 200 \"standin\\n\"; }\n    }\n}\n",
+                "events {}\nhttp {\n    server {\n        listen 80;\n        location / { return 200 \"standin\\n\"; }\n        location /up { proxy_pass http://127.0.0.1:81; }\n    }\n    server {\n        listen 81;\n        location / { return 200 \"got it\\n\"; }\n    }\n}\n",
                 0o644,
             )?;
             args.push("-v".into());
@@ -688,6 +688,22 @@ fn server(s: &Standin, out: &mut Vec<ContractResult>) -> anyhow::Result<()> {
                 "nginx-workers",
                 !uids.is_empty() && uids.iter().all(|u| *u == want),
                 format!("worker processes must run as {want}: found {uids:?}"),
+            ));
+            // A body larger than client_body_buffer_size goes to the client body temporary
+            // directory, which the workers (not the root master) must be able to write: the
+            // official image's /var/cache/nginx/client_temp is theirs.
+            let (ok, text) = ctr.exec(&[
+                "sh",
+                "-c",
+                "head -c 1000000 /dev/zero > /tmp/body && wget -q -O - --post-file=/tmp/body http://127.0.0.1/up",
+            ])?;
+            out.push(ContractResult::new(
+                "nginx-body-temp",
+                ok && text.trim() == "got it",
+                format!(
+                    "a 1 MB body proxied (buffered to the body temporary directory): {}",
+                    text.trim()
+                ),
             ));
         }
         "synapse" => {

@@ -131,10 +131,16 @@ fn exchange(
     }
     req.push_str("\r\n");
     stream.write_all(req.as_bytes())?;
-    if let Some(b) = body {
-        stream.write_all(b)?;
+    // A server may answer before the body is all sent (413, or an upstream error) and close:
+    // then its answer, not the broken pipe, is what the request got.
+    let sent = body.map_or(Ok(()), |b| stream.write_all(b)).and_then(|()| stream.flush());
+    if let Err(e) = sent {
+        let mut raw = Vec::new();
+        let _ = stream.read_to_end(&mut raw);
+        return parse(&raw).map_err(|_| {
+            anyhow::Error::new(e).context(format!("{method} {uri}: sending the request"))
+        });
     }
-    stream.flush()?;
     let mut raw = Vec::new();
     match stream.read_to_end(&mut raw) {
         Ok(_) => {}

@@ -384,9 +384,7 @@ impl Probe {
             while !st.load(std::sync::atomic::Ordering::Relaxed) {
                 match l.accept() {
                     Ok((conn, _)) => {
-                        if let Some(r) = serve(conn) {
-                            g.lock().expect("probe lock").push(r);
-                        }
+                        let _ = serve(conn, &g);
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(20)),
                 }
@@ -414,8 +412,9 @@ impl Drop for Probe {
     }
 }
 
-/// Reads one request (head and a Content-Length body), answers `200 {}` and closes.
-fn serve(mut conn: std::net::TcpStream) -> Option<Received> {
+/// Reads one request (head and a Content-Length body), records it, then answers `200 {}` and
+/// closes: recorded before the answer, so the client sees it once its response arrived.
+fn serve(mut conn: std::net::TcpStream, got: &Mutex<Vec<Received>>) -> Option<()> {
     conn.set_nonblocking(false).ok()?;
     conn.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     let mut buf = Vec::new();
@@ -450,10 +449,13 @@ fn serve(mut conn: std::net::TcpStream) -> Option<Received> {
         }
         have += n;
     }
-    let _ = conn.write_all(
+    got.lock()
+        .expect("probe lock")
+        .push(Received { target, headers });
+    conn.write_all(
         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
-    );
-    Some(Received { target, headers })
+    )
+    .ok()
 }
 
 /// URIs a proxy must pass on byte for byte: percent-encoded separators and dots, a double slash.
