@@ -133,7 +133,9 @@ fn exchange(
     stream.write_all(req.as_bytes())?;
     // A server may answer before the body is all sent (413, or an upstream error) and close:
     // then its answer, not the broken pipe, is what the request got.
-    let sent = body.map_or(Ok(()), |b| stream.write_all(b)).and_then(|()| stream.flush());
+    let sent = body
+        .map_or(Ok(()), |b| stream.write_all(b))
+        .and_then(|()| stream.flush());
     if let Err(e) = sent {
         let mut raw = Vec::new();
         let _ = stream.read_to_end(&mut raw);
