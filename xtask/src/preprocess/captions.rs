@@ -119,18 +119,31 @@ pub fn caption_for(
         }
     };
     match kind {
-        BlockKind::File { target, variant: None } => {
+        BlockKind::File {
+            target,
+            variant: None,
+            ..
+        } => {
             let mut html = target_link(target, file_anchor(target));
             if let Some((k, n)) = part.filter(|(_, n)| *n > 1) {
                 html.push_str(&format!(" <span class=\"code-part\">part {k} of {n}</span>"));
             }
             Some(Caption { class: "code-file", html })
         }
-        BlockKind::File { target, variant: Some(v) } => {
+        BlockKind::File {
+            target,
+            variant: Some(v),
+            add,
+        } => {
             let mut html = target_link(target, variant_anchor(v, target));
             html.push_str(&format!(
-                " <span class=\"code-tag\">variant “{}”</span> <span class=\"code-note\">an alternative, checked but not extracted</span>",
-                escape(v)
+                " <span class=\"code-tag\">variant “{}”</span> <span class=\"code-note\">{}</span>",
+                escape(v),
+                if *add {
+                    "added to this file in that variant, checked but not extracted"
+                } else {
+                    "an alternative, checked but not extracted"
+                }
             ));
             if let Some((k, n)) = part.filter(|(_, n)| *n > 1) {
                 html.push_str(&format!(" <span class=\"code-part\">part {k} of {n}</span>"));
