@@ -229,10 +229,12 @@ fn process_item(site: &Site, files_page: Option<&str>, item: &mut Value) {
             .map_or(&[][..], |c| &c.blocks[..]);
         let files_href = files_page.map(|f| pages::relative(&source, &f.replace(".md", ".html")));
         if let Some(content) = ch.get("content").and_then(Value::as_str) {
+            let main_files = site.tree.files.keys().cloned().collect();
             let ctx = CaptionCtx {
                 blocks,
                 parts: &site.parts,
                 files_href,
+                main_files: &main_files,
             };
             let annotated = captions::annotate(content, &ctx);
             let expanded = pages::expand(&annotated, site, &source);
