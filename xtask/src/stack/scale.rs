@@ -183,7 +183,12 @@ fn by_room(
     let txn = c.txn();
     let body = format!("scale-out {}", crate::secrets::random_token(6));
     client::send_text_txn(c, &st.alice, &room, &body, &txn)?;
+    let before = c.sent.len();
     let history = client::history(c, &st.alice, &room)?;
+    let reads = c.sent[before..]
+        .iter()
+        .filter(|r| r.method == "GET" && r.uri.contains("/messages"))
+        .count();
     ensure!(
         history.contains(&body),
         "the message sent into {room} is not in its history"
@@ -199,15 +204,26 @@ fn by_room(
         "nginx sent the message to {}, not {sock}",
         send.upstream.as_deref().unwrap_or("no upstream")
     );
-    let read = log
-        .read()
-        .into_iter()
-        .filter(|l| l.method == "GET" && l.uri.contains("/messages"))
-        .map(|l| l.upstream.unwrap_or_default())
-        .collect::<Vec<_>>();
+    // Every page of the history nginx logged (it writes a line after the response went out).
+    let messages = || -> Vec<String> {
+        log.read()
+            .into_iter()
+            .filter(|l| l.method == "GET" && l.uri.contains("/messages"))
+            .map(|l| l.upstream.unwrap_or_default())
+            .collect()
+    };
+    let t = Instant::now();
+    let read = loop {
+        let r = messages();
+        if r.len() >= reads || t.elapsed() > LOG_LINE_DEADLINE {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     ensure!(
-        !read.is_empty() && read.iter().all(|u| u == sock),
-        "nginx sent the room's /messages to {}, not {sock}",
+        read.len() == reads && read.iter().all(|u| u == sock),
+        "nginx logged {} of the {reads} /messages requests, sent to {}, not all to {sock}",
+        read.len(),
         read.join(", ")
     );
     let file = processed(s, logs, &txn)?;
