@@ -7,6 +7,8 @@
 //! - ```` ```yaml title="synapse/homeserver.yaml" ```` is (part of) an extracted file;
 //! - ```` ```nginx title="nginx/nginx.conf" variant="https" ```` is a whole alternative of that
 //!   file, checked but not extracted;
+//! - ```` ```yaml title="docker-compose.yml" variant="scale" add ```` is added to the main file
+//!   in that variant only (it joins the file's blocks in reading order);
 //! - ```` ```yaml example ```` is shown and syntax-checked alone, never extracted;
 //! - ```` ```routes ```` is a routing expectation table, ```` ```sql ```` a query the stack test
 //!   runs, ```` ```mermaid ```` a diagram;
@@ -48,15 +50,18 @@ pub const CONFIG_LANGS: &[&str] = &[
 ];
 
 /// Attributes a fence's info string may carry after the language.
-pub const KNOWN_ATTRS: &[&str] = &["title", "variant", "example", "skip"];
+pub const KNOWN_ATTRS: &[&str] = &["title", "variant", "add", "example", "skip"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BlockKind {
     /// Part of the file `target` (relative to the deployment root); with `variant`, part of a
-    /// whole alternative of that file that is checked but not extracted.
+    /// whole alternative of that file that is checked but not extracted, or with `add` as well,
+    /// lines added to the main file in that variant only.
     File {
         target: String,
         variant: Option<String>,
+        /// `add`: the block joins the main file's blocks in the variant (never without `variant`).
+        add: bool,
     },
     /// Shown to the reader, syntax-checked alone, never extracted.
     Example,
@@ -123,6 +128,11 @@ impl Block {
             BlockKind::File { variant, .. } => variant.as_deref(),
             _ => None,
         }
+    }
+
+    /// A variant block that adds to the main file (`add`) rather than replacing it.
+    pub fn adds(&self) -> bool {
+        matches!(self.kind, BlockKind::File { add: true, .. })
     }
 }
 
@@ -674,6 +684,20 @@ pub fn classify(info: &str) -> Result<Classified, (&'static str, String)> {
             "`example` is a flag and takes no value".into(),
         ));
     }
+    let add = attrs.contains_key("add");
+    if matches!(attrs.get("add"), Some(Some(_))) {
+        return Err((
+            "book::bad-info-string",
+            "`add` is a flag and takes no value".into(),
+        ));
+    }
+    if add && !matches!(variant, Some(Some(_))) {
+        return Err((
+            "book::bad-info-string",
+            "`add` marks lines a variant adds to a file: it needs title=\"path\" variant=\"name\""
+                .into(),
+        ));
+    }
     let kind = match (title.flatten(), variant.flatten(), example) {
         (Some(_), _, true) => {
             return Err((
@@ -693,7 +717,11 @@ pub fn classify(info: &str) -> Result<Classified, (&'static str, String)> {
                 "a `routes` block is a table `check` asserts, not a file: drop its `title`".into(),
             ));
         }
-        (Some(target), variant, false) => BlockKind::File { target, variant },
+        (Some(target), variant, false) => BlockKind::File {
+            target,
+            variant,
+            add,
+        },
         (None, None, true) => BlockKind::Example,
         (None, None, false) => match lang.as_str() {
             "routes" => BlockKind::Routes,
@@ -765,7 +793,8 @@ mod tests {
             blocks[0].kind,
             BlockKind::File {
                 target: "a/b.yaml".into(),
-                variant: None
+                variant: None,
+                add: false
             }
         );
         assert_eq!(blocks[1].fence_line, 12);
@@ -781,11 +810,24 @@ mod tests {
             ("yaml titel=\"x\"", "book::unknown-attribute"),
             ("yaml title=\"x\" example", "book::bad-info-string"),
             ("nginx variant=\"https\"", "book::bad-info-string"),
+            ("yaml title=\"x\" add", "book::bad-info-string"),
+            (
+                "yaml title=\"x\" variant=\"v\" add=\"yes\"",
+                "book::bad-info-string",
+            ),
             ("yaml title=\"x", "book::bad-info-string"),
         ] {
             assert_eq!(classify(info).unwrap_err().0, code, "{info}");
         }
         assert_eq!(classify("sql").unwrap().2, BlockKind::Sql);
+        assert_eq!(
+            classify("yaml title=\"x\" variant=\"v\" add").unwrap().2,
+            BlockKind::File {
+                target: "x".into(),
+                variant: Some("v".into()),
+                add: true
+            }
+        );
         assert_eq!(classify("routes").unwrap().2, BlockKind::Routes);
     }
 

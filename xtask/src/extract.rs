@@ -58,11 +58,16 @@ pub fn assemble(book: &Book, opts: &Options) -> Result<Tree, Vec<Diagnostic>> {
     }
 
     // Which blocks make each file: for the variant tree, a file that has blocks of that variant
-    // is made of those only.
+    // is made of those only, unless they are `add` blocks: those join the main file's blocks.
     let mut by_target: BTreeMap<String, Vec<&Block>> = BTreeMap::new();
     let mut variant_targets = BTreeSet::new();
     for b in book.blocks() {
-        let BlockKind::File { target, variant } = &b.kind else {
+        let BlockKind::File {
+            target,
+            variant,
+            add,
+        } = &b.kind
+        else {
             continue;
         };
         if let Err(msg) = check_target(target) {
@@ -73,7 +78,7 @@ pub fn assemble(book: &Book, opts: &Options) -> Result<Tree, Vec<Diagnostic>> {
             ));
             continue;
         }
-        if variant.is_some() && variant == &opts.variant {
+        if variant.is_some() && variant == &opts.variant && !add {
             variant_targets.insert(target.clone());
         }
         by_target.entry(target.clone()).or_default().push(b);
@@ -100,18 +105,47 @@ pub fn assemble(book: &Book, opts: &Options) -> Result<Tree, Vec<Diagnostic>> {
         }
     }
 
+    // This variant's `add` blocks: each adds to a main file, which the variant does not also
+    // replace.
+    let ours = |b: &Block| b.variant().is_some() && b.variant() == opts.variant.as_deref();
+    for (target, blocks) in &by_target {
+        for b in blocks.iter().filter(|b| ours(b) && b.adds()) {
+            let v = b.variant().unwrap_or_default();
+            if !mains.contains(target) {
+                diags.push(Diagnostic::error(
+                    "extract::add-without-file",
+                    format!(
+                        "variant `{v}` adds to `{target}`, but the main deployment has no such \
+                         file: drop `add` to make the block a file of the variant"
+                    ),
+                    &b.fence_loc(),
+                ));
+            } else if variant_targets.contains(target) {
+                diags.push(Diagnostic::error(
+                    "extract::add-and-replace",
+                    format!(
+                        "variant `{v}` both replaces `{target}` (a block without `add`) and adds \
+                         to it (this block): use one or the other"
+                    ),
+                    &b.fence_loc(),
+                ));
+            }
+        }
+    }
+
     let mut tree = Tree {
         files: BTreeMap::new(),
         variant: opts.variant.clone(),
     };
     for (target, blocks) in &by_target {
         let chosen: Vec<&&Block> = if variant_targets.contains(target) {
+            blocks.iter().filter(|b| ours(b) && !b.adds()).collect()
+        } else if mains.contains(target) {
+            // The main blocks, and this variant's additions, in reading order.
             blocks
                 .iter()
-                .filter(|b| b.variant() == opts.variant.as_deref())
+                .filter(|b| b.variant().is_none() || (ours(b) && b.adds()))
                 .collect()
-        } else if mains.contains(target) {
-            blocks.iter().filter(|b| b.variant().is_none()).collect()
         } else {
             continue; // only variants of other names: not part of this tree
         };
@@ -621,6 +655,61 @@ pub fn is_within(root: &Path, p: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A one-chapter book on disk.
+    fn book(chapter: &str) -> (tempfile::TempDir, Book) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("src")).unwrap();
+        std::fs::write(root.join("book.toml"), "[book]\ntitle = \"t\"\n").unwrap();
+        std::fs::write(root.join("src/SUMMARY.md"), "# Summary\n\n- [A](a.md)\n").unwrap();
+        std::fs::write(root.join("src/a.md"), chapter).unwrap();
+        let b = crate::book::load(root).unwrap();
+        (dir, b)
+    }
+
+    fn variant(v: &str) -> Options {
+        Options {
+            variant: Some(v.into()),
+            ..Options::default()
+        }
+    }
+
+    #[test]
+    fn a_variant_adds_to_a_main_file_in_reading_order() {
+        let (_d, b) = book(
+            "# A\n\n```yaml title=\"a.yaml\"\nx: 1\n```\n\n```yaml title=\"a.yaml\" variant=\"v\" add\ny: 2\n```\n\n```yaml title=\"a.yaml\"\nz: 3\n```\n",
+        );
+        let main = assemble(&b, &Options::default()).unwrap();
+        assert_eq!(main.get("a.yaml").unwrap().content, "x: 1\nz: 3\n");
+        let v = assemble(&b, &variant("v")).unwrap();
+        let f = v.get("a.yaml").unwrap();
+        assert_eq!(f.content, "x: 1\ny: 2\nz: 3\n");
+        // The added line maps back to its own block.
+        assert_eq!(f.md_loc(2).line, 8);
+    }
+
+    #[test]
+    fn an_add_needs_a_main_file_and_no_replacement() {
+        let (_d, b) = book("# A\n\n```yaml title=\"a.yaml\" variant=\"v\" add\ny: 2\n```\n");
+        let d = assemble(&b, &variant("v")).unwrap_err();
+        assert_eq!(
+            (d[0].code.as_str(), d[0].file.as_str(), d[0].line),
+            ("extract::add-without-file", "src/a.md", 3),
+            "{d:?}"
+        );
+        let (_d, b) = book(
+            "# A\n\n```yaml title=\"a.yaml\"\nx: 1\n```\n\n```yaml title=\"a.yaml\" variant=\"v\"\nx: 2\n```\n\n```yaml title=\"a.yaml\" variant=\"v\" add\ny: 2\n```\n",
+        );
+        let d = assemble(&b, &variant("v")).unwrap_err();
+        assert_eq!(
+            (d[0].code.as_str(), d[0].line),
+            ("extract::add-and-replace", 11),
+            "{d:?}"
+        );
+        // Other trees do not see another variant's additions.
+        assert!(assemble(&b, &Options::default()).is_ok());
+    }
 
     #[test]
     fn targets() {

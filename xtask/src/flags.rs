@@ -95,6 +95,9 @@ pub struct Route {
     /// Client address the requests come from (default: a public address, 198.51.100.7)
     #[arg(long)]
     pub from: Option<String>,
+    /// Route through the nginx configuration of this variant of the book (e.g. `scale`)
+    #[arg(long, value_name = "NAME")]
+    pub variant: Option<String>,
     /// Request URIs (path and query, as sent on the request line)
     #[arg(required = true)]
     pub uris: Vec<String>,

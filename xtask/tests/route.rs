@@ -186,6 +186,46 @@ fn route_command_json() {
     assert!(a[0]["vars"].is_object());
 }
 
+#[test]
+fn route_command_routes_through_a_variant() {
+    // The book's own scale variant adds rooms5 to the `rooms` upstream: some room lands there.
+    let route = |extra: &[&str], uri: &str| {
+        let out = assert_cmd::Command::cargo_bin("xtask")
+            .unwrap()
+            .args(["route", "--book"])
+            .arg(xtask::project_root())
+            .args(extra)
+            .args(["--format", "json", "--method", "PUT", uri])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let mut found = false;
+    for i in 0..40 {
+        let uri =
+            format!("/_matrix/client/v3/rooms/%21room{i}%3Aexample.com/send/m.room.message/t{i}");
+        let (code, out, err) = route(&["--variant", "scale"], &uri);
+        assert_eq!(code, Some(0), "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        if v[0]["server"] == "unix:/sockets/rooms5_http.sock" {
+            let (_, main, _) = route(&[], &uri);
+            let m: serde_json::Value = serde_json::from_str(&main).unwrap();
+            assert_eq!(m[0]["upstream"], "rooms");
+            assert_ne!(m[0]["server"], "unix:/sockets/rooms5_http.sock");
+            found = true;
+            break;
+        }
+    }
+    assert!(found, "no room of 40 lands on rooms5 in the scale variant");
+    let (code, _, err) = route(&["--variant", "nope"], "/");
+    assert_eq!(code, Some(2));
+    assert!(err.contains("no such variant"), "{err}");
+}
+
 /// xorshift: deterministic pseudo-random bytes without a dependency.
 struct Rng(u64);
 impl Rng {

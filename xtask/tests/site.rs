@@ -182,6 +182,10 @@ fn site_pages_match_what_extract_produces() {
     // The routing table lists every sample of the book's routes blocks with what the routing
     // simulator answers: location line, upstream, server.
     let routing = read(&site.join("reference/routing-table.html"));
+    // The samples' tables, then the variants' section.
+    let (routing, variants) = routing
+        .split_once("id=\"variants\"")
+        .unwrap_or((routing.as_str(), ""));
     let samples = xtask::preprocess::pages::samples(&book);
     let rows: Vec<&str> = routing
         .split("<tr>")
@@ -243,6 +247,48 @@ fn site_pages_match_what_extract_produces() {
         samples.len(),
         "one row per sample in routing-table.html"
     );
+    // Each variant that changes an upstream's servers has its section, naming that upstream and
+    // each server it adds.
+    let main_router = xtask::route::Router::from_tree(&tree).expect("the nginx config loads");
+    for v in xtask::extract::variants(&book) {
+        let opts = xtask::extract::Options {
+            variant: Some(v.clone()),
+            ..Default::default()
+        };
+        let vt = xtask::extract::assemble(&book, &opts).expect("the variant extracts");
+        let Ok(r) = xtask::route::Router::from_tree(&vt) else {
+            continue;
+        };
+        for (name, u) in &r.upstreams {
+            let servers = |u: &xtask::route::router::Upstream| -> Vec<String> {
+                u.peers.iter().map(|p| p.name.clone()).collect()
+            };
+            let before = main_router
+                .upstreams
+                .get(name)
+                .map(servers)
+                .unwrap_or_default();
+            let after = servers(u);
+            if before == after {
+                continue;
+            }
+            assert!(
+                variants.contains(&format!("id=\"the-{v}-variant\"")),
+                "routing-table.html has no section for variant {v}"
+            );
+            assert!(
+                variants.contains(&format!("<td><code>{}</code></td>", html_escape(name))),
+                "variant {v}: upstream {name} not listed"
+            );
+            for added in after.iter().filter(|a| !before.contains(a)) {
+                let short = added.trim_start_matches("unix:/sockets/");
+                assert!(
+                    variants.contains(&format!("<code>{}</code>", html_escape(short))),
+                    "variant {v}: {name} gains {short}, not shown"
+                );
+            }
+        }
+    }
 
     // The archive holds exactly the tree.
     let listing = Command::new("tar")

@@ -14,7 +14,21 @@ pub(crate) fn run(f: flags::Route) -> anyhow::Result<ExitCode> {
         Ok(b) => b,
         Err(mut d) => return Ok(report(&mut d, f.format, &root)),
     };
-    let tree = match extract::assemble(&book, &Options::default()) {
+    if let Some(v) = &f.variant {
+        let known = extract::variants(&book);
+        if !known.contains(v) {
+            eprintln!(
+                "error: --variant {v}: the book has no such variant (it has: {})",
+                known.join(", ")
+            );
+            return Ok(ExitCode::from(2));
+        }
+    }
+    let opts = Options {
+        variant: f.variant.clone(),
+        ..Options::default()
+    };
+    let tree = match extract::assemble(&book, &opts) {
         Ok(t) => t,
         Err(mut d) => return Ok(report(&mut d, f.format, &root)),
     };

@@ -128,6 +128,14 @@ pub const CODES: &[Code] = &[
         "extract::target-collision",
         "a target is a file in one place and a directory in another",
     ),
+    error(
+        "extract::add-without-file",
+        "a variant's `add` block adds to a file the main deployment does not have",
+    ),
+    error(
+        "extract::add-and-replace",
+        "a variant both replaces a file and adds to it",
+    ),
     input(
         "extract::out-not-ours",
         "`--out` holds files extract did not write",

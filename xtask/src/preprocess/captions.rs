@@ -27,6 +27,8 @@ pub struct CaptionCtx<'a> {
     /// Relative link from this chapter to the file index page (`../reference/files.html`), if
     /// the book has one.
     pub files_href: Option<String>,
+    /// The files of the main tree (a variant block of another file is a file of the variant only).
+    pub main_files: &'a std::collections::BTreeSet<String>,
 }
 
 /// The caption of one block: CSS class and inner HTML.
@@ -61,7 +63,8 @@ pub fn annotate(content: &str, ctx: &CaptionCtx<'_>) -> String {
             edits.push((fence, lang.clone()));
         }
         let part = disk.and_then(|b| ctx.parts.get(&(b.file.clone(), b.fence_line)).copied());
-        if let Some(c) = caption_for(&kind, part, ctx.files_href.as_deref()) {
+        let variant_only = matches!(&kind, BlockKind::File { target, variant: Some(_), .. } if !ctx.main_files.contains(target));
+        if let Some(c) = caption_for(&kind, part, ctx.files_href.as_deref(), variant_only) {
             let line_start = content[..range.start].rfind('\n').map_or(0, |p| p + 1);
             let prefix = &content[line_start..range.start];
             // Inside a list item or block quote the lines that follow must keep the container.
@@ -106,10 +109,12 @@ pub fn splice(content: &str, mut edits: Vec<(std::ops::Range<usize>, String)>) -
 }
 
 /// The caption a block of this kind gets, if any.
+/// `variant_only`: the block's file exists in its variant only (not in the main tree).
 pub fn caption_for(
     kind: &BlockKind,
     part: Option<(usize, usize)>,
     files_href: Option<&str>,
+    variant_only: bool,
 ) -> Option<Caption> {
     let target_link = |target: &str, anchor: String| {
         let name = format!("<code>{}</code>", escape(target));
@@ -119,18 +124,33 @@ pub fn caption_for(
         }
     };
     match kind {
-        BlockKind::File { target, variant: None } => {
+        BlockKind::File {
+            target,
+            variant: None,
+            ..
+        } => {
             let mut html = target_link(target, file_anchor(target));
             if let Some((k, n)) = part.filter(|(_, n)| *n > 1) {
                 html.push_str(&format!(" <span class=\"code-part\">part {k} of {n}</span>"));
             }
             Some(Caption { class: "code-file", html })
         }
-        BlockKind::File { target, variant: Some(v) } => {
+        BlockKind::File {
+            target,
+            variant: Some(v),
+            add,
+        } => {
             let mut html = target_link(target, variant_anchor(v, target));
             html.push_str(&format!(
-                " <span class=\"code-tag\">variant “{}”</span> <span class=\"code-note\">an alternative, checked but not extracted</span>",
-                escape(v)
+                " <span class=\"code-tag\">variant “{}”</span> <span class=\"code-note\">{}</span>",
+                escape(v),
+                if *add {
+                    "added to this file in that variant, checked but not extracted"
+                } else if variant_only {
+                    "a file of that variant only, checked but not extracted"
+                } else {
+                    "an alternative, checked but not extracted"
+                }
             ));
             if let Some((k, n)) = part.filter(|(_, n)| *n > 1) {
                 html.push_str(&format!(" <span class=\"code-part\">part {k} of {n}</span>"));
@@ -202,6 +222,7 @@ mod tests {
                 blocks: &blocks,
                 parts: &parts,
                 files_href: Some("../reference/files.html".into()),
+                main_files: &["nginx/nginx.conf".to_string()].into_iter().collect(),
             },
         )
     }

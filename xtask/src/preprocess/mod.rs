@@ -41,6 +41,8 @@ pub struct Site {
     pub repo_url: Option<String>,
     /// Every `routes` sample with the simulator's answer (None: no simulator available).
     pub routes: Vec<(Sample, Option<Routed>)>,
+    /// What changes in the routing of each variant whose upstreams differ from the main tree's.
+    pub variant_routing: Vec<VariantRouting>,
     /// Part numbers of the `title` blocks.
     pub parts: Parts,
 }
@@ -56,6 +58,14 @@ impl Site {
         router: Option<&Router>,
     ) -> Site {
         let routes = simulate(&book, router);
+        let variant_routing = router
+            .map(|r| {
+                variants
+                    .iter()
+                    .filter_map(|t| variant_routing(r, t, &routes))
+                    .collect()
+            })
+            .unwrap_or_default();
         Site {
             repo_url: repo_url(root),
             parts: parts(&book),
@@ -63,8 +73,61 @@ impl Site {
             tree,
             variants,
             routes,
+            variant_routing,
         }
     }
+}
+
+/// How a variant's nginx configuration routes differently from the main one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VariantRouting {
+    pub variant: String,
+    /// Each upstream whose servers differ: (name, the main tree's servers, the variant's).
+    pub upstreams: Vec<(String, Vec<String>, Vec<String>)>,
+    /// Each sample (its index in [`Site::routes`]) that nginx sends to another server of the
+    /// same upstream in the variant: (index, the variant's server).
+    pub moved: Vec<(usize, String)>,
+}
+
+/// The routing differences of variant tree `tree` (None when its upstreams are the main ones,
+/// or it has no nginx configuration the simulator reads).
+fn variant_routing(
+    main: &Router,
+    tree: &Tree,
+    routes: &[(Sample, Option<Routed>)],
+) -> Option<VariantRouting> {
+    let r = Router::from_tree(tree).ok()?;
+    let servers = |r: &Router, name: &str| -> Vec<String> {
+        r.upstreams
+            .get(name)
+            .map(|u| u.peers.iter().map(|p| p.name.clone()).collect())
+            .unwrap_or_default()
+    };
+    let names: std::collections::BTreeSet<&String> =
+        main.upstreams.keys().chain(r.upstreams.keys()).collect();
+    let upstreams: Vec<_> = names
+        .into_iter()
+        .map(|n| (n.clone(), servers(main, n), servers(&r, n)))
+        .filter(|(_, a, b)| a != b)
+        .collect();
+    if upstreams.is_empty() {
+        return None;
+    }
+    let moved = routes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (s, routed))| {
+            let before = routed.as_ref()?.server.as_ref()?;
+            let client = s.from.as_deref().unwrap_or(DEFAULT_CLIENT);
+            let after = r.route_from(&s.method, &s.uri, client).server?;
+            (&after != before).then_some((i, after))
+        })
+        .collect();
+    Some(VariantRouting {
+        variant: tree.variant.clone().unwrap_or_default(),
+        upstreams,
+        moved,
+    })
 }
 
 /// Every `routes` sample with the routing simulator's answer on the main tree.
@@ -114,7 +177,10 @@ fn parts(book: &Book) -> Parts {
     type Group = (String, Option<String>);
     let mut groups: BTreeMap<Group, Vec<(String, usize)>> = BTreeMap::new();
     for b in book.blocks() {
-        if let BlockKind::File { target, variant } = &b.kind {
+        if let BlockKind::File {
+            target, variant, ..
+        } = &b.kind
+        {
             groups
                 .entry((target.clone(), variant.clone()))
                 .or_default()
@@ -163,10 +229,12 @@ fn process_item(site: &Site, files_page: Option<&str>, item: &mut Value) {
             .map_or(&[][..], |c| &c.blocks[..]);
         let files_href = files_page.map(|f| pages::relative(&source, &f.replace(".md", ".html")));
         if let Some(content) = ch.get("content").and_then(Value::as_str) {
+            let main_files = site.tree.files.keys().cloned().collect();
             let ctx = CaptionCtx {
                 blocks,
                 parts: &site.parts,
                 files_href,
+                main_files: &main_files,
             };
             let annotated = captions::annotate(content, &ctx);
             let expanded = pages::expand(&annotated, site, &source);

@@ -324,7 +324,76 @@ pub fn routing_table(site: &Site, page: &str) -> String {
         out.push_str("\n</div>\n");
     }
     out.push('\n');
+    variants_routing(&mut out, site);
     out
+}
+
+/// For each variant with other upstreams: what changes, and which samples land elsewhere.
+fn variants_routing(out: &mut String, site: &Site) {
+    if site.variant_routing.is_empty() {
+        return;
+    }
+    let short = |s: &str| code_cell(s.trim_start_matches("unix:/sockets/"));
+    let list = |v: &[String]| -> String {
+        if v.is_empty() {
+            "none".into()
+        } else {
+            v.iter().map(|s| short(s)).collect::<Vec<_>>().join(", ")
+        }
+    };
+    let _ = writeln!(
+        out,
+        "## Variants {{#variants}}\n\nA variant of the deployment that changes the upstreams routes \
+         the same requests to other servers. `cargo xtask route --variant NAME` answers for its \
+         configuration, and the stack test compares real nginx with it there too.\n"
+    );
+    for v in &site.variant_routing {
+        let name = md_text(&v.variant);
+        let _ = writeln!(
+            out,
+            "### The {name} variant {{#the-{}-variant}}\n\n<div class=\"routing-table\">\n\n\
+             | Upstream | Servers | In the {name} variant |\n| --- | --- | --- |",
+            v.variant
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                })
+                .collect::<String>()
+        );
+        for (u, main, var) in &v.upstreams {
+            let _ = writeln!(out, "| {} | {} | {} |", code_cell(u), list(main), list(var));
+        }
+        out.push_str("\n</div>\n\n");
+        if v.moved.is_empty() {
+            let _ = writeln!(
+                out,
+                "Every sample above with one server chosen keeps that server in this variant.\n"
+            );
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "The samples above that nginx sends to another server in this variant (the others \
+             keep theirs):\n\n<div class=\"routing-table\">\n\n| Request | Server | In the \
+             {name} variant |\n| --- | --- | --- |"
+        );
+        for (i, after) in &v.moved {
+            let Some((sample, Some(routed))) = site.routes.get(*i) else {
+                continue;
+            };
+            let before = routed.server.as_deref().unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} |",
+                code_cell(&format!("{} {}", sample.method, sample.uri)),
+                short(before),
+                short(after)
+            );
+        }
+        out.push_str("\n</div>\n\n");
+    }
 }
 
 /// The text of the last heading above 1-based `line` of a chapter's Markdown.

@@ -30,6 +30,7 @@ pub mod report;
 pub mod restore;
 pub mod routing;
 pub mod run;
+pub mod scale;
 pub mod tls;
 pub mod variants;
 
@@ -332,28 +333,39 @@ pub fn prepare(book_root: &Path, paths: &Paths, choice: ImageChoice) -> anyhow::
 /// directory (a variant may write one).
 pub const OVERRIDE_FILE: &str = "docker-compose.override.yml";
 
-/// The tree of the book with `variants` applied: each variant's files replace the main ones.
-/// Variants of different files combine; a file two of them give is an error.
+/// The tree of the book with `variants` applied: each variant's files replace (or add to) the
+/// main ones. Variants of different files combine; a file two of them give or add to is an
+/// error that names both.
 pub fn variant_tree(book: &Book, variants: &[&str]) -> anyhow::Result<Tree> {
     let opts = |v: Option<&str>| extract::Options {
         secrets: crate::secrets::Secrets::Generate,
         variant: v.map(String::from),
         ..Default::default()
     };
+    // The files each variant gives or adds to.
+    let touched = |v: &str| -> std::collections::BTreeSet<String> {
+        book.blocks()
+            .filter(|b| b.variant() == Some(v))
+            .filter_map(|b| b.target().map(String::from))
+            .collect()
+    };
+    let mut owner: BTreeMap<String, &str> = BTreeMap::new();
+    for v in variants {
+        for t in touched(v) {
+            if let Some(first) = owner.insert(t.clone(), v) {
+                bail!(
+                    "variants `{first}` and `{v}` both give {t}: they cannot be brought up \
+                     together (run them as separate sets)"
+                );
+            }
+        }
+    }
     let mut tree = extract::assemble(book, &opts(variants.first().copied()))
         .map_err(|d| diag_error("cannot extract the book", &d))?;
     for v in variants.iter().skip(1) {
         let other = extract::assemble(book, &opts(Some(v)))
             .map_err(|d| diag_error("cannot extract the book", &d))?;
-        let targets: std::collections::BTreeSet<String> = book
-            .blocks()
-            .filter(|b| b.variant() == Some(v))
-            .filter_map(|b| match &b.kind {
-                book::BlockKind::File { target, .. } => Some(target.clone()),
-                _ => None,
-            })
-            .collect();
-        for t in targets {
+        for t in touched(v) {
             if let Some(f) = other.files.get(&t) {
                 if f.secret {
                     bail!("variant `{v}` writes a secret into {t}: it cannot be combined");

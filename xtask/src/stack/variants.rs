@@ -1,7 +1,8 @@
 //! The book's variants, brought up and smoke-tested after the main run.
 //!
-//! A variant replaces whole files of the deployment (`variant="NAME"` blocks). Variants that
-//! replace different files are brought up together, so each costs no extra bring-up: the HTTPS
+//! A variant replaces whole files of the deployment (`variant="NAME"` blocks) or adds to them
+//! (`add`). Variants of different files can be brought up together, so each costs no extra
+//! bring-up ([`super::variant_tree`] refuses a set in which two give the same file): the HTTPS
 //! `nginx.conf` (with its `docker-compose.override.yml` that publishes 80 and 443 and mounts
 //! the certificate) and the small-server `postgresql.conf` run as one deployment. Before it
 //! starts, a certificate authority and a server certificate are generated with `openssl` where
@@ -9,23 +10,42 @@
 //! published for 443, trusting only that authority, runs the smoke steps, and checks that port
 //! 80 redirects to HTTPS; `SHOW` confirms the database runs with the variant's settings. No
 //! kill table, no replica: those run on the main deployment.
+//!
+//! Every set runs the smoke steps, sends the book's `routes` samples, and compares the upstream
+//! nginx used for each request with the routing simulator's prediction on the variant's own
+//! configuration. The scale variant (a fifth room worker and a second federation reader) runs
+//! on its own, over plain HTTP on the published 8008 (the HTTPS server does not trust
+//! `X-Forwarded-For`, which [`scale`] uses to choose the federation hash): [`scale`] checks that
+//! requests the simulator sends to each added worker reach it.
 
 use super::report::{Report, Step, VariantRun};
-use super::{ImageChoice, Paths, Stack, bring_up, checks, client, http};
+use super::{ImageChoice, Paths, Stack, bring_up, checks, client, http, routing, scale};
 use anyhow::{Context, bail, ensure};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// The variant sets brought up, each as one deployment.
-pub const RUNS: &[&[&str]] = &[&["https", "small"]];
+pub const RUNS: &[&[&str]] = &[&["https", "small"], &["scale"]];
 
 /// The name the test's certificate is issued for, and that the client asks for.
 pub const TLS_NAME: &str = "matrix.example.com";
 
 /// Brings up each set of [`RUNS`] in turn (the main deployment must be down: the ports are
-/// the same) and adds its steps to `report`.
+/// the same) and adds its steps to `report`. A set with a variant the book does not have (a
+/// test fixture's book) is left out: it would only bring the main tree up again. (The book of
+/// this repository has every one, which a unit test asserts.)
 pub fn run_all(root: &Path, main: &Paths, images: ImageChoice, report: &mut Report) {
+    let known = crate::book::load(root)
+        .map(|b| crate::extract::variants(&b))
+        .unwrap_or_default();
     for set in RUNS {
+        if let Some(v) = set.iter().find(|v| !known.iter().any(|k| k == *v)) {
+            eprintln!(
+                "stack: variants {} left out: the book has no variant `{v}`",
+                set.join("+")
+            );
+            continue;
+        }
         let t0 = Instant::now();
         let label = set.join("+");
         let base = main.base.with_file_name(format!(
@@ -122,6 +142,10 @@ fn run_one(s: &Stack, report: &mut Report) -> f64 {
         return seconds;
     };
     let nginx = s.nginx_service();
+    // Every request of the client from here on is compared with the simulator's prediction.
+    let log = nginx
+        .as_ref()
+        .map(|n| routing::NginxLog::mark(&s.compose, n));
     let published = |target: u16| -> Option<String> {
         let svc = nginx.as_ref()?;
         s.model.services[svc]
@@ -180,8 +204,15 @@ fn run_one(s: &Stack, report: &mut Report) -> f64 {
             t.elapsed(),
         ));
     }
-    if let Err(e) = client::smoke(&mut c, &secret, report) {
-        report.push(Step::fail("smoke", format!("{e:#}"), 0.0));
+    match client::smoke(&mut c, &secret, report) {
+        Ok(state) => {
+            client::route_samples(&mut c, &s.book, &state, report);
+            scale::check(s, &mut c, &state, report);
+        }
+        Err(e) => report.push(Step::fail("smoke", format!("{e:#}"), 0.0)),
+    }
+    if let Some(log) = &log {
+        routing::compare_step(&s.tree, log, &c.sent, report);
     }
     let t = Instant::now();
     let (findings, _) = checks::scan_logs(s, &[]);
@@ -303,4 +334,54 @@ fn certificate(s: &Stack) -> anyhow::Result<Option<Made>> {
         dir: dir.display().to_string(),
         client,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_run_is_a_set_of_the_books_variants_that_combine() {
+        let book = crate::book::load(&crate::project_root()).expect("the book loads");
+        let known = crate::extract::variants(&book);
+        for set in RUNS {
+            for v in *set {
+                assert!(
+                    known.iter().any(|k| k == v),
+                    "RUNS names `{v}`, which the book has not"
+                );
+            }
+            if let Err(e) = super::super::variant_tree(&book, set) {
+                panic!("{set:?} does not combine: {e:#}");
+            }
+        }
+    }
+
+    #[test]
+    fn two_variants_of_one_file_do_not_combine() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("src")).unwrap();
+        std::fs::write(root.join("book.toml"), "[book]\ntitle = \"t\"\n").unwrap();
+        std::fs::write(root.join("src/SUMMARY.md"), "# Summary\n\n- [A](a.md)\n").unwrap();
+        std::fs::write(
+            root.join("src/a.md"),
+            "# A\n\n```yaml title=\"a.yaml\"\nx: 1\n```\n\n\
+             ```yaml title=\"a.yaml\" variant=\"v\" add\ny: 2\n```\n\n\
+             ```yaml title=\"a.yaml\" variant=\"w\"\nx: 3\n```\n\n\
+             ```yaml title=\"b.yaml\" variant=\"w\"\nz: 4\n```\n",
+        )
+        .unwrap();
+        let book = crate::book::load(root).unwrap();
+        let v = super::super::variant_tree(&book, &["v"]).unwrap();
+        assert_eq!(v.get("a.yaml").unwrap().content, "x: 1\ny: 2\n");
+        let w = super::super::variant_tree(&book, &["w"]).unwrap();
+        assert_eq!(w.get("a.yaml").unwrap().content, "x: 3\n");
+        assert_eq!(w.get("b.yaml").unwrap().content, "z: 4\n");
+        let e = super::super::variant_tree(&book, &["v", "w"]).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("variants `v` and `w` both give a.yaml"),
+            "{e:#}"
+        );
+    }
 }
