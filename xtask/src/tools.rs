@@ -60,10 +60,12 @@ pub fn synapse_upgrade_from() -> anyhow::Result<Option<String>> {
         .rsplit_once(':')
         .map(|(_, t)| t)
         .filter(|t| !t.contains('/'))
-        .with_context(|| format!("versions.toml [images-upgrade-from] synapse = {image:?} has no tag"))?;
-    let version = tag
-        .strip_prefix('v')
-        .with_context(|| format!("versions.toml [images-upgrade-from] synapse: tag {tag:?} is not v<version>"))?;
+        .with_context(|| {
+            format!("versions.toml [images-upgrade-from] synapse = {image:?} has no tag")
+        })?;
+    let version = tag.strip_prefix('v').with_context(|| {
+        format!("versions.toml [images-upgrade-from] synapse: tag {tag:?} is not v<version>")
+    })?;
     Ok(Some(version.to_string()))
 }
 

@@ -335,9 +335,7 @@ pub fn upgrade_from_standins() -> anyhow::Result<Vec<Standin>> {
     standins_for(&images).context("versions.toml [images-upgrade-from]")
 }
 
-fn images_table(
-    name: &str,
-) -> anyhow::Result<Option<std::collections::BTreeMap<String, String>>> {
+fn images_table(name: &str) -> anyhow::Result<Option<std::collections::BTreeMap<String, String>>> {
     let v = crate::tools::versions()?;
     let Some(table) = v.get(name) else {
         return Ok(None);

@@ -468,8 +468,9 @@ mod tests {
         );
         assert!(!md.contains("a | b"), "pipes are escaped: {md}");
         assert!(
-            md.contains("**Upgrade** from `s:v1.1.0` to `s:v1.2.0`, on a deployment of its own: passed")
-                && md.contains("`update_synapse_database`: `94/11_x.sql`"),
+            md.contains(
+                "**Upgrade** from `s:v1.1.0` to `s:v1.2.0`, on a deployment of its own: passed"
+            ) && md.contains("`update_synapse_database`: `94/11_x.sql`"),
             "{md}"
         );
     }

@@ -105,7 +105,9 @@ fn releases(cmds: &[String]) -> anyhow::Result<(String, String)> {
     let from = crate::images::upgrade_from()?
         .get("synapse")
         .cloned()
-        .context("versions.toml has no [images-upgrade-from] synapse: no release to upgrade from")?;
+        .context(
+            "versions.toml has no [images-upgrade-from] synapse: no release to upgrade from",
+        )?;
     let to = crate::images::pinned()?
         .get("synapse")
         .cloned()
@@ -226,11 +228,7 @@ fn versions(s: &Stack) -> anyhow::Result<Vec<(String, String)>> {
     for svc in s.synapse_services() {
         let r = s.compose.exec(
             &svc,
-            &[
-                "python",
-                "-c",
-                "import synapse; print(synapse.__version__)",
-            ],
+            &["python", "-c", "import synapse; print(synapse.__version__)"],
             &[],
             None,
             Duration::from_secs(60),
@@ -258,7 +256,10 @@ fn all_on(s: &Stack, want: &str) -> anyhow::Result<String> {
     Ok(format!(
         "{} Synapse containers report synapse.__version__ {want}: {}",
         got.len(),
-        got.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>().join(" ")
+        got.iter()
+            .map(|(s, _)| s.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
     ))
 }
 
@@ -373,7 +374,10 @@ fn steps(s: &Stack, cmds: &[String], report: &mut Report, run: &mut UpgradeRun) 
         ));
         return;
     };
-    let before_body = format!("sent on {from_v}, before the upgrade {}", std::process::id());
+    let before_body = format!(
+        "sent on {from_v}, before the upgrade {}",
+        std::process::id()
+    );
 
     // The procedure, command by command.
     let from_t = checks::now();
@@ -502,7 +506,9 @@ fn steps(s: &Stack, cmds: &[String], report: &mut Report, run: &mut UpgradeRun) 
                 "{seen} containers for the {} services of the previous release",
                 old.len()
             );
-            Ok(format!("{d}; all {seen} containers of those services on image {want}"))
+            Ok(format!(
+                "{d}; all {seen} containers of those services on image {want}"
+            ))
         },
     );
     step(
@@ -551,10 +557,7 @@ fn steps(s: &Stack, cmds: &[String], report: &mut Report, run: &mut UpgradeRun) 
                 .filter(|b| !seen.iter().any(|x| x == b))
                 .collect();
             missing.dedup();
-            ensure!(
-                missing.is_empty(),
-                "not in the room's history: {missing:?}"
-            );
+            ensure!(missing.is_empty(), "not in the room's history: {missing:?}");
             Ok(format!(
                 "{} messages of the room read back by alice through nginx, the one sent just \
                  before the upgrade and bob's after it included",
@@ -595,7 +598,10 @@ mod tests {
         assert!(cmds[2].starts_with("sed -i "), "{cmds:?}");
         assert_eq!(kinds[3], Kind::Pull, "{cmds:?}");
         assert_eq!(kinds[4], Kind::Migrate, "{cmds:?}");
-        assert_eq!(cmds.last().map(String::as_str), Some("docker compose up -d --wait"));
+        assert_eq!(
+            cmds.last().map(String::as_str),
+            Some("docker compose up -d --wait")
+        );
         assert_eq!(cmds.len(), 6, "{cmds:?}");
         // The `sed` goes from versions.toml [images-upgrade-from] to [images].
         let (from, to) = check_book(&book).unwrap();
