@@ -479,12 +479,14 @@ fn steps(s: &Stack, cmds: &[String], report: &mut Report, run: &mut UpgradeRun) 
         &format!("every Synapse container, init-sockets included, runs {to_v}"),
         || {
             let d = all_on(s, &to_v)?;
-            // The image of every container of a service that ran the previous release.
+            // The image of every container of a service that ran the previous release (those
+            // a plain `up` starts: a service behind a profile has no container).
             let old: Vec<String> = s
                 .images
                 .iter()
                 .filter(|i| i.official == run.from)
                 .flat_map(|i| i.services.iter().cloned())
+                .filter(|svc| s.model.services[svc].profiles.is_empty())
                 .collect();
             let want = if s.images.iter().any(|i| i.standin.is_some()) {
                 crate::images::standin_tag(&run.to)
