@@ -455,17 +455,19 @@ pub fn run_parts(parts: &[String]) -> anyhow::Result<Vec<(String, Outcome)>> {
     Ok(out)
 }
 
-/// The stand-in images of the book's Compose file (`cargo xtask images`), when a Docker daemon
-/// answers; a machine without one (the pristine container) skips them, since only the stack
-/// test, which needs the daemon anyway, uses them.
+/// The stand-in images of the book's Compose file and of the release the upgrade test starts on
+/// (`cargo xtask images`), when a Docker daemon answers; a machine without one (the pristine
+/// container) skips them, since only the stack test, which needs the daemon anyway, uses them.
 pub fn standin_images() -> anyhow::Result<Outcome> {
     if crate::images::docker::daemon_version().is_err() {
         return Ok(Outcome::AlreadyThere(
             "no stand-in images: no Docker daemon answers here".into(),
         ));
     }
-    let standins = crate::images::standins_of_book(&crate::project_root())?;
+    let mut standins = crate::images::standins_of_book(&crate::project_root())?;
     crate::images::check_pinned(&standins, &crate::images::pinned()?)?;
+    // The previous Synapse release, which the stack test's upgrade run starts on.
+    standins.extend(crate::images::upgrade_from_standins()?);
     let mut built = Vec::new();
     let mut reused = 0;
     for s in &standins {

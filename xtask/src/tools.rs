@@ -41,12 +41,39 @@ pub fn version(section: &str, key: &str) -> anyhow::Result<String> {
 
 /// The pip requirement strings for the pinned Synapse.
 pub fn synapse_requirements() -> anyhow::Result<Vec<String>> {
+    synapse_requirements_for(&version("synapse", "version")?)
+}
+
+/// The Synapse release the upgrade test starts on: the version of `versions.toml
+/// [images-upgrade-from] synapse` (`ghcr.io/element-hq/synapse:v1.162.0` -> `1.162.0`), None
+/// when there is no such pin.
+pub fn synapse_upgrade_from() -> anyhow::Result<Option<String>> {
+    let v = versions()?;
+    let Some(image) = v
+        .get("images-upgrade-from")
+        .and_then(|t| t.get("synapse"))
+        .and_then(|x| x.as_str())
+    else {
+        return Ok(None);
+    };
+    let tag = image
+        .rsplit_once(':')
+        .map(|(_, t)| t)
+        .filter(|t| !t.contains('/'))
+        .with_context(|| {
+            format!("versions.toml [images-upgrade-from] synapse = {image:?} has no tag")
+        })?;
+    let version = tag.strip_prefix('v').with_context(|| {
+        format!("versions.toml [images-upgrade-from] synapse: tag {tag:?} is not v<version>")
+    })?;
+    Ok(Some(version.to_string()))
+}
+
+/// The pip requirement strings for Synapse `version`, with the extras and the psycopg2-binary
+/// of versions.toml [synapse].
+pub fn synapse_requirements_for(version: &str) -> anyhow::Result<Vec<String>> {
     let v = versions()?;
     let s = v.get("synapse").context("versions.toml has no [synapse]")?;
-    let version = s
-        .get("version")
-        .and_then(|x| x.as_str())
-        .context("[synapse] version")?;
     let extras: Vec<&str> = s
         .get("extras")
         .and_then(|x| x.as_array())

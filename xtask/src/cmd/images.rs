@@ -1,5 +1,7 @@
 //! `cargo xtask images [--check]`: build (or reuse) the stand-in of every image the extracted
-//! Compose file names, print official -> stand-in, and with `--check` verify each contract.
+//! Compose file names (for the repository's book, also of versions.toml [images-upgrade-from],
+//! the release the upgrade test starts on), print official -> stand-in, and with `--check`
+//! verify each contract.
 
 use super::{book_root, report};
 use crate::extract::{self, Options};
@@ -30,17 +32,19 @@ pub(crate) fn run(f: flags::Images) -> anyhow::Result<ExitCode> {
         )
     })?;
     let read = |p: &str| tree.get(p).map(|f| f.content.clone());
-    let standins = images::standins_for_compose(&file.content, &read).with_context(|| {
+    let mut standins = images::standins_for_compose(&file.content, &read).with_context(|| {
         let users: Vec<String> = pairs.iter().map(|(s, i)| format!("{s}: {i}")).collect();
         format!(
             "the extracted {COMPOSE_FILE} names images without a stand-in (services: {})",
             users.join(", ")
         )
     })?;
-    // The repository's own book runs exactly the images versions.toml pins.
+    // The repository's own book runs exactly the images versions.toml pins, and its upgrade
+    // test starts on the previous Synapse release ([images-upgrade-from]).
     let is_repo = |p: &std::path::Path| p.canonicalize().ok();
     if is_repo(&root) == is_repo(&crate::project_root()) {
         images::check_pinned(&standins, &images::pinned()?)?;
+        standins.extend(images::upgrade_from_standins()?);
     }
     eprintln!("docker {}", images::docker::daemon_version()?);
     let base = images::pristine_debian()?;

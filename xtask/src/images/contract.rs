@@ -13,7 +13,8 @@ pub enum Tags {
     /// The Alpine variants (`17-alpine`, `1.28-alpine3.21`, `alpine`): users, UIDs and BusyBox
     /// are Alpine's. `slim` variants are excluded when `slim_differs`.
     Alpine { slim_differs: bool },
-    /// Exactly `v<version>` of versions.toml [synapse]: the stand-in installs that version.
+    /// Exactly `v<version>` of versions.toml [synapse], or the tag of [images-upgrade-from]
+    /// synapse (the release the upgrade test starts on): the stand-in installs that version.
     SynapsePinned,
 }
 
@@ -259,12 +260,14 @@ pub fn tag_supported(c: &Contract, tag: &str) -> Result<(), String> {
         }
         Tags::SynapsePinned => {
             let v = crate::tools::version("synapse", "version").map_err(|e| format!("{e:#}"))?;
-            if tag == format!("v{v}") {
+            let from = crate::tools::synapse_upgrade_from().map_err(|e| format!("{e:#}"))?;
+            if tag == format!("v{v}") || from.is_some_and(|f| tag == format!("v{f}")) {
                 Ok(())
             } else {
                 Err(format!(
                     "the synapse stand-in installs matrix-synapse {v} (versions.toml [synapse] \
-                     version), so it stands in for tag `v{v}` only"
+                     version), or the release the upgrade test starts on ([images-upgrade-from]), \
+                     so it stands in for those tags only"
                 ))
             }
         }

@@ -319,19 +319,39 @@ pub fn upstream(s: &Standin) -> &str {
 
 /// `versions.toml [images]`: the images the book runs, by name.
 pub fn pinned() -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    images_table("images")?.context("versions.toml has no [images] table")
+}
+
+/// `versions.toml [images-upgrade-from]`: the previous releases the stack test's upgrade run
+/// starts on (empty when the table is absent).
+pub fn upgrade_from() -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    Ok(images_table("images-upgrade-from")?.unwrap_or_default())
+}
+
+/// The stand-ins of [`upgrade_from`]'s images, which `cargo xtask images` (and so `setup`)
+/// builds next to the book's.
+pub fn upgrade_from_standins() -> anyhow::Result<Vec<Standin>> {
+    let images: Vec<String> = upgrade_from()?.into_values().collect();
+    standins_for(&images).context("versions.toml [images-upgrade-from]")
+}
+
+fn images_table(name: &str) -> anyhow::Result<Option<std::collections::BTreeMap<String, String>>> {
     let v = crate::tools::versions()?;
-    let table = v
-        .get("images")
-        .and_then(|i| i.as_table())
-        .context("versions.toml has no [images] table")?;
+    let Some(table) = v.get(name) else {
+        return Ok(None);
+    };
+    let table = table
+        .as_table()
+        .with_context(|| format!("versions.toml [{name}] is not a table"))?;
     table
         .iter()
         .map(|(k, v)| {
             v.as_str()
                 .map(|s| (k.clone(), s.to_string()))
-                .with_context(|| format!("versions.toml [images] {k} is not a string"))
+                .with_context(|| format!("versions.toml [{name}] {k} is not a string"))
         })
-        .collect()
+        .collect::<anyhow::Result<_>>()
+        .map(Some)
 }
 
 /// Checks that the images `standins` replace upstream ([`upstream`]) are exactly the `pinned`
@@ -439,7 +459,8 @@ pub struct Built {
 }
 
 /// The `--build-arg`s of a stand-in: the base, the official name (for the labels) and, for
-/// Synapse, the versions pinned in versions.toml.
+/// Synapse, the release its tag names ([`synapse_version`]) with the extras and psycopg2 of
+/// versions.toml [synapse].
 pub fn build_args(s: &Standin, base: &str) -> anyhow::Result<Vec<(String, String)>> {
     let mut args = vec![
         ("BASE".to_string(), base.to_string()),
@@ -448,10 +469,7 @@ pub fn build_args(s: &Standin, base: &str) -> anyhow::Result<Vec<(String, String
     if s.contract.name == "synapse" {
         let v = crate::tools::versions()?;
         let syn = v.get("synapse").context("versions.toml has no [synapse]")?;
-        let version = syn
-            .get("version")
-            .and_then(|x| x.as_str())
-            .context("versions.toml [synapse] version")?;
+        let version = synapse_version(s)?;
         let extras: Vec<&str> = syn
             .get("extras")
             .and_then(|x| x.as_array())
@@ -461,7 +479,7 @@ pub fn build_args(s: &Standin, base: &str) -> anyhow::Result<Vec<(String, String
             .get("psycopg2-binary")
             .and_then(|x| x.as_str())
             .context("versions.toml [synapse] psycopg2-binary")?;
-        args.push(("SYNAPSE_VERSION".into(), version.into()));
+        args.push(("SYNAPSE_VERSION".into(), version));
         args.push(("SYNAPSE_EXTRAS".into(), extras.join(",")));
         args.push(("PSYCOPG2_VERSION".into(), psycopg2.into()));
     }
@@ -510,6 +528,18 @@ pub fn build(s: &Standin) -> anyhow::Result<Built> {
     })
 }
 
+/// The Synapse release a synapse stand-in installs: the one its tag names (`v1.163.2` ->
+/// `1.163.2`; [`contract::tag_supported`] admits the pinned release and the one the upgrade test
+/// starts on).
+pub fn synapse_version(s: &Standin) -> anyhow::Result<String> {
+    let r = ImageRef::parse(&s.official)?;
+    let tag = r.tag.as_deref().unwrap_or("latest");
+    contract::tag_supported(s.contract, tag).map_err(anyhow::Error::msg)?;
+    tag.strip_prefix('v')
+        .map(String::from)
+        .with_context(|| format!("`{}`: the tag is not v<version>", s.official))
+}
+
 /// The Python of the synapse stand-in (Debian 12's), which the wheels must fit.
 pub const SYNAPSE_PYTHON: &str = "3.11";
 
@@ -525,7 +555,9 @@ fn context(s: &Standin) -> anyhow::Result<PathBuf> {
     if s.contract.name != "synapse" {
         return Ok(dir);
     }
-    let wheels = wheelhouse(&crate::tools::synapse_requirements()?)?;
+    let wheels = wheelhouse(&crate::tools::synapse_requirements_for(&synapse_version(
+        s,
+    )?)?)?;
     let ctx = crate::tools::target_dir()
         .join("standin-context")
         .join(s.contract.name);
@@ -843,6 +875,20 @@ mod tests {
             standins_for(&["ghcr.io/element-hq/synapse:v1.0.0".to_string()]).unwrap_err()
         );
         assert!(msg.contains("versions.toml"), "{msg}");
+        // The release the upgrade test starts on has one, installing that release.
+        let from = upgrade_from_standins().unwrap();
+        assert_eq!(from.len(), 1);
+        let want = crate::tools::synapse_upgrade_from().unwrap().unwrap();
+        assert_eq!(synapse_version(&from[0]).unwrap(), want);
+        assert_ne!(
+            want,
+            crate::tools::version("synapse", "version").unwrap(),
+            "the upgrade test starts on another release than the pinned one"
+        );
+        assert_eq!(
+            from[0].image,
+            format!("synapse-guide-standin/element-hq/synapse:v{want}")
+        );
         let msg = format!(
             "{:#}",
             standins_for(&["nginx@sha256:00".to_string()]).unwrap_err()

@@ -112,6 +112,33 @@ pub fn render(r: &Value) -> String {
         }
         let _ = writeln!(o);
     }
+    if let Some(u) = r["upgrade"].as_object() {
+        let deltas: Vec<String> = u["deltas_migrated"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|d| format!("`{}`", s(d)))
+            .collect();
+        let _ = writeln!(
+            o,
+            "**Upgrade** from `{}` to `{}`, on a deployment of its own: {}; bring-up on the old \
+             release {} s, the book's procedure {} s (schema deltas applied by \
+             `update_synapse_database`: {}), the whole run {} s in {} steps.\n",
+            s(&u["from"]),
+            s(&u["to"]),
+            if u["ok"] == true { "passed" } else { "FAILED" },
+            f1(&u["bring_up_seconds"]),
+            f1(&u["procedure_seconds"]),
+            if deltas.is_empty() {
+                "none".to_string()
+            } else {
+                deltas.join(", ")
+            },
+            f1(&u["seconds"]),
+            s(&u["steps"]),
+        );
+    }
     let _ = writeln!(
         o,
         "**Images.**\n\n| the Compose file names | what ran |\n| --- | --- |"
@@ -385,6 +412,9 @@ mod tests {
             "steps": [{"name": "a | b", "ok": true, "seconds": 1.25}, {"name": "c", "ok": false, "seconds": 2.0}],
             "upstreams": {"matched": 3, "total": 3}, "sql_blocks_run": 31,
             "timings": {"bring_up": 60.0, "total": 200.0},
+            "upgrade": {"from": "s:v1.1.0", "to": "s:v1.2.0", "ok": true, "bring_up_seconds": 70.0,
+                        "procedure_seconds": 90.0, "seconds": 200.0, "steps": 12,
+                        "deltas_migrated": ["94/11_x.sql"]},
             "bring_up": {"ready_at": {"db": 18.0, "init": 2.0}},
             "kills": [{"service": "rooms1", "kind": "rooms worker", "came_back": true, "seconds_to_healthy": 5.5,
                        "restarts": 1, "failed": "send: 2x HTTP 502", "retried": 2, "lost": 0}],
@@ -437,6 +467,12 @@ mod tests {
             "{md}"
         );
         assert!(!md.contains("a | b"), "pipes are escaped: {md}");
+        assert!(
+            md.contains(
+                "**Upgrade** from `s:v1.1.0` to `s:v1.2.0`, on a deployment of its own: passed"
+            ) && md.contains("`update_synapse_database`: `94/11_x.sql`"),
+            "{md}"
+        );
     }
 
     #[test]

@@ -10,8 +10,6 @@
 //! - [`limits`]: every long-running container has a memory limit and a bounded log.
 //! - [`well_known`]: Synapse's `.well-known` answers through nginx (delegation to port 443).
 //! - [`metrics`]: every target of the book's Prometheus configuration answers a scrape once.
-//! - [`upgrade`]: the book's upgrade procedure, as written, on the same release (no stand-in of
-//!   a previous release is built: the two lines that change the tag are skipped).
 
 use super::docker::{Compose, run_with};
 use super::report::{Report, Step};
@@ -490,124 +488,6 @@ pub fn metrics(s: &Stack, report: &mut Report) {
     }
 }
 
-/// The heading of the book's upgrade procedure, in `running.md`.
-const UPGRADE_HEADING: &str = "## Upgrading Synapse";
-
-/// The commands of the console blocks under the upgrade heading, in order (continuation lines
-/// joined), with the ones that change the release (`sed` on the tag, `pull`) marked: there is
-/// no previous release here to upgrade from.
-pub fn upgrade_commands(book: &crate::book::Book) -> Vec<(String, bool)> {
-    let Some(file) = book
-        .blocks()
-        .find(|b| b.file.ends_with("deployment/running.md"))
-        .map(|b| b.file.clone())
-    else {
-        return Vec::new();
-    };
-    let text = std::fs::read_to_string(book.root.join(&file)).unwrap_or_default();
-    let Some(start) = text.lines().position(|l| l.trim() == UPGRADE_HEADING) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for b in book
-        .blocks()
-        .filter(|b| b.file == file && b.lang == "console" && b.fence_line > start + 1)
-    {
-        let mut cur = String::new();
-        for line in b.text.lines() {
-            let l = line.strip_prefix("$ ").unwrap_or(line).trim();
-            if let Some(head) = l.strip_suffix('\\') {
-                cur.push_str(head.trim_end());
-                cur.push(' ');
-                continue;
-            }
-            cur.push_str(l);
-            let cmd = std::mem::take(&mut cur);
-            let release = cmd.starts_with("sed ") || cmd.contains("docker compose pull");
-            out.push((cmd, release));
-        }
-    }
-    out
-}
-
-/// The book's upgrade procedure, run as written except the two lines that change the release:
-/// a message sent before is there after, every Synapse container was restarted, and the
-/// migration step ran. Returns the window in which the processes were stopped.
-pub fn upgrade(
-    s: &Stack,
-    c: &mut super::client::Client,
-    st: &super::client::State,
-    report: &mut Report,
-) -> Vec<super::checks::Window> {
-    if upgrade_commands(&s.book).is_empty() {
-        return Vec::new();
-    }
-    let t = Instant::now();
-    let name = "the book's upgrade procedure (backup, stop every Synapse process, migrate, start), on the same release";
-    let from = super::checks::now();
-    let r = (|| -> anyhow::Result<String> {
-        let cmds = upgrade_commands(&s.book);
-        ensure!(
-            cmds.len() >= 4,
-            "found {} commands under `{UPGRADE_HEADING}` in running.md",
-            cmds.len()
-        );
-        let body = format!("before the upgrade {}", std::process::id());
-        super::client::send_text(c, &st.alice, &st.room_id, &body)?;
-        let synapse = s.synapse_services();
-        let before: Vec<String> = synapse
-            .iter()
-            .map(|svc| s.compose.inspect(svc).map(|i| i.started_at))
-            .collect::<anyhow::Result<_>>()?;
-        let mut ran = Vec::new();
-        for (cmd, release) in &cmds {
-            if *release {
-                ran.push(format!("(skipped: {cmd})"));
-                continue;
-            }
-            let r = s.compose.shell(cmd, None, Duration::from_secs(900))?;
-            ensure!(
-                r.ok,
-                "`{cmd}` failed ({:?}):\n{}",
-                r.code,
-                super::docker::tail(&r.text(), 20)
-            );
-            ran.push(cmd.split_whitespace().take(5).collect::<Vec<_>>().join(" "));
-        }
-        let mut not_restarted = Vec::new();
-        for (svc, b) in synapse.iter().zip(&before) {
-            let i = s.compose.inspect(svc)?;
-            if !i.running || &i.started_at == b {
-                not_restarted.push(svc.clone());
-            }
-        }
-        ensure!(
-            not_restarted.is_empty(),
-            "not restarted by the procedure: {}",
-            not_restarted.join(", ")
-        );
-        let seen = super::client::history(c, &st.alice, &st.room_id)?;
-        ensure!(
-            seen.iter().any(|b| b == &body),
-            "the message sent before the upgrade is not in the room's history"
-        );
-        Ok(format!(
-            "{} Synapse containers restarted; the message sent before is there; ran: {}",
-            synapse.len(),
-            ran.join("; ")
-        ))
-    })();
-    let window = super::checks::Window {
-        from,
-        to: super::checks::now(),
-    };
-    match r {
-        Ok(d) => report.push(Step::new(name, true, d, t.elapsed())),
-        Err(e) => report.push(Step::new(name, false, format!("{e:#}"), t.elapsed())),
-    }
-    vec![window]
-}
-
 /// What Synapse answers through nginx for the two `.well-known` files: the delegation to
 /// `public_baseurl`'s host on port 443, and the client's base URL.
 pub fn well_known(s: &Stack, addr: &str, report: &mut Report) {
@@ -696,21 +576,5 @@ mod tests {
         ));
         assert!(!valid_key(crate::secrets::KEY_PLACEHOLDER));
         assert!(!valid_key("ed25519 a_x AAAA\n"));
-    }
-
-    #[test]
-    fn the_books_upgrade_procedure() {
-        let book = crate::book::load(&crate::project_root()).unwrap();
-        let cmds = upgrade_commands(&book);
-        let run: Vec<&str> = cmds
-            .iter()
-            .filter(|(_, r)| !r)
-            .map(|(c, _)| c.as_str())
-            .collect();
-        assert_eq!(cmds.iter().filter(|(_, r)| *r).count(), 2, "{cmds:?}");
-        assert!(run[0].contains("db-backup full"), "{run:?}");
-        assert!(run[1].starts_with("docker compose stop ") && run[1].ends_with(" synapse"));
-        assert!(run[2].contains("update_synapse_database"), "{run:?}");
-        assert_eq!(run.last(), Some(&"docker compose up -d --wait"));
     }
 }

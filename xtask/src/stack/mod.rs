@@ -11,8 +11,9 @@
 //! watches the restart policy bring it back, [`replica`] checks the replica and runs
 //! [`backup`] (pgBackRest) and [`restore`] (point in time, and the book's procedure on the
 //! deployment itself), [`console`] runs every console block of the book and compares its shown
-//! output, [`variants`] brings up the book's variants after the main run, and [`report`] writes
-//! the JSON report. [`docker`] is the only place that runs
+//! output, [`variants`] brings up the book's variants after the main run, [`upgrade`] starts
+//! one more deployment on the previous Synapse release and runs the book's upgrade procedure
+//! on it, and [`report`] writes the JSON report. [`docker`] is the only place that runs
 //! `docker`.
 
 pub mod backup;
@@ -32,6 +33,7 @@ pub mod routing;
 pub mod run;
 pub mod scale;
 pub mod tls;
+pub mod upgrade;
 pub mod variants;
 
 use crate::book::{self, Book};
@@ -384,6 +386,18 @@ pub fn prepare_variants(
     choice: ImageChoice,
     variants: &[&str],
 ) -> anyhow::Result<Stack> {
+    prepare_edited(book_root, paths, choice, variants, &|_| Ok(()))
+}
+
+/// [`prepare_variants`], with `edit` applied to the tree before it is written and its images
+/// chosen (the upgrade run starts from the Compose file of the previous release).
+pub fn prepare_edited(
+    book_root: &Path,
+    paths: &Paths,
+    choice: ImageChoice,
+    variants: &[&str],
+    edit: &dyn Fn(&mut Tree) -> anyhow::Result<()>,
+) -> anyhow::Result<Stack> {
     if !docker::daemon_answers() {
         bail!(
             "no Docker daemon answers (`docker version`): the stack test runs on the Docker engine"
@@ -393,7 +407,8 @@ pub fn prepare_variants(
         bail!("`docker compose` is not installed: run `cargo xtask setup compose`");
     }
     let book = book::load(book_root).map_err(|d| diag_error("cannot load the book", &d))?;
-    let tree = variant_tree(&book, variants)?;
+    let mut tree = variant_tree(&book, variants)?;
+    edit(&mut tree)?;
     let Some(cf) = tree.get(COMPOSE_FILE) else {
         bail!("the book has no `{COMPOSE_FILE}` block: nothing to run");
     };

@@ -49,6 +49,8 @@ pub struct Timings {
     pub console: f64,
     /// The variant runs (bring-up, smoke, teardown of each).
     pub variants: f64,
+    /// The upgrade run (bring-up on the previous release, the procedure, checks, teardown).
+    pub upgrade: f64,
     pub total: f64,
 }
 
@@ -119,6 +121,8 @@ pub struct Report {
     pub replica: Option<serde_json::Value>,
     /// The variants brought up after the main deployment.
     pub variants: Vec<VariantRun>,
+    /// The upgrade from the previous Synapse release, after the variants.
+    pub upgrade: Option<UpgradeRun>,
     /// The console blocks: run, matched, skipped.
     pub console: Option<ConsoleCounts>,
 }
@@ -143,7 +147,7 @@ impl Report {
     pub fn summary(&self) -> String {
         let failed = self.steps.iter().filter(|s| !s.ok).count();
         format!(
-            "stack: {} steps, {} failed; upstream matched {}/{}; sql blocks run {}; bring-up {:.1} s, smoke {:.1} s, variants {:.1} s, total {:.1} s\n",
+            "stack: {} steps, {} failed; upstream matched {}/{}; sql blocks run {}; bring-up {:.1} s, smoke {:.1} s, variants {:.1} s, upgrade {:.1} s, total {:.1} s\n",
             self.steps.len(),
             failed,
             self.upstreams.matched,
@@ -152,6 +156,7 @@ impl Report {
             self.timings.bring_up,
             self.timings.smoke,
             self.timings.variants,
+            self.timings.upgrade,
             self.timings.total
         )
     }
@@ -214,4 +219,26 @@ pub struct VariantRun {
     pub seconds: f64,
     /// The steps of this run (also in the report's steps, prefixed with the variant names).
     pub steps: usize,
+}
+
+/// What the upgrade run did ([`super::upgrade`]).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct UpgradeRun {
+    /// The image the deployment started on (versions.toml [images-upgrade-from]).
+    pub from: String,
+    /// The image the procedure upgraded it to (versions.toml [images]).
+    pub to: String,
+    pub ok: bool,
+    /// `docker compose up --wait` on the previous release.
+    pub bring_up_seconds: f64,
+    /// The book's procedure, from the backup to every service healthy on the new release.
+    pub procedure_seconds: f64,
+    /// Seconds from extraction to teardown: what the run added.
+    pub seconds: f64,
+    /// The steps of this run (also in the report's steps, prefixed `[upgrade]`).
+    pub steps: usize,
+    /// The procedure's commands as run; `(not run: ...)` for the one that was not.
+    pub commands: Vec<String>,
+    /// The schema deltas (`version/file`) the migration step applied.
+    pub deltas_migrated: Vec<String>,
 }

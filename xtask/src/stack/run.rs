@@ -134,7 +134,8 @@ fn finish(
     })
 }
 
-/// `stack test`: up, checks, smoke, kills, routing, sql, replica, log scan, down.
+/// `stack test`: up, checks, smoke, kills, routing, sql, replica, log scan, down; then the
+/// variants, then the upgrade from the previous Synapse release.
 pub fn test(
     root: &Path,
     paths: &Paths,
@@ -192,6 +193,7 @@ pub fn test(
     let tv = Instant::now();
     super::variants::run_all(root, paths, images, &mut report);
     report.timings.variants = tv.elapsed().as_secs_f64();
+    super::upgrade::run(root, paths, images, &mut report);
     report.timings.total = t0.elapsed().as_secs_f64();
     let code = finish(report, report_file, blessed.as_deref())?;
     Ok(code)
@@ -264,7 +266,6 @@ fn test_inner(s: &Stack, report: &mut Report, bless: bool) -> Vec<checks::Window
             windows = kills::kill_table(&mut c, s, &mut state, report);
             windows.extend(restore_windows);
             windows.extend(console_windows);
-            windows.extend(daytwo::upgrade(s, &mut c, &state, report));
         }
         Err(e) => {
             report.push(Step::fail(
