@@ -84,6 +84,46 @@ pub fn assemble(book: &Book, opts: &Options) -> Result<Tree, Vec<Diagnostic>> {
             mains.insert(target.clone());
         }
     }
+    // Main files a variant leaves out (`drop="path dir/"` on one of its blocks). Each entry
+    // must name a main file, or a directory holding one, that the variant does not write.
+    let mut dropped: BTreeSet<String> = BTreeSet::new();
+    for b in book.blocks() {
+        for d in b.drops() {
+            let hits: Vec<&String> = mains
+                .iter()
+                .filter(|m| {
+                    if d.ends_with('/') {
+                        m.starts_with(d)
+                    } else {
+                        m.as_str() == d
+                    }
+                })
+                .collect();
+            if hits.is_empty()
+                || hits.iter().any(|h| {
+                    by_target[h.as_str()]
+                        .iter()
+                        .any(|x| x.variant().is_some() && x.variant() == b.variant())
+                })
+            {
+                diags.push(Diagnostic::error(
+                    "extract::bad-drop",
+                    format!(
+                        "variant `{}` drops `{d}`, which {}",
+                        b.variant().unwrap_or_default(),
+                        if hits.is_empty() {
+                            "names no file of the main tree (a directory ends with `/`)"
+                        } else {
+                            "the variant writes itself"
+                        }
+                    ),
+                    &b.fence_loc(),
+                ));
+            } else if b.variant() == opts.variant.as_deref() {
+                dropped.extend(hits.into_iter().cloned());
+            }
+        }
+    }
 
     // A target that is a prefix directory of another target cannot be both (each target's
     // directories looked up: linear in the number of targets).
@@ -110,6 +150,8 @@ pub fn assemble(book: &Book, opts: &Options) -> Result<Tree, Vec<Diagnostic>> {
                 .iter()
                 .filter(|b| b.variant() == opts.variant.as_deref())
                 .collect()
+        } else if dropped.contains(target) {
+            continue; // left out by this variant
         } else if mains.contains(target) {
             blocks.iter().filter(|b| b.variant().is_none()).collect()
         } else {

@@ -12,10 +12,11 @@
 //! [`backup`] (pgBackRest) and [`restore`] (point in time, and the book's procedure on the
 //! deployment itself), [`console`] runs every console block of the book and compares its shown
 //! output, [`variants`] brings up the book's variants after the main run, and [`report`] writes
-//! the JSON report. [`docker`] is the only place that runs
-//! `docker`.
+//! the JSON report. [`bench`] runs the layouts under a seeded workload and measures them.
+//! [`docker`] is the only place that runs `docker`.
 
 pub mod backup;
+pub mod bench;
 pub mod checks;
 pub mod client;
 pub mod console;
