@@ -684,6 +684,74 @@ mod tests {
         }
     }
 
+    fn book_of(chapter: &str) -> (tempfile::TempDir, Book) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("src")).unwrap();
+        std::fs::write(root.join("book.toml"), "[book]\ntitle = \"t\"\n").unwrap();
+        std::fs::write(root.join("src/SUMMARY.md"), "# S\n\n- [A](a.md)\n").unwrap();
+        std::fs::write(root.join("src/a.md"), chapter).unwrap();
+        let book = crate::book::load(root).unwrap();
+        (dir, book)
+    }
+
+    #[test]
+    fn a_variant_drops_main_files() {
+        let md = "# A\n\n```yaml title=\"w/one.yaml\"\na: 1\n```\n\n```yaml title=\"w/two.yaml\"\nb: 1\n```\n\n```yaml title=\"keep.yaml\"\nc: 1\n```\n\n```yaml title=\"keep.yaml\" variant=\"v\" drop=\"w/\"\nc: 2\n```\n";
+        let (_d, book) = book_of(md);
+        let main = assemble(&book, &Options::default()).unwrap();
+        assert_eq!(main.files.len(), 3);
+        let v = assemble(
+            &book,
+            &Options {
+                variant: Some("v".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            v.files.keys().collect::<Vec<_>>(),
+            ["keep.yaml"],
+            "the directory is gone from the variant only"
+        );
+        assert_eq!(v.files["keep.yaml"].content, "c: 2\n");
+    }
+
+    #[test]
+    fn a_drop_must_name_a_main_file_the_variant_does_not_write() {
+        for (drop, why) in [
+            ("nothing/", "names no file of the main tree"),
+            ("w/one", "names no file of the main tree"),
+            ("keep.yaml", "the variant writes itself"),
+        ] {
+            let md = format!(
+                "# A\n\n```yaml title=\"w/one.yaml\"\na: 1\n```\n\n```yaml title=\"keep.yaml\"\nc: 1\n```\n\n```yaml title=\"keep.yaml\" variant=\"v\" drop=\"{drop}\"\nc: 2\n```\n"
+            );
+            let (_d, book) = book_of(&md);
+            // Reported for every tree, so `check` finds it whichever tree it assembles first.
+            let d = assemble(&book, &Options::default()).unwrap_err();
+            assert_eq!(d[0].code, "extract::bad-drop", "{drop}");
+            assert!(d[0].message.contains(why), "{drop}: {}", d[0].message);
+            assert_eq!(
+                (d[0].loc().file.as_str(), d[0].loc().line),
+                ("src/a.md", 11)
+            );
+        }
+    }
+
+    #[test]
+    fn drop_belongs_on_a_variant_block() {
+        for info in [
+            "yaml title=\"a.yaml\" drop=\"w/\"",
+            "yaml title=\"a.yaml\" variant=\"v\" drop",
+            "yaml example drop=\"w/\"",
+        ] {
+            let e = crate::book::classify(info).unwrap_err();
+            assert_eq!(e.0, "book::bad-info-string", "{info}");
+            assert!(e.1.contains("`drop`"), "{info}: {}", e.1);
+        }
+    }
+
     fn tree_of(files: &[(&str, &str)]) -> Tree {
         let mut t = Tree::from_literal(files);
         for f in t.files.values_mut() {
