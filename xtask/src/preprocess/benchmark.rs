@@ -306,7 +306,7 @@ fn comparison(o: &mut String, layouts: &[(&str, Vec<&Run>)]) {
         let _ = write!(o, "| {label} |");
         let mut medians = Vec::new();
         for (_, runs) in layouts {
-            let v = each(runs, |r| f(r));
+            let v = each(runs, f);
             medians.push(median(&v));
             let _ = write!(o, " {} |", spread(&v, *digits));
         }
@@ -412,6 +412,10 @@ fn containers_table(o: &mut String, layouts: &[(&str, Vec<&Run>)]) {
     }
 }
 
+/// A layout's line: (rate, median, lowest, highest) of the send p95, and (rate, median) of the
+/// delivery p95.
+type Series = (String, Vec<(f64, f64, f64, f64)>, Vec<(f64, f64)>);
+
 const COLORS: &[&str] = &["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
 
 /// Send p95 against the offered rate, both axes logarithmic (the rates double), one line per
@@ -419,7 +423,7 @@ const COLORS: &[&str] = &["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
 /// the delivery p95 dashed.
 pub fn chart(layouts: &[(&str, Vec<&Run>)]) -> String {
     let (w, h, l, r, t, bt) = (640.0, 320.0, 64.0, 150.0, 16.0, 44.0);
-    let mut series: Vec<(String, Vec<(f64, f64, f64, f64)>, Vec<(f64, f64)>)> = Vec::new();
+    let mut series: Vec<Series> = Vec::new();
     for (name, runs) in layouts {
         let mut rates: Vec<f64> = runs
             .iter()

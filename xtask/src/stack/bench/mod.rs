@@ -238,7 +238,7 @@ fn one_run(
             break;
         }
     }
-    let mut mrng = workload::Rng::new(w.seed ^ 0x6d65_6469_61);
+    let mut mrng = workload::Rng::new(w.seed ^ 0x006d_6564_6961);
     run.media = Some(world.media(w, &mut mrng, &mut sampler));
     let (fed, version) = workload::federation(&addr, w, &mut sampler);
     run.federation = Some(fed);
