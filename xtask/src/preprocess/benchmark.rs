@@ -1,14 +1,14 @@
 //! The benchmark page's evidence: tables and an SVG chart generated from the JSON that
-//! `cargo xtask stack bench --out src/reference/bench.json` wrote. The page never carries a
+//! `cargo xtask stack bench` wrote into the book (`reference/bench.json` under its `src`). The page never carries a
 //! hand-copied number: every figure below the marker comes from the file, at build time.
 
 use super::Site;
-use crate::stack::bench::model::{Bench, Pct, Run, Step};
+use crate::bench::{Bench, Pct, Run, Step};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 pub const BENCHMARK_MARKER: &str = "<!-- xtask:benchmark -->";
-pub use crate::stack::bench::BENCH_PATH;
+pub use crate::bench::BENCH_PATH;
 
 /// The generated section of the page.
 pub fn benchmark(site: &Site) -> String {
@@ -602,7 +602,7 @@ fn esc(x: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stack::bench::model::{Media, Phase, Use};
+    use crate::bench::{Media, Phase, Use};
 
     fn phase(main: f64, mib: f64) -> Phase {
         let mut containers = BTreeMap::new();

@@ -5,6 +5,7 @@
 //! CPU is cumulative, so a phase's CPU seconds are the difference of two readings. Memory is
 //! sampled every [`SAMPLE`] by a thread, and each phase keeps the highest sample per container.
 
+use crate::bench::Use;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -136,13 +137,6 @@ fn stat_value(text: &str, key: &str) -> Option<u64> {
         let (k, v) = l.split_once(' ')?;
         (k == key).then(|| v.trim().parse().ok()).flatten()
     })
-}
-
-/// A phase's use by one container.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq)]
-pub struct Use {
-    pub cpu_seconds: f64,
-    pub peak_mib: f64,
 }
 
 /// Samples the memory of every container on a thread; [`Sampler::phase`] closes a phase.

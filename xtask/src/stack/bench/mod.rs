@@ -6,16 +6,15 @@
 //! [`cgroup`] reads each container's CPU time and memory, and torn down. Both layouts start the
 //! same non-Synapse services (those every layout has: the replica of the worker layout is left
 //! out), so they differ only in Synapse. With `--repeat N` the layouts alternate N times, each
-//! repeat on a fresh deployment. The JSON ([`model::Bench`]) is what the book's benchmark page
-//! is generated from.
+//! repeat on a fresh deployment. The JSON ([`crate::bench::Bench`]) is what the book's benchmark
+//! page is generated from.
 
 pub mod cgroup;
-pub mod model;
 pub mod workload;
 
 use super::{ImageChoice, Paths, Stack, prepare_variants, routing};
+use crate::bench::{self as model, Bench, Phase, Run};
 use anyhow::{Context, bail};
-use model::{Bench, Phase, Run};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::ExitCode;
@@ -23,9 +22,6 @@ use std::time::{Duration, Instant};
 
 /// The layouts compared: a name, and the variants of the book its tree is made of.
 pub const LAYOUTS: &[(&str, &[&str])] = &[("workers", &[]), ("single", &["single"])];
-
-/// Where the book keeps the recorded benchmark, relative to its `src`.
-pub const BENCH_PATH: &str = "reference/bench.json";
 
 /// What the command was asked for.
 #[derive(Debug, Clone)]

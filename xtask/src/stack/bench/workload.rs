@@ -10,7 +10,7 @@
 //! same requests in the same order.
 
 use super::cgroup::Sampler;
-use super::model::{Breakdown, Federation, Media, Pct, Phase, Step, Workload};
+use crate::bench::{Breakdown, Federation, Media, Pct, Phase, Step, Workload};
 use crate::stack::client::{self, Client, User};
 use crate::stack::http::{self, enc};
 use anyhow::{Context, ensure};

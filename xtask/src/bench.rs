@@ -1,11 +1,19 @@
-//! The benchmark's JSON: what `cargo xtask stack bench` writes and the book's benchmark page
-//! is generated from (`reference/bench.json` under the book's `src`). One model, read and
+//! The benchmark's results: what `cargo xtask stack bench` writes and the book's benchmark
+//! page is generated from (`reference/bench.json` under the book's `src`). One model, read and
 //! written with serde, so the page and the run cannot disagree about a field.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-pub use super::cgroup::Use;
+/// Where the book keeps the recorded benchmark, relative to its `src`.
+pub const BENCH_PATH: &str = "reference/bench.json";
+
+/// A container's use over one phase.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Use {
+    pub cpu_seconds: f64,
+    pub peak_mib: f64,
+}
 
 /// The whole output of one `stack bench` invocation.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
