@@ -61,7 +61,7 @@ pub fn plan(quick: bool) -> Workload {
             users: 16,
             rooms: vec![2, 4, 8, 16],
             rates: vec![2.0, 4.0, 8.0, 16.0, 32.0, 64.0],
-            step_seconds: 12.0,
+            step_seconds: 10.0,
             senders: 16,
             sync_timeout_ms: 5000,
             media_files: 16,
