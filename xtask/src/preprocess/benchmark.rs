@@ -790,4 +790,114 @@ mod tests {
             assert!(svg.contains(label), "{label} in {svg}");
         }
     }
+
+    /// The prose of "What the numbers say" on the benchmark page, checked against the recorded
+    /// run it was written from: a new recording that contradicts it fails here.
+    #[test]
+    fn the_conclusion_matches_the_recorded_run() {
+        let path = crate::project_root().join("src").join(BENCH_PATH);
+        let b: Bench = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert!(
+            b.ok && !b.quick,
+            "the page's prose is about a full, complete run"
+        );
+        assert_eq!(b.machine.cores, 2, "the prose describes a two-core machine");
+        let layouts = by_layout(&b);
+        let runs = |name: &str| -> Vec<&Run> {
+            layouts
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, r)| r.clone())
+                .unwrap_or_default()
+        };
+        let (w, s) = (runs("workers"), runs("single"));
+        assert!(w.len() >= 2 && s.len() >= 2, "repeats show the spread");
+        let held =
+            |r: &[&Run]| -> Vec<f64> { r.iter().map(|x| x.sustained().unwrap_or(0.0)).collect() };
+        let (hw, hs) = (held(&w), held(&s));
+        let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+        assert!(
+            min(&hs) >= min(&hw) && max(&hs) >= max(&hw),
+            "the single process held at least the same rate: {hs:?} vs {hw:?}"
+        );
+        // A fraction of the memory and less idle CPU.
+        let idle = |r: &[&Run], f: &dyn Fn(&Run, &Phase) -> f64| -> f64 {
+            median(
+                &r.iter()
+                    .filter_map(|x| x.idle.as_ref().map(|p| f(x, p)))
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap()
+        };
+        let mem = |x: &Run, p: &Phase| x.synapse_peak_mib(p);
+        let cpu = |x: &Run, p: &Phase| x.cpu(p).0 / p.seconds;
+        assert!(idle(&s, &mem) * 2.0 < idle(&w, &mem));
+        assert!(idle(&s, &cpu) < idle(&w, &cpu));
+        // Less CPU per message where both held, in Synapse and in total; latencies within the
+        // spread of the repeats.
+        let c = common_rate(&layouts).expect("a rate every run held");
+        let per_msg = |r: &[&Run], all: bool| -> f64 {
+            median(
+                &r.iter()
+                    .filter_map(|x| {
+                        step_at(x, c).map(|st| {
+                            let (syn, tot) = x.cpu(&st.phase);
+                            (if all { tot } else { syn }) / st.ok as f64
+                        })
+                    })
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap()
+        };
+        assert!(per_msg(&s, false) < per_msg(&w, false));
+        assert!(per_msg(&s, true) < per_msg(&w, true));
+        let p95 = |r: &[&Run]| -> Vec<f64> {
+            r.iter()
+                .filter_map(|x| step_at(x, c))
+                .map(|st| st.send_ms.p95)
+                .collect()
+        };
+        let (pw, ps) = (p95(&w), p95(&s));
+        assert!(
+            min(&pw) <= max(&ps) && min(&ps) <= max(&pw),
+            "send p95 ranges overlap at {c} msg/s: {pw:?} {ps:?}"
+        );
+        // Where the single process broke down, Synapse was near a core and PostgreSQL busy.
+        for r in &s {
+            let last = r.steps.last().unwrap();
+            assert!(
+                last.broke.is_some(),
+                "the ladder ran until the single process broke down"
+            );
+            let (syn, _) = r.cpu(&last.phase);
+            let db = last
+                .phase
+                .containers
+                .get("db")
+                .map_or(0.0, |u| u.cpu_seconds);
+            assert!(
+                syn / last.phase.seconds > 0.75,
+                "{syn} CPU s in {} s",
+                last.phase.seconds
+            );
+            assert!(db / last.phase.seconds > 0.4, "db {db} CPU s");
+        }
+        // Every federation sender works at every step, with no remote server to send to.
+        for r in &w {
+            for st in &r.steps {
+                let senders: Vec<f64> = st
+                    .phase
+                    .containers
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("sender"))
+                    .map(|(_, u)| u.cpu_seconds)
+                    .collect();
+                assert!(
+                    !senders.is_empty() && senders.iter().all(|c| *c > 0.0),
+                    "{senders:?}"
+                );
+            }
+        }
+    }
 }
