@@ -388,34 +388,48 @@ fn steps_table(o: &mut String, name: &str, runs: &[&Run]) {
     o.push('\n');
 }
 
-/// Each container's CPU over the whole workload and its highest memory (first run of each
-/// layout).
+/// Each container's CPU during the step every run held (median over the repeats: the same
+/// offered load in every layout) and its highest memory over the whole run.
 fn containers_table(o: &mut String, layouts: &[(&str, Vec<&Run>)]) {
+    let Some(c) = common_rate(layouts) else {
+        return;
+    };
     for (name, runs) in layouts {
-        let Some(r) = runs.first() else { continue };
-        let mut cpu: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
-        let phases = r
-            .idle
-            .iter()
-            .chain(r.steps.iter().map(|s| &s.phase))
-            .chain(r.media.iter().map(|m| &m.phase))
-            .chain(r.federation.iter().map(|f| &f.phase));
-        for p in phases {
-            for (svc, u) in &p.containers {
-                let e = cpu.entry(svc).or_default();
-                e.0 += u.cpu_seconds;
-                e.1 = e.1.max(u.peak_mib);
+        let mut cpu: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+        let mut mem: BTreeMap<&str, f64> = BTreeMap::new();
+        for r in runs {
+            if let Some(st) = step_at(r, c) {
+                for (svc, u) in &st.phase.containers {
+                    cpu.entry(svc).or_default().push(u.cpu_seconds);
+                }
+            }
+            let phases = r
+                .idle
+                .iter()
+                .chain(r.steps.iter().map(|s| &s.phase))
+                .chain(r.media.iter().map(|m| &m.phase))
+                .chain(r.federation.iter().map(|f| &f.phase));
+            for p in phases {
+                for (svc, u) in &p.containers {
+                    let e = mem.entry(svc).or_default();
+                    *e = e.max(u.peak_mib);
+                }
             }
         }
         let _ = writeln!(
             o,
-            "**{}**, each container over the whole workload of run {} (idle, ladder, media, \
-             federation):\n\n| container | CPU (s) | highest memory (MiB) |\n| --- | ---: | ---: |",
+            "**{}**, each container: CPU during the {c} msg/s step, and its highest memory in \
+             any phase of any run:\n\n| container | CPU at {c} msg/s (s) | highest memory (MiB) |\n| --- | ---: | ---: |",
             esc(name),
-            r.repeat
         );
-        for (svc, (c, m)) in &cpu {
-            let _ = writeln!(o, "| `{}` | {c:.1} | {m:.0} |", esc(svc));
+        for (svc, v) in &cpu {
+            let _ = writeln!(
+                o,
+                "| `{}` | {} | {:.0} |",
+                esc(svc),
+                spread(v, 2),
+                mem.get(svc).copied().unwrap_or(0.0)
+            );
         }
         o.push('\n');
     }
