@@ -50,7 +50,7 @@ pub const CONFIG_LANGS: &[&str] = &[
 ];
 
 /// Attributes a fence's info string may carry after the language.
-pub const KNOWN_ATTRS: &[&str] = &["title", "variant", "add", "example", "skip"];
+pub const KNOWN_ATTRS: &[&str] = &["title", "variant", "add", "example", "skip", "drop"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BlockKind {
@@ -121,6 +121,14 @@ impl Block {
     /// The reason a `console` block is not run (`skip="..."`).
     pub fn skip_reason(&self) -> Option<&str> {
         self.attrs.get("skip").and_then(|r| r.as_deref())
+    }
+
+    /// The main files (or `dir/` prefixes) this variant block says its tree leaves out.
+    pub fn drops(&self) -> Vec<&str> {
+        match self.attrs.get("drop") {
+            Some(Some(d)) if self.variant().is_some() => d.split_whitespace().collect(),
+            _ => Vec::new(),
+        }
     }
 
     pub fn variant(&self) -> Option<&str> {
@@ -676,6 +684,18 @@ pub fn classify(info: &str) -> Result<Classified, (&'static str, String)> {
         return Err((
             "book::bad-info-string",
             "`variant` needs a value: variant=\"name\"".into(),
+        ));
+    }
+    if let Some(d) = attrs.get("drop")
+        && (variant.as_ref().and_then(|v| v.as_ref()).is_none()
+            || title.as_ref().and_then(|t| t.as_ref()).is_none()
+            || d.as_deref().is_none_or(|d| d.trim().is_empty()))
+    {
+        return Err((
+            "book::bad-info-string",
+            "`drop` lists the main files a variant leaves out (`dir/` for a whole directory), \
+             on one of that variant's blocks: title=\"path\" variant=\"name\" drop=\"path dir/\""
+                .into(),
         ));
     }
     if matches!(attrs.get("example"), Some(Some(_))) {

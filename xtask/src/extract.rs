@@ -89,6 +89,46 @@ pub fn assemble(book: &Book, opts: &Options) -> Result<Tree, Vec<Diagnostic>> {
             mains.insert(target.clone());
         }
     }
+    // Main files a variant leaves out (`drop="path dir/"` on one of its blocks). Each entry
+    // must name a main file, or a directory holding one, that the variant does not write.
+    let mut dropped: BTreeSet<String> = BTreeSet::new();
+    for b in book.blocks() {
+        for d in b.drops() {
+            let hits: Vec<&String> = mains
+                .iter()
+                .filter(|m| {
+                    if d.ends_with('/') {
+                        m.starts_with(d)
+                    } else {
+                        m.as_str() == d
+                    }
+                })
+                .collect();
+            if hits.is_empty()
+                || hits.iter().any(|h| {
+                    by_target[h.as_str()]
+                        .iter()
+                        .any(|x| x.variant().is_some() && x.variant() == b.variant())
+                })
+            {
+                diags.push(Diagnostic::error(
+                    "extract::bad-drop",
+                    format!(
+                        "variant `{}` drops `{d}`, which {}",
+                        b.variant().unwrap_or_default(),
+                        if hits.is_empty() {
+                            "names no file of the main tree (a directory ends with `/`)"
+                        } else {
+                            "the variant writes itself"
+                        }
+                    ),
+                    &b.fence_loc(),
+                ));
+            } else if b.variant() == opts.variant.as_deref() {
+                dropped.extend(hits.into_iter().cloned());
+            }
+        }
+    }
 
     // A target that is a prefix directory of another target cannot be both (each target's
     // directories looked up: linear in the number of targets).
@@ -140,6 +180,8 @@ pub fn assemble(book: &Book, opts: &Options) -> Result<Tree, Vec<Diagnostic>> {
     for (target, blocks) in &by_target {
         let chosen: Vec<&&Block> = if variant_targets.contains(target) {
             blocks.iter().filter(|b| ours(b) && !b.adds()).collect()
+        } else if dropped.contains(target) {
+            continue; // left out by this variant
         } else if mains.contains(target) {
             // The main blocks, and this variant's additions, in reading order.
             blocks
@@ -728,6 +770,74 @@ mod tests {
             "",
         ] {
             assert!(check_target(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn book_of(chapter: &str) -> (tempfile::TempDir, Book) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("src")).unwrap();
+        std::fs::write(root.join("book.toml"), "[book]\ntitle = \"t\"\n").unwrap();
+        std::fs::write(root.join("src/SUMMARY.md"), "# S\n\n- [A](a.md)\n").unwrap();
+        std::fs::write(root.join("src/a.md"), chapter).unwrap();
+        let book = crate::book::load(root).unwrap();
+        (dir, book)
+    }
+
+    #[test]
+    fn a_variant_drops_main_files() {
+        let md = "# A\n\n```yaml title=\"w/one.yaml\"\na: 1\n```\n\n```yaml title=\"w/two.yaml\"\nb: 1\n```\n\n```yaml title=\"keep.yaml\"\nc: 1\n```\n\n```yaml title=\"keep.yaml\" variant=\"v\" drop=\"w/\"\nc: 2\n```\n";
+        let (_d, book) = book_of(md);
+        let main = assemble(&book, &Options::default()).unwrap();
+        assert_eq!(main.files.len(), 3);
+        let v = assemble(
+            &book,
+            &Options {
+                variant: Some("v".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            v.files.keys().collect::<Vec<_>>(),
+            ["keep.yaml"],
+            "the directory is gone from the variant only"
+        );
+        assert_eq!(v.files["keep.yaml"].content, "c: 2\n");
+    }
+
+    #[test]
+    fn a_drop_must_name_a_main_file_the_variant_does_not_write() {
+        for (drop, why) in [
+            ("nothing/", "names no file of the main tree"),
+            ("w/one", "names no file of the main tree"),
+            ("keep.yaml", "the variant writes itself"),
+        ] {
+            let md = format!(
+                "# A\n\n```yaml title=\"w/one.yaml\"\na: 1\n```\n\n```yaml title=\"keep.yaml\"\nc: 1\n```\n\n```yaml title=\"keep.yaml\" variant=\"v\" drop=\"{drop}\"\nc: 2\n```\n"
+            );
+            let (_d, book) = book_of(&md);
+            // Reported for every tree, so `check` finds it whichever tree it assembles first.
+            let d = assemble(&book, &Options::default()).unwrap_err();
+            assert_eq!(d[0].code, "extract::bad-drop", "{drop}");
+            assert!(d[0].message.contains(why), "{drop}: {}", d[0].message);
+            assert_eq!(
+                (d[0].loc().file.as_str(), d[0].loc().line),
+                ("src/a.md", 11)
+            );
+        }
+    }
+
+    #[test]
+    fn drop_belongs_on_a_variant_block() {
+        for info in [
+            "yaml title=\"a.yaml\" drop=\"w/\"",
+            "yaml title=\"a.yaml\" variant=\"v\" drop",
+            "yaml example drop=\"w/\"",
+        ] {
+            let e = crate::book::classify(info).unwrap_err();
+            assert_eq!(e.0, "book::bad-info-string", "{info}");
+            assert!(e.1.contains("`drop`"), "{info}: {}", e.1);
         }
     }
 

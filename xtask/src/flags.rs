@@ -117,6 +117,9 @@ pub enum StackAction {
     Smoke,
     Down,
     Test,
+    /// The layout benchmark: the worker and the single-process layouts under one seeded
+    /// Matrix workload (see the book's benchmark page)
+    Bench,
 }
 
 #[derive(Debug, Args)]
@@ -124,8 +127,8 @@ pub struct Stack {
     pub action: StackAction,
     #[command(flatten)]
     pub book: BookArg,
-    /// Write a JSON report of the run
-    #[arg(long, value_name = "FILE")]
+    /// Write a JSON report of the run (`bench`: its results; `--out` is the same)
+    #[arg(long, value_name = "FILE", alias = "out")]
     pub report: Option<PathBuf>,
     /// Which images run: the official ones where the engine has or can pull them, else the
     /// local stand-ins (auto); or force one
@@ -134,6 +137,12 @@ pub struct Stack {
     /// `test`: when the run passes, write its report into the book (the testing page's tables)
     #[arg(long)]
     pub bless: bool,
+    /// `bench`: the small workload that checks the benchmark works (CI), not the full ladder
+    #[arg(long)]
+    pub quick: bool,
+    /// `bench`: how many times each layout is brought up and run (alternating their order)
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub repeat: usize,
 }
 
 #[derive(Debug, Args)]

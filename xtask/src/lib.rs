@@ -2,6 +2,7 @@
 //! see `src/contributing/architecture.md`.
 
 pub mod analysis;
+pub mod bench;
 pub mod book;
 pub mod cache;
 pub mod cmd;

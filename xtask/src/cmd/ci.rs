@@ -4,8 +4,8 @@
 //! `setup` runs first and stops the run when it fails. The static steps then all run, so that one
 //! failure does not hide another: `cargo xtask check` first (its findings are what a contributor
 //! reads first), fmt, clippy, the tests, and the site built into `target/site` (what the
-//! workflow deploys to GitHub Pages). The Docker steps (the stack test, the pristine container)
-//! run only when all of those passed.
+//! workflow deploys to GitHub Pages). The Docker steps (the stack test, the benchmark's quick
+//! form, the pristine container) run only when all of those passed.
 //!
 //! On GitHub Actions (`GITHUB_ACTIONS=true`) `check` prints its findings as workflow commands,
 //! one annotation per finding, and as a table in the step summary; every other step runs
@@ -104,6 +104,19 @@ pub fn plan(no_docker: bool, github: bool) -> Vec<Step> {
         steps.push(step(
             "cargo xtask stack test",
             xtask(&["stack", "test", "--report", "target/stack/report.json"]),
+            StepKind::Docker,
+        ));
+        // The benchmark's small form: both layouts come up and answer the workload without
+        // an error (its numbers are not checked: CI machines differ).
+        steps.push(step(
+            "cargo xtask stack bench --quick",
+            xtask(&[
+                "stack",
+                "bench",
+                "--quick",
+                "--out",
+                "target/stack/bench-quick.json",
+            ]),
             StepKind::Docker,
         ));
         steps.push(step(
@@ -236,6 +249,7 @@ mod tests {
                 "cargo test",
                 "cargo xtask book",
                 "cargo xtask stack test",
+                "cargo xtask stack bench --quick",
                 "cargo xtask pristine"
             ]
         );
@@ -249,6 +263,9 @@ mod tests {
         );
         assert!(args(&local[5]).ends_with("book --out target/site"));
         assert!(local[4].env.is_empty());
+        assert!(
+            args(&local[7]).ends_with("stack bench --quick --out target/stack/bench-quick.json")
+        );
 
         let gh = plan(true, true);
         assert_eq!(names(&gh).len(), 6, "no Docker step with --no-docker");

@@ -1,4 +1,4 @@
-//! `cargo xtask stack up|smoke|down|test`: see [`crate::stack`].
+//! `cargo xtask stack up|smoke|down|test|bench`: see [`crate::stack`].
 
 use crate::flags::{self, StackAction};
 use crate::stack;
@@ -13,6 +13,15 @@ pub(crate) fn run(f: flags::Stack) -> anyhow::Result<ExitCode> {
         StackAction::Smoke => stack::run::smoke(&root, &paths, f.report.as_deref()),
         StackAction::Test => {
             stack::run::test(&root, &paths, f.images, f.report.as_deref(), f.bless)
+        }
+        StackAction::Bench => {
+            let opts = stack::bench::Options {
+                quick: f.quick,
+                repeat: f.repeat,
+                images: f.images,
+                out: f.report,
+            };
+            stack::bench::run(&root, &opts)
         }
     }
 }

@@ -125,6 +125,10 @@ pub const CODES: &[Code] = &[
         "a `title` is absolute, climbs out with `..`, or has unsafe characters",
     ),
     error(
+        "extract::bad-drop",
+        "a variant's `drop` names no main file, or one the variant writes itself",
+    ),
+    error(
         "extract::target-collision",
         "a target is a file in one place and a directory in another",
     ),

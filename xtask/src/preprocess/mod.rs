@@ -16,6 +16,7 @@
 //!
 //! [`process`] is pure; this module runs no check itself.
 
+pub mod benchmark;
 pub mod captions;
 pub mod evidence;
 pub mod pages;

@@ -50,6 +50,7 @@ pub fn expand(content: &str, site: &Site, page: &str) -> String {
                 out.push_str(&super::evidence::stack_report(site))
             }
             super::evidence::FLAKINESS_MARKER => out.push_str(&super::evidence::flakiness(site)),
+            super::benchmark::BENCHMARK_MARKER => out.push_str(&super::benchmark::benchmark(site)),
             _ => out.push_str(line),
         }
     }

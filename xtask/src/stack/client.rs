@@ -198,7 +198,7 @@ pub fn register(c: &mut Client, secret: &str, name: &str, password: &str) -> any
     register_as(c, secret, name, password, false)
 }
 
-fn register_as(
+pub fn register_as(
     c: &mut Client,
     secret: &str,
     name: &str,

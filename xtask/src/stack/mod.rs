@@ -13,10 +13,11 @@
 //! deployment itself), [`console`] runs every console block of the book and compares its shown
 //! output, [`variants`] brings up the book's variants after the main run, [`upgrade`] starts
 //! one more deployment on the previous Synapse release and runs the book's upgrade procedure
-//! on it, and [`report`] writes the JSON report. [`docker`] is the only place that runs
-//! `docker`.
+//! on it, and [`report`] writes the JSON report. [`bench`] runs the layouts under a seeded
+//! workload and measures them. [`docker`] is the only place that runs `docker`.
 
 pub mod backup;
+pub mod bench;
 pub mod checks;
 pub mod client;
 pub mod console;
