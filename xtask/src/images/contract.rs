@@ -698,7 +698,7 @@ fn server(s: &Standin, out: &mut Vec<ContractResult>) -> anyhow::Result<()> {
             let (ok, text) = ctr.exec(&[
                 "sh",
                 "-c",
-                "head -c 1000000 /dev/zero > /tmp/body && wget -q -O - --post-file=/tmp/body http://127.0.0.1/up",
+                "nginx -t -q && head -c 1000000 /dev/zero > /tmp/body && wget -q -O - --post-file=/tmp/body http://127.0.0.1/up",
             ])?;
             out.push(ContractResult::new(
                 "nginx-body-temp",
