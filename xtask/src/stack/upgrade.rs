@@ -266,12 +266,7 @@ fn all_on(s: &Stack, want: &str) -> anyhow::Result<String> {
 /// The schema deltas Synapse recorded as applied (`94/11_destination_room_sticky_events.sql`:
 /// synapse/storage/prepare_database.py records the path relative to the delta directory).
 fn applied_deltas(s: &Stack, db: &str) -> anyhow::Result<BTreeSet<String>> {
-    let r = checks::psql(
-        s,
-        db,
-        None,
-        "SELECT file FROM applied_schema_deltas",
-    )?;
+    let r = checks::psql(s, db, None, "SELECT file FROM applied_schema_deltas")?;
     ensure!(r.ok, "psql: {}", r.text().trim());
     Ok(r.stdout
         .lines()
