@@ -238,7 +238,9 @@ fn versions(s: &Stack) -> anyhow::Result<Vec<(String, String)>> {
             "`docker compose exec {svc} python -c 'import synapse; ...'` failed: {}",
             super::docker::tail(&r.text(), 5)
         );
-        out.push((svc, r.stdout.trim().to_string()));
+        // `1.163.2`, or `1.163.2 (b=..., ...)` when Synapse runs from a git checkout.
+        let v = r.stdout.split_whitespace().next().unwrap_or_default();
+        out.push((svc, v.to_string()));
     }
     ensure!(!out.is_empty(), "no Synapse service");
     Ok(out)
