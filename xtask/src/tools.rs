@@ -87,6 +87,16 @@ pub fn synapse_requirements_for(version: &str) -> anyhow::Result<Vec<String>> {
     if let Some(p) = s.get("psycopg2-binary").and_then(|x| x.as_str()) {
         reqs.push(format!("psycopg2-binary=={p}"));
     }
+    // An older release than the pinned one gets the constraints its own lock file had.
+    if s.get("version").and_then(|x| x.as_str()) != Some(version) {
+        for r in s
+            .get("older-release-requirements")
+            .and_then(|x| x.as_array())
+            .map_or(&[][..], |a| a.as_slice())
+        {
+            reqs.extend(r.as_str().map(String::from));
+        }
+    }
     Ok(reqs)
 }
 
