@@ -354,6 +354,21 @@ pub fn save_logs(s: &Stack) {
     }
 }
 
+/// Saves every service's output, then `docker compose down -v`, as a step that fails when
+/// anything of the project is left; forgets the stack's state file.
+pub fn teardown(s: &Stack, paths: &super::Paths, report: &mut Report) {
+    save_logs(s);
+    let ts = Instant::now();
+    let left = s.compose.down().unwrap_or_else(|e| vec![format!("{e:#}")]);
+    report.push(Step::new(
+        "docker compose down -v leaves no container, volume or network",
+        left.is_empty(),
+        left.join("; "),
+        ts.elapsed(),
+    ));
+    let _ = std::fs::remove_file(paths.state());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

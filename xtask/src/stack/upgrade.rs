@@ -175,16 +175,7 @@ pub fn run(root: &Path, main: &Paths, images: ImageChoice, report: &mut Report) 
     match started {
         Ok(s) => {
             steps(&s, &cmds, &mut sub, &mut run);
-            checks::save_logs(&s);
-            let ts = Instant::now();
-            let left = s.compose.down().unwrap_or_else(|e| vec![format!("{e:#}")]);
-            sub.push(Step::new(
-                "docker compose down -v leaves no container, volume or network",
-                left.is_empty(),
-                left.join("; "),
-                ts.elapsed(),
-            ));
-            let _ = std::fs::remove_file(paths.state());
+            checks::teardown(&s, &paths, &mut sub);
         }
         Err(e) => sub.push(Step::fail(
             "extract the tree on the previous Synapse release and choose its images",

@@ -61,16 +61,7 @@ pub fn run_all(root: &Path, main: &Paths, images: ImageChoice, report: &mut Repo
         match super::prepare_variants(root, &paths, images, set) {
             Ok(s) => {
                 bring_up_seconds = run_one(&s, &mut sub);
-                checks::save_logs(&s);
-                let ts = Instant::now();
-                let left = s.compose.down().unwrap_or_else(|e| vec![format!("{e:#}")]);
-                sub.push(Step::new(
-                    "docker compose down -v leaves no container, volume or network",
-                    left.is_empty(),
-                    left.join("; "),
-                    ts.elapsed(),
-                ));
-                let _ = std::fs::remove_file(paths.state());
+                checks::teardown(&s, &paths, &mut sub);
             }
             Err(e) => sub.push(Step::fail(
                 "extract the variant tree and choose its images",
